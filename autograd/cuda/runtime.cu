@@ -1,0 +1,82 @@
+// CUDA runtime entry points: device count, copies between devices, the device allocator.
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "autograd/allocator.h"
+#include "autograd/check.h"
+#include "autograd/device.h"
+
+namespace daedalus {
+
+bool cuda_built() { return true; }
+
+int cuda_device_count() {
+  int count = 0;
+  // No driver or no device is "zero devices", not an error: CPU-only machines run CUDA builds.
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky error
+    return 0;
+  }
+  return count;
+}
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t n) {
+  if (n == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    std::memcpy(dst, src, n);
+    return;
+  }
+  // Unified addressing: the runtime infers the direction from the pointers.
+  DAEDALUS_CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDefault));
+}
+
+void synchronize(Device device) {
+  if (device.is_cpu()) return;
+  DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  DAEDALUS_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+namespace {
+
+// Plain cudaMalloc/cudaFree with statistics. The caching allocator (issue 10) replaces this.
+class CudaAllocator final : public Allocator {
+ public:
+  explicit CudaAllocator(int index) : index_(index) {}
+
+  void* allocate(size_t bytes) override {
+    if (bytes == 0) return nullptr;
+    DAEDALUS_CUDA_CHECK(cudaSetDevice(index_));
+    void* ptr = nullptr;
+    DAEDALUS_CUDA_CHECK(cudaMalloc(&ptr, bytes));
+    record_allocate(bytes);
+    return ptr;
+  }
+  void deallocate(void* ptr, size_t bytes) noexcept override {
+    if (ptr == nullptr) return;
+    cudaFree(ptr);  // no throw from a destructor path; a failure here means the context is gone
+    record_deallocate(bytes);
+  }
+  Device device() const override { return Device::cuda(index_); }
+
+ private:
+  int index_;
+};
+
+}  // namespace
+
+Allocator& cuda_allocator(int index) {
+  static std::mutex mutex;
+  static std::vector<std::unique_ptr<CudaAllocator>> allocators;
+  std::lock_guard lock(mutex);
+  const int count = cuda_device_count();
+  DAEDALUS_CHECK(index >= 0 && index < count, "cuda:{} requested but {} CUDA device(s) are visible", index, count);
+  if (allocators.empty()) allocators.resize(size_t(count));
+  if (!allocators[size_t(index)]) allocators[size_t(index)] = std::make_unique<CudaAllocator>(index);
+  return *allocators[size_t(index)];
+}
+
+}  // namespace daedalus

@@ -1,0 +1,48 @@
+// Device-side strided indexing: a tensor's layout passed by value to a kernel, and the offset
+// of logical element i (row-major over the shape). Up to kMaxDims dimensions.
+#pragma once
+
+#include <cstdint>
+
+#include "autograd/tensor.h"
+
+namespace daedalus::cuda {
+
+inline constexpr int kMaxDims = 8;
+
+struct Layout {
+  int dims = 0;
+  int64_t shape[kMaxDims];
+  int64_t strides[kMaxDims];
+};
+
+inline Layout layout_of(const Tensor& t) {
+  DAEDALUS_CHECK(t.dim() <= kMaxDims, "cuda: tensors of more than {} dimensions are not supported, got {}", kMaxDims,
+                 t.describe());
+  Layout l;
+  l.dims = t.dim();
+  for (int d = 0; d < t.dim(); ++d) {
+    l.shape[d] = t.shape()[size_t(d)];
+    l.strides[d] = t.strides()[size_t(d)];
+  }
+  return l;
+}
+
+__device__ __forceinline__ int64_t element_offset(const Layout& l, int64_t i) {
+  int64_t off = 0;
+  for (int d = l.dims - 1; d >= 0; --d) {
+    const int64_t n = l.shape[d];
+    off += (i % n) * l.strides[d];
+    i /= n;
+  }
+  return off;
+}
+
+inline constexpr int kThreads = 256;
+
+inline unsigned blocks_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return unsigned(b < 65535 * 16 ? b : 65535 * 16);  // grid-stride loops cover the rest
+}
+
+}  // namespace daedalus::cuda

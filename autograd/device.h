@@ -1,0 +1,35 @@
+// Where a tensor's storage lives: the host (cpu) or one CUDA device.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace daedalus {
+
+enum class DeviceType : uint8_t { cpu, cuda };
+
+struct Device {
+  DeviceType type = DeviceType::cpu;
+  int index = 0;
+
+  static Device cpu() { return {DeviceType::cpu, 0}; }
+  static Device cuda(int index = 0) { return {DeviceType::cuda, index}; }
+  bool is_cpu() const { return type == DeviceType::cpu; }
+  bool is_cuda() const { return type == DeviceType::cuda; }
+  bool operator==(const Device&) const = default;
+  std::string str() const;  // "cpu", "cuda:0"
+};
+
+Device parse_device(std::string_view name);  // "cpu", "cuda", "cuda:N"; InputError otherwise
+
+// CUDA runtime entry points. Without CUDA at build time, cuda_built() is false,
+// cuda_device_count() is 0 and everything else throws "built without CUDA".
+bool cuda_built();
+int cuda_device_count();
+// Copies n bytes between any two devices (host<->device, device<->device, host<->host).
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t n);
+// Blocks until all work queued on the device is done (a no-op on the CPU).
+void synchronize(Device device);
+
+}  // namespace daedalus

@@ -1,0 +1,93 @@
+// Element types of a Tensor and the dispatch helpers that turn a runtime dtype into a C++ type.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "autograd/dtype_codec.h"
+
+namespace daedalus {
+
+enum class DType : uint8_t { f32, bf16, f8e4m3, f8e5m2, i32, i64 };
+
+size_t dtype_size(DType t);
+std::string_view dtype_name(DType t);   // "fp32", "bf16", "fp8e4m3", "fp8e5m2", "int32", "int64"
+DType parse_dtype(std::string_view name);  // inverse of dtype_name; InputError on anything else
+bool is_floating(DType t);              // fp32, bf16 and the FP8 formats
+bool is_fp8(DType t);
+
+template <typename T>
+constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::f32; }
+template <> constexpr DType dtype_of<bf16>() { return DType::bf16; }
+template <> constexpr DType dtype_of<fp8e4m3>() { return DType::f8e4m3; }
+template <> constexpr DType dtype_of<fp8e5m2>() { return DType::f8e5m2; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::i32; }
+template <> constexpr DType dtype_of<int64_t>() { return DType::i64; }
+
+[[noreturn]] void throw_unsupported_dtype(std::string_view op, DType t, std::string_view accepted);
+
+// Calls fn.template operator()<T>() for the C++ type of `t`, for the arithmetic dtypes (fp32 and
+// bf16, computed in float). Anything else is an InputError naming the op and the dtype.
+template <typename Fn>
+decltype(auto) dispatch_float(std::string_view op, DType t, Fn&& fn) {
+  switch (t) {
+    case DType::f32: return fn.template operator()<float>();
+    case DType::bf16: return fn.template operator()<bf16>();
+    default: throw_unsupported_dtype(op, t, "fp32, bf16");
+  }
+}
+
+// Every floating storage dtype, FP8 included (for casts, copies and comparisons).
+template <typename Fn>
+decltype(auto) dispatch_storage_float(std::string_view op, DType t, Fn&& fn) {
+  switch (t) {
+    case DType::f32: return fn.template operator()<float>();
+    case DType::bf16: return fn.template operator()<bf16>();
+    case DType::f8e4m3: return fn.template operator()<fp8e4m3>();
+    case DType::f8e5m2: return fn.template operator()<fp8e5m2>();
+    default: throw_unsupported_dtype(op, t, "fp32, bf16, fp8e4m3, fp8e5m2");
+  }
+}
+
+// Index dtypes.
+template <typename Fn>
+decltype(auto) dispatch_index(std::string_view op, DType t, Fn&& fn) {
+  switch (t) {
+    case DType::i32: return fn.template operator()<int32_t>();
+    case DType::i64: return fn.template operator()<int64_t>();
+    default: throw_unsupported_dtype(op, t, "int32, int64");
+  }
+}
+
+// Every dtype (copies, fills, printing).
+template <typename Fn>
+decltype(auto) dispatch_all(std::string_view op, DType t, Fn&& fn) {
+  switch (t) {
+    case DType::i32: return fn.template operator()<int32_t>();
+    case DType::i64: return fn.template operator()<int64_t>();
+    default: return dispatch_storage_float(op, t, std::forward<Fn>(fn));
+  }
+}
+
+// Value <-> double for any element type (printing, comparisons, scalar access).
+template <typename T>
+DAEDALUS_HD double element_to_double(T v) {
+  if constexpr (std::is_integral_v<T>) {
+    return double(v);
+  } else {
+    return double(to_float(v));
+  }
+}
+template <typename T>
+DAEDALUS_HD T element_from_double(double v) {
+  if constexpr (std::is_integral_v<T>) {
+    return T(v);
+  } else {
+    return from_float<T>(float(v));
+  }
+}
+
+}  // namespace daedalus

@@ -1,0 +1,175 @@
+// Bit-exact element codecs for the narrow storage dtypes: BF16, FP8 E4M3 (e4m3fn), FP8 E5M2.
+//
+// Round-to-nearest-even everywhere, identical on host and device (the functions are
+// __host__ __device__ under nvcc and use integer arithmetic only, so the result never depends
+// on a rounding mode or a math library). cuda_fp8.h's host conversions are the oracle in tests.
+// Format facts (bias, max finite, NaN/inf codes) are in shared/design/NUMERICS.md; fp8/ builds
+// quantizers and scales on top of these codecs.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define DAEDALUS_HD __host__ __device__ __forceinline__
+#else
+#define DAEDALUS_HD inline
+#endif
+
+namespace daedalus {
+
+// Storage types: plain bit containers, so that tensors of them are trivially copyable.
+struct bf16 {
+  uint16_t bits;
+};
+struct fp8e4m3 {
+  uint8_t bits;
+};
+struct fp8e5m2 {
+  uint8_t bits;
+};
+
+// What a cast does with values beyond the largest finite FP8 value (and with +-inf).
+enum class Fp8Overflow {
+  saturate,  // clamp to +-max finite (what training recipes use; TE's default)
+  nonfinite  // E4M3 -> NaN (it has no inf), E5M2 -> +-inf (OCP / PyTorch .to() semantics)
+};
+
+namespace codec {
+
+DAEDALUS_HD uint32_t float_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+#endif
+}
+
+DAEDALUS_HD float bits_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+#endif
+}
+
+// ---- BF16 -------------------------------------------------------------------------------
+
+DAEDALUS_HD bf16 float_to_bf16(float x) {
+  uint32_t u = float_bits(x);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return bf16{uint16_t((u >> 16) | 0x0040u)};  // NaN stays a quiet NaN
+  u += 0x7FFFu + ((u >> 16) & 1u);  // round to nearest, ties to even (inf stays inf)
+  return bf16{uint16_t(u >> 16)};
+}
+
+DAEDALUS_HD float bf16_to_float(bf16 h) { return bits_float(uint32_t(h.bits) << 16); }
+
+// ---- FP8 --------------------------------------------------------------------------------
+
+// Encodes |x| (sign handled by the caller) into an 8-bit code with `kMant` mantissa bits and
+// exponent bias `kBias`; returns codes above `kMaxCode` unclamped so the caller decides overflow.
+template <int kMant, int kBias>
+DAEDALUS_HD uint32_t fp8_encode_magnitude(uint32_t abs_bits) {
+  constexpr int kMinExp = 1 - kBias;  // exponent of the smallest normal
+  int exp = int(abs_bits >> 23) - 127;
+  uint32_t sig = abs_bits & 0x7FFFFFu;
+  if (exp == -127) {
+    exp = -126;  // float subnormal: no implicit bit
+  } else {
+    sig |= 0x800000u;
+  }
+  // Value = sig * 2^(exp-23). Express it in units of 2^(e_eff - kMant), e_eff = max(exp, kMinExp);
+  // below the normal range that unit is the smallest subnormal, and the code is the unit count.
+  const int e_eff = exp > kMinExp ? exp : kMinExp;
+  const int shift = 23 - kMant + (e_eff - exp);
+  if (shift > 25) return 0;  // below half the smallest subnormal
+  const uint32_t units = sig >> shift;
+  const uint32_t rem = sig & ((1u << shift) - 1u);
+  const uint32_t half = 1u << (shift - 1);
+  const uint32_t rounded = units + ((rem > half || (rem == half && (units & 1u))) ? 1u : 0u);
+  // Normal: code = (e + bias) << M | mantissa = ((e + bias - 1) << M) + units, units in [2^M, 2^(M+1)];
+  // subnormal (e_eff = kMinExp): the first term vanishes and the code is the unit count.
+  const int code = ((e_eff + kBias - 1) << kMant) + int(rounded);
+  return uint32_t(code);
+}
+
+DAEDALUS_HD fp8e4m3 float_to_e4m3(float x, Fp8Overflow overflow = Fp8Overflow::saturate) {
+  const uint32_t u = float_bits(x);
+  const uint32_t sign = (u >> 24) & 0x80u;
+  const uint32_t abs_bits = u & 0x7FFFFFFFu;
+  if (abs_bits > 0x7F800000u) return fp8e4m3{uint8_t(sign | 0x7Fu)};  // NaN
+  if (abs_bits == 0x7F800000u)
+    return fp8e4m3{uint8_t(sign | (overflow == Fp8Overflow::saturate ? 0x7Eu : 0x7Fu))};
+  uint32_t code = fp8_encode_magnitude<3, 7>(abs_bits);
+  if (code > 0x7Eu) code = overflow == Fp8Overflow::saturate ? 0x7Eu : 0x7Fu;
+  return fp8e4m3{uint8_t(sign | code)};
+}
+
+DAEDALUS_HD fp8e5m2 float_to_e5m2(float x, Fp8Overflow overflow = Fp8Overflow::saturate) {
+  const uint32_t u = float_bits(x);
+  const uint32_t sign = (u >> 24) & 0x80u;
+  const uint32_t abs_bits = u & 0x7FFFFFFFu;
+  if (abs_bits > 0x7F800000u) return fp8e5m2{uint8_t(sign | 0x7Fu)};  // NaN
+  if (abs_bits == 0x7F800000u)
+    return fp8e5m2{uint8_t(sign | (overflow == Fp8Overflow::saturate ? 0x7Bu : 0x7Cu))};
+  uint32_t code = fp8_encode_magnitude<2, 15>(abs_bits);
+  if (code > 0x7Bu) code = overflow == Fp8Overflow::saturate ? 0x7Bu : 0x7Cu;
+  return fp8e5m2{uint8_t(sign | code)};
+}
+
+template <int kMant, int kBias>
+DAEDALUS_HD float fp8_decode_finite(uint32_t code) {
+  const uint32_t sign = (code & 0x80u) << 24;
+  const uint32_t exp = (code & 0x7Fu) >> kMant;
+  const uint32_t mant = code & ((1u << kMant) - 1u);
+  if (exp == 0) {
+    // subnormal: mant * 2^(1 - bias - M), exact in float
+    const float magnitude = float(mant) * bits_float(uint32_t(127 + 1 - kBias - kMant) << 23);
+    return bits_float(float_bits(magnitude) | sign);
+  }
+  return bits_float(sign | ((exp - kBias + 127) << 23) | (mant << (23 - kMant)));
+}
+
+DAEDALUS_HD float e4m3_to_float(fp8e4m3 v) {
+  if ((v.bits & 0x7Fu) == 0x7Fu) return bits_float(0x7FC00000u | (uint32_t(v.bits & 0x80u) << 24));
+  return fp8_decode_finite<3, 7>(v.bits);
+}
+
+DAEDALUS_HD float e5m2_to_float(fp8e5m2 v) {
+  const uint32_t sign = uint32_t(v.bits & 0x80u) << 24;
+  if ((v.bits & 0x7Cu) == 0x7Cu) return bits_float(sign | ((v.bits & 0x03u) ? 0x7FC00000u : 0x7F800000u));
+  return fp8_decode_finite<2, 15>(v.bits);
+}
+
+}  // namespace codec
+
+// Element load/store used by every kernel: narrow types are computed in float.
+DAEDALUS_HD float to_float(float x) { return x; }
+DAEDALUS_HD float to_float(bf16 x) { return codec::bf16_to_float(x); }
+DAEDALUS_HD float to_float(fp8e4m3 x) { return codec::e4m3_to_float(x); }
+DAEDALUS_HD float to_float(fp8e5m2 x) { return codec::e5m2_to_float(x); }
+
+template <typename T>
+DAEDALUS_HD T from_float(float x);
+template <>
+DAEDALUS_HD float from_float<float>(float x) {
+  return x;
+}
+template <>
+DAEDALUS_HD bf16 from_float<bf16>(float x) {
+  return codec::float_to_bf16(x);
+}
+template <>
+DAEDALUS_HD fp8e4m3 from_float<fp8e4m3>(float x) {
+  return codec::float_to_e4m3(x);
+}
+template <>
+DAEDALUS_HD fp8e5m2 from_float<fp8e5m2>(float x) {
+  return codec::float_to_e5m2(x);
+}
+
+}  // namespace daedalus
