@@ -57,7 +57,7 @@ namespace daedalus::testing {
 double unit_roundoff(DType dtype) {
   switch (dtype) {
     case DType::f32: return std::ldexp(1.0, -24);
-    case DType::bf16: return std::ldexp(1.0, -9);
+    case DType::bf16: return std::ldexp(1.0, -8);
     case DType::f8e4m3: return std::ldexp(1.0, -4);
     case DType::f8e5m2: return std::ldexp(1.0, -3);
     default: return 0.0;

@@ -21,7 +21,8 @@ inline const std::vector<int64_t> kRaggedSizes = {1, 7, 65, 129, 993};
                                      double atol);
 ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, double rtol, double atol);
 
-// Unit roundoff of a dtype: fp32 2^-24, bf16 2^-9 (the relative error of one rounding).
+// Unit roundoff u = 2^-p of a dtype with p significand bits: the largest relative error of one
+// round-to-nearest. fp32 2^-24, bf16 2^-8, fp8e4m3 2^-4, fp8e5m2 2^-3.
 double unit_roundoff(DType dtype);
 
 // Seeded normal tensor, and the doubles it holds (the exact inputs a reference sees).

@@ -1,0 +1,105 @@
+// Every CUDA kernel against its CPU twin (the numerical reference), on ragged shapes and views.
+// Skips with a reason on machines without a CUDA device; scripts/gpu-check runs it on one.
+#include <gtest/gtest.h>
+
+#include "autograd/kernels/copy.h"
+#include "autograd/kernels/elementwise.h"
+#include "tests/testing.h"
+
+namespace daedalus {
+namespace {
+
+using testing::all_close;
+using testing::random_tensor;
+
+class Cuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_built()) GTEST_SKIP() << "built without CUDA";
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible on this machine";
+  }
+  const Device gpu = Device::cuda(0);
+};
+
+TEST_F(Cuda, HostDeviceRoundTripIsExactForEveryDtype) {
+  for (DType d : {DType::f32, DType::bf16, DType::f8e4m3, DType::f8e5m2, DType::i32, DType::i64}) {
+    const Tensor x = random_tensor({65, 129}, 1, DType::f32, 10.0).to(d);
+    const Tensor back = x.to(gpu).to(Device::cpu());
+    EXPECT_TRUE(all_close(back, x, 0, 0)) << dtype_name(d);
+  }
+}
+
+TEST_F(Cuda, CastAndStridedCopyAreBitIdenticalToCpu) {
+  // The codecs are shared host/device integer code: results must match bit for bit.
+  const Tensor x = random_tensor({129, 65}, 2, DType::f32, 300.0);
+  const Tensor xg = x.to(gpu);
+  for (DType d : {DType::bf16, DType::f8e4m3, DType::f8e5m2, DType::i32}) {
+    for (Fp8Overflow ov : {Fp8Overflow::saturate, Fp8Overflow::nonfinite}) {
+      const Tensor cpu = kernels::cast(x.t(), d, ov);
+      const Tensor gpu_out = kernels::cast(xg.t(), d, ov);
+      EXPECT_EQ(gpu_out.device(), gpu);
+      EXPECT_TRUE(all_close(gpu_out.to(Device::cpu()), cpu, 0, 0)) << dtype_name(d);
+    }
+  }
+  const Tensor sliced = xg.slice(0, 3, 100, 3).slice(1, 1, 64);
+  EXPECT_TRUE(all_close(sliced.contiguous().to(Device::cpu()), x.slice(0, 3, 100, 3).slice(1, 1, 64).contiguous(), 0,
+                        0));
+}
+
+TEST_F(Cuda, FillMatchesCpu) {
+  for (DType d : {DType::f32, DType::bf16, DType::f8e4m3, DType::i64}) {
+    const Tensor t = Tensor::full({7, 993}, 3.3, d, gpu);
+    EXPECT_TRUE(all_close(t.to(Device::cpu()), Tensor::full({7, 993}, 3.3, d), 0, 0)) << dtype_name(d);
+  }
+}
+
+TEST_F(Cuda, ElementwiseMatchesCpu) {
+  // Same float formulas; expf/logf on the GPU are within 2 ulp of the CPU's, so rtol = 1e-6
+  // (8 ulp) covers sigmoid/silu which compose three such operations. bf16 may then differ by one
+  // bf16 rounding step when the float results straddle a rounding boundary: rtol 2^-8.
+  for (DType d : {DType::f32, DType::bf16}) {
+    for (int64_t n : testing::kRaggedSizes) {
+      const Tensor a = random_tensor({3, n}, 10 + uint64_t(n), d), b = random_tensor({n}, 20 + uint64_t(n), d);
+      const Tensor ag = a.to(gpu), bg = b.to(gpu);
+      const double rtol = d == DType::f32 ? 1e-6 : std::ldexp(1.0, -8);
+      for (auto op : {kernels::BinaryOp::add, kernels::BinaryOp::mul, kernels::BinaryOp::div,
+                      kernels::BinaryOp::maximum}) {
+        EXPECT_TRUE(all_close(kernels::binary(op, ag, bg).to(Device::cpu()), kernels::binary(op, a, b), rtol, 0))
+            << kernels::op_name(op) << " " << dtype_name(d) << " n=" << n;
+      }
+      for (auto op : {kernels::UnaryOp::exp, kernels::UnaryOp::silu, kernels::UnaryOp::sigmoid,
+                      kernels::UnaryOp::neg, kernels::UnaryOp::square}) {
+        EXPECT_TRUE(all_close(kernels::unary(op, ag.t()).to(Device::cpu()), kernels::unary(op, a.t()), rtol, 0))
+            << kernels::op_name(op) << " " << dtype_name(d) << " n=" << n;
+      }
+      EXPECT_TRUE(all_close(kernels::affine(ag, 2.0, 1.0).to(Device::cpu()), kernels::affine(a, 2.0, 1.0), rtol, 0));
+      Tensor acc_cpu = a.clone(), acc_gpu = ag.clone();
+      kernels::add_(acc_cpu, b, -0.5);
+      kernels::add_(acc_gpu, bg, -0.5);
+      EXPECT_TRUE(all_close(acc_gpu.to(Device::cpu()), acc_cpu, rtol, 0));
+    }
+  }
+}
+
+TEST_F(Cuda, MixedDevicesAreAnErrorNamingBoth) {
+  const Tensor a = Tensor::zeros({4}), b = Tensor::zeros({4}, DType::f32, gpu);
+  try {
+    kernels::add(a, b);
+    FAIL() << "add across devices succeeded";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("add: operands on cpu and cuda:0"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(Cuda, AllocatorTracksDeviceMemory) {
+  Allocator& alloc = allocator_for(gpu);
+  const int64_t before = alloc.stats().current_bytes;
+  {
+    const Tensor t = Tensor::empty({1 << 20}, DType::f32, gpu);
+    EXPECT_EQ(alloc.stats().current_bytes, before + (4 << 20));
+  }
+  EXPECT_EQ(alloc.stats().current_bytes, before);
+}
+
+}  // namespace
+}  // namespace daedalus
