@@ -1,0 +1,88 @@
+// GPU benchmarks of the CUDA twins (run by scripts/gpu-check on a machine with a device):
+// device-to-device copy as the bandwidth ceiling, elementwise add, fp32->bf16/fp8 casts and
+// a transposed (strided) copy. Counters: GB/s = bytes read + written per second.
+// Without a CUDA device every benchmark reports an error and the program exits 0.
+#include <benchmark/benchmark.h>
+
+#include "autograd/kernels/copy.h"
+#include "autograd/kernels/elementwise.h"
+#include "autograd/generator.h"
+
+namespace daedalus {
+namespace {
+
+bool have_gpu(benchmark::State& state) {
+  if (cuda_device_count() > 0) return true;
+  state.SkipWithError(cuda_built() ? "no CUDA device visible" : "built without CUDA");
+  return false;
+}
+
+Tensor random_on_gpu(const Shape& shape, DType dtype, uint64_t seed) {
+  Generator gen(seed);
+  return Tensor::randn(shape, gen, DType::f32).to(dtype).to(Device::cuda(0));
+}
+
+// Runs fn once to warm up, then times iterations with a device sync each, on wall-clock time.
+template <typename Fn>
+void run(benchmark::State& state, double bytes_per_iter, Fn fn) {
+  fn();
+  synchronize(Device::cuda(0));
+  for (auto _ : state) {
+    fn();
+    synchronize(Device::cuda(0));
+  }
+  state.counters["GB/s"] = benchmark::Counter(bytes_per_iter * double(state.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+
+constexpr int64_t kElements = int64_t(1) << 28;  // 256M elements: 1 GiB of fp32, well past the 60 MB L2
+
+void BM_CudaCopyBytes(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const Tensor a = random_on_gpu({kElements}, DType::f32, 1);
+  Tensor b = Tensor::empty({kElements}, DType::f32, Device::cuda(0));
+  run(state, 2.0 * double(a.nbytes()), [&] { copy_bytes(b.data_ptr(), b.device(), a.data_ptr(), a.device(), a.nbytes()); });
+}
+
+// In place (dst += src): no allocation in the timed loop, so this is the kernel alone.
+void BM_CudaAddInPlace(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const DType dtype = state.range(0) == 0 ? DType::f32 : DType::bf16;
+  const Tensor a = random_on_gpu({kElements}, dtype, 2), b = random_on_gpu({kElements}, dtype, 3);
+  run(state, 3.0 * double(a.nbytes()), [&] { kernels::add_(a, b, 1e-3); });
+  state.SetLabel(std::string(dtype_name(dtype)));
+}
+
+// Allocating ops: includes cudaMalloc/cudaFree of the 1 GiB output each call (no caching allocator
+// yet), so the gap to BM_CudaAddInPlace is the price of allocation.
+void BM_CudaAddAllocating(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const Tensor a = random_on_gpu({kElements}, DType::f32, 2), b = random_on_gpu({kElements}, DType::f32, 3);
+  run(state, 3.0 * double(a.nbytes()), [&] { benchmark::DoNotOptimize(kernels::add(a, b)); });
+}
+
+void BM_CudaCast(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const DType to = state.range(0) == 0 ? DType::bf16 : DType::f8e4m3;
+  const Tensor a = random_on_gpu({kElements}, DType::f32, 5);
+  Tensor out = Tensor::empty({kElements}, to, Device::cuda(0));
+  run(state, double(a.nbytes()) + double(out.nbytes()), [&] { kernels::copy(out, a); });
+  state.SetLabel(std::string("fp32->") + std::string(dtype_name(to)));
+}
+
+// Strided source (a transposed view): the generic index path of the copy kernel.
+void BM_CudaTransposedCopy(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const Tensor a = random_on_gpu({16384, 16384}, DType::f32, 6);
+  Tensor out = Tensor::empty({16384, 16384}, DType::f32, Device::cuda(0));
+  run(state, 2.0 * double(a.nbytes()), [&] { kernels::copy(out, a.t()); });
+}
+
+BENCHMARK(BM_CudaCopyBytes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CudaAddInPlace)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CudaAddAllocating)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CudaCast)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CudaTransposedCopy)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace daedalus
