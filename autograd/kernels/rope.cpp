@@ -1,0 +1,96 @@
+// Rotary position embedding: dispatcher, cos/sin table and CPU kernel.
+#include "autograd/kernels/rope.h"
+
+#include <cmath>
+#include <vector>
+
+#include "autograd/kernels/dispatch.h"
+#include "autograd/kernels/strided.h"
+
+namespace daedalus {
+
+namespace cpu {
+
+// x, y contiguous [B, T, H, D] of one dtype; cos_sin: [T, D/2] cos then [T, D/2] sin (float).
+void rope(const Tensor& y, const Tensor& x, const std::vector<float>& cos_sin, int64_t seq, int64_t heads, int64_t dim,
+          kernels::RopeLayout layout, bool inverse) {
+  const int64_t half = dim / 2;
+  const int64_t rows = dim == 0 ? 0 : x.numel() / dim;
+  const float* cos_table = cos_sin.data();
+  const float* sin_table = cos_sin.data() + seq * half;
+  // Pair j is (x[j * step], x[j * step + second]).
+  const int64_t step = layout == kernels::RopeLayout::interleaved ? 2 : 1;
+  const int64_t second = layout == kernels::RopeLayout::interleaved ? 1 : half;
+  const float sign = inverse ? -1.0f : 1.0f;
+  dispatch_float("rope", x.dtype(), [&]<typename T>() {
+    const T* in = static_cast<const T*>(x.data_ptr());
+    T* out = static_cast<T*>(y.data_ptr());
+    parallel_rows(rows, dim, [&](int64_t r) {
+      const int64_t t = (r / heads) % seq;
+      const float* c = cos_table + t * half;
+      const float* s = sin_table + t * half;
+      const T* xr = in + r * dim;
+      T* yr = out + r * dim;
+      for (int64_t j = 0; j < half; ++j) {
+        const int64_t i0 = j * step, i1 = i0 + second;
+        const float a = to_float(xr[i0]), b = to_float(xr[i1]);
+        const float sn = sign * s[j];
+        yr[i0] = from_float<T>(a * c[j] - b * sn);
+        yr[i1] = from_float<T>(a * sn + b * c[j]);
+      }
+    });
+  });
+}
+
+}  // namespace cpu
+
+namespace kernels {
+
+namespace {
+
+// cos then sin of angle(t, j) = positions[t] * theta^(-2j / dim), [T, dim/2] each, in double then float.
+std::vector<float> rope_table(const Tensor& positions, double theta, int64_t dim) {
+  const int64_t half = dim / 2;
+  const std::vector<double> pos = positions.to_doubles();  // int64 positions are exact below 2^53
+  const int64_t seq = int64_t(pos.size());
+  std::vector<double> inv_freq(static_cast<size_t>(half));
+  for (int64_t j = 0; j < half; ++j) inv_freq[size_t(j)] = std::pow(theta, -2.0 * double(j) / double(dim));
+  std::vector<float> table(static_cast<size_t>(2 * seq * half));
+  for (int64_t t = 0; t < seq; ++t) {
+    for (int64_t j = 0; j < half; ++j) {
+      const double angle = pos[size_t(t)] * inv_freq[size_t(j)];
+      table[size_t(t * half + j)] = float(std::cos(angle));
+      table[size_t((seq + t) * half + j)] = float(std::sin(angle));
+    }
+  }
+  return table;
+}
+
+}  // namespace
+
+Tensor rope(const Tensor& x, const Tensor& positions, double theta, RopeLayout layout, bool inverse) {
+  const Device device = common_device("rope", {&x, &positions});
+  DAEDALUS_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::bf16, "rope: x must be fp32 or bf16, got {}",
+                 x.describe());
+  DAEDALUS_CHECK(positions.dtype() == DType::i32 || positions.dtype() == DType::i64,
+                 "rope: positions must be int32 or int64, got {}", positions.describe());
+  check_dim("rope", x, "x [B, T, H, D]", 4);
+  check_dim("rope", positions, "positions [T]", 1);
+  DAEDALUS_CHECK(positions.size(0) == x.size(1), "rope: positions {} do not match the T dimension of x {}",
+                 shape_str(positions.shape()), shape_str(x.shape()));
+  DAEDALUS_CHECK(x.size(3) % 2 == 0, "rope: the head dim D of x {} must be even", shape_str(x.shape()));
+  DAEDALUS_CHECK(theta > 0.0 && std::isfinite(theta), "rope: theta must be finite and > 0, got {}", theta);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), device);
+  switch (device.type) {
+    case DeviceType::cpu:
+      cpu::rope(y, x.contiguous(), rope_table(positions, theta, x.size(3)), x.size(1), x.size(2), x.size(3), layout,
+                inverse);
+      break;
+    case DeviceType::cuda: throw_not_on_device("rope", device);
+  }
+  return y;
+}
+
+}  // namespace kernels
+
+}  // namespace daedalus
