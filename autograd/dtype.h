@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "autograd/dtype_codec.h"
 
@@ -87,6 +88,23 @@ DAEDALUS_HD T element_from_double(double v) {
     return T(v);
   } else {
     return from_float<T>(float(v));
+  }
+}
+
+// One element from type S to type D: floats round to nearest even, FP8 per `overflow`,
+// float -> integer truncates toward zero. The copy kernels on every device use this.
+template <typename D, typename S>
+DAEDALUS_HD D convert_element(S v, Fp8Overflow overflow) {
+  if constexpr (std::is_same_v<D, S>) {
+    return v;
+  } else if constexpr (std::is_integral_v<D> || std::is_integral_v<S>) {
+    return element_from_double<D>(element_to_double(v));
+  } else if constexpr (std::is_same_v<D, fp8e4m3>) {
+    return codec::float_to_e4m3(to_float(v), overflow);
+  } else if constexpr (std::is_same_v<D, fp8e5m2>) {
+    return codec::float_to_e5m2(to_float(v), overflow);
+  } else {
+    return from_float<D>(to_float(v));
   }
 }
 

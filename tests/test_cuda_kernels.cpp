@@ -94,11 +94,20 @@ TEST_F(Cuda, MixedDevicesAreAnErrorNamingBoth) {
 TEST_F(Cuda, AllocatorTracksDeviceMemory) {
   Allocator& alloc = allocator_for(gpu);
   const int64_t before = alloc.stats().current_bytes;
+  void* first = nullptr;
   {
     const Tensor t = Tensor::empty({1 << 20}, DType::f32, gpu);
+    first = t.data_ptr();
     EXPECT_EQ(alloc.stats().current_bytes, before + (4 << 20));
   }
   EXPECT_EQ(alloc.stats().current_bytes, before);
+  // The freed block is cached and handed to the next request of its size class.
+  const int64_t hits = alloc.stats().cache_hits;
+  const Tensor again = Tensor::empty({1 << 20}, DType::f32, gpu);
+  EXPECT_EQ(again.data_ptr(), first);
+  EXPECT_EQ(alloc.stats().cache_hits, hits + 1);
+  alloc.empty_cache();
+  EXPECT_EQ(alloc.stats().cached_bytes, 0);
 }
 
 }  // namespace

@@ -9,24 +9,9 @@ namespace daedalus::cuda {
 namespace {
 
 template <typename D, typename S>
-__device__ __forceinline__ D convert(S v, Fp8Overflow overflow) {
-  if constexpr (std::is_same_v<D, S>) {
-    return v;
-  } else if constexpr (std::is_integral_v<D> || std::is_integral_v<S>) {
-    return element_from_double<D>(element_to_double(v));
-  } else if constexpr (std::is_same_v<D, fp8e4m3>) {
-    return codec::float_to_e4m3(to_float(v), overflow);
-  } else if constexpr (std::is_same_v<D, fp8e5m2>) {
-    return codec::float_to_e5m2(to_float(v), overflow);
-  } else {
-    return from_float<D>(to_float(v));
-  }
-}
-
-template <typename D, typename S>
 __global__ void copy_kernel(D* dst, Layout dl, const S* src, Layout sl, int64_t n, Fp8Overflow overflow) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    dst[element_offset(dl, i)] = convert<D>(src[element_offset(sl, i)], overflow);
+    dst[element_offset(dl, i)] = convert_element<D>(src[element_offset(sl, i)], overflow);
 }
 
 template <typename T>

@@ -42,25 +42,25 @@ void synchronize(Device device) {
 
 namespace {
 
-// Plain cudaMalloc/cudaFree with statistics. The caching allocator (issue 10) replaces this.
+// cudaMalloc/cudaFree behind the shared block cache (every size cached, no cap: a failed
+// cudaMalloc releases the cache and retries). Cached blocks are not freed at exit: the CUDA
+// context may already be gone during static destruction, and process exit releases them.
 class CudaAllocator final : public Allocator {
  public:
-  explicit CudaAllocator(int index) : index_(index) {}
+  explicit CudaAllocator(int index) : Allocator(Policy{0, SIZE_MAX}), index_(index) {}
+  Device device() const override { return Device::cuda(index_); }
 
-  void* allocate(size_t bytes) override {
-    if (bytes == 0) return nullptr;
+ protected:
+  void* raw_allocate(size_t bytes) override {
     DAEDALUS_CUDA_CHECK(cudaSetDevice(index_));
     void* ptr = nullptr;
-    DAEDALUS_CUDA_CHECK(cudaMalloc(&ptr, bytes));
-    record_allocate(bytes);
+    if (cudaMalloc(&ptr, bytes) != cudaSuccess) {
+      cudaGetLastError();  // out of memory is not sticky; clear it and let the caller retry
+      return nullptr;
+    }
     return ptr;
   }
-  void deallocate(void* ptr, size_t bytes) noexcept override {
-    if (ptr == nullptr) return;
-    cudaFree(ptr);  // no throw from a destructor path; a failure here means the context is gone
-    record_deallocate(bytes);
-  }
-  Device device() const override { return Device::cuda(index_); }
+  void raw_free(void* ptr) noexcept override { cudaFree(ptr); }
 
  private:
   int index_;

@@ -38,7 +38,8 @@ inline float apply(float x) {
   if constexpr (kOp == UnaryOp::silu) return x / (1.0f + std::exp(-x));
 }
 
-// out (contiguous, broadcast shape) = f(a, b) with a, b expanded views.
+// out (contiguous, broadcast shape) = f(a, b) with a, b expanded views. f is a lambda (a type of
+// its own, so it inlines and the unit-stride loop vectorizes), never a function pointer.
 template <typename T, typename F>
 void binary_loop(const Tensor& out, const Tensor& a, const Tensor& b, F f) {
   T* o = static_cast<T*>(out.data_ptr());
@@ -103,13 +104,15 @@ void dispatch_unary_op(UnaryOp op, Fn&& fn) {
 
 void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
   dispatch_float(kernels::op_name(op), out.dtype(), [&]<typename T>() {
-    dispatch_binary_op(op, [&]<BinaryOp kOp>() { binary_loop<T>(out, a, b, apply<kOp>); });
+    dispatch_binary_op(op, [&]<BinaryOp kOp>() { binary_loop<T>(out, a, b, [](float x, float y) { return apply<kOp>(x, y); });
+    });
   });
 }
 
 void unary(UnaryOp op, const Tensor& out, const Tensor& x) {
   dispatch_float(kernels::op_name(op), out.dtype(), [&]<typename T>() {
-    dispatch_unary_op(op, [&]<UnaryOp kOp>() { unary_loop<T>(out, x, apply<kOp>); });
+    dispatch_unary_op(op, [&]<UnaryOp kOp>() { unary_loop<T>(out, x, [](float v) { return apply<kOp>(v); });
+    });
   });
 }
 
