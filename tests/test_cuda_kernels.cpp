@@ -39,7 +39,18 @@ TEST_F(Cuda, CastAndStridedCopyAreBitIdenticalToCpu) {
       const Tensor gpu_out = kernels::cast(xg.t(), d, ov);
       EXPECT_EQ(gpu_out.device(), gpu);
       EXPECT_TRUE(all_close(gpu_out.to(Device::cpu()), cpu, 0, 0)) << dtype_name(d);
+      // Contiguous operands take the packed (16-byte) kernels, with a ragged tail.
+      EXPECT_TRUE(all_close(kernels::cast(xg, d, ov).to(Device::cpu()), kernels::cast(x, d, ov), 0, 0));
+      // Contiguous but misaligned (offset by one element): the indexed kernels.
+      EXPECT_TRUE(all_close(kernels::cast(xg.view({-1}).slice(0, 1, 8000), d, ov).to(Device::cpu()),
+                            kernels::cast(x.view({-1}).slice(0, 1, 8000), d, ov), 0, 0));
     }
+  }
+  // Back from narrow types (fp8 -> fp32, bf16 -> fp32): packed with the wider type setting the width.
+  for (DType d : {DType::bf16, DType::f8e4m3}) {
+    const Tensor narrow = kernels::cast(x, d);
+    EXPECT_TRUE(all_close(kernels::cast(narrow.to(gpu), DType::f32).to(Device::cpu()), kernels::cast(narrow, DType::f32),
+                          0, 0));
   }
   const Tensor sliced = xg.slice(0, 3, 100, 3).slice(1, 1, 64);
   EXPECT_TRUE(all_close(sliced.contiguous().to(Device::cpu()), x.slice(0, 3, 100, 3).slice(1, 1, 64).contiguous(), 0,
@@ -73,6 +84,18 @@ TEST_F(Cuda, ElementwiseMatchesCpu) {
             << kernels::op_name(op) << " " << dtype_name(d) << " n=" << n;
       }
       EXPECT_TRUE(all_close(kernels::affine(ag, 2.0, 1.0).to(Device::cpu()), kernels::affine(a, 2.0, 1.0), rtol, 0));
+      // Same-shape contiguous operands: packed kernels (n is ragged, so the scalar tail runs too);
+      // a view offset by one element is contiguous but misaligned: the indexed kernels.
+      const Tensor c = random_tensor({3, n}, 30 + uint64_t(n), d), cg = c.to(gpu);
+      EXPECT_TRUE(all_close(kernels::mul(ag, cg).to(Device::cpu()), kernels::mul(a, c), rtol, 0));
+      EXPECT_TRUE(all_close(kernels::unary(kernels::UnaryOp::silu, cg).to(Device::cpu()),
+                            kernels::unary(kernels::UnaryOp::silu, c), rtol, 0));
+      const Tensor tail_gpu = cg.view({-1}).slice(0, 1, 3 * n), tail_cpu = c.view({-1}).slice(0, 1, 3 * n);
+      EXPECT_TRUE(all_close(kernels::mul(tail_gpu, tail_gpu).to(Device::cpu()), kernels::mul(tail_cpu, tail_cpu), rtol, 0));
+      Tensor in_place_cpu = c.clone(), in_place_gpu = cg.clone();
+      kernels::add_(in_place_cpu, a, 0.25);
+      kernels::add_(in_place_gpu, ag, 0.25);
+      EXPECT_TRUE(all_close(in_place_gpu.to(Device::cpu()), in_place_cpu, rtol, 0));
       Tensor acc_cpu = a.clone(), acc_gpu = ag.clone();
       kernels::add_(acc_cpu, b, -0.5);
       kernels::add_(acc_gpu, bg, -0.5);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "autograd/tensor.h"
 
@@ -42,6 +43,20 @@ __device__ __forceinline__ int64_t element_offset(const Layout& l, int64_t i) {
 }
 
 inline constexpr int kThreads = 256;
+
+// N elements of T moved by one aligned vector load or store (16 bytes at most).
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+// Contiguous tensors whose data pointers are aligned for `pack_bytes`-byte accesses take the
+// packed kernels; anything else (views with offsets, strides, broadcasts) the indexed ones.
+inline bool packable(std::initializer_list<const Tensor*> tensors, size_t pack_bytes) {
+  for (const Tensor* t : tensors)
+    if (!t->is_contiguous() || reinterpret_cast<uintptr_t>(t->data_ptr()) % pack_bytes != 0) return false;
+  return true;
+}
 
 inline unsigned blocks_for(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
