@@ -14,19 +14,37 @@ namespace daedalus {
 enum class DType : uint8_t { f32, bf16, f8e4m3, f8e5m2, i32, i64 };
 
 size_t dtype_size(DType t);
-std::string_view dtype_name(DType t);   // "fp32", "bf16", "fp8e4m3", "fp8e5m2", "int32", "int64"
+std::string_view dtype_name(DType t);      // "fp32", "bf16", "fp8e4m3", "fp8e5m2", "int32", "int64"
 DType parse_dtype(std::string_view name);  // inverse of dtype_name; InputError on anything else
-bool is_floating(DType t);              // fp32, bf16 and the FP8 formats
+bool is_floating(DType t);                 // fp32, bf16 and the FP8 formats
 bool is_fp8(DType t);
 
 template <typename T>
 constexpr DType dtype_of();
-template <> constexpr DType dtype_of<float>() { return DType::f32; }
-template <> constexpr DType dtype_of<bf16>() { return DType::bf16; }
-template <> constexpr DType dtype_of<fp8e4m3>() { return DType::f8e4m3; }
-template <> constexpr DType dtype_of<fp8e5m2>() { return DType::f8e5m2; }
-template <> constexpr DType dtype_of<int32_t>() { return DType::i32; }
-template <> constexpr DType dtype_of<int64_t>() { return DType::i64; }
+template <>
+constexpr DType dtype_of<float>() {
+  return DType::f32;
+}
+template <>
+constexpr DType dtype_of<bf16>() {
+  return DType::bf16;
+}
+template <>
+constexpr DType dtype_of<fp8e4m3>() {
+  return DType::f8e4m3;
+}
+template <>
+constexpr DType dtype_of<fp8e5m2>() {
+  return DType::f8e5m2;
+}
+template <>
+constexpr DType dtype_of<int32_t>() {
+  return DType::i32;
+}
+template <>
+constexpr DType dtype_of<int64_t>() {
+  return DType::i64;
+}
 
 [[noreturn]] void throw_unsupported_dtype(std::string_view op, DType t, std::string_view accepted);
 

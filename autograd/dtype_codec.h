@@ -102,8 +102,7 @@ DAEDALUS_HD fp8e4m3 float_to_e4m3(float x, Fp8Overflow overflow = Fp8Overflow::s
   const uint32_t sign = (u >> 24) & 0x80u;
   const uint32_t abs_bits = u & 0x7FFFFFFFu;
   if (abs_bits > 0x7F800000u) return fp8e4m3{uint8_t(sign | 0x7Fu)};  // NaN
-  if (abs_bits == 0x7F800000u)
-    return fp8e4m3{uint8_t(sign | (overflow == Fp8Overflow::saturate ? 0x7Eu : 0x7Fu))};
+  if (abs_bits == 0x7F800000u) return fp8e4m3{uint8_t(sign | (overflow == Fp8Overflow::saturate ? 0x7Eu : 0x7Fu))};
   uint32_t code = fp8_encode_magnitude<3, 7>(abs_bits);
   if (code > 0x7Eu) code = overflow == Fp8Overflow::saturate ? 0x7Eu : 0x7Fu;
   return fp8e4m3{uint8_t(sign | code)};
@@ -114,8 +113,7 @@ DAEDALUS_HD fp8e5m2 float_to_e5m2(float x, Fp8Overflow overflow = Fp8Overflow::s
   const uint32_t sign = (u >> 24) & 0x80u;
   const uint32_t abs_bits = u & 0x7FFFFFFFu;
   if (abs_bits > 0x7F800000u) return fp8e5m2{uint8_t(sign | 0x7Fu)};  // NaN
-  if (abs_bits == 0x7F800000u)
-    return fp8e5m2{uint8_t(sign | (overflow == Fp8Overflow::saturate ? 0x7Bu : 0x7Cu))};
+  if (abs_bits == 0x7F800000u) return fp8e5m2{uint8_t(sign | (overflow == Fp8Overflow::saturate ? 0x7Bu : 0x7Cu))};
   uint32_t code = fp8_encode_magnitude<2, 15>(abs_bits);
   if (code > 0x7Bu) code = overflow == Fp8Overflow::saturate ? 0x7Bu : 0x7Cu;
   return fp8e5m2{uint8_t(sign | code)};

@@ -25,15 +25,17 @@ Shape contiguous_strides(const Shape& shape) {
   return strides;
 }
 
-Storage::Storage(size_t nbytes, Device device)
-    : nbytes_(nbytes), device_(device), allocator_(&allocator_for(device)) {
+Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device), allocator_(&allocator_for(device)) {
   data_ = allocator_->allocate(nbytes);
 }
 
 Storage::~Storage() { allocator_->deallocate(data_, nbytes_); }
 
 Tensor::Tensor(std::shared_ptr<Storage> storage, Shape shape, Shape strides, int64_t offset, DType dtype)
-    : storage_(std::move(storage)), shape_(std::move(shape)), strides_(std::move(strides)), offset_(offset),
+    : storage_(std::move(storage)),
+      shape_(std::move(shape)),
+      strides_(std::move(strides)),
+      offset_(offset),
       dtype_(dtype) {}
 
 // ---- creation ------------------------------------------------------------------------------
@@ -89,8 +91,7 @@ Tensor Tensor::zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype(), 
 
 int Tensor::wrap_dim(int d, const char* op) const {
   const int n = dim();
-  DAEDALUS_CHECK(d >= -n && d < n, "{}: dimension {} out of range for a tensor of shape {}", op, d,
-                 shape_str(shape_));
+  DAEDALUS_CHECK(d >= -n && d < n, "{}: dimension {} out of range for a tensor of shape {}", op, d, shape_str(shape_));
   return d < 0 ? d + n : d;
 }
 
@@ -158,8 +159,8 @@ Shape infer_shape(const Shape& requested, int64_t numel, const char* op, const S
                    shape_str(requested));
     shape[size_t(infer)] = numel / known;
   }
-  DAEDALUS_CHECK(shape_numel(shape) == numel, "{}: cannot reshape {} ({} elements) into {}", op, shape_str(from),
-                 numel, shape_str(requested));
+  DAEDALUS_CHECK(shape_numel(shape) == numel, "{}: cannot reshape {} ({} elements) into {}", op, shape_str(from), numel,
+                 shape_str(requested));
   return shape;
 }
 
@@ -277,8 +278,8 @@ Tensor Tensor::slice(int d, int64_t start, int64_t end, int64_t step) const {
 Tensor Tensor::select(int d, int64_t index) const {
   d = wrap_dim(d, "Tensor::select");
   const int64_t n = shape_[size_t(d)];
-  DAEDALUS_CHECK(index >= -n && index < n, "Tensor::select: index {} out of range for dimension {} of shape {}",
-                 index, d, shape_str(shape_));
+  DAEDALUS_CHECK(index >= -n && index < n, "Tensor::select: index {} out of range for dimension {} of shape {}", index,
+                 d, shape_str(shape_));
   if (index < 0) index += n;
   Shape shape = shape_, strides = strides_;
   shape.erase(shape.begin() + d);

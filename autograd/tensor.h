@@ -75,7 +75,7 @@ class Tensor {
   const Shape& shape() const { return shape_; }
   const Shape& strides() const { return strides_; }
   int dim() const { return int(shape_.size()); }
-  int64_t size(int d) const;    // negative d counts from the end
+  int64_t size(int d) const;  // negative d counts from the end
   int64_t stride(int d) const;
   int64_t numel() const { return shape_numel(shape_); }
   int64_t offset() const { return offset_; }
@@ -102,13 +102,13 @@ class Tensor {
   double item() const;               // one-element tensors
 
   // ---- views (share storage) -------------------------------------------------------------
-  Tensor view(const Shape& shape) const;  // one -1 allowed; needs compatible strides
+  Tensor view(const Shape& shape) const;     // one -1 allowed; needs compatible strides
   Tensor reshape(const Shape& shape) const;  // a view when possible, else a contiguous copy
   Tensor transpose(int d0, int d1) const;
   Tensor t() const { return transpose(-2, -1); }
   Tensor permute(const std::vector<int>& order) const;
   Tensor slice(int d, int64_t start, int64_t end, int64_t step = 1) const;  // [start, end), python-style negatives
-  Tensor select(int d, int64_t index) const;  // drops dimension d
+  Tensor select(int d, int64_t index) const;                                // drops dimension d
   Tensor unsqueeze(int d) const;
   Tensor squeeze(int d) const;
   Tensor expand(const Shape& shape) const;  // broadcast size-1 dims with stride 0
@@ -150,8 +150,8 @@ Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Dev
 
 template <typename T>
 std::vector<T> Tensor::to_vector() const {
-  DAEDALUS_CHECK(dtype_of<T>() == dtype_, "Tensor::to_vector: tensor is {} but {} was requested",
-                 dtype_name(dtype_), dtype_name(dtype_of<T>()));
+  DAEDALUS_CHECK(dtype_of<T>() == dtype_, "Tensor::to_vector: tensor is {} but {} was requested", dtype_name(dtype_),
+                 dtype_name(dtype_of<T>()));
   Tensor host = to(Device::cpu()).contiguous();
   std::vector<T> out(static_cast<size_t>(numel()));
   if (!out.empty()) std::memcpy(out.data(), host.data_ptr(), out.size() * sizeof(T));

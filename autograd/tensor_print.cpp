@@ -7,8 +7,8 @@ namespace daedalus {
 
 namespace {
 
-void print_dim(std::string& out, const std::vector<double>& values, const Shape& shape, const Shape& strides,
-               size_t d, int64_t base, int edge_items, size_t indent) {
+void print_dim(std::string& out, const std::vector<double>& values, const Shape& shape, const Shape& strides, size_t d,
+               int64_t base, int edge_items, size_t indent) {
   out += '[';
   const int64_t n = shape[d];
   const bool summarize = n > 2 * edge_items;

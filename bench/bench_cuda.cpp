@@ -4,9 +4,9 @@
 // Without a CUDA device every benchmark reports an error and the program exits 0.
 #include <benchmark/benchmark.h>
 
+#include "autograd/generator.h"
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/elementwise.h"
-#include "autograd/generator.h"
 
 namespace daedalus {
 namespace {
@@ -31,8 +31,8 @@ void run(benchmark::State& state, double bytes_per_iter, Fn fn) {
     fn();
     synchronize(Device::cuda(0));
   }
-  state.counters["GB/s"] = benchmark::Counter(bytes_per_iter * double(state.iterations()) / 1e9,
-                                              benchmark::Counter::kIsRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(bytes_per_iter * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
 
 constexpr int64_t kElements = int64_t(1) << 28;  // 256M elements: 1 GiB of fp32, well past the 60 MB L2
@@ -41,7 +41,8 @@ void BM_CudaCopyBytes(benchmark::State& state) {
   if (!have_gpu(state)) return;
   const Tensor a = random_on_gpu({kElements}, DType::f32, 1);
   Tensor b = Tensor::empty({kElements}, DType::f32, Device::cuda(0));
-  run(state, 2.0 * double(a.nbytes()), [&] { copy_bytes(b.data_ptr(), b.device(), a.data_ptr(), a.device(), a.nbytes()); });
+  run(state, 2.0 * double(a.nbytes()),
+      [&] { copy_bytes(b.data_ptr(), b.device(), a.data_ptr(), a.device(), a.nbytes()); });
 }
 
 // In place (dst += src): no allocation in the timed loop, so this is the kernel alone.

@@ -49,12 +49,12 @@ TEST_F(Cuda, CastAndStridedCopyAreBitIdenticalToCpu) {
   // Back from narrow types (fp8 -> fp32, bf16 -> fp32): packed with the wider type setting the width.
   for (DType d : {DType::bf16, DType::f8e4m3}) {
     const Tensor narrow = kernels::cast(x, d);
-    EXPECT_TRUE(all_close(kernels::cast(narrow.to(gpu), DType::f32).to(Device::cpu()), kernels::cast(narrow, DType::f32),
-                          0, 0));
+    EXPECT_TRUE(all_close(kernels::cast(narrow.to(gpu), DType::f32).to(Device::cpu()),
+                          kernels::cast(narrow, DType::f32), 0, 0));
   }
   const Tensor sliced = xg.slice(0, 3, 100, 3).slice(1, 1, 64);
-  EXPECT_TRUE(all_close(sliced.contiguous().to(Device::cpu()), x.slice(0, 3, 100, 3).slice(1, 1, 64).contiguous(), 0,
-                        0));
+  EXPECT_TRUE(
+      all_close(sliced.contiguous().to(Device::cpu()), x.slice(0, 3, 100, 3).slice(1, 1, 64).contiguous(), 0, 0));
 }
 
 TEST_F(Cuda, FillMatchesCpu) {
@@ -73,13 +73,13 @@ TEST_F(Cuda, ElementwiseMatchesCpu) {
       const Tensor a = random_tensor({3, n}, 10 + uint64_t(n), d), b = random_tensor({n}, 20 + uint64_t(n), d);
       const Tensor ag = a.to(gpu), bg = b.to(gpu);
       const double rtol = d == DType::f32 ? 1e-6 : std::ldexp(1.0, -7);
-      for (auto op : {kernels::BinaryOp::add, kernels::BinaryOp::mul, kernels::BinaryOp::div,
-                      kernels::BinaryOp::maximum}) {
+      for (auto op :
+           {kernels::BinaryOp::add, kernels::BinaryOp::mul, kernels::BinaryOp::div, kernels::BinaryOp::maximum}) {
         EXPECT_TRUE(all_close(kernels::binary(op, ag, bg).to(Device::cpu()), kernels::binary(op, a, b), rtol, 0))
             << kernels::op_name(op) << " " << dtype_name(d) << " n=" << n;
       }
-      for (auto op : {kernels::UnaryOp::exp, kernels::UnaryOp::silu, kernels::UnaryOp::sigmoid,
-                      kernels::UnaryOp::neg, kernels::UnaryOp::square}) {
+      for (auto op : {kernels::UnaryOp::exp, kernels::UnaryOp::silu, kernels::UnaryOp::sigmoid, kernels::UnaryOp::neg,
+                      kernels::UnaryOp::square}) {
         EXPECT_TRUE(all_close(kernels::unary(op, ag.t()).to(Device::cpu()), kernels::unary(op, a.t()), rtol, 0))
             << kernels::op_name(op) << " " << dtype_name(d) << " n=" << n;
       }
@@ -91,7 +91,8 @@ TEST_F(Cuda, ElementwiseMatchesCpu) {
       EXPECT_TRUE(all_close(kernels::unary(kernels::UnaryOp::silu, cg).to(Device::cpu()),
                             kernels::unary(kernels::UnaryOp::silu, c), rtol, 0));
       const Tensor tail_gpu = cg.view({-1}).slice(0, 1, 3 * n), tail_cpu = c.view({-1}).slice(0, 1, 3 * n);
-      EXPECT_TRUE(all_close(kernels::mul(tail_gpu, tail_gpu).to(Device::cpu()), kernels::mul(tail_cpu, tail_cpu), rtol, 0));
+      EXPECT_TRUE(
+          all_close(kernels::mul(tail_gpu, tail_gpu).to(Device::cpu()), kernels::mul(tail_cpu, tail_cpu), rtol, 0));
       Tensor in_place_cpu = c.clone(), in_place_gpu = cg.clone();
       kernels::add_(in_place_cpu, a, 0.25);
       kernels::add_(in_place_gpu, ag, 0.25);

@@ -197,7 +197,8 @@ TEST(DtypeCodec, RoundToBf16KeepsFp32AndRoundsOnce) {
   const Tensor x = Tensor::from_values({1.0 + std::ldexp(1.0, -8), 1.0 + 3 * std::ldexp(1.0, -8), -3.0e38, 0.1}, {4});
   const Tensor r = kernels::round_to_bf16(x);
   EXPECT_EQ(r.dtype(), DType::f32);
-  EXPECT_TRUE(testing::all_close(r, {1.0, 1.0 + std::ldexp(1.0, -6), -1.765625 * std::ldexp(1.0, 127), 0.10009765625}, 1e-7, 0));
+  EXPECT_TRUE(testing::all_close(r, {1.0, 1.0 + std::ldexp(1.0, -6), -1.765625 * std::ldexp(1.0, 127), 0.10009765625},
+                                 1e-7, 0));
   EXPECT_THROW(kernels::round_to_bf16(Tensor::zeros({2}, DType::bf16)), InputError);
 }
 

@@ -71,8 +71,8 @@ TEST(Elementwise, BinaryOpsOnRaggedShapesAndDtypes) {
     for (int64_t n : testing::kRaggedSizes) {
       const Tensor a = random_tensor({3, n}, 1 + uint64_t(n), dtype);
       Tensor b = random_tensor({3, n}, 2 + uint64_t(n), dtype);
-      for (BinaryOp op : {BinaryOp::add, BinaryOp::sub, BinaryOp::mul, BinaryOp::div, BinaryOp::maximum,
-                          BinaryOp::minimum}) {
+      for (BinaryOp op :
+           {BinaryOp::add, BinaryOp::sub, BinaryOp::mul, BinaryOp::div, BinaryOp::maximum, BinaryOp::minimum}) {
         const Tensor out = kernels::binary(op, a, b);
         EXPECT_EQ(out.dtype(), dtype);
         const double rtol = 2 * unit_roundoff(dtype) + unit_roundoff(DType::f32);
@@ -116,7 +116,8 @@ TEST(Elementwise, UnaryOps) {
         const Tensor& in = needs_positive ? pos : x;
         std::vector<double> ref = in.to_doubles();
         for (double& v : ref) v = ref_unary(op, v);
-        const double rtol = dtype == DType::f32 ? 8 * unit_roundoff(DType::f32) : unit_roundoff(DType::bf16) * 1.01;  // bf16: one final rounding
+        const double rtol = dtype == DType::f32 ? 8 * unit_roundoff(DType::f32)
+                                                : unit_roundoff(DType::bf16) * 1.01;  // bf16: one final rounding
         // log near 1 is near 0: absolute error relative to the argument, ~u.
         const double atol = op == UnaryOp::log ? 4 * unit_roundoff(dtype) : 0;
         EXPECT_TRUE(all_close(kernels::unary(op, in), ref, rtol, atol))

@@ -53,8 +53,8 @@ struct Reference {
 
 // a [..., M, K] (or [M, K]) · b [..., K, N] (or [K, N]) into c_shape [..., M, N]; c0 holds c's
 // values before the call (read only when beta != 0).
-Reference reference_gemm(const Tensor& a, const Tensor& b, const Shape& c_shape, double alpha = 1.0,
-                         double beta = 0.0, const std::vector<double>& c0 = {}) {
+Reference reference_gemm(const Tensor& a, const Tensor& b, const Shape& c_shape, double alpha = 1.0, double beta = 0.0,
+                         const std::vector<double>& c0 = {}) {
   const size_t r = c_shape.size();
   const int64_t M = c_shape[r - 2], N = c_shape[r - 1], K = a.size(-1);
   Shape a_shape(c_shape.begin(), c_shape.end() - 2), b_shape = a_shape;
@@ -158,8 +158,8 @@ TEST(Gemm, TransposedAndSlicedOperandsAreReadInPlace) {
     const Tensor bs = random_tensor({K + 5, N + 9}, next_seed(), dt).slice(0, 2, 2 + K).slice(1, 4, 4 + N);
     const Tensor ats = random_tensor({K + 3, M + 2}, next_seed(), dt).slice(0, 1, 1 + K).slice(1, 2, 2 + M).t();
     const std::vector<std::tuple<std::string, Tensor, Tensor>> cases = {
-        {"a transposed", at, b}, {"b transposed", a, bt},     {"both transposed", at, bt},
-        {"a sliced", as, b},     {"b sliced", a, bs},         {"a sliced and transposed", ats, bs},
+        {"a transposed", at, b}, {"b transposed", a, bt}, {"both transposed", at, bt},
+        {"a sliced", as, b},     {"b sliced", a, bs},     {"a sliced and transposed", ats, bs},
     };
     for (const auto& [what, x, y] : cases) {
       ASSERT_FALSE(x.is_contiguous() && y.is_contiguous()) << what;
@@ -329,24 +329,48 @@ void expect_input_error(const std::function<void()>& call, const std::vector<std
 
 TEST(Gemm, ErrorsNameTheOpAndBothShapes) {
   const Tensor a34 = Tensor::zeros({3, 4}), b46 = Tensor::zeros({4, 6}), c36 = Tensor::zeros({3, 6});
-  expect_input_error([&] { gemm(a34, Tensor::zeros({5, 6}), Tensor::zeros({3, 6})); },
-                     {"gemm: a [3, 4] and b [5, 6]: inner dimensions 4 and 5 differ"});
-  expect_input_error([&] { gemm(Tensor::zeros({2, 3, 4}), Tensor::zeros({5, 4, 6}), Tensor::zeros({2, 3, 6})); },
-                     {"gemm: a [2, 3, 4] and b [5, 4, 6]: batch dimensions [2] and [5] differ"});
-  expect_input_error([&] { gemm(a34, b46, Tensor::zeros({3, 7})); },
-                     {"gemm: c [3, 7] does not match a [3, 4] · b [4, 6] (expected [3, 6])"});
+  expect_input_error(
+      [&] {
+        gemm(a34, Tensor::zeros({5, 6}), Tensor::zeros({3, 6}));
+      },
+      {"gemm: a [3, 4] and b [5, 6]: inner dimensions 4 and 5 differ"});
+  expect_input_error(
+      [&] {
+        gemm(Tensor::zeros({2, 3, 4}), Tensor::zeros({5, 4, 6}), Tensor::zeros({2, 3, 6}));
+      },
+      {"gemm: a [2, 3, 4] and b [5, 4, 6]: batch dimensions [2] and [5] differ"});
+  expect_input_error(
+      [&] {
+        gemm(a34, b46, Tensor::zeros({3, 7}));
+      },
+      {"gemm: c [3, 7] does not match a [3, 4] · b [4, 6] (expected [3, 6])"});
   expect_input_error([&] { gemm(a34, b46, Tensor::zeros({2, 3, 6})); }, {"gemm", "c [2, 3, 6]", "[3, 4]", "[4, 6]"});
   expect_input_error([&] { gemm(Tensor::zeros({4}), b46, c36); }, {"gemm: a [4] and b [4, 6]", "at least 2-d"});
-  expect_input_error([&] { gemm(a34, Tensor::zeros({4, 6}, DType::bf16), c36); },
-                     {"gemm", "fp32[3, 4]", "bf16[4, 6]", "dtypes fp32 and bf16 differ"});
-  expect_input_error([&] { gemm(Tensor::zeros({3, 4}, DType::i32), Tensor::zeros({4, 6}, DType::i32), c36); },
-                     {"gemm", "int32[3, 4]", "int32[4, 6]", "unsupported dtype int32"});
-  expect_input_error([&] { gemm(Tensor::zeros({3, 4}, DType::f8e4m3), Tensor::zeros({4, 6}, DType::f8e4m3), c36); },
-                     {"gemm", "fp8e4m3[3, 4]", "fp8e4m3[4, 6]", "FP8", "fp8/"});
-  expect_input_error([&] { gemm(a34, Tensor::zeros({4, 6}, DType::f8e5m2), c36); },
-                     {"gemm", "[3, 4]", "fp8e5m2[4, 6]", "FP8"});
-  expect_input_error([&] { gemm(a34, b46, Tensor::zeros({3, 6}, DType::i64)); },
-                     {"gemm", "[3, 4]", "[4, 6]", "unsupported output dtype int64"});
+  expect_input_error(
+      [&] {
+        gemm(a34, Tensor::zeros({4, 6}, DType::bf16), c36);
+      },
+      {"gemm", "fp32[3, 4]", "bf16[4, 6]", "dtypes fp32 and bf16 differ"});
+  expect_input_error(
+      [&] {
+        gemm(Tensor::zeros({3, 4}, DType::i32), Tensor::zeros({4, 6}, DType::i32), c36);
+      },
+      {"gemm", "int32[3, 4]", "int32[4, 6]", "unsupported dtype int32"});
+  expect_input_error(
+      [&] {
+        gemm(Tensor::zeros({3, 4}, DType::f8e4m3), Tensor::zeros({4, 6}, DType::f8e4m3), c36);
+      },
+      {"gemm", "fp8e4m3[3, 4]", "fp8e4m3[4, 6]", "FP8", "fp8/"});
+  expect_input_error(
+      [&] {
+        gemm(a34, Tensor::zeros({4, 6}, DType::f8e5m2), c36);
+      },
+      {"gemm", "[3, 4]", "fp8e5m2[4, 6]", "FP8"});
+  expect_input_error(
+      [&] {
+        gemm(a34, b46, Tensor::zeros({3, 6}, DType::i64));
+      },
+      {"gemm", "[3, 4]", "[4, 6]", "unsupported output dtype int64"});
   expect_input_error([&] { gemm(a34, b46, Tensor()); }, {"gemm", "undefined"});
   const Shape ones(11, 1);  // 13-d: one more than oneDNN's 12
   Shape a13 = ones, b13 = ones;
@@ -355,8 +379,11 @@ TEST(Gemm, ErrorsNameTheOpAndBothShapes) {
   expect_input_error([&] { matmul(Tensor::zeros(a13), Tensor::zeros(b13)); },
                      {"gemm", shape_str(a13), shape_str(b13), "at most 12 dims"});
   // matmul reports under its own name.
-  expect_input_error([&] { matmul(a34, Tensor::zeros({5, 6})); },
-                     {"matmul: a [3, 4] and b [5, 6]: inner dimensions 4 and 5 differ"});
+  expect_input_error(
+      [&] {
+        matmul(a34, Tensor::zeros({5, 6}));
+      },
+      {"matmul: a [3, 4] and b [5, 6]: inner dimensions 4 and 5 differ"});
   expect_input_error([&] { matmul(a34, b46, DType::f8e4m3); },
                      {"matmul", "[3, 4]", "[4, 6]", "unsupported output dtype fp8e4m3"});
 }

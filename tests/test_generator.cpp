@@ -1,8 +1,8 @@
 // Philox4x32-10 against the Random123 known-answer vectors, and the distributions drawn from it.
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <omp.h>
+#include <cmath>
 
 #include "autograd/generator.h"
 #include "autograd/tensor.h"

@@ -132,7 +132,8 @@ TEST(Tensor, CudaWithoutADeviceIsAClearError) {
     FAIL() << "allocating on cuda:0 without a device succeeded";
   } catch (const Error& e) {
     const std::string msg = e.what();
-    EXPECT_TRUE(msg.find("built without CUDA") != std::string::npos || msg.find("device(s) are visible") != std::string::npos)
+    EXPECT_TRUE(msg.find("built without CUDA") != std::string::npos ||
+                msg.find("device(s) are visible") != std::string::npos)
         << msg;
   }
 }

@@ -3,11 +3,11 @@
 // 0 success, 1 bad input (InputError), 2 runtime failure (anything else).
 #include <omp.h>
 
+#include <hdf5.h>
+#include <mpi.h>
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <dnnl.hpp>
-#include <hdf5.h>
-#include <mpi.h>
 
 #include "autograd/check.h"
 #include "autograd/device.h"
@@ -68,8 +68,7 @@ int main(int argc, char** argv) {
       print_info();
     } else if (*train) {
       throw daedalus::InputError(fmt::format(
-          "daedalus train: the trainer is not built yet (it lands with the trainer issue); config {} not run",
-          config));
+          "daedalus train: the trainer is not built yet (it lands with the trainer issue); config {} not run", config));
     }
   } catch (const daedalus::InputError& e) {
     fmt::print(stderr, "daedalus: {}\n", e.what());

@@ -64,7 +64,7 @@ void fill(const Tensor& dst, double value) {
   DAEDALUS_CUDA_CHECK(cudaSetDevice(dst.device().index));
   dispatch_all("fill", dst.dtype(), [&]<typename T>() {
     fill_kernel<T><<<blocks_for(n), kThreads>>>(static_cast<T*>(dst.data_ptr()), layout_of(dst), n,
-                                                 element_from_double<T>(value));
+                                                element_from_double<T>(value));
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });
 }

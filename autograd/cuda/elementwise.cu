@@ -54,8 +54,8 @@ inline constexpr bool kReadsB = kMode == Mode::binary || kMode == Mode::axpy;
 
 // Any layout: out[i] = f(a[i], b[i]) through element_offset.
 template <typename T, Mode kMode>
-__global__ void elementwise_kernel(T* out, Layout ol, const T* a, Layout al, const T* b, Layout bl, int64_t n,
-                                   int op, float alpha, float beta) {
+__global__ void elementwise_kernel(T* out, Layout ol, const T* a, Layout al, const T* b, Layout bl, int64_t n, int op,
+                                   float alpha, float beta) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float y = kReadsB<kMode> ? to_float(b[element_offset(bl, i)]) : 0.0f;
     out[element_offset(ol, i)] = from_float<T>(compute<kMode>(op, to_float(a[element_offset(al, i)]), y, alpha, beta));
@@ -64,8 +64,7 @@ __global__ void elementwise_kernel(T* out, Layout ol, const T* a, Layout al, con
 
 // Contiguous, 16-byte aligned operands: 16 bytes per load and store, then a scalar tail.
 template <typename T, Mode kMode>
-__global__ void elementwise_packed_kernel(T* out, const T* a, const T* b, int64_t n, int op, float alpha,
-                                          float beta) {
+__global__ void elementwise_packed_kernel(T* out, const T* a, const T* b, int64_t n, int op, float alpha, float beta) {
   constexpr int N = 16 / int(sizeof(T));
   using P = Pack<T, N>;
   const int64_t packs = n / N, stride = int64_t(gridDim.x) * blockDim.x;
@@ -76,7 +75,8 @@ __global__ void elementwise_packed_kernel(T* out, const T* a, const T* b, int64_
     if constexpr (kReadsB<kMode>) pb = reinterpret_cast<const P*>(b)[p];
     P po;
 #pragma unroll
-    for (int k = 0; k < N; ++k) po.v[k] = from_float<T>(compute<kMode>(op, to_float(pa.v[k]), to_float(pb.v[k]), alpha, beta));
+    for (int k = 0; k < N; ++k)
+      po.v[k] = from_float<T>(compute<kMode>(op, to_float(pa.v[k]), to_float(pb.v[k]), alpha, beta));
     reinterpret_cast<P*>(out)[p] = po;
   }
   for (int64_t i = packs * N + first; i < n; i += stride) {
@@ -96,11 +96,11 @@ void launch(std::string_view name, const Tensor& out, const Tensor& a, const Ten
     const T* pa = static_cast<const T*>(a.data_ptr());
     const T* pb = b ? static_cast<const T*>(b->data_ptr()) : nullptr;
     if (packable({&out, &a}, 16) && (b == nullptr || packable({b}, 16))) {
-      elementwise_packed_kernel<T, kMode><<<blocks_for(n / (16 / int64_t(sizeof(T))) + 1), kThreads>>>(
-          po, pa, pb, n, op, alpha, beta);
+      elementwise_packed_kernel<T, kMode>
+          <<<blocks_for(n / (16 / int64_t(sizeof(T))) + 1), kThreads>>>(po, pa, pb, n, op, alpha, beta);
     } else {
       elementwise_kernel<T, kMode><<<blocks_for(n), kThreads>>>(po, layout_of(out), pa, layout_of(a), pb,
-                                                                 b ? layout_of(*b) : Layout{}, n, op, alpha, beta);
+                                                                b ? layout_of(*b) : Layout{}, n, op, alpha, beta);
     }
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });

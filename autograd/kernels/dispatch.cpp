@@ -18,16 +18,15 @@ Device common_device(std::string_view op, std::initializer_list<const Tensor*> o
     if (first == nullptr) {
       first = t;
     } else {
-      DAEDALUS_CHECK(t->device() == first->device(), "{}: operands on {} and {} ({} and {})", op,
-                     first->device().str(), t->device().str(), first->describe(), t->describe());
+      DAEDALUS_CHECK(t->device() == first->device(), "{}: operands on {} and {} ({} and {})", op, first->device().str(),
+                     t->device().str(), first->describe(), t->describe());
     }
   }
   return first ? first->device() : Device::cpu();
 }
 
 void check_same_shape(std::string_view op, const Tensor& a, const Tensor& b) {
-  DAEDALUS_CHECK(a.shape() == b.shape(), "{}: shapes {} and {} differ", op, shape_str(a.shape()),
-                 shape_str(b.shape()));
+  DAEDALUS_CHECK(a.shape() == b.shape(), "{}: shapes {} and {} differ", op, shape_str(a.shape()), shape_str(b.shape()));
 }
 
 void check_dim(std::string_view op, const Tensor& t, std::string_view name, int dim) {

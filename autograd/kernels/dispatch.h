@@ -35,7 +35,8 @@ Device common_device(std::string_view op, std::initializer_list<const Tensor*> o
 
 // Shape checks with messages that name the op and both shapes.
 void check_same_shape(std::string_view op, const Tensor& a, const Tensor& b);
-void check_dim(std::string_view op, const Tensor& t, std::string_view name, int dim);  // "rmsnorm: x must be 2-d, got [3]"
+void check_dim(std::string_view op, const Tensor& t, std::string_view name,
+               int dim);  // "rmsnorm: x must be 2-d, got [3]"
 void check_dtype(std::string_view op, const Tensor& t, std::string_view name, DType dtype);
 
 }  // namespace daedalus::kernels

@@ -52,8 +52,7 @@ void binary_loop(const Tensor& out, const Tensor& a, const Tensor& b, F f) {
     if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
       for (int64_t k = 0; k < n; ++k) y[k] = from_float<T>(f(to_float(x0[k]), to_float(x1[k])));
     } else {
-      for (int64_t k = 0; k < n; ++k)
-        y[k * st[0]] = from_float<T>(f(to_float(x0[k * st[1]]), to_float(x1[k * st[2]])));
+      for (int64_t k = 0; k < n; ++k) y[k * st[0]] = from_float<T>(f(to_float(x0[k * st[1]]), to_float(x1[k * st[2]])));
     }
   });
 }
@@ -104,28 +103,25 @@ void dispatch_unary_op(UnaryOp op, Fn&& fn) {
 
 void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
   dispatch_float(kernels::op_name(op), out.dtype(), [&]<typename T>() {
-    dispatch_binary_op(op, [&]<BinaryOp kOp>() { binary_loop<T>(out, a, b, [](float x, float y) { return apply<kOp>(x, y); });
-    });
+    dispatch_binary_op(
+        op, [&]<BinaryOp kOp>() { binary_loop<T>(out, a, b, [](float x, float y) { return apply<kOp>(x, y); }); });
   });
 }
 
 void unary(UnaryOp op, const Tensor& out, const Tensor& x) {
   dispatch_float(kernels::op_name(op), out.dtype(), [&]<typename T>() {
-    dispatch_unary_op(op, [&]<UnaryOp kOp>() { unary_loop<T>(out, x, [](float v) { return apply<kOp>(v); });
-    });
+    dispatch_unary_op(op, [&]<UnaryOp kOp>() { unary_loop<T>(out, x, [](float v) { return apply<kOp>(v); }); });
   });
 }
 
 void affine(const Tensor& out, const Tensor& x, float alpha, float beta) {
-  dispatch_float("affine", out.dtype(), [&]<typename T>() {
-    unary_loop<T>(out, x, [=](float v) { return alpha * v + beta; });
-  });
+  dispatch_float("affine", out.dtype(),
+                 [&]<typename T>() { unary_loop<T>(out, x, [=](float v) { return alpha * v + beta; }); });
 }
 
 void add_(const Tensor& dst, const Tensor& src, float alpha) {
-  dispatch_float("add_", dst.dtype(), [&]<typename T>() {
-    binary_loop<T>(dst, dst, src, [=](float d, float s) { return d + alpha * s; });
-  });
+  dispatch_float("add_", dst.dtype(),
+                 [&]<typename T>() { binary_loop<T>(dst, dst, src, [=](float d, float s) { return d + alpha * s; }); });
 }
 
 }  // namespace cpu
@@ -196,8 +192,8 @@ void add_(const Tensor& dst, const Tensor& src, double alpha) {
   DAEDALUS_CHECK(dst.dtype() == src.dtype(), "add_: dtypes {} and {} differ", dtype_name(dst.dtype()),
                  dtype_name(src.dtype()));
   const Shape shape = broadcast_shapes("add_", dst.shape(), src.shape());
-  DAEDALUS_CHECK(shape == dst.shape(), "add_: source {} does not broadcast to destination {}",
-                 shape_str(src.shape()), shape_str(dst.shape()));
+  DAEDALUS_CHECK(shape == dst.shape(), "add_: source {} does not broadcast to destination {}", shape_str(src.shape()),
+                 shape_str(dst.shape()));
   const Tensor es = src.expand(shape);
   switch (device.type) {
     case DeviceType::cpu: cpu::add_(dst, es, float(alpha)); break;

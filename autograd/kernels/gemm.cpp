@@ -145,9 +145,9 @@ Primitive create_primitive(const Problem& p) {
   prim.b = dnnl::memory::desc(p.b.dims, dnnl_type_of(p.in), p.b.strides);
   prim.c = dnnl::memory::desc(p.c.dims, dnnl_type_of(p.out), p.c.strides);
   dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // each call passes its thread's scratchpad
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);               // each call passes its thread's scratchpad
   if (p.alpha != 1.0f) attr.set_output_scales(/*mask=*/0, {p.alpha});  // one scale for the whole output
-  if (p.beta != 0.0f) {  // without the sum post-op oneDNN never reads c
+  if (p.beta != 0.0f) {                                                // without the sum post-op oneDNN never reads c
     dnnl::post_ops ops;
     ops.append_sum(p.beta);
     attr.set_post_ops(ops);
@@ -190,8 +190,8 @@ void gemm(const Tensor& a_in, const Tensor& b_in, const Tensor& c, float alpha, 
   const DType out_dtype = a_in.dtype() == DType::f32 ? DType::f32 : c.dtype();
 
   Tensor a = a_in, b = b_in, out = c;
-  Problem p{layout_of(a, rank, true), layout_of(b, rank, true), layout_of(c, rank, false), a.dtype(), out_dtype,
-            alpha, beta};
+  Problem p{
+      layout_of(a, rank, true), layout_of(b, rank, true), layout_of(c, rank, false), a.dtype(), out_dtype, alpha, beta};
   if (!is_blas_matrix(p.a)) {
     a = a.contiguous();
     p.a = layout_of(a, rank, true);
@@ -213,10 +213,8 @@ void gemm(const Tensor& a_in, const Tensor& b_in, const Tensor& c, float alpha, 
   const dnnl::memory mb(prim->b, engine, b.data_ptr());
   const dnnl::memory mc(prim->c, engine, out.data_ptr());
   const dnnl::memory scratch(prim->scratchpad, engine, thread_scratchpad(prim->scratchpad.get_size()));
-  prim->matmul.execute(stream, {{DNNL_ARG_SRC, ma},
-                                {DNNL_ARG_WEIGHTS, mb},
-                                {DNNL_ARG_DST, mc},
-                                {DNNL_ARG_SCRATCHPAD, scratch}});
+  prim->matmul.execute(
+      stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, scratch}});
   stream.wait();
   if (!out.shares_storage(c)) kernels::copy(c, out);
 }
@@ -248,8 +246,8 @@ bool is_gemm_dtype(DType t) { return t == DType::f32 || t == DType::bf16; }
 void check_dtypes(std::string_view op, const Tensor& a, const Tensor& b, DType out) {
   for (const Tensor* t : {&a, &b}) {
     DAEDALUS_CHECK(!is_fp8(t->dtype()),
-                   "{}: a {} and b {}: FP8 operands need their scales; use the scaled GEMM in fp8/", op,
-                   a.describe(), b.describe());
+                   "{}: a {} and b {}: FP8 operands need their scales; use the scaled GEMM in fp8/", op, a.describe(),
+                   b.describe());
     DAEDALUS_CHECK(is_gemm_dtype(t->dtype()), "{}: a {} and b {}: unsupported dtype {} (accepts fp32, bf16)", op,
                    a.describe(), b.describe(), dtype_name(t->dtype()));
   }
