@@ -15,6 +15,11 @@
 namespace daedalus {
 namespace {
 
+using testing::bytes;
+using testing::cancelling_sources;
+using testing::cyclic_index;
+using testing::expect_error;
+
 using testing::all_close;
 using testing::kRaggedSizes;
 
@@ -33,45 +38,6 @@ Tensor make_index(int64_t m, int64_t range, DType dtype, uint64_t seed, bool str
 // [n, d]: contiguous, or the transpose of a contiguous [d, n].
 Tensor make_rows(int64_t n, int64_t d, DType dtype, bool transposed, uint64_t seed) {
   return transposed ? testing::random_tensor({d, n}, seed, dtype).t() : testing::random_tensor({n, d}, seed, dtype);
-}
-
-// Rows that make the accumulation order visible: the first `first` rows are +2^60, the last `first`
-// rows -2^60, the rest normal. With index i % first, every destination gets one giant first and its
-// negation last; which small rows the giant absorbs depends on the order of the double sum, and the
-// cancellation makes that visible in the rounded result. A thread-count-dependent order would change
-// the bits.
-Tensor cancelling_sources(int64_t m, int64_t d, int64_t first, uint64_t seed, DType dtype) {
-  std::vector<double> v = testing::random_tensor({m, d}, seed).to_doubles();
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < d; ++j) {
-      if (i < first) v[size_t(i * d + j)] = std::ldexp(1.0, 60);
-      if (i >= m - first) v[size_t(i * d + j)] = -std::ldexp(1.0, 60);
-    }
-  return Tensor::from_values(v, {m, d}, dtype);
-}
-
-// 0, 1, .., k-1, 0, 1, ...: m indices of `dtype`.
-Tensor cyclic_index(int64_t m, int64_t k, DType dtype) {
-  std::vector<double> v(static_cast<size_t>(m));
-  for (int64_t i = 0; i < m; ++i) v[size_t(i)] = double(i % k);
-  return Tensor::from_values(v, {m}, dtype);
-}
-
-std::vector<uint8_t> bytes(const Tensor& t) {
-  const Tensor c = t.contiguous();
-  std::vector<uint8_t> out(t.nbytes());
-  if (!out.empty()) std::memcpy(out.data(), c.data_ptr(), out.size());
-  return out;
-}
-
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "no InputError thrown";
-  } catch (const InputError& e) {
-    const std::string msg = e.what();
-    for (const std::string& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
-  }
 }
 
 TEST(Index, GatherRowsCopiesExactly) {

@@ -16,6 +16,9 @@
 namespace daedalus {
 namespace {
 
+using testing::bytes;
+using testing::expect_error;
+
 using testing::all_close;
 using testing::kRaggedSizes;
 
@@ -45,13 +48,6 @@ Tensor make_input(const Shape& shape, DType dtype, Layout layout, uint64_t seed)
     }
   }
   return {};
-}
-
-std::vector<uint8_t> bytes(const Tensor& t) {
-  const Tensor c = t.contiguous();
-  std::vector<uint8_t> out(t.nbytes());
-  if (!out.empty()) std::memcpy(out.data(), c.data_ptr(), out.size());
-  return out;
 }
 
 // Ill-conditioned rows for determinism tests: normal values, plus +2^60 at row position 3 and -2^60
@@ -311,16 +307,6 @@ TEST(Reduce, MaxAndAmaxPropagateNaN) {
   // -inf is an ordinary value.
   EXPECT_EQ(kernels::max(Tensor::from_values({-INFINITY, -INFINITY}, {2}), 0).item(), -INFINITY);
   EXPECT_EQ(kernels::amax(Tensor::from_values({-INFINITY, 1}, {2}), 0).item(), INFINITY);
-}
-
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "no InputError thrown";
-  } catch (const InputError& e) {
-    const std::string msg = e.what();
-    for (const std::string& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
-  }
 }
 
 TEST(Reduce, ErrorsNameTheOpAndShapes) {

@@ -14,6 +14,11 @@
 namespace daedalus {
 namespace {
 
+using testing::error_of;
+using testing::finite_differences;
+using testing::mentions;
+using testing::weighted_sum;
+
 using kernels::RopeLayout;
 using testing::all_close;
 using testing::kRaggedSizes;
@@ -54,27 +59,6 @@ std::vector<double> evens_then_odds(const std::vector<double>& x, int64_t dim) {
   return p;
 }
 
-std::vector<double> finite_differences(const std::function<double(const std::vector<double>&)>& loss,
-                                       std::vector<double> x, double h = 1e-6) {
-  std::vector<double> g(x.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double xi = x[i];
-    x[i] = xi + h;
-    const double plus = loss(x);
-    x[i] = xi - h;
-    const double minus = loss(x);
-    x[i] = xi;
-    g[i] = (plus - minus) / (2 * h);
-  }
-  return g;
-}
-
-double weighted_sum(const std::vector<double>& w, const std::vector<double>& y) {
-  double s = 0.0;
-  for (size_t i = 0; i < w.size(); ++i) s += w[i] * y[i];
-  return s;
-}
-
 double max_abs(const std::vector<double>& v) {
   double m = 0.0;
   for (double e : v) m = std::max(m, std::fabs(e));
@@ -86,21 +70,6 @@ Tensor positions_for(int64_t seq, DType dtype) {
   std::vector<double> p(static_cast<size_t>(seq));
   for (int64_t t = 0; t < seq; ++t) p[size_t(t)] = double(1000 + 3 * t);
   return Tensor::from_values(p, {seq}, dtype);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "<no InputError>";
-}
-
-::testing::AssertionResult mentions(const std::string& msg, std::initializer_list<std::string_view> parts) {
-  for (std::string_view p : parts)
-    if (msg.find(p) == std::string::npos) return ::testing::AssertionFailure() << "'" << p << "' not in: " << msg;
-  return ::testing::AssertionSuccess();
 }
 
 // ---- tests ------------------------------------------------------------------------------------

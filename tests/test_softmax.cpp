@@ -15,6 +15,12 @@
 namespace daedalus {
 namespace {
 
+using testing::error_of;
+using testing::finite_differences;
+using testing::mentions;
+using testing::random_view;
+using testing::weighted_sum;
+
 using testing::all_close;
 using testing::kRaggedSizes;
 using testing::random_tensor;
@@ -53,53 +59,6 @@ std::vector<double> softmax_backward_ref(const std::vector<double>& y, const std
     }
   }
   return dx;
-}
-
-// g[i] = (L(x + h e_i) - L(x - h e_i)) / 2h, in double.
-std::vector<double> finite_differences(const std::function<double(const std::vector<double>&)>& loss,
-                                       std::vector<double> x, double h = 1e-6) {
-  std::vector<double> g(x.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double xi = x[i];
-    x[i] = xi + h;
-    const double plus = loss(x);
-    x[i] = xi - h;
-    const double minus = loss(x);
-    x[i] = xi;
-    g[i] = (plus - minus) / (2 * h);
-  }
-  return g;
-}
-
-double weighted_sum(const std::vector<double>& w, const std::vector<double>& y) {
-  double s = 0.0;
-  for (size_t i = 0; i < w.size(); ++i) s += w[i] * y[i];
-  return s;
-}
-
-// [rows, cols] random normal values laid out contiguously (0), as a transposed view (1) or as a
-// column slice (2): the kernels must read any strides.
-Tensor random_view(int64_t rows, int64_t cols, uint64_t seed, DType dtype, int layout, double std = 1.0) {
-  switch (layout) {
-    case 1: return random_tensor({cols, rows}, seed, dtype, std).t();
-    case 2: return random_tensor({rows, cols + 3}, seed, dtype, std).slice(1, 2, cols + 2);
-    default: return random_tensor({rows, cols}, seed, dtype, std);
-  }
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "<no InputError>";
-}
-
-::testing::AssertionResult mentions(const std::string& msg, std::initializer_list<std::string_view> parts) {
-  for (std::string_view p : parts)
-    if (msg.find(p) == std::string::npos) return ::testing::AssertionFailure() << "'" << p << "' not in: " << msg;
-  return ::testing::AssertionSuccess();
 }
 
 // ---- forward ----------------------------------------------------------------------------------

@@ -17,6 +17,8 @@
 namespace daedalus {
 namespace {
 
+using testing::expect_error;
+
 using testing::all_close;
 using testing::kRaggedSizes;
 
@@ -174,16 +176,6 @@ TEST(TopK, SameBitsWithOneTwoAndThreeThreads) {
   EXPECT_EQ(idx[0], idx[2]);
   EXPECT_EQ(val[0], val[1]);
   EXPECT_EQ(val[0], val[2]);
-}
-
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "no InputError thrown";
-  } catch (const InputError& e) {
-    const std::string msg = e.what();
-    for (const std::string& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
-  }
 }
 
 TEST(TopK, BadKAndInputsAreErrors) {

@@ -1,6 +1,7 @@
 #include "tests/testing.h"
 
 #include <cmath>
+#include <cstring>
 
 namespace daedalus::testing {
 
@@ -67,6 +68,78 @@ double unit_roundoff(DType dtype) {
 Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype, double std) {
   Generator gen(seed);
   return Tensor::randn(shape, gen, dtype, Device::cpu(), 0.0, std);
+}
+
+std::vector<double> finite_differences(const std::function<double(const std::vector<double>&)>& loss,
+                                       std::vector<double> x, double h) {
+  std::vector<double> g(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double xi = x[i];
+    x[i] = xi + h;
+    const double plus = loss(x);
+    x[i] = xi - h;
+    const double minus = loss(x);
+    x[i] = xi;
+    g[i] = (plus - minus) / (2 * h);
+  }
+  return g;
+}
+
+double weighted_sum(const std::vector<double>& w, const std::vector<double>& y) {
+  double s = 0.0;
+  for (size_t i = 0; i < w.size(); ++i) s += w[i] * y[i];
+  return s;
+}
+
+Tensor random_view(int64_t rows, int64_t cols, uint64_t seed, DType dtype, int layout, double std) {
+  switch (layout) {
+    case 1: return random_tensor({cols, rows}, seed, dtype, std).t();
+    case 2: return random_tensor({rows, cols + 3}, seed, dtype, std).slice(1, 2, cols + 2);
+    default: return random_tensor({rows, cols}, seed, dtype, std);
+  }
+}
+
+Tensor cancelling_sources(int64_t m, int64_t d, int64_t first, uint64_t seed, DType dtype) {
+  std::vector<double> v = random_tensor({m, d}, seed).to_doubles();
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < d; ++j) {
+      if (i < first) v[size_t(i * d + j)] = std::ldexp(1.0, 60);
+      if (i >= m - first) v[size_t(i * d + j)] = -std::ldexp(1.0, 60);
+    }
+  return Tensor::from_values(v, {m, d}, dtype);
+}
+
+Tensor cyclic_index(int64_t m, int64_t k, DType dtype) {
+  std::vector<double> v(static_cast<size_t>(m));
+  for (int64_t i = 0; i < m; ++i) v[size_t(i)] = double(i % k);
+  return Tensor::from_values(v, {m}, dtype);
+}
+
+std::vector<uint8_t> bytes(const Tensor& t) {
+  const Tensor c = t.to(Device::cpu()).contiguous();
+  std::vector<uint8_t> out(t.nbytes());
+  if (!out.empty()) std::memcpy(out.data(), c.data_ptr(), out.size());
+  return out;
+}
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "<no InputError>";
+}
+
+::testing::AssertionResult mentions(const std::string& msg, std::initializer_list<std::string_view> parts) {
+  for (std::string_view p : parts)
+    if (msg.find(p) == std::string::npos) return ::testing::AssertionFailure() << "'" << p << "' not in: " << msg;
+  return ::testing::AssertionSuccess();
+}
+
+void expect_error(const std::function<void()>& fn, const std::vector<std::string>& needles) {
+  const std::string msg = error_of(fn);
+  for (const std::string& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
 }
 
 }  // namespace daedalus::testing

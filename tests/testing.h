@@ -4,7 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "autograd/generator.h"
@@ -34,5 +38,41 @@ inline int64_t flat(const Shape& shape, const std::vector<int64_t>& index) {
   for (size_t i = 0; i < shape.size(); ++i) off = off * shape[i] + index[i];
   return off;
 }
+
+}  // namespace daedalus::testing
+
+namespace daedalus::testing {
+
+// ---- gradient checks ----------------------------------------------------------------------------
+
+// g[i] = (L(x + h e_i) - L(x - h e_i)) / 2h, in double: the independent check of every backward.
+std::vector<double> finite_differences(const std::function<double(const std::vector<double>&)>& loss,
+                                       std::vector<double> x, double h = 1e-6);
+// sum_i w[i] * y[i]: a scalar loss with fixed random weights w, so dL/dy = w.
+double weighted_sum(const std::vector<double>& w, const std::vector<double>& y);
+
+// ---- inputs -------------------------------------------------------------------------------------
+
+// [rows, cols] normal values laid out contiguously (layout 0), as a transposed view (1) or as a
+// column slice (2): kernels must read any strides.
+Tensor random_view(int64_t rows, int64_t cols, uint64_t seed, DType dtype, int layout, double std = 1.0);
+// Rows that make accumulation order visible: the first `first` rows are +2^60, the last `first`
+// rows -2^60, the rest normal. With index i % first every destination gets one giant first and
+// its negation last; which small rows the giant absorbs depends on the order of the double sum,
+// and the cancellation shows it in the rounded result. A thread-count-dependent order changes bits.
+Tensor cancelling_sources(int64_t m, int64_t d, int64_t first, uint64_t seed, DType dtype);
+// 0, 1, .., k-1, 0, 1, ...: m indices of `dtype`.
+Tensor cyclic_index(int64_t m, int64_t k, DType dtype);
+// The tensor's elements as raw bytes in row-major order (bit-exact comparisons).
+std::vector<uint8_t> bytes(const Tensor& t);
+
+// ---- errors -------------------------------------------------------------------------------------
+
+// The message of the InputError fn throws, or "<no InputError>".
+std::string error_of(const std::function<void()>& fn);
+// Passes when msg contains every part.
+::testing::AssertionResult mentions(const std::string& msg, std::initializer_list<std::string_view> parts);
+// fn must throw an InputError whose message contains every needle.
+void expect_error(const std::function<void()>& fn, const std::vector<std::string>& needles);
 
 }  // namespace daedalus::testing

@@ -37,4 +37,9 @@ void check_dtype(std::string_view op, const Tensor& t, std::string_view name, DT
   DAEDALUS_CHECK(t.dtype() == dtype, "{}: {} must be {}, got {}", op, name, dtype_name(dtype), dtype_name(t.dtype()));
 }
 
+void check_float(std::string_view op, const Tensor& t, std::string_view name) {
+  DAEDALUS_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, "{}: {} must be fp32 or bf16, got {}", op, name,
+                 t.describe());
+}
+
 }  // namespace daedalus::kernels

@@ -38,5 +38,6 @@ void check_same_shape(std::string_view op, const Tensor& a, const Tensor& b);
 void check_dim(std::string_view op, const Tensor& t, std::string_view name,
                int dim);  // "rmsnorm: x must be 2-d, got [3]"
 void check_dtype(std::string_view op, const Tensor& t, std::string_view name, DType dtype);
+void check_float(std::string_view op, const Tensor& t, std::string_view name);  // fp32 or bf16
 
 }  // namespace daedalus::kernels

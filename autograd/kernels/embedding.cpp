@@ -21,15 +21,6 @@ void embedding_backward(const Tensor& dw, const Tensor& dy_rows, const Tensor& f
 
 namespace kernels {
 
-namespace {
-
-void check_float(std::string_view op, const Tensor& t, std::string_view name) {
-  DAEDALUS_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, "{}: {} must be fp32 or bf16, got {}", op, name,
-                 t.describe());
-}
-
-}  // namespace
-
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
   const Device device = common_device("embedding", {&weight, &ids});
   check_dim("embedding", weight, "weight", 2);

@@ -87,11 +87,6 @@ namespace kernels {
 
 namespace {
 
-void check_float(std::string_view op, const Tensor& t, std::string_view name) {
-  DAEDALUS_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, "{}: {} must be fp32 or bf16, got {}", op, name,
-                 t.describe());
-}
-
 // x [..., D] and weight [D]; returns D.
 int64_t check_x_weight(std::string_view op, const Tensor& x, const Tensor& weight) {
   check_float(op, x, "x");

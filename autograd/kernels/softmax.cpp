@@ -89,11 +89,6 @@ namespace kernels {
 
 namespace {
 
-void check_float(std::string_view op, const Tensor& t, std::string_view name) {
-  DAEDALUS_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, "{}: {} must be fp32 or bf16, got {}", op, name,
-                 t.describe());
-}
-
 // [rows, cols] of the last dimension.
 std::pair<int64_t, int64_t> rows_cols(std::string_view op, const Tensor& x, std::string_view name) {
   DAEDALUS_CHECK(x.dim() >= 1, "{}: {} must have at least 1 dimension, got {}", op, name, shape_str(x.shape()));
