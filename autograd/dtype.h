@@ -1,6 +1,7 @@
 // Element types of a Tensor and the dispatch helpers that turn a runtime dtype into a C++ type.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -124,6 +125,28 @@ DAEDALUS_HD D convert_element(S v, Fp8Overflow overflow) {
   } else {
     return from_float<D>(to_float(v));
   }
+}
+
+// Rounds a double accumulator to the storage type exactly once (nearest even), for every kernel that
+// sums in double (reductions, scatter-add, embedding backward). For bf16, double -> float -> bf16
+// would round twice; rounding to odd at float precision first keeps the sticky information, and
+// float has 16 more significand bits than bf16, so the final nearest-even rounding is exact-once.
+template <typename T>
+T round_from_double(double v);
+
+template <>
+inline float round_from_double<float>(double v) {
+  return float(v);
+}
+
+template <>
+inline bf16 round_from_double<bf16>(double v) {
+  float f = float(v);
+  if (std::isfinite(f) && double(f) != v) {
+    if (std::fabs(double(f)) > std::fabs(v)) f = std::nextafter(f, 0.0f);  // truncate toward zero
+    f = codec::bits_float(codec::float_bits(f) | 1u);                      // inexact: make it odd
+  }
+  return from_float<bf16>(f);
 }
 
 }  // namespace daedalus

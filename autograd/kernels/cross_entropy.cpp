@@ -60,7 +60,7 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const T
         const float row_lse = plse[r];
         for (int64_t v = 0; v < vocab; ++v) {
           const double p = std::exp(to_float(xr[v]) - row_lse);
-          dr[v] = from_float<T>(float(scale * (v == t ? p - 1.0 : p)));
+          dr[v] = round_from_double<T>(scale * (v == t ? p - 1.0 : p));
         }
       });
     });

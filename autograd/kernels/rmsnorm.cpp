@@ -68,7 +68,7 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dy,
         const double c = s * s * s * dot / double(dim);
         // The two terms cancel when dy is nearly parallel to y: combined in double, rounded once.
         for (int64_t d = 0; d < dim; ++d)
-          dxr[d] = from_float<T>(float(s * double(w[d]) * double(to_float(dyr[d])) - double(to_float(xr[d])) * c));
+          dxr[d] = round_from_double<T>(s * double(w[d]) * double(to_float(dyr[d])) - double(to_float(xr[d])) * c);
       }
     }
   });

@@ -26,7 +26,7 @@ void softmax(const Tensor& y, const Tensor& x, int64_t rows, int64_t cols) {
       double sum = 0.0;
       for (int64_t c = 0; c < cols; ++c) sum += std::exp(to_float(xr[c]) - m);
       const double inv = 1.0 / sum;
-      for (int64_t c = 0; c < cols; ++c) yr[c] = from_float<T>(float(std::exp(to_float(xr[c]) - m) * inv));
+      for (int64_t c = 0; c < cols; ++c) yr[c] = round_from_double<T>(std::exp(to_float(xr[c]) - m) * inv);
     });
   });
 }
@@ -43,7 +43,7 @@ void log_softmax(const Tensor& y, const Tensor& x, int64_t rows, int64_t cols) {
       double sum = 0.0;
       for (int64_t c = 0; c < cols; ++c) sum += std::exp(to_float(xr[c]) - m);
       const double lse = double(m) + std::log(sum);  // x - lse in double: no cancellation when y is near 0
-      for (int64_t c = 0; c < cols; ++c) yr[c] = from_float<T>(float(double(to_float(xr[c])) - lse));
+      for (int64_t c = 0; c < cols; ++c) yr[c] = round_from_double<T>(double(to_float(xr[c])) - lse);
     });
   });
 }
@@ -61,7 +61,7 @@ void softmax_backward(const Tensor& dx, const Tensor& y, const Tensor& dy, int64
       for (int64_t c = 0; c < cols; ++c) dot += double(to_float(dyr[c])) * double(to_float(yr[c]));
       // dy - dot cancels when dy is near the row's mean: taken in double, rounded once.
       for (int64_t c = 0; c < cols; ++c)
-        dxr[c] = from_float<T>(float(double(to_float(yr[c])) * (double(to_float(dyr[c])) - dot)));
+        dxr[c] = round_from_double<T>(double(to_float(yr[c])) * (double(to_float(dyr[c])) - dot));
     });
   });
 }
@@ -78,7 +78,7 @@ void log_softmax_backward(const Tensor& dx, const Tensor& y, const Tensor& dy, i
       double sum = 0.0;
       for (int64_t c = 0; c < cols; ++c) sum += to_float(dyr[c]);
       for (int64_t c = 0; c < cols; ++c)
-        dxr[c] = from_float<T>(float(double(to_float(dyr[c])) - std::exp(double(to_float(yr[c]))) * sum));
+        dxr[c] = round_from_double<T>(double(to_float(dyr[c])) - std::exp(double(to_float(yr[c]))) * sum);
     });
   });
 }
