@@ -250,6 +250,7 @@ Tensor amax_all(const Tensor& x) { return reduce_all(ReduceKind::amax, x); }
 Tensor sum_to_shape(const Tensor& x, const Shape& shape) {
   DAEDALUS_CHECK(x.defined(), "sum_to_shape: undefined tensor operand");
   const Shape& from = x.shape();
+  if (shape == from) return x;
   DAEDALUS_CHECK(shape.size() <= from.size() && broadcast_shapes("sum_to_shape", shape, from) == from,
                  "sum_to_shape: shape {} does not broadcast to x's shape {}", shape_str(shape), shape_str(from));
   const size_t lead = from.size() - shape.size();

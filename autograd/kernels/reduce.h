@@ -42,6 +42,6 @@ Tensor amax_all(const Tensor& x);
 // `shape` and every dim where shape has 1 and x does not (the gradient of broadcasting `shape` up to
 // x's shape). `shape` must broadcast to x's shape. All reduced dims are summed together in double and
 // rounded once.
-Tensor sum_to_shape(const Tensor& x, const Shape& shape);
+Tensor sum_to_shape(const Tensor& x, const Shape& shape);  // x itself when the shapes are equal
 
 }  // namespace daedalus::kernels
