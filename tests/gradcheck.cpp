@@ -1,5 +1,6 @@
 #include "tests/gradcheck.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace daedalus::testing {
@@ -75,6 +76,20 @@ double weighted_loss(const Tensor& y, const std::vector<double>& w) {
     }
   }
   return ::testing::AssertionSuccess();
+}
+
+void expect_gradcheck(const OpFn& op, const std::vector<Tensor>& inputs, GradcheckOptions options) {
+  options.transposed = false;
+  EXPECT_TRUE(gradcheck(op, inputs, options)) << "contiguous inputs";
+  if (std::none_of(inputs.begin(), inputs.end(), [](const Tensor& t) { return t.dim() >= 2; })) return;
+  options.transposed = true;
+  EXPECT_TRUE(gradcheck(op, inputs, options)) << "transposed inputs";
+}
+
+::testing::AssertionResult same(const Tensor& a, const Tensor& b) {
+  if (a.dtype() != b.dtype())
+    return ::testing::AssertionFailure() << "dtypes differ: " << a.describe() << " vs " << b.describe();
+  return all_close(a, b, 0, 0);
 }
 
 }  // namespace daedalus::testing

@@ -34,4 +34,10 @@ using OpFn = std::function<Var(const std::vector<Var>&)>;
 ::testing::AssertionResult gradcheck(const OpFn& op, const std::vector<Tensor>& inputs,
                                      const GradcheckOptions& options = {});
 
+// gradcheck with contiguous inputs, and again with the 2-d+ inputs as transposed views.
+void expect_gradcheck(const OpFn& op, const std::vector<Tensor>& inputs, GradcheckOptions options = {});
+
+// Exact equality of dtype, shape and bits (an op must return exactly what its kernel returns).
+::testing::AssertionResult same(const Tensor& a, const Tensor& b);
+
 }  // namespace daedalus::testing

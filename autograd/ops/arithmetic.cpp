@@ -1,6 +1,7 @@
 // Elementwise arithmetic and reductions on the tape.
 #include "autograd/ops/arithmetic.h"
 
+#include "autograd/kernels/copy.h"
 #include "autograd/kernels/elementwise.h"
 #include "autograd/kernels/reduce.h"
 
@@ -61,6 +62,13 @@ Var div(const Var& a, const Var& b) {
 Var affine(const Var& x, double alpha, double beta) {
   return record1("affine", {x}, kernels::affine(x.value(), alpha, beta), [alpha](const BackwardContext& ctx) {
     return std::vector<Tensor>{kernels::affine(ctx.grad(), alpha)};
+  });
+}
+
+Var cast(const Var& x, DType dtype) {
+  if (x.dtype() == dtype) return x;
+  return record1("cast", {x}, kernels::cast(x.value(), dtype), [from = x.dtype()](const BackwardContext& ctx) {
+    return std::vector<Tensor>{kernels::cast(ctx.grad(), from)};
   });
 }
 

@@ -12,6 +12,8 @@ Var mul(const Var& a, const Var& b);
 Var div(const Var& a, const Var& b);
 // alpha * x + beta.
 Var affine(const Var& x, double alpha, double beta = 0.0);
+// x converted to `dtype` (fp32 <-> bf16, round to nearest even); the gradient converts back.
+Var cast(const Var& x, DType dtype);
 
 // x [..., d, ...] -> sum / mean over `dim` (keepdim keeps it as size 1).
 Var sum(const Var& x, int dim, bool keepdim = false);
