@@ -23,11 +23,10 @@ namespace {
 
 using testing::all_close;
 using testing::expect_gradcheck;
-using testing::same;
 using testing::GradcheckOptions;
 using testing::OpFn;
 using testing::random_tensor;
-
+using testing::same;
 
 // Normal values pushed away from zero (|b| >= 1): denominators for div, so 1/b stays smooth over
 // the finite-difference step.

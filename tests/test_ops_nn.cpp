@@ -35,14 +35,13 @@ namespace {
 
 using testing::all_close;
 using testing::expect_gradcheck;
-using testing::same;
 using testing::GradcheckOptions;
 using testing::OpFn;
 using testing::random_tensor;
+using testing::same;
 
 // Ragged shapes of at most ~300 elements (central differences run the op twice per element).
 const std::vector<Shape> kShapes = {{13}, {1, 7}, {7, 13}, {3, 7, 13}};
-
 
 Tensor int_tensor(const std::vector<int64_t>& v, DType dtype = DType::i64) {
   return Tensor::from_vector(v, {static_cast<int64_t>(v.size())}).to(dtype);
