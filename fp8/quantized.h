@@ -1,0 +1,83 @@
+// FP8 quantization: formats, scale from amax, quantized operands at every granularity the recipes
+// use. The facts (formats, block shapes, which GEMM quantizes what along which axis) are in
+// shared/design/NUMERICS.md; the element codecs are autograd/dtype_codec.h.
+//
+// Convention: a quantized operand is 2-d [rows, cols] with cols the GEMM's reduction axis K, the
+// way cuBLASLt's TN FP8 GEMMs want both operands (K-major). Quantization blocks of the 1xN kinds
+// run along cols. Quantizing along the other axis ("1x128 becomes 128x1" for Wgrad) is the same
+// call on a transposed view: quantize(x.t(), ...).
+//   q = cast(x * scale), scale_inv = 1 / scale stored per block; dequantize: x ≈ q * scale_inv.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string_view>
+
+#include "autograd/tensor.h"
+
+namespace daedalus::fp8 {
+
+enum class Format : uint8_t { e4m3, e5m2 };
+DType dtype_of(Format f);         // fp8e4m3 / fp8e5m2
+double max_finite(Format f);      // 448 / 57344
+std::string_view format_name(Format f);
+
+enum class Granularity : uint8_t {
+  tensor,         // one scale                                      scale_inv [1]
+  row,            // one scale per row (token / output channel)     scale_inv [rows]
+  tile_1x128,     // 1x128 tiles along cols                         scale_inv [rows, ceil(cols/128)]
+  block_128x128,  // 128x128 blocks                                 scale_inv [ceil(rows/128), ceil(cols/128)]
+  mx_1x32,        // OCP MX: 1x32 blocks, E8M0 (power-of-two) scales scale_inv [rows, ceil(cols/32)]
+};
+std::string_view granularity_name(Granularity g);
+int64_t block_rows(Granularity g, int64_t rows);  // rows covered by one scale (tensor: all rows)
+int64_t block_cols(Granularity g, int64_t cols);  // cols covered by one scale
+
+struct ScaleOptions {
+  int margin = 0;             // scale divided by 2^margin (headroom)
+  bool power_of_two = false;  // round the scale DOWN to a power of two (mx_1x32 always does)
+};
+
+// The one function that turns an amax into a scale, for every kernel and every test reference:
+// scale = max_finite(format) / amax / 2^margin, rounded down to a power of two when asked;
+// amax = 0 gives 1; a non-finite amax gives 1 too (the NaN/inf is counted by the statistics and
+// propagates through the cast, never hidden behind a finite scale).
+float scale_from_amax(float amax, Format format, const ScaleOptions& options = {});
+
+// MX (E8M0) inverse scale of a 1x32 block, rounded UP to a power of two (NUMERICS.md, as TE's
+// MXFP8 and cuBLASLt's VEC32_UE8M0 do): 2^ceil(log2(amax / max_finite)), so no element saturates.
+// (OCP MX v1.0 rounds down, 2^(floor(log2 amax) - emax), and may saturate the top binade.)
+// amax = 0 gives 1; the result is clamped to E8M0's range [2^-127, 2^127].
+float mx_scale_inv_from_amax(float amax, Format format);
+
+struct QuantizedTensor {
+  Tensor data;       // [rows, cols] FP8 (contiguous)
+  Tensor scale_inv;  // fp32, shape per Granularity above
+  Granularity granularity = Granularity::tensor;
+  Format format = Format::e4m3;
+
+  int64_t rows() const { return data.size(0); }
+  int64_t cols() const { return data.size(1); }
+  Tensor dequantize() const;  // fp32 [rows, cols]: q * scale_inv of its block
+};
+
+// x [rows, cols] fp32 or bf16, any strides. With `scale_inv` given (delayed scaling: a tensor
+// scale from the amax history), granularity must be tensor and that scale is used as is.
+QuantizedTensor quantize(const Tensor& x, Granularity granularity, Format format, const ScaleOptions& options = {});
+QuantizedTensor quantize_with_scale(const Tensor& x, float scale, Format format);
+
+// Delayed scaling (TE DelayedScaling): the scale for step t comes from the max of the amaxes of
+// the last `length` steps, and this step's amax is recorded after quantizing.
+class AmaxHistory {
+ public:
+  explicit AmaxHistory(int length = 16) : length_(length) {}
+  void push(float amax);
+  float amax() const;  // max over the history (0 when empty)
+  const std::deque<float>& values() const { return values_; }
+
+ private:
+  int length_;
+  std::deque<float> values_;
+};
+
+}  // namespace daedalus::fp8

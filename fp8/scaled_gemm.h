@@ -1,0 +1,29 @@
+// Scaled FP8 GEMM: y = dequantize(a) · dequantize(b)ᵀ, both operands quantized along K.
+//
+// TN like cuBLASLt's FP8 GEMMs: a [M, K] and b [N, K], both K-major, y [M, N] fp32. The scale
+// granularities allowed are the ones Hopper's cuBLASLt takes (NUMERICS.md): tensor × tensor,
+// row × row, tile_1x128 × block_128x128, block_128x128 × tile_1x128, tile_1x128 × tile_1x128, and
+// mx_1x32 × mx_1x32 (CPU emulation only on Hopper). Anything else is an InputError naming both.
+//
+// CPU: exact emulation. FP8 values are exact in BF16, so each K block is a BF16 GEMM with FP32
+// accumulation (oneDNN, AVX512-BF16) whose partial sums are scaled by the blocks' scale_invs and
+// added in FP32 — DeepSeek-V3's promotion scheme itself. Per-tensor and per-row scales fold into
+// one GEMM. CUDA: cuBLASLt with the matching scale modes (autograd/cuda is not involved).
+#pragma once
+
+#include "fp8/quantized.h"
+
+namespace daedalus::fp8 {
+
+// The tensor-core accumulator to emulate: `mantissa_bits` = 0 is exact FP32 accumulation;
+// otherwise the running sum keeps that many mantissa bits (Hopper FP8 MMA: ~14, DeepSeek-V3 §3.3.2)
+// and, with promote_every > 0, is added into an FP32 accumulator every promote_every products
+// along K (DeepSeek: 128). Only the CPU emulates it; cuBLASLt's choice is CUBLASLT_MATMUL_DESC_FAST_ACCUM.
+struct Accumulator {
+  int mantissa_bits = 0;
+  int promote_every = 0;
+};
+
+Tensor scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Accumulator& accumulator = {});
+
+}  // namespace daedalus::fp8
