@@ -63,7 +63,7 @@ namespace detail {
   do {                                                                                                            \
     cublasStatus_t daedalus_status_ = (stmt);                                                                     \
     if (daedalus_status_ != CUBLAS_STATUS_SUCCESS)                                                                \
-      ::daedalus::detail::throw_check_failure("cuBLAS", #stmt, cublasGetStatusString(daedalus_status_), __FILE__, \
+      ::daedalus::detail::throw_check_failure("cuBLAS", #stmt, cublasLtGetStatusString(daedalus_status_), __FILE__, \
                                               __LINE__);                                                          \
   } while (0)
 

@@ -18,8 +18,8 @@
 namespace daedalus::fp8 {
 
 enum class Format : uint8_t { e4m3, e5m2 };
-DType dtype_of(Format f);         // fp8e4m3 / fp8e5m2
-double max_finite(Format f);      // 448 / 57344
+DType dtype_of(Format f);     // fp8e4m3 / fp8e5m2
+double max_finite(Format f);  // 448 / 57344
 std::string_view format_name(Format f);
 
 enum class Granularity : uint8_t {
@@ -36,6 +36,11 @@ int64_t block_cols(Granularity g, int64_t cols);  // cols covered by one scale
 struct ScaleOptions {
   int margin = 0;             // scale divided by 2^margin (headroom)
   bool power_of_two = false;  // round the scale DOWN to a power of two (mx_1x32 always does)
+  // Gradients may round stochastically (fp8/format.h) instead of to nearest even: element (r, c)
+  // draws stochastic_word(seed, r * cols + c), so the result is deterministic for a seed and does
+  // not depend on the thread count. Scales are unaffected.
+  bool stochastic_rounding = false;
+  uint64_t seed = 0;
 };
 
 // The one function that turns an amax into a scale, for every kernel and every test reference:
@@ -52,7 +57,8 @@ float mx_scale_inv_from_amax(float amax, Format format);
 
 struct QuantizedTensor {
   Tensor data;       // [rows, cols] FP8 (contiguous)
-  Tensor scale_inv;  // fp32, shape per Granularity above
+  Tensor scale_inv;  // fp32, shape per Granularity above, contiguous row-major (block (i, j) at i * nbc + j);
+                     // cuBLASLt's layouts (1x128 M-fastest, 128x128 padded) are the GEMM's to make
   Granularity granularity = Granularity::tensor;
   Format format = Format::e4m3;
 

@@ -1,0 +1,284 @@
+// CPU quantizer for every granularity (fp8/quantized.h), plus the scale functions and the amax
+// history. One pass per block: amax in float, the scale from it (scale_from_amax or the MX rule),
+// then q = cast(float(x) * scale) with the codecs of autograd/dtype_codec.h (saturating).
+#include "fp8/quantized.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "autograd/kernels/dispatch.h"
+#include "autograd/kernels/strided.h"
+#include "fp8/format.h"
+
+namespace daedalus::fp8 {
+
+DType dtype_of(Format f) { return f == Format::e4m3 ? DType::f8e4m3 : DType::f8e5m2; }
+double max_finite(Format f) { return f == Format::e4m3 ? 448.0 : 57344.0; }
+std::string_view format_name(Format f) { return f == Format::e4m3 ? "e4m3" : "e5m2"; }
+
+std::string_view granularity_name(Granularity g) {
+  switch (g) {
+    case Granularity::tensor: return "tensor";
+    case Granularity::row: return "row";
+    case Granularity::tile_1x128: return "tile_1x128";
+    case Granularity::block_128x128: return "block_128x128";
+    case Granularity::mx_1x32: return "mx_1x32";
+  }
+  return "?";
+}
+
+int64_t block_rows(Granularity g, int64_t rows) {
+  switch (g) {
+    case Granularity::tensor: return rows;
+    case Granularity::block_128x128: return 128;
+    default: return 1;
+  }
+}
+
+int64_t block_cols(Granularity g, int64_t cols) {
+  switch (g) {
+    case Granularity::tensor:
+    case Granularity::row: return cols;
+    case Granularity::tile_1x128:
+    case Granularity::block_128x128: return 128;
+    case Granularity::mx_1x32: return 32;
+  }
+  return cols;
+}
+
+float scale_from_amax(float amax, Format format, const ScaleOptions& options) {
+  return compute_scale(amax, float(max_finite(format)), options.margin, options.power_of_two);
+}
+
+float mx_scale_inv_from_amax(float amax, Format format) {
+  return compute_mx_scale_inv(amax, float(max_finite(format)));
+}
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The scale_inv grid: block size and block counts along rows and cols; scale_inv is [nbr, nbc]
+// row-major, viewed with the shape quantized.h documents.
+struct Grid {
+  int64_t br, bc, nbr, nbc;
+  Shape shape;
+};
+
+Grid grid_of(Granularity g, int64_t rows, int64_t cols) {
+  const int64_t br = std::max<int64_t>(1, block_rows(g, rows)), bc = std::max<int64_t>(1, block_cols(g, cols));
+  Grid grid{br, bc, ceil_div(rows, br), ceil_div(cols, bc), {}};
+  switch (g) {
+    case Granularity::tensor:
+      grid.nbr = grid.nbc = 1;
+      grid.shape = {1};
+      break;
+    case Granularity::row:
+      grid.nbc = 1;
+      grid.shape = {rows};
+      break;
+    default: grid.shape = {grid.nbr, grid.nbc};
+  }
+  return grid;
+}
+
+// A strided [rows, cols] operand: element (r, c) at p[r * rs + c * cs].
+template <typename T>
+struct Operand {
+  const T* p;
+  int64_t rs, cs;
+};
+
+// max |x| over rows [r0, r1) x cols [c0, c1) in float; NaN if any element is NaN.
+template <typename T>
+float block_amax(const Operand<T>& x, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  float amax = 0.0f;
+  bool nan = false;
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* row = x.p + r * x.rs;
+    if (x.cs == 1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const float a = std::fabs(to_float(row[c]));
+        amax = a > amax ? a : amax;
+        nan |= a != a;
+      }
+    } else {
+      for (int64_t c = c0; c < c1; ++c) {
+        const float a = std::fabs(to_float(row[c * x.cs]));
+        amax = a > amax ? a : amax;
+        nan |= a != a;
+      }
+    }
+  }
+  return nan ? std::numeric_limits<float>::quiet_NaN() : amax;
+}
+
+template <typename Q>
+Q round_stochastic(float v, uint32_t word) {
+  if constexpr (std::is_same_v<Q, fp8e4m3>) {
+    return float_to_e4m3_stochastic(v, word);
+  } else {
+    return float_to_e5m2_stochastic(v, word);
+  }
+}
+
+// out[r * cols + c] = cast(float(x(r, c)) * scale) over the block.
+template <typename T, typename Q>
+void quantize_block(const Operand<T>& x, int64_t r0, int64_t r1, int64_t c0, int64_t c1, float scale, Q* out,
+                    int64_t cols, const ScaleOptions& options) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* row = x.p + r * x.rs;
+    Q* dst = out + r * cols;
+    if (options.stochastic_rounding) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const uint32_t word = stochastic_word(options.seed, uint64_t(r * cols + c));
+        dst[c] = round_stochastic<Q>(to_float(row[c * x.cs]) * scale, word);
+      }
+    } else if (x.cs == 1) {
+      for (int64_t c = c0; c < c1; ++c) dst[c] = from_float<Q>(to_float(row[c]) * scale);
+    } else {
+      for (int64_t c = c0; c < c1; ++c) dst[c] = from_float<Q>(to_float(row[c * x.cs]) * scale);
+    }
+  }
+}
+
+// The scale of a block and its stored inverse.
+struct BlockScale {
+  float scale, scale_inv;
+};
+
+BlockScale block_scale(float amax, Granularity g, Format f, const ScaleOptions& options) {
+  if (g == Granularity::mx_1x32) {
+    const float scale_inv = mx_scale_inv_from_amax(amax, f);
+    return {1.0f / scale_inv, scale_inv};  // exact: powers of two within float's range
+  }
+  const float scale = scale_from_amax(amax, f, options);
+  return {scale, 1.0f / scale};
+}
+
+template <typename T, typename Q>
+void cpu_quantize(const Tensor& x, Granularity g, Format f, const ScaleOptions& options, const float* given_scale,
+                  QuantizedTensor& out) {
+  const int64_t rows = x.size(0), cols = x.size(1);
+  const Operand<T> in{x.data<T>(), x.stride(0), x.stride(1)};
+  Q* q = out.data.data<Q>();
+  float* scale_inv = out.scale_inv.data<float>();
+  const Grid grid = grid_of(g, rows, cols);
+  const bool parallel = rows * cols >= cpu::kParallelThreshold;
+
+  if (g == Granularity::tensor) {
+    float scale;
+    if (given_scale) {
+      scale = *given_scale;
+    } else {
+      std::vector<float> row_amax(static_cast<size_t>(rows), 0.0f);
+      cpu::parallel_rows(rows, cols, [&](int64_t r) { row_amax[size_t(r)] = block_amax(in, r, r + 1, 0, cols); });
+      float amax = 0.0f;
+      for (float a : row_amax) amax = (a > amax || a != a) ? a : amax;  // NaN sticks
+      scale = block_scale(amax, g, f, options).scale;
+    }
+    scale_inv[0] = 1.0f / scale;
+    cpu::parallel_rows(rows, cols, [&](int64_t r) { quantize_block(in, r, r + 1, 0, cols, scale, q, cols, options); });
+    return;
+  }
+
+  const int64_t tasks = grid.nbr * grid.nbc;
+#pragma omp parallel for schedule(static) if (parallel && tasks > 1)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t bi = task / grid.nbc, bj = task % grid.nbc;
+    const int64_t r0 = bi * grid.br, r1 = std::min(rows, r0 + grid.br);
+    const int64_t c0 = bj * grid.bc, c1 = std::min(cols, c0 + grid.bc);
+    const BlockScale s = block_scale(block_amax(in, r0, r1, c0, c1), g, f, options);
+    scale_inv[task] = s.scale_inv;
+    quantize_block(in, r0, r1, c0, c1, s.scale, q, cols, options);
+  }
+}
+
+QuantizedTensor quantize_impl(const Tensor& x, Granularity g, Format f, const ScaleOptions& options,
+                              const float* given_scale) {
+  constexpr std::string_view op = "quantize";
+  DAEDALUS_CHECK(x.defined(), "{}: undefined input", op);
+  kernels::check_dim(op, x, "x", 2);
+  kernels::check_float(op, x, "x");
+  DAEDALUS_CHECK(g != Granularity::mx_1x32 || options.margin == 0,
+                 "{}: mx_1x32 scales follow the E8M0 rule (rounded up, no margin); got margin {}", op, options.margin);
+  DAEDALUS_CHECK(std::abs(options.margin) <= 64, "{}: margin {} is outside [-64, 64]", op, options.margin);
+  const int64_t rows = x.size(0), cols = x.size(1);
+  QuantizedTensor out;
+  out.granularity = g;
+  out.format = f;
+  switch (x.device().type) {
+    case DeviceType::cpu: {
+      out.data = Tensor::empty({rows, cols}, dtype_of(f));
+      out.scale_inv = Tensor::empty(grid_of(g, rows, cols).shape, DType::f32);
+      out.scale_inv.fill_(1.0);  // an empty operand keeps scale 1
+      dispatch_float(op, x.dtype(), [&]<typename T>() {
+        if (f == Format::e4m3) {
+          cpu_quantize<T, fp8e4m3>(x, g, f, options, given_scale, out);
+        } else {
+          cpu_quantize<T, fp8e5m2>(x, g, f, options, given_scale, out);
+        }
+      });
+      break;
+    }
+    case DeviceType::cuda: kernels::throw_not_on_device(op, x.device());
+  }
+  return out;
+}
+
+}  // namespace
+
+QuantizedTensor quantize(const Tensor& x, Granularity granularity, Format format, const ScaleOptions& options) {
+  return quantize_impl(x, granularity, format, options, nullptr);
+}
+
+QuantizedTensor quantize_with_scale(const Tensor& x, float scale, Format format) {
+  DAEDALUS_CHECK(scale > 0.0f && std::isfinite(scale) && std::isfinite(1.0f / scale),
+                 "quantize_with_scale: scale must be positive and finite with a finite inverse, got {}", scale);
+  return quantize_impl(x, Granularity::tensor, format, {}, &scale);
+}
+
+Tensor QuantizedTensor::dequantize() const {
+  constexpr std::string_view op = "dequantize";
+  DAEDALUS_CHECK(data.defined() && scale_inv.defined(), "{}: undefined quantized tensor", op);
+  kernels::check_dim(op, data, "data", 2);
+  kernels::check_dtype(op, data, "data", dtype_of(format));
+  kernels::check_dtype(op, scale_inv, "scale_inv", DType::f32);
+  const int64_t rows_ = rows(), cols_ = cols();
+  const Grid grid = grid_of(granularity, rows_, cols_);
+  DAEDALUS_CHECK(scale_inv.shape() == grid.shape, "{}: {} scale_inv of a {} operand must be {}, got {}", op,
+                 granularity_name(granularity), shape_str(data.shape()), shape_str(grid.shape),
+                 shape_str(scale_inv.shape()));
+  kernels::common_device(op, {&data, &scale_inv});
+  if (data.device().is_cuda()) kernels::throw_not_on_device(op, data.device());
+
+  const Tensor q_c = data.contiguous(), s_c = scale_inv.contiguous();
+  Tensor out = Tensor::empty({rows_, cols_}, DType::f32);
+  float* y = out.data<float>();
+  const float* s = s_c.data<float>();
+  dispatch_storage_float(op, q_c.dtype(), [&]<typename Q>() {
+    if constexpr (std::is_same_v<Q, fp8e4m3> || std::is_same_v<Q, fp8e5m2>) {
+      const Q* q = q_c.data<Q>();
+      cpu::parallel_rows(rows_, cols_, [&](int64_t r) {
+        const float* srow = s + (r / grid.br) * grid.nbc;
+        for (int64_t c = 0; c < cols_; ++c) y[r * cols_ + c] = to_float(q[r * cols_ + c]) * srow[c / grid.bc];
+      });
+    }
+  });
+  return out;
+}
+
+void AmaxHistory::push(float amax) {
+  DAEDALUS_CHECK(length_ >= 1, "AmaxHistory: length must be at least 1, got {}", length_);
+  values_.push_back(amax);
+  while (int64_t(values_.size()) > length_) values_.pop_front();
+}
+
+float AmaxHistory::amax() const {
+  float m = 0.0f;
+  for (float a : values_) m = (a > m || a != a) ? a : m;  // a NaN in the window stays visible
+  return m;
+}
+
+}  // namespace daedalus::fp8

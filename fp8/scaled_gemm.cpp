@@ -1,0 +1,290 @@
+// Scaled FP8 GEMM: operand checks, the device dispatch, and the CPU emulation.
+//
+//   y [M, N] fp32 = dequantize(a [M, K]) · dequantize(b [N, K])ᵀ
+//
+// CPU, exact accumulator (the default). FP8 values are exact in BF16 (E4M3/E5M2 significands fit
+// BF16's 8 bits, their exponents its range), so each operand's data is cast to BF16 once and the
+// products run through oneDNN's BF16 GEMM with FP32 accumulation:
+//   - tensor × tensor, row × row: the scales do not vary along K, so one GEMM over all of K, then
+//     y[m, n] *= scale_inv_a[m] * scale_inv_b[n] (tensor: a scalar, folded into the GEMM's alpha);
+//   - 1x128 / 128x128 / 1x32 pairs: one GEMM per K block kb (a slice of both operands, read in
+//     place), partial[m, n] = Σ_{k in kb} qa[m, k] qb[n, k] — every product exact in FP32, the
+//     ≤ 128-term sum rounded in FP32 like the tensor core's output after DeepSeek's promotion —
+//     then y[m, n] += partial[m, n] * (sa[m, kb] * sb[n, kb]), blocks in K order (deterministic).
+//     The last block is short when K is not a multiple of the block width.
+//   Rows are processed in panels that bound the partial's memory; panels are large because
+//   oneDNN's K = 128 GEMMs lose efficiency on few rows (measured: 128-row panels ran at 190
+//   GFLOP/s, whole 2048-row panels at 280, against 420 for one BF16 GEMM over all of K).
+//
+// CPU, limited accumulator (Accumulator::mantissa_bits > 0, for ablations; plain loops, OpenMP
+// over rows). Within each group of promote_every products along K (all of K when 0) the running
+// sum is kept in a float truncated toward zero to mantissa_bits explicit mantissa bits after every
+// addition: s = trunc(s + p), the addition itself exact (done in double). Truncation, not
+// rounding: the Hopper FP8 MMA aligns the addends to the largest exponent and drops the bits
+// shifted out (DeepSeek-V3 §3.3.2 "retains around 14 bits"; the analyses of Hopper's fp8 MMA agree
+// it truncates), so the error is biased toward zero and grows with K — what promotion cures. Each
+// group's sum is then added into an exact FP32 accumulator: times sa * sb when the group lies in
+// one scale block (DeepSeek's promotion: the scales are applied on the CUDA cores); when a group
+// spans several scale blocks (promote_every = 0 or larger than the block with block scales) there
+// is no single scale to apply at promotion, so each product is dequantized (qa qb · sa sb, in FP32)
+// before it enters the limited accumulator.
+//
+// CUDA: cuBLASLt (fp8/cuda/), exact accumulation only.
+#include "fp8/scaled_gemm.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "autograd/kernels/copy.h"
+#include "autograd/kernels/dispatch.h"
+#include "autograd/kernels/gemm.h"
+
+#if DAEDALUS_WITH_CUDA
+#include "fp8/cuda/scaled_gemm_cuda.h"
+#endif
+
+namespace daedalus::fp8 {
+
+namespace {
+
+constexpr const char* kOp = "scaled_gemm";
+
+// Rows per panel of the blocked exact path: its fp32 partial [panel, N] takes at most kPanelBytes
+// (more rows when N is so wide that fewer than kMinPanelRows would fit).
+constexpr int64_t kPanelBytes = int64_t(16) << 20;
+constexpr int64_t kMinPanelRows = 256;
+
+bool is_supported_pair(Granularity a, Granularity b) {
+  using G = Granularity;
+  if (a == G::tensor || a == G::row || a == G::mx_1x32) return a == b;
+  if (a == G::tile_1x128) return b == G::tile_1x128 || b == G::block_128x128;
+  return b == G::tile_1x128;  // a is block_128x128
+}
+
+std::string pair_name(const QuantizedTensor& a, const QuantizedTensor& b) {
+  return fmt::format("a {} {} × b {} {}", granularity_name(a.granularity), format_name(a.format),
+                     granularity_name(b.granularity), format_name(b.format));
+}
+
+// The expected scale_inv shape of an operand (fp8/quantized.h).
+Shape scale_shape(const QuantizedTensor& q) {
+  const int64_t r = q.rows(), c = q.cols();
+  const auto ceil_div = [](int64_t x, int64_t d) { return (x + d - 1) / d; };
+  switch (q.granularity) {
+    case Granularity::tensor: return {1};
+    case Granularity::row: return {r};
+    case Granularity::tile_1x128: return {r, ceil_div(c, 128)};
+    case Granularity::block_128x128: return {ceil_div(r, 128), ceil_div(c, 128)};
+    case Granularity::mx_1x32: return {r, ceil_div(c, 32)};
+  }
+  return {};
+}
+
+void check_operand(const QuantizedTensor& q, std::string_view name) {
+  DAEDALUS_CHECK(q.data.defined() && q.scale_inv.defined(), "{}: {} is not quantized (undefined data or scale_inv)",
+                 kOp, name);
+  DAEDALUS_CHECK(q.data.dim() == 2, "{}: {} must be 2-d [rows, K], got {}", kOp, name, shape_str(q.data.shape()));
+  DAEDALUS_CHECK(q.data.dtype() == dtype_of(q.format), "{}: {} data is {} but its format says {}", kOp, name,
+                 dtype_name(q.data.dtype()), format_name(q.format));
+  kernels::check_dtype(kOp, q.scale_inv, std::string(name) + ".scale_inv", DType::f32);
+}
+
+void check_operands(const QuantizedTensor& a, const QuantizedTensor& b, const Accumulator& acc) {
+  check_operand(a, "a");
+  check_operand(b, "b");
+  kernels::common_device(kOp, {&a.data, &b.data, &a.scale_inv, &b.scale_inv});
+  DAEDALUS_CHECK(a.cols() == b.cols(), "{}: a {} and b {} must share K (y = a·bᵀ, both [rows, K])", kOp,
+                 shape_str(a.data.shape()), shape_str(b.data.shape()));
+  DAEDALUS_CHECK(is_supported_pair(a.granularity, b.granularity),
+                 "{}: unsupported scale granularities {}: the pairs are tensor × tensor, row × row, "
+                 "tile_1x128 × block_128x128, block_128x128 × tile_1x128, tile_1x128 × tile_1x128 and "
+                 "mx_1x32 × mx_1x32 (never block_128x128 × block_128x128; no mixed per-tensor / per-row)",
+                 kOp, pair_name(a, b));
+  DAEDALUS_CHECK(!(a.format == Format::e5m2 && b.format == Format::e5m2),
+                 "{}: {}: E5M2 × E5M2 is rejected (cuBLASLt FP8 GEMMs need at least one E4M3 operand)", kOp,
+                 pair_name(a, b));
+  DAEDALUS_CHECK(acc.mantissa_bits >= 0 && acc.mantissa_bits <= 23,
+                 "{}: accumulator mantissa_bits must be in [0, 23] (0 = exact fp32), got {}", kOp, acc.mantissa_bits);
+  DAEDALUS_CHECK(acc.promote_every >= 0, "{}: accumulator promote_every must be >= 0 (0 = never), got {}", kOp,
+                 acc.promote_every);
+}
+
+// An operand's scale_invs on the host, indexed by (row, K block).
+struct Scales {
+  std::vector<float> values;
+  Granularity granularity;
+  int64_t row_block = 1;  // rows per scale
+  int64_t k_blocks = 1;   // scale columns
+
+  Scales(const QuantizedTensor& q, std::string_view name) : granularity(q.granularity) {
+    DAEDALUS_CHECK(q.scale_inv.shape() == scale_shape(q), "{}: {} ({} {}) needs scale_inv {}, got {}", kOp, name,
+                   granularity_name(q.granularity), shape_str(q.data.shape()), shape_str(scale_shape(q)),
+                   shape_str(q.scale_inv.shape()));
+    values = q.scale_inv.to_vector<float>();
+    row_block = granularity == Granularity::block_128x128 ? 128 : 1;
+    k_blocks = q.scale_inv.dim() == 2 ? q.scale_inv.size(1) : 1;
+  }
+
+  // The scale_inv of row `r` in K block `kb` (K blocks of this operand's width).
+  float at(int64_t r, int64_t kb) const {
+    switch (granularity) {
+      case Granularity::tensor: return values[0];
+      case Granularity::row: return values[static_cast<size_t>(r)];
+      default: return values[static_cast<size_t>((r / row_block) * k_blocks + kb)];
+    }
+  }
+};
+
+// Width along K of one scale block (tensor and row: all of K).
+int64_t k_block_width(Granularity g, int64_t K) {
+  switch (g) {
+    case Granularity::mx_1x32: return 32;
+    case Granularity::tile_1x128:
+    case Granularity::block_128x128: return 128;
+    default: return std::max<int64_t>(K, 1);
+  }
+}
+
+// ---- exact accumulation -------------------------------------------------------------------------
+
+// tensor × tensor and row × row: one GEMM over all of K, the scales applied to its fp32 result.
+void cpu_gemm_folded(const Tensor& a16, const Tensor& b16, const Scales& sa, const Scales& sb, const Tensor& y) {
+  if (sa.granularity == Granularity::tensor) {
+    kernels::gemm(a16, b16.t(), y, /*alpha=*/double(sa.values[0] * sb.values[0]));
+    return;
+  }
+  kernels::gemm(a16, b16.t(), y);
+  const int64_t M = y.size(0), N = y.size(1);
+  float* py = y.data<float>();
+  const float* fa = sa.values.data();
+  const float* fb = sb.values.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t m = 0; m < M; ++m) {
+    float* row = py + m * N;
+    for (int64_t n = 0; n < N; ++n) row[n] *= fa[m] * fb[n];
+  }
+}
+
+// Block scales: one GEMM per (row panel, K block), its partial scaled and added in K order.
+void cpu_gemm_blocked(const Tensor& a16, const Tensor& b16, const Scales& sa, const Scales& sb, const Tensor& y) {
+  const int64_t M = a16.size(0), N = b16.size(0), K = a16.size(1);
+  const int64_t kw = k_block_width(sa.granularity, K);  // equal for both operands of a supported pair
+  const int64_t n_kb = (K + kw - 1) / kw;
+  const int64_t panel = std::min(M, std::max(kMinPanelRows, kPanelBytes / (4 * std::max<int64_t>(N, 1))));
+  float* py = y.data<float>();
+  std::fill(py, py + M * N, 0.0f);
+  Tensor partial = Tensor::empty({panel, N});
+  std::vector<float> fb(static_cast<size_t>(N));
+  for (int64_t m0 = 0; m0 < M; m0 += panel) {
+    const int64_t rows = std::min(panel, M - m0);
+    const Tensor part = partial.slice(0, 0, rows);
+    const Tensor a_rows = a16.slice(0, m0, m0 + rows);
+    for (int64_t kb = 0; kb < n_kb; ++kb) {
+      const int64_t k0 = kb * kw, k1 = std::min(K, k0 + kw);
+      kernels::gemm(a_rows.slice(1, k0, k1), b16.slice(1, k0, k1).t(), part);
+      for (int64_t n = 0; n < N; ++n) fb[static_cast<size_t>(n)] = sb.at(n, kb);
+      const float* pp = part.data<float>();
+      const float* pfb = fb.data();
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < rows; ++i) {
+        const float fa = sa.at(m0 + i, kb);
+        const float* src = pp + i * N;
+        float* dst = py + (m0 + i) * N;
+        for (int64_t n = 0; n < N; ++n) dst[n] += src[n] * (fa * pfb[n]);
+      }
+    }
+  }
+}
+
+// ---- limited-precision accumulator (ablation) ---------------------------------------------------
+
+// x truncated toward zero to `bits` explicit mantissa bits (clears the low 52 - bits bits of the double).
+double truncate_mantissa(double x, int bits) {
+  uint64_t u;
+  std::memcpy(&u, &x, sizeof u);
+  u &= ~((uint64_t(1) << (52 - bits)) - 1);
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+void cpu_gemm_limited(const Tensor& a, const Tensor& b, const Scales& sa, const Scales& sb, const Accumulator& acc,
+                      const Tensor& y) {
+  const int64_t M = a.size(0), N = b.size(0), K = a.size(1);
+  const int64_t kw = k_block_width(sa.granularity, K);
+  const int64_t group = acc.promote_every > 0 ? std::min<int64_t>(acc.promote_every, K) : K;
+  // Every group inside one scale block (always so for per-tensor and per-row scales)?
+  const bool scale_at_promotion = sa.granularity == Granularity::tensor || sa.granularity == Granularity::row ||
+                                  (group <= kw && kw % group == 0);
+  const int bits = acc.mantissa_bits;
+  const Tensor af = kernels::cast(a, DType::f32), bf = kernels::cast(b, DType::f32);
+  const float* pa = af.data<float>();
+  const float* pb = bf.data<float>();
+  float* py = y.data<float>();
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t m = 0; m < M; ++m) {
+    const float* ar = pa + m * K;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* br = pb + n * K;
+      float total = 0.0f;  // the exact FP32 accumulator
+      for (int64_t g0 = 0; g0 < K; g0 += group) {
+        const int64_t g1 = std::min(K, g0 + group);
+        float s = 0.0f;  // the tensor core's running sum
+        for (int64_t k = g0; k < g1; ++k) {
+          float p = ar[k] * br[k];  // exact: FP8 significands have at most 4 bits
+          if (!scale_at_promotion) p *= sa.at(m, k / kw) * sb.at(n, k / kw);
+          s = float(truncate_mantissa(double(s) + double(p), bits));
+        }
+        const float scale = scale_at_promotion ? sa.at(m, g0 / kw) * sb.at(n, g0 / kw) : 1.0f;
+        total += s * scale;
+      }
+      py[m * N + n] = total;
+    }
+  }
+}
+
+Tensor cpu_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Accumulator& acc) {
+  const Scales sa(a, "a"), sb(b, "b");
+  const int64_t M = a.rows(), N = b.rows(), K = a.cols();
+  Tensor y = Tensor::empty({M, N});
+  if (M == 0 || N == 0) return y;
+  if (K == 0) {
+    y.zero_();
+    return y;
+  }
+  if (acc.mantissa_bits > 0) {
+    cpu_gemm_limited(a.data, b.data, sa, sb, acc, y);
+    return y;
+  }
+  const Tensor a16 = kernels::cast(a.data, DType::bf16), b16 = kernels::cast(b.data, DType::bf16);
+  if (a.granularity == Granularity::tensor || a.granularity == Granularity::row) {
+    cpu_gemm_folded(a16, b16, sa, sb, y);
+  } else {
+    cpu_gemm_blocked(a16, b16, sa, sb, y);
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Accumulator& accumulator) {
+  check_operands(a, b, accumulator);
+  switch (a.data.device().type) {
+    case DeviceType::cpu: return cpu_scaled_gemm(a, b, accumulator);
+    case DeviceType::cuda:
+      DAEDALUS_CHECK(accumulator.mantissa_bits == 0,
+                     "{}: the limited-precision accumulator (mantissa_bits {}) is emulated on the CPU only; "
+                     "on CUDA, cuBLASLt accumulates exactly",
+                     kOp, accumulator.mantissa_bits);
+#if DAEDALUS_WITH_CUDA
+      return cuda_scaled_gemm(a, b);
+#else
+      kernels::throw_built_without_cuda(kOp);
+#endif
+  }
+  kernels::throw_not_on_device(kOp, a.data.device());
+}
+
+}  // namespace daedalus::fp8

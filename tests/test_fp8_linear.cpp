@@ -1,0 +1,149 @@
+// The FP8 Linear op: each of its three GEMMs equals the same product evaluated on the quantized
+// operands (the recipe is applied exactly), its gradients approach the fp32 ones within the
+// formats' error, caching X in FP8 changes nothing, and statistics are collected.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "autograd/ops/arithmetic.h"
+#include "autograd/ops/linear.h"
+#include "fp8/linear.h"
+#include "tests/testing.h"
+
+namespace daedalus::fp8 {
+namespace {
+
+using testing::random_tensor;
+
+// a [M, K] · b [N, K]ᵀ in double from the exact tensor values.
+std::vector<double> matmul_nt(const Tensor& a, const Tensor& b) {
+  const int64_t m = a.size(0), n = b.size(0), k = a.size(1);
+  const std::vector<double> av = a.to_doubles(), bv = b.to_doubles();
+  std::vector<double> y(static_cast<size_t>(m * n), 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (int64_t p = 0; p < k; ++p) s += av[size_t(i * k + p)] * bv[size_t(j * k + p)];
+      y[size_t(i * n + j)] = s;
+    }
+  return y;
+}
+
+// ‖got − want‖ / ‖want‖.
+double relative_error(const Tensor& got, const std::vector<double>& want) {
+  const std::vector<double> g = got.to_doubles();
+  double e = 0, w = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    e += (g[i] - want[i]) * (g[i] - want[i]);
+    w += want[i] * want[i];
+  }
+  return std::sqrt(e / w);
+}
+
+struct LinearRun {
+  Tensor y, dx, dw;
+};
+
+LinearRun run_linear(const Tensor& x, const Tensor& w, const Tensor& g, const Recipe& recipe, LinearState* state = nullptr) {
+  Var xv(x, true), wv(w, true);
+  const Var y = linear(xv, wv, recipe, state);
+  current_tape().backward(y, g);
+  return {y.value(), xv.grad(), wv.grad()};
+}
+
+Recipe recipe_of(RecipeKind k) { return Recipe{}.with_kind(k); }
+
+constexpr int64_t kM = 65, kN = 129, kK = 300;  // ragged: K and N not multiples of 128
+
+TEST(Fp8Linear, BlockRecipeAppliesExactlyToAllThreeGemms) {
+  const Tensor x = random_tensor({kM, kK}, 1), w = random_tensor({kN, kK}, 2, DType::f32, 0.05),
+               g = random_tensor({kM, kN}, 3);
+  const Recipe r = recipe_of(RecipeKind::fp8_block);
+  const LinearRun run = run_linear(x, w, g, r);
+  // The same products on the quantized operands, in double. Products of FP8 values are exact;
+  // the op accumulates in fp32 per 128-block: rtol-free bound atol = (K/128 + 4)·2^-24·Σ|a b|,
+  // which for these magnitudes is below 1e-5 of the result's scale.
+  const QuantizedTensor qx = quantize(x, Granularity::tile_1x128, Format::e4m3);
+  const QuantizedTensor qw = quantize(w, Granularity::block_128x128, Format::e4m3);
+  const std::vector<double> y_ref = matmul_nt(qx.dequantize(), qw.dequantize());
+  EXPECT_LT(relative_error(run.y, y_ref), 1e-6);
+  const QuantizedTensor qg = quantize(g, Granularity::tile_1x128, Format::e4m3);
+  const QuantizedTensor qwt = quantize(w.t(), Granularity::block_128x128, Format::e4m3);
+  EXPECT_LT(relative_error(run.dx, matmul_nt(qg.dequantize(), qwt.dequantize())), 1e-6);
+  const QuantizedTensor qgt = quantize(g.t(), Granularity::tile_1x128, Format::e4m3);
+  const QuantizedTensor qxt = quantize(qx.dequantize().t(), Granularity::tile_1x128, Format::e4m3);
+  EXPECT_LT(relative_error(run.dw, matmul_nt(qgt.dequantize(), qxt.dequantize())), 1e-6);
+}
+
+TEST(Fp8Linear, EveryRecipeApproachesFp32WithinItsFormatError) {
+  // E4M3 rounds each operand with relative error <= 2^-4 (RMS ~ 2^-4/sqrt(3) = 3.6%); a product
+  // of two such operands, summed over K with independent errors, has relative error of the same
+  // order: below 10%. E5M2 gradients (hybrid) double it: below 20%. Above 1e-4: FP8 was applied.
+  const Tensor x = random_tensor({kM, kK}, 4), w = random_tensor({kN, kK}, 5, DType::f32, 0.05),
+               g = random_tensor({kM, kN}, 6);
+  const std::vector<double> y32 = matmul_nt(x, w);
+  const std::vector<double> dx32 = matmul_nt(g, w.t().contiguous());
+  const std::vector<double> dw32 = matmul_nt(g.t().contiguous(), x.t().contiguous());
+  for (RecipeKind k : {RecipeKind::fp8_tensor_current, RecipeKind::fp8_tensor_delayed, RecipeKind::fp8_row,
+                       RecipeKind::fp8_block, RecipeKind::mxfp8}) {
+    const Recipe r = recipe_of(k);
+    LinearState state;
+    const LinearRun run = run_linear(x, w, g, r, &state);
+    const double grad_bound = r.dgrad().a.format == Format::e5m2 ? 0.2 : 0.1;
+    for (auto [name, got, want, bound] : {std::tuple{"y", run.y, y32, 0.1}, std::tuple{"dx", run.dx, dx32, grad_bound},
+                                          std::tuple{"dw", run.dw, dw32, grad_bound}}) {
+      const double err = relative_error(got, want);
+      EXPECT_LT(err, bound) << recipe_name(k) << " " << name;
+      EXPECT_GT(err, 1e-4) << recipe_name(k) << " " << name;
+    }
+  }
+}
+
+TEST(Fp8Linear, CachingXInFp8GivesIdenticalGradients) {
+  const Tensor x = random_tensor({kM, kK}, 7), w = random_tensor({kN, kK}, 8, DType::f32, 0.05),
+               g = random_tensor({kM, kN}, 9);
+  Recipe high = recipe_of(RecipeKind::fp8_block), cached = high;
+  cached.cache_fp8 = true;
+  const LinearRun a = run_linear(x, w, g, high), b = run_linear(x, w, g, cached);
+  EXPECT_TRUE(testing::all_close(b.dw, a.dw, 0, 0));
+  EXPECT_TRUE(testing::all_close(b.dx, a.dx, 0, 0));
+  // wgrad: high keeps Wgrad in high precision on the quantized X: closer to fp32 than FP8 Wgrad.
+  Recipe high_wgrad = high;
+  high_wgrad.wgrad_fp8 = false;
+  const LinearRun c = run_linear(x, w, g, high_wgrad);
+  const std::vector<double> dw32 = matmul_nt(g.t().contiguous(), x.t().contiguous());
+  EXPECT_LT(relative_error(c.dw, dw32), relative_error(a.dw, dw32));
+}
+
+TEST(Fp8Linear, HighPrecisionRecipesAreThePlainLinear) {
+  const Tensor x = random_tensor({7, 33}, 10), w = random_tensor({5, 33}, 11), g = random_tensor({7, 5}, 12);
+  const LinearRun r = run_linear(x, w, g, recipe_of(RecipeKind::bf16));
+  Var xb(x, true), wb(w, true);
+  const Var y = ops::linear(ops::cast(xb, DType::bf16), ops::cast(wb, DType::bf16));
+  current_tape().backward(y, g);
+  EXPECT_TRUE(testing::all_close(r.y, y.value(), 0, 0));
+  EXPECT_TRUE(testing::all_close(r.dw, wb.grad(), 0, 0));
+  EXPECT_EQ(r.dw.dtype(), DType::f32);  // FP32 master weight gradient
+}
+
+TEST(Fp8Linear, DelayedScalingUsesTheHistoryAndStatisticsAreCollected) {
+  const Tensor w = random_tensor({kN, kK}, 13, DType::f32, 0.05), g = random_tensor({kM, kN}, 14);
+  LinearState state;
+  state.collect_stats = true;
+  const Recipe r = recipe_of(RecipeKind::fp8_tensor_delayed);
+  run_linear(random_tensor({kM, kK}, 15), w, g, r, &state);
+  EXPECT_EQ(state.x.values().size(), 1u);
+  // A step whose X is 100x larger than the history saturates under the old scale.
+  run_linear(random_tensor({kM, kK}, 16, DType::f32, 100.0), w, g, r, &state);
+  EXPECT_EQ(state.x.values().size(), 2u);
+  ASSERT_TRUE(state.stats.count("x"));
+  EXPECT_GT(state.stats["x"].saturation_pct, 1.0);
+  EXPECT_EQ(state.stats["x"].nonfinite, 0);
+  EXPECT_GT(state.stats["dy"].count, 0);
+  EXPECT_TRUE(testing::mentions(testing::error_of([&] { run_linear(random_tensor({3, 8}, 1), random_tensor({4, 8}, 2),
+                                                                   random_tensor({3, 4}, 3), r); }),
+                                {"fp8 linear", "LinearState"}));
+}
+
+}  // namespace
+}  // namespace daedalus::fp8
