@@ -3,6 +3,10 @@
 // then q = cast(float(x) * scale) with the codecs of autograd/dtype_codec.h (saturating).
 #include "fp8/quantized.h"
 
+#if DAEDALUS_WITH_CUDA
+#include "fp8/cuda/scaled_gemm_cuda.h"
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -222,7 +226,15 @@ QuantizedTensor quantize_impl(const Tensor& x, Granularity g, Format f, const Sc
       });
       break;
     }
-    case DeviceType::cuda: kernels::throw_not_on_device(op, x.device());
+    case DeviceType::cuda:
+      // The CUDA twin covers the granularities GPUs run in FP8 (mx_1x32 is CPU-emulated on Hopper).
+      if (given_scale != nullptr || g == Granularity::mx_1x32 || options.stochastic_rounding)
+        kernels::throw_not_on_device(given_scale ? "quantize_with_scale" : op, x.device());
+#if DAEDALUS_WITH_CUDA
+      return cuda_quantize(x, g, f, options);
+#else
+      kernels::throw_built_without_cuda(op);
+#endif
   }
   return out;
 }

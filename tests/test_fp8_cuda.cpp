@@ -88,7 +88,7 @@ TEST_F(Fp8Cuda, QuantizeIsBitIdenticalToCpu) {
                          << "[" << rows << ", " << cols << "] " << dtype_name(dtype) << " " << granularity_name(g)
                          << " " << format_name(f) << " margin " << o.margin << (o.power_of_two ? " pow2" : ""));
             const QuantizedTensor cpu = quantize(x, g, f, o);
-            const QuantizedTensor cuda = cuda_quantize(xg, g, f, o);
+            const QuantizedTensor cuda = quantize(xg, g, f, o);  // the dispatcher: CUDA input -> cuda_quantize
             EXPECT_EQ(cuda.data.device(), gpu);
             EXPECT_EQ(cuda.granularity, g);
             EXPECT_EQ(cuda.format, f);
