@@ -2,15 +2,18 @@
 // Library code throws; this is the one place that catches, prints and picks the exit code:
 // 0 success, 1 bad input (InputError), 2 runtime failure (anything else).
 #include <omp.h>
+#include <unistd.h>
 
 #include <hdf5.h>
 #include <mpi.h>
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <dnnl.hpp>
 
 #include "autograd/check.h"
 #include "autograd/device.h"
+#include "data/prepare.h"
 
 namespace {
 
@@ -42,6 +45,27 @@ void print_info() {
   );
 }
 
+// "[#########           ]  45%  1.2 / 2.8 MB" on a terminal, redrawn in place; nothing otherwise.
+void draw_progress(int64_t done, int64_t total) {
+  static const bool tty = isatty(fileno(stderr)) != 0;
+  if (!tty || total <= 0) return;
+  constexpr int kWidth = 30;
+  const double f = double(done) / double(total);
+  const int filled = int(f * kWidth);
+  fmt::print(stderr, "\r[{}{}] {:3.0f}%  {:.1f} / {:.1f} MB{}", std::string(size_t(filled), '#'),
+             std::string(size_t(kWidth - filled), ' '), 100 * f, double(done) / 1e6, double(total) / 1e6,
+             done >= total ? "\n" : "");
+}
+
+void run_prepare_data(const std::vector<std::string>& inputs, const std::string& out, double val_fraction) {
+  const daedalus::data::PrepareSummary s = daedalus::data::prepare_data(inputs, out, val_fraction, draw_progress);
+  const auto train_shards = std::count_if(s.shards.begin(), s.shards.end(), [](const std::string& path) {
+    return path.find("/train_") != std::string::npos;
+  });
+  fmt::print("prepared {} files, {} bytes -> {} train tokens in {} shard(s), {} validation tokens, in {}\n", s.files,
+             s.bytes, s.train_tokens, train_shards, s.val_tokens, out);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -57,6 +81,15 @@ int main(int argc, char** argv) {
   train->add_option("--config", config, "YAML config file")->required()->check(CLI::ExistingFile);
   train->add_option("--set", overrides, "Override a config key: --set a.b=c (repeatable)");
 
+  std::vector<std::string> prepare_inputs;
+  std::string prepare_out;
+  double val_fraction = 0.01;
+  auto* prepare = app.add_subcommand("prepare-data", "Turn text files into llm.c token shards (byte-level tokens)");
+  prepare->add_option("--input", prepare_inputs, "Text files or glob patterns")->required();
+  prepare->add_option("--out", prepare_out, "Output directory for train_*.bin, val_000000.bin, summary.json")
+      ->required();
+  prepare->add_option("--val-fraction", val_fraction, "Share of tokens held out for validation (default 0.01)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -66,6 +99,8 @@ int main(int argc, char** argv) {
   try {
     if (*info) {
       print_info();
+    } else if (*prepare) {
+      run_prepare_data(prepare_inputs, prepare_out, val_fraction);
     } else if (*train) {
       throw daedalus::InputError(fmt::format(
           "daedalus train: the trainer is not built yet (it lands with the trainer issue); config {} not run", config));

@@ -1,0 +1,160 @@
+// HDF5 token files: a 1-d dataset of any integer type (default "tokens"), read on demand as int32
+// (HDF5 converts; values outside int32 saturate, and check_vocab then reports them) through a
+// hyperslab of just the requested range. Several files concatenate in order.
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include "autograd/check.h"
+#include "data/mapped_file.h"
+#include "data/source.h"
+
+#if !DAEDALUS_MINIMAL  // the GPU-test build has no HDF5
+#include <hdf5.h>
+
+namespace daedalus::data {
+
+namespace {
+
+// Closes an HDF5 handle with the matching H5?close.
+class Handle {
+ public:
+  Handle() = default;
+  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = H5I_INVALID_HID; }
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = o.id_;
+      close_ = o.close_;
+      o.id_ = H5I_INVALID_HID;
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+
+ private:
+  void reset() {
+    if (id_ >= 0 && close_ != nullptr) close_(id_);
+    id_ = H5I_INVALID_HID;
+  }
+  hid_t id_ = H5I_INVALID_HID;
+  herr_t (*close_)(hid_t) = nullptr;
+};
+
+std::string type_class_name(H5T_class_t c) {
+  switch (c) {
+    case H5T_FLOAT: return "floating-point";
+    case H5T_STRING: return "string";
+    case H5T_COMPOUND: return "compound";
+    case H5T_ENUM: return "enum";
+    case H5T_ARRAY: return "array";
+    case H5T_BITFIELD: return "bitfield";
+    case H5T_OPAQUE: return "opaque";
+    case H5T_REFERENCE: return "reference";
+    case H5T_VLEN: return "variable-length";
+    default: return "non-integer";
+  }
+}
+
+struct TokenDataset {
+  Handle file, dataset;
+  int64_t count = 0;
+};
+
+TokenDataset open_dataset(const std::string& path, const std::string& name) {
+  struct stat st {};
+  DAEDALUS_CHECK(::stat(path.c_str(), &st) == 0, "{}: no such file", path);
+  DAEDALUS_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{}: not an HDF5 file", path);
+  TokenDataset d;
+  d.file = Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  DAEDALUS_CHECK(d.file.valid(), "{}: cannot open the HDF5 file", path);
+  DAEDALUS_CHECK(H5Lexists(d.file.get(), name.c_str(), H5P_DEFAULT) > 0, "{}: no dataset '{}'", path, name);
+  d.dataset = Handle(H5Dopen2(d.file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+  DAEDALUS_CHECK(d.dataset.valid(), "{}: '{}' is not a dataset", path, name);
+  Handle type(H5Dget_type(d.dataset.get()), H5Tclose);
+  DAEDALUS_HDF5_CHECK(type.get());
+  const H5T_class_t cls = H5Tget_class(type.get());
+  DAEDALUS_CHECK(cls == H5T_INTEGER, "{}: dataset '{}' has a {} type; token ids must be integers", path, name,
+                 type_class_name(cls));
+  Handle space(H5Dget_space(d.dataset.get()), H5Sclose);
+  DAEDALUS_HDF5_CHECK(space.get());
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  DAEDALUS_CHECK(rank == 1, "{}: dataset '{}' has rank {}; token ids must be a 1-d dataset", path, name, rank);
+  hsize_t dim = 0;
+  DAEDALUS_HDF5_CHECK(H5Sget_simple_extent_dims(space.get(), &dim, nullptr));
+  d.count = int64_t(dim);
+  return d;
+}
+
+class Hdf5Source final : public TokenSource {
+ public:
+  Hdf5Source(std::vector<TokenDataset> datasets, std::string description)
+      : datasets_(std::move(datasets)), description_(std::move(description)) {
+    offsets_.push_back(0);
+    for (const TokenDataset& d : datasets_) offsets_.push_back(offsets_.back() + d.count);
+  }
+  int64_t size() const override { return offsets_.back(); }
+  std::string describe() const override { return description_; }
+
+  // Not thread-safe (neither is a parallel HDF5 build): call from one thread at a time.
+  void read(int64_t start, int64_t count, int32_t* out) const override {
+    detail::check_read_range(*this, start, count);
+    size_t r = size_t(std::upper_bound(offsets_.begin(), offsets_.end(), start) - offsets_.begin()) - 1;
+    while (count > 0) {
+      const int64_t begin = start - offsets_[r];
+      const int64_t n = std::min(count, datasets_[r].count - begin);
+      if (n > 0) {
+        const hid_t dataset = datasets_[r].dataset.get();
+        Handle file_space(H5Dget_space(dataset), H5Sclose);
+        DAEDALUS_HDF5_CHECK(file_space.get());
+        const hsize_t offset = hsize_t(begin), extent = hsize_t(n);
+        DAEDALUS_HDF5_CHECK(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, &offset, nullptr, &extent, nullptr));
+        Handle mem_space(H5Screate_simple(1, &extent, nullptr), H5Sclose);
+        DAEDALUS_HDF5_CHECK(mem_space.get());
+        DAEDALUS_HDF5_CHECK(H5Dread(dataset, H5T_NATIVE_INT32, mem_space.get(), file_space.get(), H5P_DEFAULT, out));
+      }
+      out += n;
+      start += n;
+      count -= n;
+      ++r;
+    }
+  }
+
+ private:
+  std::vector<TokenDataset> datasets_;
+  std::vector<int64_t> offsets_;
+  std::string description_;
+};
+
+}  // namespace
+
+std::unique_ptr<TokenSource> open_hdf5(const std::vector<std::string>& files, const std::string& dataset) {
+  DAEDALUS_CHECK(!files.empty(), "HDF5 token files: no files given");
+  // Our messages name the file and dataset; HDF5's own error-stack dump would only add noise.
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  std::vector<TokenDataset> datasets;
+  int64_t tokens = 0;
+  for (const std::string& path : files) {
+    datasets.push_back(open_dataset(path, dataset));
+    tokens += datasets.back().count;
+  }
+  std::string description = detail::describe_files(fmt::format("HDF5 dataset '{}' in", dataset), files, tokens);
+  return std::make_unique<Hdf5Source>(std::move(datasets), std::move(description));
+}
+
+}  // namespace daedalus::data
+
+#else
+
+namespace daedalus::data {
+std::unique_ptr<TokenSource> open_hdf5(const std::vector<std::string>& files, const std::string&) {
+  DAEDALUS_FAIL("{}: this build of Daedalus has no HDF5 (DAEDALUS_MINIMAL)", files.empty() ? "" : files.front());
+}
+}  // namespace daedalus::data
+
+#endif
