@@ -1,0 +1,56 @@
+// Communicators: the collective operations expert and data parallelism need, over MPI (host
+// buffers; CPU clusters and CI) or NCCL (device buffers), behind one interface.
+//
+// Process layout (world = expert_parallel × replicas): rank r sits in EP group r / ep_size
+// (the ranks that together hold one copy of every routed expert: ep_rank = r % ep_size) and in
+// replica group r % ep_size (the ranks holding the same expert slice: replica = r / ep_size).
+// Dense gradients are all-reduced over the world, expert gradients over the replica group.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autograd/tensor.h"
+
+namespace daedalus::parallel {
+
+enum class ReduceOp : uint8_t { sum, max };
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend() const = 0;  // "mpi" or "nccl"
+
+  // In place over all ranks of this communicator; t contiguous, fp32/bf16/int32/int64.
+  virtual void all_reduce(const Tensor& t, ReduceOp op = ReduceOp::sum) = 0;
+  virtual void broadcast(const Tensor& t, int root) = 0;
+  // out [size * n] = concatenation of every rank's in [n] (same dtype).
+  virtual void all_gather(const Tensor& in, const Tensor& out) = 0;
+  // Rows of `in` [sum(send_counts), D] go to ranks in order (send_counts[r] rows to rank r); `out`
+  // [sum(recv_counts), D] receives recv_counts[r] rows from rank r, in rank order.
+  virtual void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
+                            const std::vector<int64_t>& recv_counts) = 0;
+  virtual void barrier() = 0;
+};
+
+// MPI: initializes MPI if nobody did (MPI_THREAD_FUNNELED) and finalizes it at exit; a single
+// process without mpirun is a world of size 1.
+std::shared_ptr<Communicator> mpi_world();
+// Splits `parent` (an MPI communicator) into groups of ranks with equal `color`, ordered by `key`.
+std::shared_ptr<Communicator> mpi_split(const Communicator& parent, int color, int key);
+
+struct ProcessGroups {
+  std::shared_ptr<Communicator> world;     // all ranks: dense gradients, config check, metrics
+  std::shared_ptr<Communicator> ep;        // this rank's EP group: token dispatch / combine
+  std::shared_ptr<Communicator> replicas;  // ranks with the same expert slice: expert gradients
+  int ep_size = 1;
+  int ep_rank = 0;  // which slice of the routed experts this rank owns
+};
+// InputError when world size is not divisible by ep_size (naming both).
+ProcessGroups make_process_groups(std::shared_ptr<Communicator> world, int ep_size);
+
+}  // namespace daedalus::parallel

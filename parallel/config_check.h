@@ -1,0 +1,20 @@
+// Start-of-run guard: every rank must train with the same resolved config.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "parallel/communicator.h"
+
+namespace daedalus::parallel {
+
+// FNV-1a, 64-bit, over the bytes of `text`.
+uint64_t fnv1a_64(std::string_view text);
+
+// Collective over `comm`: all ranks gather each other's hash of resolved_config_text. On a
+// mismatch every rank throws the same InputError, naming the first rank whose hash differs from
+// rank 0's and both hashes.
+void check_same_config(Communicator& comm, const std::string& resolved_config_text);
+
+}  // namespace daedalus::parallel

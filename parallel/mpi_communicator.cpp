@@ -1,0 +1,218 @@
+// The MPI backend of Communicator: host buffers only (CPU clusters, CI). Library traffic runs on
+// a duplicate of MPI_COMM_WORLD, so it never matches a user's own messages, and every
+// communicator returns MPI errors (MPI_ERRORS_RETURN) so that DAEDALUS_MPI_CHECK turns them into
+// exceptions naming the failing call instead of MPI aborting the job.
+//
+// MPI 3 counts are int: every element or byte count and displacement handed to MPI is checked to
+// fit, and a count that does not is an InputError naming it.
+#include <climits>
+#include <cstdlib>
+#include <mutex>
+#include <numeric>
+
+#include "autograd/check.h"
+#include "parallel/communicator.h"
+
+#if !DAEDALUS_MINIMAL
+#include <mpi.h>
+#endif
+
+namespace daedalus::parallel {
+
+#if DAEDALUS_MINIMAL
+
+// Built without MPI (DAEDALUS_MINIMAL): there is no MPI backend to hand out.
+std::shared_ptr<Communicator> mpi_world() {
+  throw Error("mpi_world: Daedalus was built with DAEDALUS_MINIMAL (no MPI); rebuild without it for multi-rank runs");
+}
+std::shared_ptr<Communicator> mpi_split(const Communicator&, int, int) {
+  throw Error("mpi_split: Daedalus was built with DAEDALUS_MINIMAL (no MPI)");
+}
+
+#else
+
+namespace {
+
+// MPI 3 takes int counts; anything larger is refused with the op and the count named.
+int checked_count(std::string_view op, std::string_view what, int64_t count) {
+  DAEDALUS_CHECK(count >= 0 && count <= INT_MAX, "{}: {} {} does not fit MPI's int counts (0..{})", op, what, count,
+                 INT_MAX);
+  return static_cast<int>(count);
+}
+
+void check_host_tensor(std::string_view op, std::string_view name, const Tensor& t) {
+  DAEDALUS_CHECK(t.defined(), "{}: {} is an undefined tensor", op, name);
+  DAEDALUS_CHECK(!t.device().is_cuda(),
+                 "{}: {} is {}, but the MPI backend needs host buffers; use the NCCL backend for CUDA tensors", op,
+                 name, t.describe());
+  DAEDALUS_CHECK(t.is_contiguous(), "{}: {} ({}) must be contiguous", op, name, t.describe());
+}
+
+MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::sum ? MPI_SUM : MPI_MAX; }
+
+class MpiCommunicator final : public Communicator {
+ public:
+  // Takes ownership of `comm` (freed on destruction unless MPI is already finalized).
+  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+    DAEDALUS_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    DAEDALUS_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    DAEDALUS_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  }
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&comm_);
+  }
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "mpi"; }
+  MPI_Comm comm() const { return comm_; }
+
+  // fp32, int32, int64 are reduced natively. bf16 has no MPI type: it is widened to fp32, reduced
+  // in fp32 and rounded back to bf16 once (round-to-nearest-even), so the result is the bf16
+  // rounding of the fp32 reduction, not a sum of bf16 partial roundings.
+  void all_reduce(const Tensor& t, ReduceOp op) override {
+    check_host_tensor("all_reduce", "tensor", t);
+    const int count = checked_count("all_reduce", "element count", t.numel());
+    switch (t.dtype()) {
+      case DType::f32:
+        DAEDALUS_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, MPI_FLOAT, mpi_op(op), comm_));
+        return;
+      case DType::i32:
+        DAEDALUS_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, MPI_INT32_T, mpi_op(op), comm_));
+        return;
+      case DType::i64:
+        DAEDALUS_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, MPI_INT64_T, mpi_op(op), comm_));
+        return;
+      case DType::bf16: {
+        Tensor wide = t.to(DType::f32);
+        DAEDALUS_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, wide.data_ptr(), count, MPI_FLOAT, mpi_op(op), comm_));
+        Tensor(t).copy_(wide);  // Tensor is a handle: the copy writes t's storage
+        return;
+      }
+      default: throw_unsupported_dtype("all_reduce", t.dtype(), "fp32, bf16, int32, int64");
+    }
+  }
+
+  // Bytes from root to everyone; any dtype (FP8 included).
+  void broadcast(const Tensor& t, int root) override {
+    check_host_tensor("broadcast", "tensor", t);
+    DAEDALUS_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of this communicator (size {})", root,
+                   size_);
+    const int bytes = checked_count("broadcast", "byte count", static_cast<int64_t>(t.nbytes()));
+    DAEDALUS_MPI_CHECK(MPI_Bcast(t.data_ptr(), bytes, MPI_BYTE, root, comm_));
+  }
+
+  // out holds size() blocks of in.numel() elements, rank order; any shapes with those numels.
+  void all_gather(const Tensor& in, const Tensor& out) override {
+    check_host_tensor("all_gather", "in", in);
+    check_host_tensor("all_gather", "out", out);
+    DAEDALUS_CHECK(in.dtype() == out.dtype(), "all_gather: in is {} but out is {}", in.describe(), out.describe());
+    DAEDALUS_CHECK(out.numel() == in.numel() * size_, "all_gather: out {} must hold {} ranks x {} elements of in {}",
+                   out.describe(), size_, in.numel(), in.describe());
+    const int bytes = checked_count("all_gather", "byte count", static_cast<int64_t>(in.nbytes()));
+    checked_count("all_gather", "output byte count", static_cast<int64_t>(out.nbytes()));
+    DAEDALUS_MPI_CHECK(MPI_Allgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, comm_));
+  }
+
+  // in [sum(send_counts), ...] and out [sum(recv_counts), ...] with the same row shape and dtype.
+  // Counts are rows; MPI sees bytes (rows x row bytes) with displacements as prefix sums. The
+  // counts must agree across ranks (send_counts[r] here == recv_counts[me] on rank r): MPI cannot
+  // check that, so callers exchange counts first (as dispatch does).
+  void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
+                    const std::vector<int64_t>& recv_counts) override {
+    constexpr std::string_view op = "all_to_all_v";
+    check_host_tensor(op, "in", in);
+    check_host_tensor(op, "out", out);
+    DAEDALUS_CHECK(in.dtype() == out.dtype(), "all_to_all_v: in is {} but out is {}", in.describe(), out.describe());
+    DAEDALUS_CHECK(in.dim() >= 1 && out.dim() >= 1, "all_to_all_v: in {} and out {} need a row dimension",
+                   in.describe(), out.describe());
+    DAEDALUS_CHECK(Shape(in.shape().begin() + 1, in.shape().end()) == Shape(out.shape().begin() + 1, out.shape().end()),
+                   "all_to_all_v: rows of in {} and out {} differ in shape", in.describe(), out.describe());
+    const std::vector<int> send_bytes = byte_counts("send_counts", send_counts, in);
+    const std::vector<int> recv_bytes = byte_counts("recv_counts", recv_counts, out);
+    const std::vector<int> send_displs = displacements("send", send_bytes);
+    const std::vector<int> recv_displs = displacements("recv", recv_bytes);
+    DAEDALUS_MPI_CHECK(MPI_Alltoallv(in.data_ptr(), send_bytes.data(), send_displs.data(), MPI_BYTE, out.data_ptr(),
+                                     recv_bytes.data(), recv_displs.data(), MPI_BYTE, comm_));
+  }
+
+  void barrier() override { DAEDALUS_MPI_CHECK(MPI_Barrier(comm_)); }
+
+ private:
+  // Row counts (one per rank, non-negative, summing to t's rows) -> byte counts that fit int.
+  std::vector<int> byte_counts(std::string_view name, const std::vector<int64_t>& rows, const Tensor& t) const {
+    DAEDALUS_CHECK(static_cast<int64_t>(rows.size()) == size_, "all_to_all_v: {} has {} entries for {} ranks", name,
+                   rows.size(), size_);
+    const int64_t row_bytes = t.size(0) == 0 ? 0 : static_cast<int64_t>(t.nbytes()) / t.size(0);
+    int64_t total = 0;
+    std::vector<int> bytes(rows.size());
+    for (size_t r = 0; r < rows.size(); ++r) {
+      DAEDALUS_CHECK(rows[r] >= 0, "all_to_all_v: {}[{}] = {} is negative", name, r, rows[r]);
+      total += rows[r];
+      bytes[r] = checked_count("all_to_all_v", fmt::format("{}[{}] in bytes", name, r), rows[r] * row_bytes);
+    }
+    DAEDALUS_CHECK(total == t.size(0), "all_to_all_v: {} sum to {} rows but the tensor is {}", name, total,
+                   t.describe());
+    return bytes;
+  }
+  static std::vector<int> displacements(std::string_view name, const std::vector<int>& bytes) {
+    std::vector<int> displs(bytes.size());
+    int64_t offset = 0;
+    for (size_t r = 0; r < bytes.size(); ++r) {
+      displs[r] = checked_count("all_to_all_v", fmt::format("{} displacement of rank {} in bytes", name, r), offset);
+      offset += bytes[r];
+    }
+    return displs;
+  }
+
+  MPI_Comm comm_;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+void finalize_mpi_at_exit() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+}  // namespace
+
+std::shared_ptr<Communicator> mpi_world() {
+  static std::mutex mutex;
+  static std::shared_ptr<Communicator> world;  // one duplicate of MPI_COMM_WORLD per process
+  std::lock_guard lock(mutex);
+  if (world) return world;
+  int initialized = 0;
+  DAEDALUS_MPI_CHECK(MPI_Initialized(&initialized));
+  if (!initialized) {
+    int provided = 0;
+    DAEDALUS_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
+    std::atexit(finalize_mpi_at_exit);  // only when we initialized: otherwise the owner finalizes
+    if (provided < MPI_THREAD_FUNNELED)
+      throw Error(fmt::format("mpi_world: MPI provides thread level {} but Daedalus needs MPI_THREAD_FUNNELED ({})",
+                              provided, MPI_THREAD_FUNNELED));
+  }
+  MPI_Comm dup = MPI_COMM_NULL;
+  DAEDALUS_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
+  world = std::make_shared<MpiCommunicator>(dup);
+  return world;
+}
+
+std::shared_ptr<Communicator> mpi_split(const Communicator& parent, int color, int key) {
+  const auto* mpi = dynamic_cast<const MpiCommunicator*>(&parent);
+  DAEDALUS_CHECK(mpi != nullptr, "mpi_split: the parent communicator is a {} communicator, not an MPI one",
+                 parent.backend());
+  DAEDALUS_CHECK(color >= 0, "mpi_split: color {} must be non-negative", color);
+  MPI_Comm sub = MPI_COMM_NULL;
+  DAEDALUS_MPI_CHECK(MPI_Comm_split(mpi->comm(), color, key, &sub));
+  return std::make_shared<MpiCommunicator>(sub);
+}
+
+#endif  // DAEDALUS_MINIMAL
+
+}  // namespace daedalus::parallel
