@@ -11,26 +11,11 @@
 
 #include "autograd/check.h"
 #include "data/loader.h"
+#include "tests/memory_source.h"
 #include "tests/testing.h"
 
 namespace daedalus::data {
 namespace {
-
-// Token i is i mod 50000: a window's first token identifies it (for sources under 50000 tokens).
-class MemorySource : public TokenSource {
- public:
-  explicit MemorySource(int64_t tokens) : tokens_(tokens) {}
-  int64_t size() const override { return tokens_; }
-  void read(int64_t start, int64_t count, int32_t* out) const override {
-    DAEDALUS_CHECK(start >= 0 && count >= 0 && start + count <= tokens_, "MemorySource: [{}, {}) outside [0, {})",
-                   start, start + count, tokens_);
-    for (int64_t i = 0; i < count; ++i) out[i] = int32_t((start + i) % 50000);
-  }
-  std::string describe() const override { return "memory source (" + std::to_string(tokens_) + " tokens)"; }
-
- private:
-  int64_t tokens_;
-};
 
 LoaderOptions options(int64_t seq_len, int64_t global_batch, int rank = 0, int world = 1, uint64_t seed = 1234) {
   LoaderOptions o;
@@ -69,7 +54,7 @@ std::vector<int64_t> union_of_ranks(const TokenSource& source, int64_t seq_len, 
 
 TEST(DataLoader, PermutationIsABijectionForManySizes) {
   for (int64_t n : {1, 2, 3, 7, 1000, 1001, 65537}) {
-    MemorySource source(n + 1);  // seq_len 1: exactly n windows, window w starts at token w
+    testing::CyclicSource source(n + 1);  // seq_len 1: exactly n windows, window w starts at token w
     for (uint64_t seed : {1234u, 7u}) {
       const Loader loader(source, options(1, 1, 0, 1, seed));
       ASSERT_EQ(loader.samples_per_epoch(), n);
@@ -87,7 +72,7 @@ TEST(DataLoader, PermutationIsABijectionForManySizes) {
 }
 
 TEST(DataLoader, PermutationDiffersBetweenEpochsAndSeedsAndMixes) {
-  MemorySource source(1001);  // 1000 windows of 1 token
+  testing::CyclicSource source(1001);  // 1000 windows of 1 token
   const Loader a(source, options(1, 1, 0, 1, 1234)), b(source, options(1, 1, 0, 1, 1235));
   const std::vector<int64_t> a0 = epoch_order(a, 0, 1), a1 = epoch_order(a, 1, 1), b0 = epoch_order(b, 0, 1);
   EXPECT_NE(a0, a1);
@@ -107,7 +92,7 @@ TEST(DataLoader, PermutationDiffersBetweenEpochsAndSeedsAndMixes) {
   // |perm(p + 1) - perm(p)| is (N + 1) / 3 with a standard error of about N / (sqrt(18) sqrt(N)),
   // 0.3% of the mean at N = 65537, so the 5% band is about 17 standard errors wide. A weak
   // network (one Feistel round keeps the low half of p as the high half) gives a tiny mean gap.
-  MemorySource big(65538);
+  testing::CyclicSource big(65538);
   const std::vector<int64_t> order = epoch_order(Loader(big, options(1, 1)), 0, 1);
   double gap = 0;
   for (size_t p = 1; p < order.size(); ++p) gap += double(std::abs(order[p] - order[p - 1]));
@@ -116,7 +101,7 @@ TEST(DataLoader, PermutationDiffersBetweenEpochsAndSeedsAndMixes) {
 }
 
 TEST(DataLoader, RankSlicesConcatenateToTheWorldSizeOneBatch) {
-  MemorySource source(5000);  // 312 windows of 16 + 1 tokens
+  testing::CyclicSource source(5000);  // 312 windows of 16 + 1 tokens
   const int64_t seq = 16, batch = 12;
   const std::vector<int64_t> reference = union_of_ranks(source, seq, batch, 1, 0, 5);
   ASSERT_EQ(reference.size(), size_t(5 * batch * seq));
@@ -136,7 +121,7 @@ TEST(DataLoader, RankSlicesConcatenateToTheWorldSizeOneBatch) {
 }
 
 TEST(DataLoader, ResumeContinuesTheIdenticalStreamAtAnyWorldSize) {
-  MemorySource source(5000);
+  testing::CyclicSource source(5000);
   const int64_t seq = 16, batch = 12, k = 3;
   const std::vector<int64_t> uninterrupted = union_of_ranks(source, seq, batch, 1, 0, k + 4);
   const std::vector<int64_t> tail(uninterrupted.begin() + k * batch * seq, uninterrupted.end());
@@ -155,7 +140,7 @@ TEST(DataLoader, ResumeContinuesTheIdenticalStreamAtAnyWorldSize) {
 }
 
 TEST(DataLoader, TargetsAreInputsShiftedByOneWithinTheWindow) {
-  MemorySource source(120001);  // crosses the 50000 wrap of token values: 937 windows of 128 + 1
+  testing::CyclicSource source(120001);  // crosses the 50000 wrap of token values: 937 windows of 128 + 1
   const int64_t seq = 128, batch = 6;
   Loader loader(source, options(seq, batch, 1, 2));
   for (int s = 0; s < 4; ++s) {
@@ -175,7 +160,7 @@ TEST(DataLoader, TargetsAreInputsShiftedByOneWithinTheWindow) {
 }
 
 TEST(DataLoader, EpochsRollOverAndEveryWindowAppearsOncePerEpoch) {
-  MemorySource source(43);           // (43 - 1) / 4 = 10 windows; the last 2 tokens are never a window start
+  testing::CyclicSource source(43);  // (43 - 1) / 4 = 10 windows; the last 2 tokens are never a window start
   const int64_t seq = 4, batch = 4;  // 10 is not a multiple of 4: batches straddle epoch boundaries
   Loader loader(source, options(seq, batch));
   ASSERT_EQ(loader.samples_per_epoch(), 10);
@@ -195,7 +180,7 @@ TEST(DataLoader, EpochsRollOverAndEveryWindowAppearsOncePerEpoch) {
 }
 
 TEST(DataLoader, ValidationIteratesWindowsInOrder) {
-  MemorySource source(5000);  // 312 windows of 16 + 1
+  testing::CyclicSource source(5000);  // 312 windows of 16 + 1
   const int64_t seq = 16, batch = 8;
   LoaderOptions o = options(seq, batch, 0, 1, /*seed=*/99);
   o.shuffle = false;
@@ -215,13 +200,13 @@ TEST(DataLoader, ValidationIteratesWindowsInOrder) {
 TEST(DataLoader, RejectsBadOptionsNamingBothValues) {
   using testing::error_of;
   using testing::mentions;
-  MemorySource tiny(16);
+  testing::CyclicSource tiny(16);
   EXPECT_TRUE(mentions(error_of([&] { Loader(tiny, options(16, 4)); }),
                        {"memory source (16 tokens)", "16 tokens", "corpus shorter than one window", "17"}));
-  MemorySource empty(0);
+  testing::CyclicSource empty(0);
   EXPECT_TRUE(
       mentions(error_of([&] { Loader(empty, options(1, 1)); }), {"0 tokens", "corpus shorter than one window"}));
-  MemorySource source(5000);
+  testing::CyclicSource source(5000);
   EXPECT_TRUE(mentions(error_of([&] { Loader(source, options(16, 10, 0, 4)); }),
                        {"global_batch 10 is not divisible by world size 4"}));
   EXPECT_TRUE(mentions(error_of([&] { Loader(source, options(16, 8, 4, 4)); }), {"rank 4", "[0, 4)"}));

@@ -7,20 +7,10 @@
 #include "autograd/check.h"
 #include "autograd/generator.h"
 #include "autograd/tensor.h"
+#include "tests/mpi/mpi_testing.h"
 
 namespace daedalus {
 namespace {
-
-int rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world() {
-  int w = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &w);
-  return w;
-}
 
 TEST(MpiGenerator, SameSeedGivesBitIdenticalTensorsOnEveryRank) {
   Generator gen(1234);
@@ -29,18 +19,20 @@ TEST(MpiGenerator, SameSeedGivesBitIdenticalTensorsOnEveryRank) {
   std::vector<float> root = mine;
   DAEDALUS_MPI_CHECK(MPI_Bcast(root.data(), int(root.size()), MPI_FLOAT, 0, MPI_COMM_WORLD));
   ASSERT_EQ(mine.size(), root.size());
-  for (size_t i = 0; i < mine.size(); ++i) ASSERT_EQ(mine[i], root[i]) << "rank " << rank() << " element " << i;
+  for (size_t i = 0; i < mine.size(); ++i)
+    ASSERT_EQ(mine[i], root[i]) << "rank " << testing::world_rank() << " element " << i;
 }
 
 TEST(MpiGenerator, RankOffsetStreamsDiffer) {
   // A per-rank stream (seed + rank) must differ from every other rank's: gather first values.
-  Generator gen(99 + uint64_t(rank()));
+  Generator gen(99 + uint64_t(testing::world_rank()));
   float first = 0;
   gen.fill_normal(&first, 1, 0.0, 1.0);
-  std::vector<float> all(static_cast<size_t>(world()));
+  std::vector<float> all(static_cast<size_t>(testing::world_size()));
   DAEDALUS_MPI_CHECK(MPI_Allgather(&first, 1, MPI_FLOAT, all.data(), 1, MPI_FLOAT, MPI_COMM_WORLD));
-  for (int i = 0; i < world(); ++i)
-    for (int j = i + 1; j < world(); ++j) EXPECT_NE(all[size_t(i)], all[size_t(j)]) << "ranks " << i << ", " << j;
+  for (int i = 0; i < testing::world_size(); ++i)
+    for (int j = i + 1; j < testing::world_size(); ++j)
+      EXPECT_NE(all[size_t(i)], all[size_t(j)]) << "ranks " << i << ", " << j;
 }
 
 TEST(MpiGenerator, CheckMacroReportsMpiErrors) {
@@ -49,7 +41,7 @@ TEST(MpiGenerator, CheckMacroReportsMpiErrors) {
   DAEDALUS_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
   int value = 0;
   try {
-    DAEDALUS_MPI_CHECK(MPI_Bcast(&value, 1, MPI_INT, world() + 5, MPI_COMM_WORLD));
+    DAEDALUS_MPI_CHECK(MPI_Bcast(&value, 1, MPI_INT, testing::world_size() + 5, MPI_COMM_WORLD));
     FAIL() << "MPI_Bcast with an invalid root did not fail";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("MPI error"), std::string::npos) << e.what();

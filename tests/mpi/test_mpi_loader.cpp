@@ -9,36 +9,11 @@
 
 #include "autograd/check.h"
 #include "data/loader.h"
+#include "tests/memory_source.h"
+#include "tests/mpi/mpi_testing.h"
 
 namespace daedalus::data {
 namespace {
-
-int rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world() {
-  int w = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &w);
-  return w;
-}
-
-// Token i is i mod 50000.
-class MemorySource : public TokenSource {
- public:
-  explicit MemorySource(int64_t tokens) : tokens_(tokens) {}
-  int64_t size() const override { return tokens_; }
-  void read(int64_t start, int64_t count, int32_t* out) const override {
-    DAEDALUS_CHECK(start >= 0 && count >= 0 && start + count <= tokens_, "MemorySource: [{}, {}) outside [0, {})",
-                   start, start + count, tokens_);
-    for (int64_t i = 0; i < count; ++i) out[i] = int32_t((start + i) % 50000);
-  }
-  std::string describe() const override { return "memory source"; }
-
- private:
-  int64_t tokens_;
-};
 
 constexpr int64_t kSeqLen = 32, kGlobalBatch = 12;  // 12 is divisible by 2, 3 and 4 ranks
 
@@ -56,41 +31,42 @@ LoaderOptions options(int r, int w, bool shuffle) {
 // a world-size-1 loader started at the same consumed count. Every rank makes the same MPI calls;
 // only rank 0 asserts, with EXPECT so that no rank leaves the collective sequence early.
 void check_steps(const TokenSource& source, int64_t consumed, int steps, bool shuffle) {
-  Loader mine(source, options(rank(), world(), shuffle));
+  Loader mine(source, options(testing::world_rank(), testing::world_size(), shuffle));
   mine.set_consumed_samples(consumed);
   Loader single(source, options(0, 1, shuffle));
   single.set_consumed_samples(consumed);
   const size_t local = size_t(mine.local_batch() * kSeqLen), global = size_t(kGlobalBatch * kSeqLen);
   for (int s = 0; s < steps; ++s) {
     const Batch batch = mine.next();
-    std::vector<int64_t> inputs(rank() == 0 ? global : 0), targets(rank() == 0 ? global : 0);
+    std::vector<int64_t> inputs(testing::world_rank() == 0 ? global : 0),
+        targets(testing::world_rank() == 0 ? global : 0);
     DAEDALUS_MPI_CHECK(MPI_Gather(batch.inputs.data<int64_t>(), int(local), MPI_INT64_T, inputs.data(), int(local),
                                   MPI_INT64_T, 0, MPI_COMM_WORLD));
     DAEDALUS_MPI_CHECK(MPI_Gather(batch.targets.data<int64_t>(), int(local), MPI_INT64_T, targets.data(), int(local),
                                   MPI_INT64_T, 0, MPI_COMM_WORLD));
-    if (rank() != 0) continue;
+    if (testing::world_rank() != 0) continue;
     const Batch reference = single.next();
     EXPECT_EQ(inputs, reference.inputs.to_vector<int64_t>())
-        << "world " << world() << " consumed " << consumed << " step " << s;
-    EXPECT_EQ(targets, reference.targets.to_vector<int64_t>()) << "world " << world() << " step " << s;
+        << "world " << testing::world_size() << " consumed " << consumed << " step " << s;
+    EXPECT_EQ(targets, reference.targets.to_vector<int64_t>()) << "world " << testing::world_size() << " step " << s;
   }
   EXPECT_EQ(mine.consumed_samples(), consumed + steps * kGlobalBatch);
 }
 
 TEST(MpiLoader, GatheredRankSlicesEqualTheWorldSizeOneBatch) {
-  const MemorySource source(20000);  // 624 windows of 32 + 1 tokens
+  const testing::CyclicSource source(20000);  // 624 windows of 32 + 1 tokens
   check_steps(source, /*consumed=*/0, /*steps=*/4, /*shuffle=*/true);
 }
 
 TEST(MpiLoader, ResumedAtAnotherConsumedCountContinuesTheSameStream) {
-  const MemorySource source(20000);
+  const testing::CyclicSource source(20000);
   check_steps(source, /*consumed=*/7 * kGlobalBatch, /*steps=*/3, /*shuffle=*/true);
   // Past the first epoch (624 samples), where the permutation changes.
   check_steps(source, /*consumed=*/52 * kGlobalBatch, /*steps=*/3, /*shuffle=*/true);
 }
 
 TEST(MpiLoader, ValidationOrderIsTheSameAtEveryWorldSize) {
-  const MemorySource source(20000);
+  const testing::CyclicSource source(20000);
   check_steps(source, /*consumed=*/0, /*steps=*/2, /*shuffle=*/false);
 }
 
