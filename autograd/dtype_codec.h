@@ -97,26 +97,28 @@ DAEDALUS_HD uint32_t fp8_encode_magnitude(uint32_t abs_bits) {
   return uint32_t(code);
 }
 
-DAEDALUS_HD fp8e4m3 float_to_e4m3(float x, Fp8Overflow overflow = Fp8Overflow::saturate) {
+// The parts of an FP8 encode that do not depend on how the magnitude is rounded: sign, NaN, inf
+// and overflow. `magnitude(abs_bits)` returns the unclamped code of |x| (fp8_encode_magnitude for
+// round-to-nearest-even; fp8/format.h passes a stochastic one). Codes above kMaxCode overflow:
+// saturate to kMaxCode, or become kOverflowCode (E4M3: NaN 0x7F; E5M2: inf 0x7C).
+template <uint32_t kMaxCode, uint32_t kOverflowCode, typename Magnitude>
+DAEDALUS_HD uint8_t fp8_encode(float x, Fp8Overflow overflow, Magnitude magnitude) {
   const uint32_t u = float_bits(x);
   const uint32_t sign = (u >> 24) & 0x80u;
   const uint32_t abs_bits = u & 0x7FFFFFFFu;
-  if (abs_bits > 0x7F800000u) return fp8e4m3{uint8_t(sign | 0x7Fu)};  // NaN
-  if (abs_bits == 0x7F800000u) return fp8e4m3{uint8_t(sign | (overflow == Fp8Overflow::saturate ? 0x7Eu : 0x7Fu))};
-  uint32_t code = fp8_encode_magnitude<3, 7>(abs_bits);
-  if (code > 0x7Eu) code = overflow == Fp8Overflow::saturate ? 0x7Eu : 0x7Fu;
-  return fp8e4m3{uint8_t(sign | code)};
+  if (abs_bits > 0x7F800000u) return uint8_t(sign | 0x7Fu);  // NaN
+  const uint32_t overflow_code = overflow == Fp8Overflow::saturate ? kMaxCode : kOverflowCode;
+  if (abs_bits == 0x7F800000u) return uint8_t(sign | overflow_code);
+  const uint32_t code = magnitude(abs_bits);
+  return uint8_t(sign | (code > kMaxCode ? overflow_code : code));
+}
+
+DAEDALUS_HD fp8e4m3 float_to_e4m3(float x, Fp8Overflow overflow = Fp8Overflow::saturate) {
+  return fp8e4m3{fp8_encode<0x7Eu, 0x7Fu>(x, overflow, [](uint32_t a) { return fp8_encode_magnitude<3, 7>(a); })};
 }
 
 DAEDALUS_HD fp8e5m2 float_to_e5m2(float x, Fp8Overflow overflow = Fp8Overflow::saturate) {
-  const uint32_t u = float_bits(x);
-  const uint32_t sign = (u >> 24) & 0x80u;
-  const uint32_t abs_bits = u & 0x7FFFFFFFu;
-  if (abs_bits > 0x7F800000u) return fp8e5m2{uint8_t(sign | 0x7Fu)};  // NaN
-  if (abs_bits == 0x7F800000u) return fp8e5m2{uint8_t(sign | (overflow == Fp8Overflow::saturate ? 0x7Bu : 0x7Cu))};
-  uint32_t code = fp8_encode_magnitude<2, 15>(abs_bits);
-  if (code > 0x7Bu) code = overflow == Fp8Overflow::saturate ? 0x7Bu : 0x7Cu;
-  return fp8e5m2{uint8_t(sign | code)};
+  return fp8e5m2{fp8_encode<0x7Bu, 0x7Cu>(x, overflow, [](uint32_t a) { return fp8_encode_magnitude<2, 15>(a); })};
 }
 
 template <int kMant, int kBias>

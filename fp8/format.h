@@ -120,25 +120,13 @@ DAEDALUS_HD uint32_t fp8_encode_magnitude_stochastic(uint32_t abs_bits, uint32_t
 }
 
 DAEDALUS_HD fp8e4m3 float_to_e4m3_stochastic(float x, uint32_t random, Fp8Overflow overflow = Fp8Overflow::saturate) {
-  const uint32_t u = codec::float_bits(x);
-  const uint32_t sign = (u >> 24) & 0x80u;
-  const uint32_t abs_bits = u & 0x7FFFFFFFu;
-  if (abs_bits > 0x7F800000u) return fp8e4m3{uint8_t(sign | 0x7Fu)};
-  if (abs_bits == 0x7F800000u) return fp8e4m3{uint8_t(sign | (overflow == Fp8Overflow::saturate ? 0x7Eu : 0x7Fu))};
-  uint32_t code = fp8_encode_magnitude_stochastic<3, 7>(abs_bits, random);
-  if (code > 0x7Eu) code = overflow == Fp8Overflow::saturate ? 0x7Eu : 0x7Fu;
-  return fp8e4m3{uint8_t(sign | code)};
+  return fp8e4m3{codec::fp8_encode<0x7Eu, 0x7Fu>(
+      x, overflow, [random](uint32_t a) { return fp8_encode_magnitude_stochastic<3, 7>(a, random); })};
 }
 
 DAEDALUS_HD fp8e5m2 float_to_e5m2_stochastic(float x, uint32_t random, Fp8Overflow overflow = Fp8Overflow::saturate) {
-  const uint32_t u = codec::float_bits(x);
-  const uint32_t sign = (u >> 24) & 0x80u;
-  const uint32_t abs_bits = u & 0x7FFFFFFFu;
-  if (abs_bits > 0x7F800000u) return fp8e5m2{uint8_t(sign | 0x7Fu)};
-  if (abs_bits == 0x7F800000u) return fp8e5m2{uint8_t(sign | (overflow == Fp8Overflow::saturate ? 0x7Bu : 0x7Cu))};
-  uint32_t code = fp8_encode_magnitude_stochastic<2, 15>(abs_bits, random);
-  if (code > 0x7Bu) code = overflow == Fp8Overflow::saturate ? 0x7Bu : 0x7Cu;
-  return fp8e5m2{uint8_t(sign | code)};
+  return fp8e5m2{codec::fp8_encode<0x7Bu, 0x7Cu>(
+      x, overflow, [random](uint32_t a) { return fp8_encode_magnitude_stochastic<2, 15>(a, random); })};
 }
 
 // BF16: add 16 random bits below the kept half and truncate (carries into the exponent are right:

@@ -21,12 +21,13 @@
 namespace daedalus {
 namespace {
 
+using testing::kU16;
+using testing::kU32;
+
 using testing::all_close;
 using testing::error_of;
 using testing::mentions;
 using testing::random_tensor;
-
-constexpr double kU16 = 0x1p-8;  // bf16 unit roundoff: one round-to-nearest is off by at most 2^-8 relative
 
 // ---- the reference: full softmax in double --------------------------------------------------------
 

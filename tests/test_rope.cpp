@@ -14,6 +14,9 @@
 namespace daedalus {
 namespace {
 
+using testing::kU16;
+using testing::kU32;
+
 using testing::error_of;
 using testing::finite_differences;
 using testing::mentions;
@@ -23,9 +26,6 @@ using kernels::RopeLayout;
 using testing::all_close;
 using testing::kRaggedSizes;
 using testing::random_tensor;
-
-constexpr double kU32 = 0x1p-24;  // fp32 unit roundoff
-constexpr double kU16 = 0x1p-8;   // bf16 unit roundoff: 8 significant bits, 1 + 2^-8 rounds to 1
 
 // ---- reference --------------------------------------------------------------------------------
 

@@ -15,6 +15,9 @@
 namespace daedalus {
 namespace {
 
+using testing::kU16;
+using testing::kU32;
+
 using testing::error_of;
 using testing::finite_differences;
 using testing::mentions;
@@ -25,10 +28,8 @@ using testing::all_close;
 using testing::kRaggedSizes;
 using testing::random_tensor;
 
-constexpr double kU32 = 0x1p-24;  // fp32 unit roundoff
 // bf16 keeps 8 significant bits, so one round-to-nearest is off by at most 2^-8 relative (half an
 // ulp of 2^-7 at the bottom of a binade; 1 + 2^-8 rounds to 1).
-constexpr double kU16 = 0x1p-8;
 
 // ---- references (double, from the exact input values) ----------------------------------------
 

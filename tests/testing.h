@@ -28,6 +28,8 @@ inline const std::vector<int64_t> kRaggedSizes = {1, 7, 65, 129, 993};
 // Unit roundoff u = 2^-p of a dtype with p significand bits: the largest relative error of one
 // round-to-nearest. fp32 2^-24, bf16 2^-8, fp8e4m3 2^-4, fp8e5m2 2^-3.
 double unit_roundoff(DType dtype);
+inline constexpr double kU32 = 0x1p-24;  // fp32 unit roundoff
+inline constexpr double kU16 = 0x1p-8;   // bf16 unit roundoff: 8 significant bits, 1 + 2^-8 rounds to 1
 
 // Seeded normal tensor, and the doubles it holds (the exact inputs a reference sees).
 Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::f32, double std = 1.0);
