@@ -1,4 +1,4 @@
-// The FP8 Linear op on the tape (autograd's record() extension point).
+// The FP8 Linear and grouped Linear ops on the tape (autograd's record() extension point).
 #include "fp8/linear.h"
 
 #include "autograd/kernels/copy.h"
@@ -34,6 +34,86 @@ QuantizedTensor quantize_operand(const Tensor& t, const OperandSpec& spec, const
 
 Tensor rows_of(const Tensor& t) { return t.reshape({-1, t.size(-1)}); }
 
+Tensor as_dtype(const Tensor& t, DType dtype) { return t.dtype() == dtype ? t : kernels::cast(t, dtype); }
+
+// One FP8 GEMM triple, on plain tensors: what linear and grouped_linear share.
+// Forward Y = q(X)·q(W)ᵀ keeps what the backward asked for: the quantized X that Fprop used (as
+// its FP8 copy when the recipe caches activations in FP8, else X itself to re-quantize) and W.
+struct Fp8Gemms {
+  const Recipe* recipe;
+  LinearState* state;
+  std::shared_ptr<QuantizedTensor> cached_qx;
+  SavedTensor keep_x, keep_w;
+  float x_scale = 0.0f;  // delayed scaling: the scale X was quantized with
+
+  // x [M, K], w [N, K] -> [M, N] fp32.
+  Tensor forward(const Tensor& x, const Tensor& w, bool keep_for_wgrad, bool keep_for_dgrad) {
+    const GemmSpec fprop = recipe->fprop();
+    QuantizedTensor qx = quantize_operand(x, fprop.a, *recipe, state ? &state->x : nullptr, state, "x", &x_scale);
+    const QuantizedTensor qw = quantize_operand(w, fprop.b, *recipe, state ? &state->w : nullptr, state, "w");
+    Tensor y = scaled_gemm(qx, qw, recipe->accumulator);
+    if (keep_for_wgrad) {
+      if (recipe->cache_fp8) {
+        cached_qx = std::make_shared<QuantizedTensor>(std::move(qx));
+      } else {
+        keep_x = save(x);
+      }
+    }
+    if (keep_for_dgrad) keep_w = save(w);
+    return y;
+  }
+
+  // dy [M, N] fp32 -> dx [M, K] (when asked) and dw [N, K] (when asked), fp32.
+  void backward(const Tensor& dy, Tensor* dx, Tensor* dw) const {
+    const Recipe& r = *recipe;
+    const GemmSpec fprop = r.fprop(), dgrad = r.dgrad(), wgrad = r.wgrad();
+    QuantizedTensor qdy;
+    if (dx != nullptr || (dw != nullptr && r.wgrad_fp8))
+      qdy = quantize_operand(dy, dgrad.a, r, state ? &state->dy : nullptr, state, "dy");
+    if (dx != nullptr) {  // dX [M, K] = q(dY) [M, N] · q(Wᵀ) [K, N]ᵀ
+      const QuantizedTensor qwt = quantize(keep_w.get().t(), dgrad.b.granularity, dgrad.b.format, r.scale);
+      *dx = scaled_gemm(qdy, qwt, r.accumulator);
+    }
+    if (dw != nullptr) {
+      // The X that Fprop used, dequantized: [M, K].
+      Tensor xq;
+      if (cached_qx) {
+        xq = cached_qx->dequantize();
+      } else if (r.delayed()) {
+        xq = quantize_with_scale(keep_x.get(), x_scale, fprop.a.format).dequantize();
+      } else {
+        xq = quantize(keep_x.get(), fprop.a.granularity, fprop.a.format, r.scale).dequantize();
+      }
+      if (r.wgrad_fp8) {  // dW [N, K] = q(dYᵀ) [N, M] · q(Xqᵀ) [K, M]ᵀ
+        const QuantizedTensor a = quantize(dy.t(), wgrad.a.granularity, wgrad.a.format, r.scale);
+        const QuantizedTensor b = quantize(xq.t(), wgrad.b.granularity, wgrad.b.format, r.scale);
+        *dw = scaled_gemm(a, b, r.accumulator);
+      } else {
+        *dw = kernels::matmul(dy.t(), xq);
+      }
+    }
+  }
+};
+
+// The same triple in high precision (the fp32 and bf16 recipes): operands rounded to `dtype`,
+// fp32 accumulation, gradients rounded to `dtype` as ops::linear on cast inputs returns them.
+struct HighGemms {
+  DType dtype;
+  SavedTensor keep_x, keep_w;
+
+  Tensor forward(const Tensor& x, const Tensor& w, bool keep_for_wgrad, bool keep_for_dgrad) {
+    const Tensor xd = as_dtype(x, dtype), wd = as_dtype(w, dtype);
+    if (keep_for_wgrad) keep_x = save(xd);
+    if (keep_for_dgrad) keep_w = save(wd);
+    return kernels::matmul(xd, wd.t());
+  }
+  void backward(const Tensor& dy, Tensor* dx, Tensor* dw) const {
+    const Tensor g = as_dtype(dy, dtype);
+    if (dx != nullptr) *dx = as_dtype(as_dtype(kernels::matmul(g, keep_w.get()), dtype), DType::f32);
+    if (dw != nullptr) *dw = as_dtype(as_dtype(kernels::matmul(g.t(), keep_x.get()), dtype), DType::f32);
+  }
+};
+
 }  // namespace
 
 Var linear(const Var& x, const Var& weight, const Recipe& recipe, LinearState* state) {
@@ -47,57 +127,78 @@ Var linear(const Var& x, const Var& weight, const Recipe& recipe, LinearState* s
   DAEDALUS_CHECK(wv.dim() == 2 && x.value().dim() >= 1 && x.value().size(-1) == wv.size(1),
                  "fp8 linear: input {} and weight {}: expected weight [out, {}]", shape_str(x.shape()),
                  shape_str(wv.shape()), x.value().dim() >= 1 ? x.value().size(-1) : 0);
-  const Tensor x2 = rows_of(x.value());  // [M, K]
-  const GemmSpec fprop = recipe.fprop();
-  float fprop_x_scale = 0.0f;  // delayed scaling: the scale X was quantized with, for backward
-  QuantizedTensor qx = quantize_operand(x2, fprop.a, recipe, state ? &state->x : nullptr, state, "x", &fprop_x_scale);
-  const QuantizedTensor qw = quantize_operand(wv, fprop.b, recipe, state ? &state->w : nullptr, state, "w");
+  auto gemms = std::make_shared<Fp8Gemms>(Fp8Gemms{&recipe, state, {}, {}, {}});
   Shape out_shape = x.shape();
   out_shape.back() = wv.size(0);
-  const Tensor y = scaled_gemm(qx, qw, recipe.accumulator).view(out_shape);
+  const Tensor y = gemms->forward(rows_of(x.value()), wv, weight.requires_grad(), x.requires_grad()).view(out_shape);
+  // The recipe is copied: the closure must not depend on the caller's object outliving it.
+  auto r = std::make_shared<Recipe>(recipe);
+  gemms->recipe = r.get();
+  return record1("fp8_linear", {x, weight}, y, [gemms, r, sx = x.shape()](const BackwardContext& ctx) {
+    std::vector<Tensor> grads(2);
+    gemms->backward(rows_of(ctx.grad()), ctx.needs_grad(0) ? &grads[0] : nullptr,
+                    ctx.needs_grad(1) ? &grads[1] : nullptr);
+    if (grads[0].defined()) grads[0] = grads[0].view(sx);
+    return grads;
+  });
+}
 
-  // What backward needs: the quantized X (as FP8 + scales, or as X to re-quantize with the same
-  // scale) and W.
-  std::shared_ptr<QuantizedTensor> cached_qx;
-  SavedTensor keep_x;
-  if (weight.requires_grad()) {
-    if (recipe.cache_fp8) {
-      cached_qx = std::make_shared<QuantizedTensor>(std::move(qx));
+Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& offsets, const Recipe& recipe,
+                   std::vector<LinearState>* states) {
+  const Tensor& xv = x.value();
+  const Tensor& wv = weight.value();
+  DAEDALUS_CHECK(xv.dim() == 2 && wv.dim() == 3 && xv.size(1) == wv.size(2),
+                 "grouped linear: input {} and weight {}: expected x [rows, K] and weight [groups, out, K]",
+                 shape_str(xv.shape()), shape_str(wv.shape()));
+  const int64_t groups = wv.size(0), rows = xv.size(0), out = wv.size(1);
+  DAEDALUS_CHECK(int64_t(offsets.size()) == groups + 1 && offsets.front() == 0 && offsets.back() == rows,
+                 "grouped linear: {} offsets for {} groups and {} rows: expected groups + 1 offsets from 0 to rows",
+                 offsets.size(), groups, rows);
+  for (int64_t g = 0; g < groups; ++g)
+    DAEDALUS_CHECK(offsets[size_t(g)] <= offsets[size_t(g) + 1], "grouped linear: offsets decrease at group {}", g);
+  DAEDALUS_CHECK(!recipe.delayed() || (states != nullptr && int64_t(states->size()) == groups),
+                 "grouped linear: recipe {} needs one LinearState per group ({})", recipe_name(recipe.kind), groups);
+
+  auto r = std::make_shared<Recipe>(recipe);
+  const bool fp8 = recipe.is_fp8();
+  // One GEMM triple per non-empty group, run over its contiguous rows.
+  auto fp8_groups = std::make_shared<std::vector<Fp8Gemms>>();
+  auto high_groups = std::make_shared<std::vector<HighGemms>>();
+  Tensor y = Tensor::empty({rows, out}, DType::f32, xv.device());
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t begin = offsets[size_t(g)], end = offsets[size_t(g) + 1];
+    const Tensor xg = xv.slice(0, begin, end), wg = wv.select(0, g);
+    Tensor yg;
+    if (fp8) {
+      LinearState* state = states != nullptr ? &(*states)[size_t(g)] : nullptr;
+      fp8_groups->push_back(Fp8Gemms{r.get(), state, {}, {}, {}});
+      if (begin < end) yg = fp8_groups->back().forward(xg, wg, weight.requires_grad(), x.requires_grad());
     } else {
-      keep_x = save(x2);
+      high_groups->push_back(HighGemms{recipe.high_precision_dtype(), {}, {}});
+      if (begin < end) yg = high_groups->back().forward(xg, wg, weight.requires_grad(), x.requires_grad());
     }
+    if (begin < end) y.slice(0, begin, end).copy_(yg);
   }
-  SavedTensor keep_w = x.requires_grad() ? save(wv) : SavedTensor();
-  return record1("fp8_linear", {x, weight}, y,
-                 [=, sx = x.shape()](const BackwardContext& ctx) {
-                   const Tensor dy = rows_of(ctx.grad());  // [M, N] fp32
+  return record1("grouped_linear", {x, weight}, y,
+                 [fp8_groups, high_groups, r, offsets, sx = xv.shape(), sw = wv.shape()](const BackwardContext& ctx) {
+                   const Tensor& dy = ctx.grad();
                    std::vector<Tensor> grads(2);
-                   const GemmSpec dgrad = recipe.dgrad(), wgrad = recipe.wgrad();
-                   QuantizedTensor qdy;
-                   if (ctx.needs_grad(0) || (ctx.needs_grad(1) && recipe.wgrad_fp8))
-                     qdy = quantize_operand(dy, dgrad.a, recipe, state ? &state->dy : nullptr, state, "dy");
-                   if (ctx.needs_grad(0)) {  // dX [M, K] = q(dY) [M, N] · q(Wᵀ) [K, N]ᵀ
-                     const QuantizedTensor qwt = quantize(keep_w.get().t(), dgrad.b.granularity, dgrad.b.format,
-                                                          recipe.scale);
-                     grads[0] = scaled_gemm(qdy, qwt, recipe.accumulator).view(sx);
-                   }
-                   if (ctx.needs_grad(1)) {
-                     // The X that Fprop used, dequantized: [M, K].
-                     Tensor xq;
-                     if (cached_qx) {
-                       xq = cached_qx->dequantize();
-                     } else if (recipe.delayed()) {
-                       xq = quantize_with_scale(keep_x.get(), fprop_x_scale, fprop.a.format).dequantize();
+                   if (ctx.needs_grad(0)) grads[0] = Tensor::zeros(sx, DType::f32, dy.device());
+                   if (ctx.needs_grad(1)) grads[1] = Tensor::zeros(sw, DType::f32, dy.device());
+                   for (size_t g = 0; g + 1 < offsets.size(); ++g) {
+                     const int64_t begin = offsets[g], end = offsets[g + 1];
+                     if (begin == end) continue;  // no rows: no gradient for this group's weight
+                     Tensor dx, dw;
+                     const Tensor dyg = dy.slice(0, begin, end);
+                     Tensor* want_dx = ctx.needs_grad(0) ? &dx : nullptr;
+                     Tensor* want_dw = ctx.needs_grad(1) ? &dw : nullptr;
+                     if (r->is_fp8()) {
+                       (*fp8_groups)[g].backward(dyg, want_dx, want_dw);
                      } else {
-                       xq = quantize(keep_x.get(), fprop.a.granularity, fprop.a.format, recipe.scale).dequantize();
+                       (*high_groups)[g].backward(dyg, want_dx, want_dw);
                      }
-                     if (recipe.wgrad_fp8) {  // dW [N, K] = q(dYᵀ) [N, M] · q(Xqᵀ) [K, M]ᵀ
-                       const QuantizedTensor a = quantize(dy.t(), wgrad.a.granularity, wgrad.a.format, recipe.scale);
-                       const QuantizedTensor b = quantize(xq.t(), wgrad.b.granularity, wgrad.b.format, recipe.scale);
-                       grads[1] = scaled_gemm(a, b, recipe.accumulator);
-                     } else {
-                       grads[1] = kernels::matmul(dy.t(), xq);
-                     }
+                     if (want_dx) grads[0].slice(0, begin, end).copy_(dx);
+                     if (want_dw) grads[1].select(0, int64_t(g)).copy_(dw);
                    }
                    return grads;
                  });

@@ -12,6 +12,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "autograd/tape.h"
 #include "fp8/recipe.h"
@@ -30,5 +31,15 @@ struct LinearState {
 // x [..., K], weight [N, K] -> [..., N] fp32. `state` is required for fp8_tensor_delayed and for
 // statistics; it must outlive the backward pass.
 Var linear(const Var& x, const Var& weight, const Recipe& recipe, LinearState* state = nullptr);
+
+// The routed experts' projections as one op: x [R, K] holds the rows of G groups back to back
+// (group g: rows [offsets[g], offsets[g+1]), tokens sorted by expert), weight [G, N, K] one matrix
+// per group -> [R, N] fp32, rows of group g multiplied by weight[g]. Each group is its own Linear
+// under `recipe` (its own scales, and its own LinearState in `states` — one per group — for
+// delayed scaling and statistics); empty groups cost nothing and get a zero weight gradient.
+// One tape node for all groups (not G nodes of slices): backward writes each group's dX rows and
+// dW[g] in place.
+Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& offsets, const Recipe& recipe,
+                   std::vector<LinearState>* states = nullptr);
 
 }  // namespace daedalus::fp8

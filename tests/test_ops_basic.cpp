@@ -129,6 +129,15 @@ TEST(OpsBasic, ReshapeTransposePermuteGradcheck) {
   }
 }
 
+TEST(OpsBasic, ExpandIsAViewAndSumsItsGradient) {
+  const Tensor x = random_tensor({3, 1, 5}, 55);
+  const Var y = ops::expand(Var(x), {2, 3, 4, 5});
+  EXPECT_TRUE(y.value().shares_storage(x));
+  EXPECT_EQ(y.value().stride(2), 0);
+  // d/dx of sum(w * expand(x)) sums w over the 2 x 4 broadcast copies of each element.
+  expect_gradcheck([](const std::vector<Var>& in) { return ops::expand(in[0], {2, 3, 4, 5}); }, {x});
+}
+
 TEST(OpsBasic, SliceWithStepGradcheck) {
   const Tensor x = random_tensor({3, 7, 5}, 60);
   struct Slice {

@@ -1,6 +1,8 @@
 // Views and joins on the tape.
 #include "autograd/ops/shape.h"
 
+#include "autograd/kernels/reduce.h"
+
 namespace daedalus::ops {
 
 Var reshape(const Var& x, const Shape& shape) {
@@ -11,6 +13,12 @@ Var reshape(const Var& x, const Shape& shape) {
 Var transpose(const Var& x, int d0, int d1) {
   return record1("transpose", {x}, x.value().transpose(d0, d1),
                  [d0, d1](const BackwardContext& ctx) { return std::vector<Tensor>{ctx.grad().transpose(d0, d1)}; });
+}
+
+Var expand(const Var& x, const Shape& shape) {
+  return record1("expand", {x}, x.value().expand(shape), [in = x.shape()](const BackwardContext& ctx) {
+    return std::vector<Tensor>{kernels::sum_to_shape(ctx.grad(), in)};
+  });
 }
 
 Var permute(const Var& x, const std::vector<int>& order) {

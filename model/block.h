@@ -1,0 +1,39 @@
+// One decoder layer: x + MLA(RMSNorm(x)), then x + FFN(RMSNorm(x)), the FFN a dense SwiGLU MLP
+// for the first first_k_dense_replace layers and DeepSeekMoE after. HF names under
+// model.layers.L: input_layernorm, self_attn.*, post_attention_layernorm, mlp.*.
+#pragma once
+
+#include <memory>
+
+#include "model/mla.h"
+#include "model/moe.h"
+
+namespace daedalus::model {
+
+struct BlockOptions {
+  kernels::RopeLayout rope_layout = kernels::RopeLayout::interleaved;
+  ExpertParallel ep;
+};
+
+class DecoderLayer {
+ public:
+  // Registers model.layers.<index>.* (prefix `module`); `moe` selects the FFN kind.
+  DecoderLayer(const BuildContext& ctx, const ModelConfig& config, const MoeConfig& moe_config,
+               const std::string& module, bool moe, const BlockOptions& options);
+
+  // x [B, T, D] fp32, positions [T] -> [B, T, D] fp32; MoE aux losses appended to `aux_losses`.
+  Var forward(const Var& x, const Tensor& positions, std::vector<Var>* aux_losses);
+
+  Mla& attention() { return attn_; }
+  Moe* moe() { return moe_.get(); }
+  Mlp* mlp() { return mlp_.get(); }
+
+ private:
+  double eps_;
+  Var input_layernorm_, post_attention_layernorm_;
+  Mla attn_;
+  std::unique_ptr<Mlp> mlp_;
+  std::unique_ptr<Moe> moe_;
+};
+
+}  // namespace daedalus::model

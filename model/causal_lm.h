@@ -1,0 +1,80 @@
+// The DeepSeek-V3 causal language model with multi-token prediction.
+//
+//   inputs [B, T] int64 -> embed_tokens -> DecoderLayer × L -> norm -> lm_head -> logits [B, T, V]
+//   loss = CE(logits, targets) + λ · mean_k CE_k(MTP) + Σ_layers seq aux loss
+//
+// MTP of depth K (num_nextn_predict_layers; DeepSeek-V3 §2.2): module k (HF/checkpoint names
+// model.layers.{L + k - 1}.*) takes the previous depth's hidden states h (the main model's final
+// hidden states, before the norm, for k = 1) and the embeddings of the tokens k positions ahead,
+//   h' = eh_proj([enorm(embed(t_{i+k})) ; hnorm(h_i)])      (embedding first, as released
+//   h_k = DecoderLayer(h')                                   checkpoints and Megatron do)
+//   CE_k = CE(lm_head(shared_head.norm(h_k)), t_{i+k+1})
+// sharing embed_tokens and lm_head with the main model. The last k positions of a window have no
+// target at depth k and are ignored. Names follow DeepSeek-V3's released checkpoint; HF
+// transformers ignores these layers (it has no MTP).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "model/block.h"
+
+namespace daedalus::model {
+
+struct LmOptions {
+  ModelConfig config;
+  MoeConfig moe;
+  MtpConfig mtp;
+  fp8::RecipeTable recipes{fp8::Recipe{}};
+  uint64_t seed = 0;  // initialization (parameters.h)
+  BlockOptions block;
+  Device device = Device::cpu();
+};
+
+struct LmOutput {
+  Var loss;                  // what backward runs on: lm_loss + λ · mtp_loss + aux_loss, fp32 []
+  Var lm_loss;               // next-token cross-entropy, mean over the B·T positions
+  Var mtp_loss;              // mean of the depths' cross-entropies (undefined without MTP)
+  Var aux_loss;              // Σ of the MoE layers' sequence aux losses (undefined when none)
+  std::vector<Var> mtp_depth_losses;
+};
+
+class CausalLM {
+ public:
+  explicit CausalLM(const LmOptions& options);
+
+  // inputs, targets [B, T] int64 (targets = inputs shifted by one; -100 is ignored).
+  LmOutput forward(const Tensor& inputs, const Tensor& targets);
+  // The main head's logits [B, T, V] fp32 (and the final hidden states before the norm).
+  Var logits(const Tensor& inputs, Var* hidden = nullptr);
+
+  ParameterStore& parameters() { return store_; }
+  const ParameterStore& parameters() const { return store_; }
+  const LmOptions& options() const { return options_; }
+  // Every MoE layer, main model first, then the MTP modules'.
+  std::vector<Moe*> moe_layers();
+  // Every Linear and GroupedLinear module (for FP8 statistics and state), in registration order.
+  std::vector<Linear*> linears();
+  std::vector<GroupedLinear*> grouped_linears();
+  // Bias update of every router with its accumulated load (sum it over ranks first).
+  void update_router_biases();
+
+ private:
+  struct MtpModule {
+    Var enorm, hnorm, final_norm;
+    Linear eh_proj;
+    std::unique_ptr<DecoderLayer> block;
+  };
+
+  Var hidden_states(const Tensor& inputs, const Tensor& positions, std::vector<Var>* aux_losses);
+  Var head(const Var& hidden, const Var& norm_weight);
+
+  LmOptions options_;
+  ParameterStore store_;
+  Var embed_tokens_, norm_;
+  Linear lm_head_;
+  std::vector<std::unique_ptr<DecoderLayer>> layers_;
+  std::vector<MtpModule> mtp_;
+};
+
+}  // namespace daedalus::model

@@ -1,0 +1,97 @@
+// DeepSeekMoE layer: routing, grouped experts on one rank or across the EP group, shared experts.
+#include "model/moe.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "autograd/ops/activation.h"
+#include "autograd/ops/arithmetic.h"
+#include "autograd/ops/index.h"
+#include "autograd/ops/shape.h"
+
+namespace daedalus::model {
+
+double ExpertLoad::max_over_mean() const {
+  if (tokens.empty()) return 1.0;
+  const double total = double(std::accumulate(tokens.begin(), tokens.end(), int64_t(0)));
+  if (total == 0) return 1.0;
+  return double(*std::max_element(tokens.begin(), tokens.end())) / (total / double(tokens.size()));
+}
+
+Moe::Moe(const BuildContext& ctx, const ModelConfig& config, const MoeConfig& moe, const std::string& module,
+         const ExpertParallel& ep)
+    : config_(config), module_(module), ep_(ep), router_(ctx, config, moe, module + ".gate") {
+  const int64_t e = config.n_routed_experts, p = ep.size();
+  DAEDALUS_CHECK(e % p == 0, "model.n_routed_experts: {} experts do not split over parallel.expert_parallel = {}", e,
+                 p);
+  const int64_t local = e / p, offset = ep.rank() * local;
+  const int64_t d = config.hidden_size, f = config.moe_intermediate_size;
+  gate_proj_ = GroupedLinear(ctx, module + ".experts.gate_proj", local, offset, e, d, f);
+  up_proj_ = GroupedLinear(ctx, module + ".experts.up_proj", local, offset, e, d, f);
+  down_proj_ = GroupedLinear(ctx, module + ".experts.down_proj", local, offset, e, f, d);
+  if (config.n_shared_experts > 0)
+    shared_ = std::make_unique<Mlp>(ctx, module + ".shared_experts", d, f * config.n_shared_experts);
+  load_.tokens.assign(size_t(e), 0);
+}
+
+Var Moe::run_experts(const Var& grouped_rows, const std::vector<int64_t>& offsets) {
+  const Var h = ops::swiglu(gate_proj_.forward(grouped_rows, offsets), up_proj_.forward(grouped_rows, offsets));
+  return down_proj_.forward(h, offsets);
+}
+
+// All experts here: the kept (token, slot) pairs sorted by (expert, token, slot), gathered, run,
+// and scatter-added back with their gates.
+Var Moe::routed_local(const Var& rows, const Routing& routing) {
+  const int64_t n = rows.value().size(0), k = config_.num_experts_per_tok, e = config_.n_routed_experts;
+  const std::vector<int64_t> ids = routing.expert_ids.to_vector<int64_t>();
+  std::vector<int64_t> offsets(size_t(e) + 1, 0);
+  for (size_t p = 0; p < ids.size(); ++p)
+    if (routing.kept[p]) ++offsets[size_t(ids[p]) + 1];
+  std::partial_sum(offsets.begin(), offsets.end(), offsets.begin());
+  std::vector<int64_t> fill(offsets.begin(), offsets.end() - 1);
+  std::vector<int64_t> row_token(size_t(offsets.back())), row_pair(size_t(offsets.back()));
+  for (size_t p = 0; p < ids.size(); ++p) {  // pairs in (token, slot) order: stable within an expert
+    if (!routing.kept[p]) continue;
+    const int64_t r = fill[size_t(ids[p])]++;
+    row_token[size_t(r)] = int64_t(p) / k;
+    row_pair[size_t(r)] = int64_t(p);
+  }
+  const Device dev = rows.value().device();
+  const Tensor token_index = Tensor::from_vector(row_token, {offsets.back()}).to(dev);
+  const Tensor pair_index = Tensor::from_vector(row_pair, {offsets.back()}).to(dev);
+  const Var out = run_experts(ops::gather_rows(rows, token_index), offsets);  // [R, D]
+  const Var weight = ops::reshape(ops::gather_rows(ops::reshape(routing.gates, {n * k, 1}), pair_index), {-1});
+  const Var zeros(Tensor::zeros({n, rows.value().size(1)}, DType::f32, dev));
+  return ops::scatter_add_rows(zeros, token_index, out, weight);
+}
+
+// Experts sharded over the EP group: dispatch, grouped experts on this rank's slice, combine.
+// Capacity-dropped pairs still travel (their gate is 0).
+Var Moe::routed_parallel(const Var& rows, const Routing& routing) {
+  parallel::Communicator& group = *ep_.group;
+  const parallel::DispatchPlan plan = parallel::plan_dispatch(group, routing.expert_ids, config_.n_routed_experts);
+  const Var grouped = parallel::dispatch(group, plan, rows, ep_.dispatch_dtype);
+  const Var out = run_experts(grouped, plan.expert_offsets);
+  return parallel::combine(group, plan, out, routing.gates, ep_.combine_dtype);
+}
+
+Var Moe::forward(const Var& x, std::vector<Var>* aux_losses) {
+  const int64_t b = x.value().size(0), t = x.value().size(1), d = config_.hidden_size;
+  const Var rows = ops::reshape(x, {b * t, d});
+  const Routing routing = router_.forward(rows);
+  for (size_t i = 0; i < routing.load.size(); ++i) load_.tokens[i] += routing.load[i];
+  load_.dropped += routing.dropped;
+  if (aux_losses != nullptr && grad_enabled() && router_.aux_loss_alpha() > 0) aux_losses->push_back(router_.seq_aux_loss(routing, b, t));
+
+  Var y = ep_.size() > 1 ? routed_parallel(rows, routing) : routed_local(rows, routing);
+  if (shared_) y = ops::add(y, shared_->forward(rows));
+  return ops::reshape(y, {b, t, d});
+}
+
+void Moe::update_bias() {
+  router_.update_bias(load_.tokens);
+  std::fill(load_.tokens.begin(), load_.tokens.end(), 0);
+  load_.dropped = 0;
+}
+
+}  // namespace daedalus::model

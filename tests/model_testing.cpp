@@ -1,0 +1,76 @@
+// Model test helpers.
+#include "tests/model_testing.h"
+
+#include <cmath>
+
+#include "autograd/generator.h"
+
+namespace daedalus::testing {
+
+model::ModelConfig small_model_config() {
+  model::ModelConfig c;
+  c.vocab_size = 37;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.moe_intermediate_size = 8;
+  c.num_hidden_layers = 2;
+  c.first_k_dense_replace = 1;
+  c.num_attention_heads = 2;
+  c.q_lora_rank = 12;
+  c.kv_lora_rank = 8;
+  c.qk_nope_head_dim = 6;
+  c.qk_rope_head_dim = 4;
+  c.v_head_dim = 5;
+  c.n_routed_experts = 8;
+  c.n_shared_experts = 1;
+  c.num_experts_per_tok = 3;
+  c.n_group = 4;
+  c.topk_group = 2;
+  c.routed_scaling_factor = 1.5;
+  c.max_position_embeddings = 64;
+  c.initializer_range = 0.2;
+  c.num_nextn_predict_layers = 1;
+  return c;
+}
+
+fp8::RecipeTable recipes_of(const std::string& name) {
+  fp8::Recipe r;
+  r.kind = fp8::parse_recipe(name);
+  return fp8::RecipeTable(r);
+}
+
+::testing::AssertionResult param_gradcheck(const std::function<Var()>& loss, const std::vector<model::Parameter>& params,
+                                           const ParamGradcheckOptions& o) {
+  for (model::Parameter p : params) p.var.zero_grad();  // a copy of the Var shares its gradient slot
+  backward(loss());
+  Generator gen(o.seed);
+  int checked = 0;
+  for (const model::Parameter& p : params) {
+    if (!p.trainable) continue;
+    const Tensor& value = p.var.value();
+    const Tensor grad = p.var.grad().defined() ? p.var.grad() : Tensor::zeros(value.shape());
+    const std::vector<double> g = grad.to_doubles();
+    float* data = value.data<float>();  // parameters are contiguous fp32 on the CPU
+    for (int s = 0; s < o.samples; ++s) {
+      const int64_t j = int64_t(gen.next_u64() % uint64_t(value.numel()));
+      const float saved = data[j];
+      const double h = o.step * std::max(1.0, std::fabs(double(saved)));
+      double f[2];
+      for (int side = 0; side < 2; ++side) {
+        data[j] = float(double(saved) + (side == 0 ? h : -h));
+        NoGradGuard no_grad;
+        f[side] = loss().value().item();
+      }
+      data[j] = saved;
+      const double fd = (f[0] - f[1]) / (2 * h);
+      const double analytic = g[size_t(j)];
+      if (std::fabs(analytic - fd) > o.atol + o.rtol * std::fabs(fd))
+        return ::testing::AssertionFailure() << p.name << "[" << j << "]: tape " << analytic << " vs finite difference "
+                                             << fd << " (|diff| " << std::fabs(analytic - fd) << ")";
+      ++checked;
+    }
+  }
+  return ::testing::AssertionSuccess() << checked << " coordinates";
+}
+
+}  // namespace daedalus::testing
