@@ -46,8 +46,7 @@ CausalLM::CausalLM(const LmOptions& options)
     m.hnorm = store_.add(module + ".hnorm.weight", {c.hidden_size}, Init::ones, /*weight_decay=*/false);
     m.eh_proj = Linear(ctx, module + ".eh_proj", 2 * c.hidden_size, c.hidden_size);
     m.block = std::make_unique<DecoderLayer>(ctx, c, options_.moe, module, c.is_moe_layer(index), options_.block);
-    m.final_norm =
-        store_.add(module + ".shared_head.norm.weight", {c.hidden_size}, Init::ones, /*weight_decay=*/false);
+    m.final_norm = store_.add(module + ".shared_head.norm.weight", {c.hidden_size}, Init::ones, /*weight_decay=*/false);
     mtp_.push_back(std::move(m));
   }
 }
@@ -92,7 +91,8 @@ LmOutput CausalLM::forward(const Tensor& inputs, const Tensor& targets) {
   for (size_t k = 1; k <= mtp_.size(); ++k) {
     MtpModule& m = mtp_[k - 1];
     const Var emb = ops::embedding(embed_tokens_, shift_left(inputs, int64_t(k), 0));
-    const Var joined = ops::concat({ops::rms_norm(emb, m.enorm, c.rms_norm_eps), ops::rms_norm(h, m.hnorm, c.rms_norm_eps)}, 2);
+    const Var joined =
+        ops::concat({ops::rms_norm(emb, m.enorm, c.rms_norm_eps), ops::rms_norm(h, m.hnorm, c.rms_norm_eps)}, 2);
     h = m.block->forward(m.eh_proj.forward(joined), positions, &aux);
     const Tensor target_k = shift_left(targets, int64_t(k), kIgnore);
     out.mtp_depth_losses.push_back(
@@ -102,7 +102,8 @@ LmOutput CausalLM::forward(const Tensor& inputs, const Tensor& targets) {
     Var sum = out.mtp_depth_losses[0];
     for (size_t k = 1; k < out.mtp_depth_losses.size(); ++k) sum = ops::add(sum, out.mtp_depth_losses[k]);
     out.mtp_loss = ops::affine(sum, 1.0 / double(mtp_.size()));
-    if (options_.mtp.loss_weight > 0) out.loss = ops::add(out.loss, ops::affine(out.mtp_loss, options_.mtp.loss_weight));
+    if (options_.mtp.loss_weight > 0)
+      out.loss = ops::add(out.loss, ops::affine(out.mtp_loss, options_.mtp.loss_weight));
   }
   if (!aux.empty()) {
     out.aux_loss = aux[0];

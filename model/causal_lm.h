@@ -32,10 +32,10 @@ struct LmOptions {
 };
 
 struct LmOutput {
-  Var loss;                  // what backward runs on: lm_loss + λ · mtp_loss + aux_loss, fp32 []
-  Var lm_loss;               // next-token cross-entropy, mean over the B·T positions
-  Var mtp_loss;              // mean of the depths' cross-entropies (undefined without MTP)
-  Var aux_loss;              // Σ of the MoE layers' sequence aux losses (undefined when none)
+  Var loss;      // what backward runs on: lm_loss + λ · mtp_loss + aux_loss, fp32 []
+  Var lm_loss;   // next-token cross-entropy, mean over the B·T positions
+  Var mtp_loss;  // mean of the depths' cross-entropies (undefined without MTP)
+  Var aux_loss;  // Σ of the MoE layers' sequence aux losses (undefined when none)
   std::vector<Var> mtp_depth_losses;
 };
 

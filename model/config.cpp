@@ -8,9 +8,7 @@ namespace daedalus::model {
 namespace {
 
 void positive(const char* key, int64_t v) { DAEDALUS_CHECK(v > 0, "model.{}: must be positive, got {}", key, v); }
-void non_negative(const char* key, int64_t v) {
-  DAEDALUS_CHECK(v >= 0, "model.{}: must be >= 0, got {}", key, v);
-}
+void non_negative(const char* key, int64_t v) { DAEDALUS_CHECK(v >= 0, "model.{}: must be >= 0, got {}", key, v); }
 
 }  // namespace
 

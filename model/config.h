@@ -47,9 +47,9 @@ struct ModelConfig {
 };
 
 struct MoeConfig {
-  double bias_update_rate = 1e-3;          // aux-loss-free balancing step γ; 0 = off
-  double seq_aux_loss_alpha = 1e-4;        // α of the sequence-wise auxiliary loss; 0 = off
-  std::optional<double> capacity_factor;   // nullopt: dropless
+  double bias_update_rate = 1e-3;         // aux-loss-free balancing step γ; 0 = off
+  double seq_aux_loss_alpha = 1e-4;       // α of the sequence-wise auxiliary loss; 0 = off
+  std::optional<double> capacity_factor;  // nullopt: dropless
   void validate() const;
 };
 

@@ -47,8 +47,8 @@ class Linear {
 class GroupedLinear {
  public:
   GroupedLinear() = default;
-  GroupedLinear(const BuildContext& ctx, const std::string& module, int64_t local, int64_t offset,
-                int64_t num_experts, int64_t in, int64_t out);
+  GroupedLinear(const BuildContext& ctx, const std::string& module, int64_t local, int64_t offset, int64_t num_experts,
+                int64_t in, int64_t out);
 
   // x [R, in] grouped by local expert (offsets [local + 1]) -> [R, out] fp32.
   Var forward(const Var& x, const std::vector<int64_t>& offsets);

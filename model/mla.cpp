@@ -11,8 +11,13 @@
 
 namespace daedalus::model {
 
-Mla::Mla(const BuildContext& ctx, const ModelConfig& config, const std::string& module,
-         kernels::RopeLayout rope_layout)
+namespace {
+// The latent norms (q_a_layernorm, kv_a_layernorm) use a fixed epsilon whatever rms_norm_eps says,
+// as DeepSeek-V3's reference code (RMSNorm's default) and HF transformers do.
+constexpr double kLatentNormEps = 1e-6;
+}  // namespace
+
+Mla::Mla(const BuildContext& ctx, const ModelConfig& config, const std::string& module, kernels::RopeLayout rope_layout)
     : config_(config), module_(module), rope_layout_(rope_layout) {
   const int64_t d = config.hidden_size, h = config.num_attention_heads;
   if (config.q_lora_rank) {
@@ -26,8 +31,8 @@ Mla::Mla(const BuildContext& ctx, const ModelConfig& config, const std::string& 
   kv_a_proj_with_mqa_ = Linear(ctx, module + ".kv_a_proj_with_mqa", d, config.kv_lora_rank + config.qk_rope_head_dim);
   kv_a_layernorm_ =
       ctx.store->add(module + ".kv_a_layernorm.weight", {config.kv_lora_rank}, Init::ones, /*weight_decay=*/false);
-  kv_b_proj_ = Linear(ctx, module + ".kv_b_proj", config.kv_lora_rank,
-                      h * (config.qk_nope_head_dim + config.v_head_dim));
+  kv_b_proj_ =
+      Linear(ctx, module + ".kv_b_proj", config.kv_lora_rank, h * (config.qk_nope_head_dim + config.v_head_dim));
   o_proj_ = Linear(ctx, module + ".o_proj", h * config.v_head_dim, d);
   core_dtype_ = ctx.recipes->for_module(module).high_precision_dtype();
 }
@@ -45,18 +50,18 @@ std::vector<Linear*> Mla::linears() {
 
 Var Mla::forward(const Var& x, const Tensor& positions) {
   const ModelConfig& c = config_;
-  DAEDALUS_CHECK(x.value().dim() == 3 && x.value().size(2) == c.hidden_size,
-                 "{}: input {}: expected [batch, seq, {}]", module_, shape_str(x.shape()), c.hidden_size);
+  DAEDALUS_CHECK(x.value().dim() == 3 && x.value().size(2) == c.hidden_size, "{}: input {}: expected [batch, seq, {}]",
+                 module_, shape_str(x.shape()), c.hidden_size);
   const int64_t b = x.value().size(0), t = x.value().size(1), h = c.num_attention_heads;
   const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim;
 
-  Var q = c.q_lora_rank ? q_b_proj_.forward(ops::rms_norm(q_a_proj_.forward(x), q_a_layernorm_, c.rms_norm_eps))
+  Var q = c.q_lora_rank ? q_b_proj_.forward(ops::rms_norm(q_a_proj_.forward(x), q_a_layernorm_, kLatentNormEps))
                         : q_proj_.forward(x);
   std::vector<Var> q_parts = ops::split(ops::reshape(q, {b, t, h, nope + rope}), {nope, rope}, 3);
   const Var q_pe = ops::rope(q_parts[1], positions, c.rope_theta, rope_layout_);
 
   std::vector<Var> kv_a = ops::split(kv_a_proj_with_mqa_.forward(x), {c.kv_lora_rank, rope}, 2);
-  const Var kv = kv_b_proj_.forward(ops::rms_norm(kv_a[0], kv_a_layernorm_, c.rms_norm_eps));
+  const Var kv = kv_b_proj_.forward(ops::rms_norm(kv_a[0], kv_a_layernorm_, kLatentNormEps));
   std::vector<Var> kv_parts = ops::split(ops::reshape(kv, {b, t, h, nope + vd}), {nope, vd}, 3);
   const Var k_pe = ops::rope(ops::reshape(kv_a[1], {b, t, 1, rope}), positions, c.rope_theta, rope_layout_);
 

@@ -12,6 +12,8 @@
 //   q = [q_nope | rope(q_pe)],  k = [k_nope | rope(k_pe) for every head]   [B, T, H, nope + rope]
 //   out = o_proj(causal softmax(q·kᵀ / sqrt(nope + rope)) · v)             [B, T, D]
 //
+// The latent norms always use eps 1e-6 (DeepSeek's reference code and HF do; rms_norm_eps is for the
+// layer norms).
 // RoPE: DeepSeek-V3's interleaved pairs by default (its checkpoints store rope dims in that order).
 // HF transformers (rope_interleave=True) rotates the same pairs and only emits them in a different
 // element order, identically in q and k, so the scores agree. The Linears run under the module's

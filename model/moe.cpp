@@ -81,7 +81,7 @@ Var Moe::forward(const Var& x, std::vector<Var>* aux_losses) {
   const Routing routing = router_.forward(rows);
   for (size_t i = 0; i < routing.load.size(); ++i) load_.tokens[i] += routing.load[i];
   load_.dropped += routing.dropped;
-  if (aux_losses != nullptr && grad_enabled() && router_.aux_loss_alpha() > 0) aux_losses->push_back(router_.seq_aux_loss(routing, b, t));
+  if (aux_losses != nullptr && router_.aux_loss_alpha() > 0) aux_losses->push_back(router_.seq_aux_loss(routing, b, t));
 
   Var y = ep_.size() > 1 ? routed_parallel(rows, routing) : routed_local(rows, routing);
   if (shared_) y = ops::add(y, shared_->forward(rows));

@@ -36,8 +36,8 @@ struct ExpertParallel {
 
 // Per-layer routing statistics accumulated since the last bias update.
 struct ExpertLoad {
-  std::vector<int64_t> tokens;  // [E] (token, slot) pairs routed to each expert
-  int64_t dropped = 0;          // pairs dropped by the capacity limit
+  std::vector<int64_t> tokens;   // [E] (token, slot) pairs routed to each expert
+  int64_t dropped = 0;           // pairs dropped by the capacity limit
   double max_over_mean() const;  // load imbalance: max_i load_i / mean load (1 = perfect)
 };
 

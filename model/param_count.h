@@ -16,10 +16,10 @@
 namespace daedalus::model {
 
 struct ParameterCounts {
-  int64_t total = 0;      // the main model: embedding, layers, final norm, lm_head (once when tied)
-  int64_t activated = 0;  // per token, main model
-  int64_t embedding = 0;  // vocab_size × hidden_size
-  int64_t mtp = 0;        // all MTP modules, as stored (with their embedding and head copies)
+  int64_t total = 0;        // the main model: embedding, layers, final norm, lm_head (once when tied)
+  int64_t activated = 0;    // per token, main model
+  int64_t embedding = 0;    // vocab_size × hidden_size
+  int64_t mtp = 0;          // all MTP modules, as stored (with their embedding and head copies)
   int64_t mtp_trained = 0;  // the same without the shared embedding and head copies
   int64_t total_with_mtp() const { return total + mtp; }
 };

@@ -29,11 +29,11 @@ enum class Init : uint8_t {
 };
 
 struct Parameter {
-  std::string name;  // HF name
-  Var var;           // FP32 value (and gradient, when trainable)
-  bool trainable = true;     // false: updated by a rule of its own (router bias), not by AdamW
-  bool weight_decay = true;  // false for norms, biases and the router bias
-  bool expert = false;       // stacked routed experts, sharded over the EP group
+  std::string name;           // HF name
+  Var var;                    // FP32 value (and gradient, when trainable)
+  bool trainable = true;      // false: updated by a rule of its own (router bias), not by AdamW
+  bool weight_decay = true;   // false for norms, biases and the router bias
+  bool expert = false;        // stacked routed experts, sharded over the EP group
   int64_t expert_offset = 0;  // first global expert held here (expert tensors)
   int64_t num_experts = 0;    // experts in the global stack (expert tensors)
 

@@ -107,8 +107,8 @@ Routing Router::forward(const Var& x) const {
 
 Var Router::seq_aux_loss(const Routing& r, int64_t batch, int64_t seq) const {
   const int64_t e = config_.n_routed_experts, k = config_.num_experts_per_tok;
-  DAEDALUS_CHECK(batch * seq == r.scores.value().size(0), "router: aux loss over {} x {} tokens of a {} routing",
-                 batch, seq, shape_str(r.scores.shape()));
+  DAEDALUS_CHECK(batch * seq == r.scores.value().size(0), "router: aux loss over {} x {} tokens of a {} routing", batch,
+                 seq, shape_str(r.scores.shape()));
   // f [B, E]: E / (k T) times the number of the sequence's tokens that selected each expert.
   std::vector<float> f(size_t(batch * e), 0.0f);
   const std::vector<int64_t> ids = r.expert_ids.to_vector<int64_t>();

@@ -39,7 +39,8 @@ fp8::RecipeTable recipes_of(const std::string& name) {
   return fp8::RecipeTable(r);
 }
 
-::testing::AssertionResult param_gradcheck(const std::function<Var()>& loss, const std::vector<model::Parameter>& params,
+::testing::AssertionResult param_gradcheck(const std::function<Var()>& loss,
+                                           const std::vector<model::Parameter>& params,
                                            const ParamGradcheckOptions& o) {
   for (model::Parameter p : params) p.var.zero_grad();  // a copy of the Var shares its gradient slot
   backward(loss());

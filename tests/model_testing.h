@@ -28,7 +28,8 @@ struct ParamGradcheckOptions {
   double rtol = 2e-2;
   uint64_t seed = 5;
 };
-::testing::AssertionResult param_gradcheck(const std::function<Var()>& loss, const std::vector<model::Parameter>& params,
+::testing::AssertionResult param_gradcheck(const std::function<Var()>& loss,
+                                           const std::vector<model::Parameter>& params,
                                            const ParamGradcheckOptions& options = {});
 
 }  // namespace daedalus::testing

@@ -177,7 +177,12 @@ TEST(ModelRouter, BadDimensionsAreRejectedNamingTheKey) {
   rejects([](ModelConfig& c) { c.qk_rope_head_dim = 5; }, {"model.qk_rope_head_dim", "even"});
   rejects([](ModelConfig& c) { c.num_attention_heads = 0; }, {"model.num_attention_heads"});
   rejects([](ModelConfig& c) { c.scoring_func = "relu"; }, {"model.scoring_func", "relu"});
-  rejects([](ModelConfig& c) { c.n_group = 8; c.topk_group = 4; }, {"model.n_group", "top-2"});
+  rejects(
+      [](ModelConfig& c) {
+        c.n_group = 8;
+        c.topk_group = 4;
+      },
+      {"model.n_group", "top-2"});
 }
 
 }  // namespace
