@@ -155,4 +155,32 @@ void check_vocab(const TokenSource& source, int64_t vocab_size) {
   }
 }
 
+namespace {
+
+class SliceSource : public TokenSource {
+ public:
+  SliceSource(const TokenSource& source, int64_t begin, int64_t end) : source_(source), begin_(begin), end_(end) {}
+  int64_t size() const override { return end_ - begin_; }
+  void read(int64_t start, int64_t count, int32_t* out) const override {
+    DAEDALUS_CHECK(start >= 0 && count >= 0 && start + count <= size(), "{}: tokens [{}, {}) outside [0, {})",
+                   describe(), start, start + count, size());
+    source_.read(begin_ + start, count, out);
+  }
+  std::string describe() const override {
+    return fmt::format("tokens [{}, {}) of {}", begin_, end_, source_.describe());
+  }
+
+ private:
+  const TokenSource& source_;
+  int64_t begin_, end_;
+};
+
+}  // namespace
+
+std::unique_ptr<TokenSource> slice_of(const TokenSource& source, int64_t begin, int64_t end) {
+  DAEDALUS_CHECK(0 <= begin && begin <= end && end <= source.size(), "{}: slice [{}, {}) outside [0, {})",
+                 source.describe(), begin, end, source.size());
+  return std::make_unique<SliceSource>(source, begin, end);
+}
+
 }  // namespace daedalus::data

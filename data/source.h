@@ -33,6 +33,10 @@ std::unique_ptr<TokenSource> open_llmc(const std::vector<std::string>& files);
 std::unique_ptr<TokenSource> open_hdf5(const std::vector<std::string>& files, const std::string& dataset = "tokens");
 std::unique_ptr<TokenSource> open_text(const std::vector<std::string>& files);
 
+// Tokens [begin, end) of `source` as a source of their own (e.g. a held-out tail of a synthetic
+// stream for validation). `source` must outlive it; InputError for a range outside the source.
+std::unique_ptr<TokenSource> slice_of(const TokenSource& source, int64_t begin, int64_t end);
+
 // Checks every token is in [0, vocab_size); InputError naming the source, position and id.
 void check_vocab(const TokenSource& source, int64_t vocab_size);
 

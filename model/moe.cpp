@@ -79,8 +79,10 @@ Var Moe::forward(const Var& x, std::vector<Var>* aux_losses) {
   const int64_t b = x.value().size(0), t = x.value().size(1), d = config_.hidden_size;
   const Var rows = ops::reshape(x, {b * t, d});
   const Routing routing = router_.forward(rows);
-  for (size_t i = 0; i < routing.load.size(); ++i) load_.tokens[i] += routing.load[i];
-  load_.dropped += routing.dropped;
+  if (grad_enabled()) {  // training forwards only: evaluation must not steer the bias update
+    for (size_t i = 0; i < routing.load.size(); ++i) load_.tokens[i] += routing.load[i];
+    load_.dropped += routing.dropped;
+  }
   if (aux_losses != nullptr && router_.aux_loss_alpha() > 0) aux_losses->push_back(router_.seq_aux_loss(routing, b, t));
 
   Var y = ep_.size() > 1 ? routed_parallel(rows, routing) : routed_local(rows, routing);

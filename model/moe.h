@@ -48,7 +48,7 @@ class Moe {
       const ExpertParallel& ep);
 
   // x [B, T, D] fp32 -> [B, T, D] fp32. Appends the sequence-wise aux loss (when α > 0) to
-  // `aux_losses` and counts the routing into load().
+  // `aux_losses` and, when grad mode is on (training), counts the routing into load().
   Var forward(const Var& x, std::vector<Var>* aux_losses);
 
   Router& router() { return router_; }

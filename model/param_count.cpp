@@ -56,8 +56,10 @@ ParameterCounts count_parameters(const ModelConfig& c) {
     p.activated += layer.activated;
   }
   for (int64_t k = 0; k < c.num_nextn_predict_layers; ++k) {
-    const int64_t module = 3 * d + 2 * d * d + decoder_layer(c, c.num_hidden_layers + k).total;  // norms, eh_proj
+    const Layer layer = decoder_layer(c, c.num_hidden_layers + k);
+    const int64_t module = 3 * d + 2 * d * d + layer.total;  // enorm, hnorm, shared_head.norm, eh_proj
     p.mtp_trained += module;
+    p.mtp_activated += 3 * d + 2 * d * d + layer.activated;
     p.mtp += module + 2 * c.vocab_size * d;
   }
   return p;

@@ -21,6 +21,7 @@ struct ParameterCounts {
   int64_t embedding = 0;    // vocab_size × hidden_size
   int64_t mtp = 0;          // all MTP modules, as stored (with their embedding and head copies)
   int64_t mtp_trained = 0;  // the same without the shared embedding and head copies
+  int64_t mtp_activated = 0;  // per token, the MTP modules' own weights (their layer and eh_proj)
   int64_t total_with_mtp() const { return total + mtp; }
 };
 

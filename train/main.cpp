@@ -14,8 +14,13 @@
 #include "autograd/check.h"
 #include "autograd/device.h"
 #include "data/prepare.h"
+#include "parallel/communicator.h"
+#include "train/config.h"
+#include "train/trainer.h"
 
 namespace {
+
+int world_rank = 0, world_size = 1;  // set once the trainer has a world
 
 using daedalus::cuda_built;
 using daedalus::cuda_device_count;
@@ -66,6 +71,28 @@ void run_prepare_data(const std::vector<std::string>& inputs, const std::string&
              s.bytes, s.train_tokens, train_shards, s.val_tokens, out);
 }
 
+void run_train(const std::string& config_path, const std::vector<std::string>& overrides) {
+  daedalus::train::RunConfig config = daedalus::train::load_config(config_path, overrides);
+  auto world = daedalus::parallel::mpi_world();
+  world_rank = world->rank();
+  world_size = world->size();
+  auto groups = daedalus::parallel::make_process_groups(world, int(config.parallel.expert_parallel));
+  daedalus::train::Trainer trainer(std::move(config), std::move(groups));
+  trainer.run();
+}
+
+// An error on one rank of several: the others may be blocked in a collective, so the whole job is
+// aborted (MPI_Abort) with this rank's message and exit code instead of hanging.
+[[noreturn]] void fail(int code, const char* what) {
+  if (world_size > 1) {
+    fmt::print(stderr, "daedalus: rank {} of {}: {}\n", world_rank, world_size, what);
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
+  fmt::print(stderr, "daedalus: {}\n", what);
+  std::exit(code);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -102,15 +129,12 @@ int main(int argc, char** argv) {
     } else if (*prepare) {
       run_prepare_data(prepare_inputs, prepare_out, val_fraction);
     } else if (*train) {
-      throw daedalus::InputError(fmt::format(
-          "daedalus train: the trainer is not built yet (it lands with the trainer issue); config {} not run", config));
+      run_train(config, overrides);
     }
   } catch (const daedalus::InputError& e) {
-    fmt::print(stderr, "daedalus: {}\n", e.what());
-    return 1;
+    fail(1, e.what());
   } catch (const std::exception& e) {
-    fmt::print(stderr, "daedalus: {}\n", e.what());
-    return 2;
+    fail(2, e.what());
   }
   return 0;
 }

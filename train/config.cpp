@@ -1,0 +1,757 @@
+// YAML -> RunConfig and back. Each section's keys are listed once, in a visit() function that three
+// visitors walk: Reader (YAML -> struct, with type checks and unknown-key detection), Writer
+// (struct -> YAML) and KeyLister (the key paths `--set` may name). So every key that loads is also
+// written, and the written file loads back to the same config.
+#include "train/config.h"
+
+#if !DAEDALUS_MINIMAL  // the GPU-test build has no yaml-cpp: the structs and their checks only
+#include <yaml-cpp/yaml.h>
+#endif
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <utility>
+
+#include "autograd/check.h"
+
+namespace daedalus::train {
+
+namespace {
+
+// ---- names of the enumerated values, as YAML spells them --------------------------------------
+
+template <typename E>
+using Names = std::vector<std::pair<E, std::string_view>>;
+
+const Names<OnNonfinite> kOnNonfinite{{OnNonfinite::skip, "skip"}, {OnNonfinite::abort, "abort"}};
+const Names<DeviceChoice> kDevices{
+    {DeviceChoice::automatic, "auto"}, {DeviceChoice::cpu, "cpu"}, {DeviceChoice::cuda, "cuda"}};
+const Names<DataFormat> kFormats{{DataFormat::text, "text"},
+                                 {DataFormat::llmc, "llmc"},
+                                 {DataFormat::hdf5, "hdf5"},
+                                 {DataFormat::synthetic, "synthetic"}};
+const Names<Backend> kBackends{{Backend::automatic, "auto"}, {Backend::nccl, "nccl"}, {Backend::mpi, "mpi"}};
+const Names<parallel::DispatchDtype> kDispatch{{parallel::DispatchDtype::fp8, "fp8"},
+                                               {parallel::DispatchDtype::bf16, "bf16"},
+                                               {parallel::DispatchDtype::fp32, "fp32"}};
+const Names<Progress> kProgress{
+    {Progress::automatic, "auto"}, {Progress::always, "always"}, {Progress::never, "never"}};
+const Names<DType> kStateDtypes{{DType::f32, "fp32"}, {DType::bf16, "bf16"}};
+const Names<fp8::Fp8Formats> kFp8Formats{
+    {fp8::Fp8Formats::recipe_default, "auto"}, {fp8::Fp8Formats::e4m3, "e4m3"}, {fp8::Fp8Formats::hybrid, "hybrid"}};
+const Names<bool> kFp8OrHigh{{true, "fp8"}, {false, "high"}};
+
+#if !DAEDALUS_MINIMAL
+
+const Names<fp8::RecipeKind>& recipe_names() {
+  static const Names<fp8::RecipeKind> names = [] {
+    Names<fp8::RecipeKind> n;
+    for (int k = 0; k <= int(fp8::RecipeKind::mxfp8); ++k) {
+      n.emplace_back(fp8::RecipeKind(k), fp8::recipe_name(fp8::RecipeKind(k)));
+    }
+    return n;
+  }();
+  return names;
+}
+
+template <typename E>
+std::string alternatives(const Names<E>& names) {  // "a, b or c"
+  std::string s;
+  for (size_t i = 0; i < names.size(); ++i) {
+    s += i == 0 ? "" : (i + 1 == names.size() ? " or " : ", ");
+    s += names[i].second;
+  }
+  return s;
+}
+
+// ---- small helpers ------------------------------------------------------------------------------
+
+// How a node reads in a message: "eight" (quoted scalar text), null, a list, a map.
+std::string describe(const YAML::Node& n) {
+  if (n.IsNull()) return "null";
+  if (n.IsSequence()) return "a list";
+  if (n.IsMap()) return "a map";
+  return fmt::format("\"{}\"", n.Scalar());
+}
+
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t substitute = diagonal + (a[i - 1] == b[j - 1] ? 0 : 1);
+      diagonal = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, substitute});
+    }
+  }
+  return row[b.size()];
+}
+
+// " (did you mean X?)" for the closest candidate within a few edits, "" otherwise.
+std::string suggestion(std::string_view key, const std::vector<std::string>& candidates) {
+  const std::string* best = nullptr;
+  size_t best_distance = std::max<size_t>(2, key.size() / 3) + 1;
+  for (const std::string& c : candidates) {
+    const size_t d = edit_distance(key, c);
+    if (d < best_distance) best = &c, best_distance = d;
+  }
+  return best ? fmt::format(" (did you mean {}?)", *best) : std::string();
+}
+
+// Doubles in the shortest form that reads back to the same value, always with a '.' so that other
+// YAML readers (PyYAML) also see a float: 0.0003, 1.0e-08, 10000.0.
+std::string yaml_double(double x) {
+  if (std::isnan(x)) return ".nan";
+  if (std::isinf(x)) return x > 0 ? ".inf" : "-.inf";
+  std::string s = fmt::format("{}", x);
+  if (s.find_first_of(".e") == std::string::npos) {
+    s += ".0";
+  } else if (s.find('.') == std::string::npos) {
+    s.insert(s.find('e'), ".0");
+  }
+  return s;
+}
+
+// Strict scalar parsers: the whole text must be a number of the type (no "1.0" for an integer).
+template <typename T>
+bool parse_number(std::string_view text, T& out) {
+  if (text.starts_with('+')) text.remove_prefix(1);
+  if constexpr (std::is_floating_point_v<T>) {  // YAML's .inf, -.inf, .nan (any case)
+    const bool negative = text.starts_with('-');
+    std::string word(text.substr(negative ? 1 : 0));
+    for (char& ch : word) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    if (word == ".inf") return out = negative ? -INFINITY : INFINITY, true;
+    if (word == ".nan" && !negative) return out = NAN, true;
+  }
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && end == text.data() + text.size() && !text.empty();
+}
+
+// Where the values came from, for messages: the file, and the key paths that `--set`s wrote.
+struct Origin {
+  std::string source;
+  std::map<std::string, std::string> sets;  // key path -> the --set entry
+};
+
+// "<file>:<line>: <path>: <what>", or "--set <entry>: <path>: <what>" when a --set wrote the value.
+[[noreturn]] void fail_at(const Origin& origin, const std::string& path, const YAML::Mark& mark,
+                          const std::string& what) {
+  for (size_t end = path.size(); end != std::string::npos && end > 0; end = path.find_last_of(".[", end - 1)) {
+    const auto it = origin.sets.find(path.substr(0, end));
+    if (it != origin.sets.end()) DAEDALUS_FAIL("--set {}: {}: {}", it->second, path, what);
+  }
+  if (mark.line >= 0) DAEDALUS_FAIL("{}:{}: {}: {}", origin.source, mark.line + 1, path, what);
+  DAEDALUS_FAIL("{}: {}: {}", origin.source, path, what);
+}
+
+// ---- the three visitors -------------------------------------------------------------------------
+
+// Reads one map of the YAML tree into a struct; absent keys keep the struct's defaults.
+class Reader {
+ public:
+  Reader(YAML::Node node, std::string path, const Origin& origin)
+      : node_(std::move(node)), path_(std::move(path)), origin_(origin) {}
+
+  template <typename T>
+  void operator()(const char* key, T& value) {
+    if (const YAML::Node n = get(key); n.IsDefined()) read(n, join(key), value);
+  }
+
+  template <typename E>
+  void choice(const char* key, E& value, const Names<E>& names) {
+    const YAML::Node n = get(key);
+    if (!n.IsDefined()) return;
+    if (n.IsScalar()) {
+      for (const auto& [v, name] : names) {
+        if (n.Scalar() == name) return void(value = v);
+      }
+    }
+    fail(n, join(key), fmt::format("expected {}, got {}", alternatives(names), describe(n)));
+  }
+
+  // A nested map; null or absent means all defaults.
+  template <typename Fn>
+  void map(const char* key, Fn&& fn) {
+    const YAML::Node n = get(key);
+    if (n.IsDefined() && !n.IsNull() && !n.IsMap()) fail(n, join(key), "expected a map of keys, got " + describe(n));
+    Reader sub(n.IsDefined() && n.IsMap() ? n : YAML::Node(), join(key), origin_);
+    fn(sub);
+    sub.finish();
+  }
+
+  // exact | {mantissa_bits (default 14), promote_every (default 0 = never)}
+  void accumulator(const char* key, fp8::Accumulator& value) {
+    const YAML::Node n = get(key);
+    if (!n.IsDefined()) return;
+    if (n.IsScalar() && n.Scalar() == "exact") return void(value = {});
+    if (!n.IsMap()) fail(n, join(key), "expected exact or {mantissa_bits: N, promote_every: N}, got " + describe(n));
+    fp8::Accumulator a{14, 0};
+    Reader sub(n, join(key), origin_);
+    sub("mantissa_bits", a.mantissa_bits);
+    sub("promote_every", a.promote_every);
+    sub.finish();
+    value = a;
+  }
+
+  // [{match: GLOB, recipe: NAME}, ...]
+  void overrides(const char* key, std::vector<fp8::RecipeOverride>& value) {
+    const YAML::Node n = get(key);
+    if (!n.IsDefined()) return;
+    value.clear();
+    if (n.IsNull()) return;
+    if (!n.IsSequence()) fail(n, join(key), "expected a list of {match: GLOB, recipe: NAME}, got " + describe(n));
+    for (size_t i = 0; i < n.size(); ++i) {
+      const YAML::Node e = n[i];
+      const std::string path = fmt::format("{}[{}]", join(key), i);
+      if (!e.IsMap()) fail(e, path, "expected {match: GLOB, recipe: NAME}, got " + describe(e));
+      for (const char* required : {"match", "recipe"}) {
+        if (!e[required].IsDefined()) fail(e, path, fmt::format("missing key {}", required));
+      }
+      fp8::RecipeOverride o{};
+      Reader sub(e, path, origin_);
+      sub("match", o.match);
+      sub.choice("recipe", o.recipe, recipe_names());
+      sub.finish();
+      value.push_back(o);
+    }
+  }
+
+  // Every key of the map must have been visited: anything else is unknown (or a duplicate).
+  void finish() const {
+    if (!node_.IsMap()) return;
+    std::vector<std::string> seen;
+    for (auto it = node_.begin(); it != node_.end(); ++it) {
+      if (!it->first.IsScalar()) fail(it->first, path_, "keys must be names, got " + describe(it->first));
+      const std::string key = it->first.Scalar();
+      if (std::find(seen.begin(), seen.end(), key) != seen.end()) fail(it->first, join(key), "duplicate key");
+      seen.push_back(key);
+      if (std::find(visited_.begin(), visited_.end(), key) == visited_.end()) {
+        fail(it->first, join(key),
+             fmt::format("unknown {}{}", path_.empty() ? "section" : "key", suggestion(key, visited_)));
+      }
+    }
+  }
+
+ private:
+  YAML::Node get(const char* key) {
+    visited_.emplace_back(key);
+    const YAML::Node& node = node_;  // const: a missing key is not inserted (node_ is a map or null)
+    return node[key];
+  }
+  std::string join(std::string_view key) const {
+    return path_.empty() ? std::string(key) : fmt::format("{}.{}", path_, key);
+  }
+  [[noreturn]] void fail(const YAML::Node& at, const std::string& path, const std::string& what) const {
+    fail_at(origin_, path, at.Mark(), what);
+  }
+
+  [[noreturn]] void wrong(const YAML::Node& n, const std::string& path, std::string_view expected) const {
+    fail(n, path, fmt::format("expected {}, got {}", expected, describe(n)));
+  }
+  // A number or boolean must be a plain scalar: a quoted "8" is a string.
+  bool plain(const YAML::Node& n) const { return n.IsScalar() && n.Tag() != "!"; }
+
+  template <typename T>
+  requires std::is_integral_v<T> &&
+      (!std::is_same_v<T, bool>)void read(const YAML::Node& n, const std::string& path, T& v) const {
+    if (!plain(n) || !parse_number(n.Scalar(), v)) {
+      wrong(n, path, std::is_signed_v<T> ? (sizeof(T) < 8 ? "a 32-bit integer" : "integer") : "integer >= 0");
+    }
+  }
+  void read(const YAML::Node& n, const std::string& path, double& v) const {
+    if (!plain(n) || !parse_number(n.Scalar(), v)) wrong(n, path, "number");
+  }
+  void read(const YAML::Node& n, const std::string& path, bool& v) const {
+    if (!plain(n) || !YAML::convert<bool>::decode(n, v)) wrong(n, path, "true or false");
+  }
+  void read(const YAML::Node& n, const std::string& path, std::string& v) const {
+    if (!n.IsScalar()) wrong(n, path, "string");
+    v = n.Scalar();
+  }
+  template <typename T>
+  void read(const YAML::Node& n, const std::string& path, std::optional<T>& v) const {
+    if (n.IsNull()) return void(v.reset());
+    T x{};
+    read(n, path, x);
+    v = x;
+  }
+  // A list of strings; one string alone is a list of one.
+  void read(const YAML::Node& n, const std::string& path, std::vector<std::string>& v) const {
+    v.clear();
+    if (n.IsNull()) return;
+    if (n.IsScalar()) return void(v.push_back(n.Scalar()));
+    if (!n.IsSequence()) wrong(n, path, "a list of strings");
+    for (size_t i = 0; i < n.size(); ++i) read(n[i], fmt::format("{}[{}]", path, i), v.emplace_back());
+  }
+  void read(const YAML::Node& n, const std::string& path, std::array<double, 2>& v) const {
+    if (!n.IsSequence() || n.size() != 2) wrong(n, path, "a list of 2 numbers");
+    for (size_t i = 0; i < 2; ++i) read(n[i], fmt::format("{}[{}]", path, i), v[i]);
+  }
+
+  YAML::Node node_;
+  std::string path_;
+  const Origin& origin_;
+  std::vector<std::string> visited_;
+};
+
+// Emits the struct as a YAML block map (lists and small maps in flow style).
+class Writer {
+ public:
+  explicit Writer(YAML::Emitter& out) : out_(out) {}
+
+  template <typename T>
+  void operator()(const char* key, const T& value) {
+    out_ << YAML::Key << key << YAML::Value;
+    write(value);
+  }
+  template <typename E>
+  void choice(const char* key, const E& value, const Names<E>& names) {
+    for (const auto& [v, name] : names) {
+      if (v == value) return void(out_ << YAML::Key << key << YAML::Value << std::string(name));
+    }
+    DAEDALUS_FAIL("to_yaml: {} holds a value with no name", key);
+  }
+  template <typename Fn>
+  void map(const char* key, Fn&& fn) {
+    out_ << YAML::Key << key << YAML::Value << YAML::BeginMap;
+    fn(*this);
+    out_ << YAML::EndMap;
+  }
+  void accumulator(const char* key, const fp8::Accumulator& a) {
+    out_ << YAML::Key << key << YAML::Value;
+    if (a.mantissa_bits == 0) return void(out_ << "exact");
+    out_ << YAML::Flow << YAML::BeginMap << YAML::Key << "mantissa_bits" << YAML::Value << a.mantissa_bits << YAML::Key
+         << "promote_every" << YAML::Value << a.promote_every << YAML::EndMap;
+  }
+  void overrides(const char* key, const std::vector<fp8::RecipeOverride>& list) {
+    out_ << YAML::Key << key << YAML::Value << (list.empty() ? YAML::Flow : YAML::Block) << YAML::BeginSeq;
+    for (const fp8::RecipeOverride& o : list) {
+      out_ << YAML::Flow << YAML::BeginMap << YAML::Key << "match" << YAML::Value << o.match << YAML::Key << "recipe"
+           << YAML::Value << std::string(fp8::recipe_name(o.recipe)) << YAML::EndMap;
+    }
+    out_ << YAML::EndSeq;
+  }
+
+ private:
+  template <typename T>
+  requires std::is_integral_v<T>
+  void write(T v) { out_ << v; }
+  void write(double v) { out_ << yaml_double(v); }
+  void write(const std::string& v) { out_ << v; }  // the emitter quotes what would not read back as this string
+  template <typename T>
+  void write(const std::optional<T>& v) {
+    if (v) return write(*v);
+    out_ << YAML::Null;
+  }
+  void write(const std::vector<std::string>& v) {
+    out_ << YAML::Flow << YAML::BeginSeq;
+    for (const std::string& s : v) out_ << s;
+    out_ << YAML::EndSeq;
+  }
+  void write(const std::array<double, 2>& v) {
+    out_ << YAML::Flow << YAML::BeginSeq << yaml_double(v[0]) << yaml_double(v[1]) << YAML::EndSeq;
+  }
+
+  YAML::Emitter& out_;
+};
+
+// Collects every key path ("optimizer.lr", "data.synthetic.vocab", sections too).
+class KeyLister {
+ public:
+  KeyLister(std::string prefix, std::vector<std::string>& out) : prefix_(std::move(prefix)), out_(out) {}
+  template <typename T>
+  void operator()(const char* key, const T&) {
+    add(key);
+  }
+  template <typename E>
+  void choice(const char* key, const E&, const Names<E>&) {
+    add(key);
+  }
+  template <typename Fn>
+  void map(const char* key, Fn&& fn) {
+    add(key);
+    KeyLister sub(prefix_ + key + ".", out_);
+    fn(sub);
+  }
+  void accumulator(const char* key, const fp8::Accumulator&) {
+    for (const char* k : {"", ".mantissa_bits", ".promote_every"}) add(std::string(key) + k);
+  }
+  void overrides(const char* key, const std::vector<fp8::RecipeOverride>&) { add(key); }
+
+ private:
+  void add(const std::string& key) { out_.push_back(prefix_ + key); }
+  std::string prefix_;
+  std::vector<std::string>& out_;
+};
+
+// ---- the sections: each key once ----------------------------------------------------------------
+// C is the section struct, const for the Writer and KeyLister.
+
+template <typename V, typename C>
+void visit_run(V& v, C& c) {
+  // dir: null (or absent) means runs/<name>, filled in after reading.
+  std::optional<std::string> dir;
+  if (!c.dir.empty()) dir = c.dir;
+  v("name", c.name);
+  v("dir", dir);
+  v("seed", c.seed);
+  if constexpr (!std::is_const_v<C>) c.dir = dir.value_or("");
+}
+
+template <typename V, typename C>
+void visit_model(V& v, C& c) {
+  v("vocab_size", c.vocab_size);
+  v("hidden_size", c.hidden_size);
+  v("intermediate_size", c.intermediate_size);
+  v("moe_intermediate_size", c.moe_intermediate_size);
+  v("num_hidden_layers", c.num_hidden_layers);
+  v("first_k_dense_replace", c.first_k_dense_replace);
+  v("num_attention_heads", c.num_attention_heads);
+  v("q_lora_rank", c.q_lora_rank);
+  v("kv_lora_rank", c.kv_lora_rank);
+  v("qk_nope_head_dim", c.qk_nope_head_dim);
+  v("qk_rope_head_dim", c.qk_rope_head_dim);
+  v("v_head_dim", c.v_head_dim);
+  v("n_routed_experts", c.n_routed_experts);
+  v("n_shared_experts", c.n_shared_experts);
+  v("num_experts_per_tok", c.num_experts_per_tok);
+  v("n_group", c.n_group);
+  v("topk_group", c.topk_group);
+  v("routed_scaling_factor", c.routed_scaling_factor);
+  v("norm_topk_prob", c.norm_topk_prob);
+  v("scoring_func", c.scoring_func);
+  v("rope_theta", c.rope_theta);
+  v("rms_norm_eps", c.rms_norm_eps);
+  v("max_position_embeddings", c.max_position_embeddings);
+  v("tie_word_embeddings", c.tie_word_embeddings);
+  v("initializer_range", c.initializer_range);
+  v("num_nextn_predict_layers", c.num_nextn_predict_layers);
+}
+
+template <typename V, typename C>
+void visit_precision(V& v, C& c) {
+  v.choice("recipe", c.recipe.kind, recipe_names());
+  v.choice("fp8_format", c.recipe.formats, kFp8Formats);
+  v("power_of_two_scales", c.recipe.scale.power_of_two);
+  v("amax_history_len", c.recipe.amax_history_len);
+  v("margin", c.recipe.scale.margin);
+  v.choice("wgrad", c.recipe.wgrad_fp8, kFp8OrHigh);
+  v.choice("cache_activations", c.recipe.cache_fp8, kFp8OrHigh);
+  v.accumulator("accumulator", c.recipe.accumulator);
+  v("stats_every", c.stats_every);
+  v.overrides("overrides", c.overrides);
+}
+
+template <typename V, typename C>
+void visit_all(V& v, C& c) {
+  v.map("run", [&](V& s) { visit_run(s, c.run); });
+  v.map("model", [&](V& s) { visit_model(s, c.model); });
+  v.map("moe", [&](V& s) {
+    s("bias_update_rate", c.moe.bias_update_rate);
+    s("seq_aux_loss_alpha", c.moe.seq_aux_loss_alpha);
+    s("capacity_factor", c.moe.capacity_factor);
+  });
+  v.map("mtp", [&](V& s) { s("loss_weight", c.mtp.loss_weight); });
+  v.map("precision", [&](V& s) { visit_precision(s, c.precision); });
+  v.map("optimizer", [&](V& s) {
+    s("lr", c.optimizer.lr);
+    s("betas", c.optimizer.betas);
+    s("eps", c.optimizer.eps);
+    s("weight_decay", c.optimizer.weight_decay);
+    s("grad_clip", c.optimizer.grad_clip);
+    s.choice("state_dtype", c.optimizer.state_dtype, kStateDtypes);
+  });
+  v.map("schedule", [&](V& s) {
+    s("type", c.schedule.type);
+    s("warmup_steps", c.schedule.warmup_steps);
+    s("min_lr_ratio", c.schedule.min_lr_ratio);
+    s("decay_fraction", c.schedule.decay_fraction);
+  });
+  v.map("train", [&](V& s) {
+    s("steps", c.train.steps);
+    s("micro_batch_size", c.train.micro_batch_size);
+    s("seq_len", c.train.seq_len);
+    s("grad_accum_steps", c.train.grad_accum_steps);
+    s("log_every", c.train.log_every);
+    s("eval_every", c.train.eval_every);
+    s("eval_batches", c.train.eval_batches);
+    s.choice("on_nonfinite", c.train.on_nonfinite, kOnNonfinite);
+    s("max_skipped_steps", c.train.max_skipped_steps);
+    s.choice("device", c.train.device, kDevices);
+    s("stop_after", c.train.stop_after);
+    s("time_limit_min", c.train.time_limit_min);
+  });
+  v.map("data", [&](V& s) {
+    s.choice("format", c.data.format, kFormats);
+    s("train", c.data.train);
+    s("val", c.data.val);
+    s.map("synthetic", [&](V& g) {
+      g("vocab", c.data.synthetic.vocab);
+      g("order", c.data.synthetic.order);
+      g("branching", c.data.synthetic.branching);
+      g("tokens", c.data.synthetic.tokens);
+      g("seed", c.data.synthetic.seed);
+    });
+  });
+  v.map("parallel", [&](V& s) {
+    s("expert_parallel", c.parallel.expert_parallel);
+    s.choice("backend", c.parallel.backend, kBackends);
+    s.choice("dispatch_dtype", c.parallel.dispatch_dtype, kDispatch);
+    s("timeout_s", c.parallel.timeout_s);
+  });
+  v.map("checkpoint", [&](V& s) {
+    s("every", c.checkpoint.every);
+    s("keep_last", c.checkpoint.keep_last);
+    s("resume", c.checkpoint.resume);
+    s("init_from", c.checkpoint.init_from);
+    s("strict", c.checkpoint.strict);
+  });
+  v.map("logging", [&](V& s) {
+    s.choice("progress", c.logging.progress, kProgress);
+    s("jsonl", c.logging.jsonl);
+  });
+}
+
+const std::vector<std::string>& known_paths() {
+  static const std::vector<std::string> paths = [] {
+    std::vector<std::string> out;
+    KeyLister lister("", out);
+    const RunConfig defaults;
+    visit_all(lister, defaults);
+    return out;
+  }();
+  return paths;
+}
+
+// Applies "a.b=c" to the tree: the path must name a key (or a section / nested map), the value is
+// parsed as YAML; maps on the way are created, replacing a scalar that stood there.
+void apply_set(YAML::Node& root, const std::string& entry, Origin& origin) {
+  const size_t eq = entry.find('=');
+  DAEDALUS_CHECK(eq != std::string::npos && eq > 0, "--set {}: expected KEY=VALUE, e.g. optimizer.lr=1e-3", entry);
+  const std::string path = entry.substr(0, eq);
+  const auto& known = known_paths();
+  DAEDALUS_CHECK(std::find(known.begin(), known.end(), path) != known.end(), "--set {}: unknown key {}{}", entry, path,
+                 suggestion(path, known));
+  YAML::Node value;
+  try {
+    value = YAML::Load(entry.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    DAEDALUS_FAIL("--set {}: malformed YAML value: {}", entry, e.msg);
+  }
+  YAML::Node node = root;
+  size_t start = 0;
+  for (size_t dot = path.find('.'); dot != std::string::npos; start = dot + 1, dot = path.find('.', start)) {
+    const std::string part = path.substr(start, dot - start);
+    if (!node[part].IsMap()) node[part] = YAML::Node(YAML::NodeType::Map);
+    YAML::Node next = node[part];
+    node.reset(next);
+  }
+  node[path.substr(start)] = value;
+  origin.sets[path] = entry;
+}
+
+#endif  // !DAEDALUS_MINIMAL
+
+}  // namespace
+
+// ---- validation ---------------------------------------------------------------------------------
+
+void PrecisionConfig::validate() const {
+  DAEDALUS_CHECK(recipe.amax_history_len >= 1, "precision.amax_history_len: must be >= 1, got {}",
+                 recipe.amax_history_len);
+  DAEDALUS_CHECK(recipe.scale.margin >= 0 && recipe.scale.margin <= 64, "precision.margin: must be in [0, 64], got {}",
+                 recipe.scale.margin);
+  DAEDALUS_CHECK(stats_every >= 0, "precision.stats_every: must be >= 0 (0 = off), got {}", stats_every);
+  const fp8::Accumulator& a = recipe.accumulator;
+  DAEDALUS_CHECK(a.mantissa_bits >= 0 && a.mantissa_bits <= 23,
+                 "precision.accumulator.mantissa_bits: must be in [1, 23] (accumulator: exact is full FP32), got {}",
+                 a.mantissa_bits);
+  DAEDALUS_CHECK(a.promote_every >= 0, "precision.accumulator.promote_every: must be >= 0 (0 = never), got {}",
+                 a.promote_every);
+  DAEDALUS_CHECK(a.mantissa_bits > 0 || a.promote_every == 0,
+                 "precision.accumulator.promote_every: {} needs a limited accumulator (mantissa_bits > 0)",
+                 a.promote_every);
+  for (size_t i = 0; i < overrides.size(); ++i) {
+    DAEDALUS_CHECK(!overrides[i].match.empty(), "precision.overrides[{}].match: must not be empty", i);
+  }
+}
+
+void TrainConfig::validate() const {
+  for (auto [key, value] : {std::pair<const char*, int64_t>{"steps", steps},
+                            {"micro_batch_size", micro_batch_size},
+                            {"seq_len", seq_len},
+                            {"grad_accum_steps", grad_accum_steps},
+                            {"log_every", log_every},
+                            {"eval_batches", eval_batches}}) {
+    DAEDALUS_CHECK(value > 0, "train.{}: must be positive, got {}", key, value);
+  }
+  DAEDALUS_CHECK(eval_every >= 0, "train.eval_every: must be >= 0 (0 = no evaluation), got {}", eval_every);
+  DAEDALUS_CHECK(max_skipped_steps >= 0, "train.max_skipped_steps: must be >= 0, got {}", max_skipped_steps);
+  DAEDALUS_CHECK(!stop_after || *stop_after > 0, "train.stop_after: must be positive or null, got {}",
+                 stop_after.value_or(0));
+  DAEDALUS_CHECK(!time_limit_min || (std::isfinite(*time_limit_min) && *time_limit_min > 0),
+                 "train.time_limit_min: must be a positive number of minutes or null, got {}",
+                 time_limit_min.value_or(0));
+}
+
+void DataConfig::validate() const {
+  if (format != DataFormat::synthetic) {
+    DAEDALUS_CHECK(!train.empty(), "data.train: no training files given (data.format is {})",
+                   kFormats[size_t(format)].second);
+  }
+  for (const auto* list : {&train, &val}) {
+    for (const std::string& f : *list) {
+      DAEDALUS_CHECK(!f.empty(), "data.{}: an empty file name", list == &train ? "train" : "val");
+    }
+  }
+  const data::SyntheticSpec& s = synthetic;
+  DAEDALUS_CHECK(s.vocab >= 2, "data.synthetic.vocab: must be >= 2, got {}", s.vocab);
+  DAEDALUS_CHECK(s.order >= 1 && s.order <= 3, "data.synthetic.order: must be in [1, 3], got {}", s.order);
+  DAEDALUS_CHECK(s.branching >= 1 && s.branching <= s.vocab,
+                 "data.synthetic.branching: must be in [1, data.synthetic.vocab = {}], got {}", s.vocab, s.branching);
+  DAEDALUS_CHECK(s.tokens >= 1, "data.synthetic.tokens: must be positive, got {}", s.tokens);
+}
+
+void ParallelConfig::validate() const {
+  DAEDALUS_CHECK(expert_parallel >= 1, "parallel.expert_parallel: must be >= 1, got {}", expert_parallel);
+  DAEDALUS_CHECK(std::isfinite(timeout_s) && timeout_s > 0, "parallel.timeout_s: must be a positive number, got {}",
+                 timeout_s);
+}
+
+void CheckpointConfig::validate() const {
+  DAEDALUS_CHECK(every >= 0, "checkpoint.every: must be >= 0 (0 = only at the end), got {}", every);
+  DAEDALUS_CHECK(keep_last >= 0, "checkpoint.keep_last: must be >= 0 (0 = keep all), got {}", keep_last);
+  DAEDALUS_CHECK(!resume.empty(), "checkpoint.resume: expected auto, none or a checkpoint file, got \"\"");
+  DAEDALUS_CHECK(!init_from || !init_from->empty(),
+                 "checkpoint.init_from: expected a checkpoint file or null, got \"\"");
+  DAEDALUS_CHECK(!init_from || resume == "auto" || resume == "none",
+                 "checkpoint.init_from: {} loads weights only, but checkpoint.resume = {} restores a full state; "
+                 "set one of them",
+                 *init_from, resume);
+}
+
+void RunConfig::validate() const {
+  DAEDALUS_CHECK(!run.name.empty(), "run.name: must not be empty");
+  DAEDALUS_CHECK(!run.dir.empty(), "run.dir: must not be empty");
+  DAEDALUS_CHECK(run.seed >= 0, "run.seed: must be >= 0, got {}", run.seed);
+  model.validate();
+  moe.validate();
+  mtp.validate();
+  precision.validate();
+  optimizer.validate();
+  train.validate();
+  schedule.validate(train.steps);
+  data.validate();
+  parallel.validate();
+  checkpoint.validate();
+
+  // Across sections.
+  DAEDALUS_CHECK(train.seq_len <= model.max_position_embeddings,
+                 "train.seq_len: {} exceeds model.max_position_embeddings = {}", train.seq_len,
+                 model.max_position_embeddings);
+  if (model.n_routed_experts > 0) {
+    DAEDALUS_CHECK(model.n_routed_experts % parallel.expert_parallel == 0,
+                   "model.n_routed_experts: {} experts do not divide over parallel.expert_parallel = {} ranks",
+                   model.n_routed_experts, parallel.expert_parallel);
+  } else {
+    DAEDALUS_CHECK(parallel.expert_parallel == 1,
+                   "parallel.expert_parallel: {}, but the model has no routed experts (model.n_routed_experts = 0)",
+                   parallel.expert_parallel);
+  }
+  if (data.format == DataFormat::synthetic) {
+    DAEDALUS_CHECK(data.synthetic.vocab <= model.vocab_size,
+                   "data.synthetic.vocab: {} tokens, but model.vocab_size is {}", data.synthetic.vocab,
+                   model.vocab_size);
+  }
+  if (data.format == DataFormat::text) {
+    DAEDALUS_CHECK(model.vocab_size >= 256,
+                   "model.vocab_size: {}, but data.format text uses the byte-level tokenizer (256 tokens)",
+                   model.vocab_size);
+  }
+}
+
+void RunConfig::validate(int world_size) const {
+  validate();
+  DAEDALUS_CHECK(world_size >= 1, "world size must be >= 1, got {}", world_size);
+  DAEDALUS_CHECK(world_size % parallel.expert_parallel == 0,
+                 "parallel.expert_parallel: {} does not divide the world size {} (world = expert_parallel x replicas)",
+                 parallel.expert_parallel, world_size);
+}
+
+// ---- loading and writing ------------------------------------------------------------------------
+
+#if !DAEDALUS_MINIMAL
+
+RunConfig parse_config(const std::string& yaml_text, const std::vector<std::string>& sets, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    DAEDALUS_FAIL("{}:{}:{}: malformed YAML: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg);
+  }
+  DAEDALUS_CHECK(root.IsNull() || root.IsMap(), "{}: expected a map of sections (run:, model:, ...), got {}", source,
+                 describe(root));
+  if (root.IsNull()) root.reset(YAML::Node(YAML::NodeType::Map));
+  Origin origin{source, {}};
+  for (const std::string& entry : sets) apply_set(root, entry, origin);
+
+  RunConfig config;
+  Reader reader(root, "", origin);
+  visit_all(reader, config);
+  reader.finish();
+  if (config.run.dir.empty()) config.run.dir = "runs/" + config.run.name;
+  try {
+    config.validate();
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("{}: {}", source, e.what()));
+  }
+  return config;
+}
+
+std::string to_yaml(const RunConfig& config) {
+  YAML::Emitter out;
+  out.SetNullFormat(YAML::LowerNull);
+  out << YAML::BeginMap;
+  Writer writer(out);
+  visit_all(writer, config);
+  out << YAML::EndMap;
+  DAEDALUS_CHECK(out.good(), "to_yaml: {}", out.GetLastError());
+  // A blank line between sections.
+  std::string text;
+  std::istringstream lines(out.c_str());
+  for (std::string line; std::getline(lines, line);) {
+    if (!text.empty() && !line.empty() && line[0] != ' ') text += '\n';
+    text += line + '\n';
+  }
+  return "# Daedalus run config, fully resolved (every key; docs/config.md)\n" + text;
+}
+
+#else
+
+RunConfig parse_config(const std::string&, const std::vector<std::string>&, const std::string& source) {
+  DAEDALUS_FAIL("{}: reading a config needs yaml-cpp; this build is DAEDALUS_MINIMAL", source);
+}
+
+std::string to_yaml(const RunConfig&) { DAEDALUS_FAIL("to_yaml needs yaml-cpp; this build is DAEDALUS_MINIMAL"); }
+
+#endif  // !DAEDALUS_MINIMAL
+
+RunConfig load_config(const std::string& path, const std::vector<std::string>& sets) {
+  std::ifstream in(path);
+  DAEDALUS_CHECK(in, "{}: cannot read the config file ({})", path, std::strerror(errno));
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), sets, path);
+}
+
+}  // namespace daedalus::train

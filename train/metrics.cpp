@@ -1,0 +1,135 @@
+// metrics.jsonl lines and the terminal progress line.
+#include "train/metrics.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "autograd/check.h"
+
+namespace daedalus::train {
+
+namespace {
+
+// JSON has no NaN or inf: they are written as null (a skipped step's loss may be either).
+nlohmann::ordered_json number(double v) { return std::isfinite(v) ? nlohmann::ordered_json(v) : nullptr; }
+
+}  // namespace
+
+double StepMetrics::worst_load() const {
+  double worst = 0;
+  for (double v : expert_load_max_over_mean) worst = std::max(worst, v);
+  return worst;
+}
+
+std::string StepMetrics::to_json() const {
+  nlohmann::ordered_json j;
+  j["step"] = step;
+  j["loss"] = number(loss);
+  j["lm_loss"] = number(lm_loss);
+  if (mtp_loss) j["mtp_loss"] = number(*mtp_loss);
+  if (moe_aux_loss) j["moe_aux_loss"] = number(*moe_aux_loss);
+  j["lr"] = lr;
+  j["grad_norm"] = number(grad_norm);
+  j["tokens"] = tokens;
+  j["tokens_per_s"] = tokens_per_s;
+  j["step_ms"] = step_ms;
+  j["mem_bytes"] = mem_bytes;
+  j["skipped"] = skipped;
+  if (!expert_load_max_over_mean.empty()) {
+    j["expert_load_max_over_mean"] = worst_load();
+    j["expert_load_max_over_mean_per_layer"] = expert_load_max_over_mean;
+  }
+  j["model_flops_per_s"] = model_flops_per_s;
+  if (mfu) j["mfu"] = *mfu;
+  if (dispatch_bytes > 0 || combine_bytes > 0) {
+    j["dispatch_bytes"] = dispatch_bytes;
+    j["combine_bytes"] = combine_bytes;
+  }
+  return j.dump();
+}
+
+std::string EvalMetrics::to_json() const {
+  nlohmann::ordered_json j;
+  j["step"] = step;
+  j["val_loss"] = number(val_loss);
+  j["val_bits_per_token"] = number(val_loss / std::log(2.0));
+  j["tokens"] = tokens;
+  return j.dump();
+}
+
+MetricsLog::MetricsLog(const std::string& path, bool append) {
+  std::FILE* f = std::fopen(path.c_str(), append ? "a" : "w");
+  DAEDALUS_CHECK(f != nullptr, "{}: cannot open for writing", path);
+  owner_ = std::shared_ptr<std::FILE>(f, [](std::FILE* p) { std::fclose(p); });
+  file_ = f;
+}
+
+void MetricsLog::write(const std::string& json_line) {
+  if (file_ == nullptr) return;
+  std::fputs(json_line.c_str(), file_);
+  std::fputc('\n', file_);
+  std::fflush(file_);  // a killed run keeps every line it logged
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const int64_t t = int64_t(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
+  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+std::string format_count(double n) {
+  const double a = std::fabs(n);
+  if (a >= 1e9) return fmt::format("{:.2f}B", n / 1e9);
+  if (a >= 1e6) return fmt::format("{:.2f}M", n / 1e6);
+  if (a >= 1e3) return fmt::format("{:.1f}k", n / 1e3);
+  return fmt::format("{:.0f}", n);
+}
+
+void ProgressLine::message(const std::string& text) {
+  if (drawn_) {
+    fmt::print(stderr, "\r\033[K");
+    drawn_ = false;
+  }
+  fmt::print("{}\n", text);
+  std::fflush(stdout);
+}
+
+void ProgressLine::step(const StepMetrics& m, double elapsed_s, int64_t first_step) {
+  const int64_t done = m.step - first_step;
+  const double eta = done > 0 ? elapsed_s / double(done) * double(total_ - m.step) : NAN;
+  if (log_every_ > 0 && (m.step % log_every_ == 0 || m.step == total_ || m.skipped)) {
+    std::string line = fmt::format("step {:>{}}/{}  loss {:.4f}  lr {:.3e}  grad_norm {:.3f}  {} tok/s  {:.0f} ms/step",
+                                   m.step, std::to_string(total_).size(), total_, m.loss, m.lr, m.grad_norm,
+                                   format_count(m.tokens_per_s), m.step_ms);
+    if (m.mtp_loss) line += fmt::format("  mtp {:.4f}", *m.mtp_loss);
+    if (!m.expert_load_max_over_mean.empty()) line += fmt::format("  load max/mean {:.2f}", m.worst_load());
+    if (m.skipped) line += "  SKIPPED (non-finite gradients)";
+    message(line);
+  }
+  if (interactive_) {
+    fmt::print(stderr, "\r\033[Kstep {}/{}  loss {:.4f}  {} tok/s  ETA {}", m.step, total_, m.loss,
+               format_count(m.tokens_per_s), format_duration(eta));
+    std::fflush(stderr);
+    drawn_ = true;
+  }
+}
+
+void ProgressLine::eval(const EvalMetrics& m) {
+  message(
+      fmt::format("eval step {}: val_loss {:.4f} ({:.3f} bits/token)", m.step, m.val_loss, m.val_loss / std::log(2.0)));
+}
+
+void ProgressLine::finish() {
+  if (drawn_) {
+    fmt::print(stderr, "\r\033[K");
+    drawn_ = false;
+  }
+}
+
+}  // namespace daedalus::train

@@ -1,0 +1,80 @@
+// What a run reports: metrics.jsonl lines (rank 0), the terminal progress line, the start-up
+// banner. Keys are CONTRACT.md's (run directory, metrics.jsonl).
+//
+// Progress: on a terminal (logging.progress auto and stderr a TTY, or always) one line redrawn in
+// place after every step — "step 120/300  loss 2.3456  12.3k tok/s  ETA 1m23s" — and a permanent
+// log line every log_every steps; otherwise only the log lines, on stdout.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace daedalus::train {
+
+// One optimizer step, as the trainer measured it.
+struct StepMetrics {
+  int64_t step = 0;  // 1-based: the number of optimizer steps taken including this one
+  double loss = 0;   // total loss (main + λ·MTP + aux), mean over the step's micro-batches
+  double lm_loss = 0;
+  std::optional<double> mtp_loss;
+  std::optional<double> moe_aux_loss;
+  double lr = 0;
+  double grad_norm = 0;
+  int64_t tokens = 0;  // tokens seen so far (all ranks)
+  double tokens_per_s = 0;
+  double step_ms = 0;
+  int64_t mem_bytes = 0;                          // peak bytes of live tensors during the step (this rank's device)
+  bool skipped = false;                           // non-finite gradients: no update
+  std::vector<double> expert_load_max_over_mean;  // per MoE layer: max load / mean load (1 = balanced)
+  double model_flops_per_s = 0;                   // achieved, by the 6·N + attention estimate
+  std::optional<double> mfu;                      // when the device's peak is known
+  int64_t dispatch_bytes = 0;                     // EP all-to-all bytes this step (forward + backward)
+  int64_t combine_bytes = 0;
+
+  double worst_load() const;
+  std::string to_json() const;
+};
+
+struct EvalMetrics {
+  int64_t step = 0;
+  double val_loss = 0;
+  int64_t tokens = 0;
+  std::string to_json() const;
+};
+
+// Appends JSON lines to <run.dir>/metrics.jsonl (nothing when disabled or not rank 0).
+class MetricsLog {
+ public:
+  MetricsLog() = default;
+  MetricsLog(const std::string& path, bool append);
+  void write(const std::string& json_line);
+
+ private:
+  std::FILE* file_ = nullptr;
+  std::shared_ptr<std::FILE> owner_;
+};
+
+class ProgressLine {
+ public:
+  // `interactive`: redraw a status line on stderr after every step.
+  ProgressLine(bool interactive, int64_t total_steps, int64_t log_every)
+      : interactive_(interactive), total_(total_steps), log_every_(log_every) {}
+  void step(const StepMetrics& m, double elapsed_s, int64_t first_step);
+  void eval(const EvalMetrics& m);
+  void message(const std::string& text);  // a permanent line (clears the status line first)
+  void finish();
+
+ private:
+  bool interactive_;
+  int64_t total_, log_every_;
+  bool drawn_ = false;
+};
+
+std::string format_duration(double seconds);  // "1h02m", "3m05s", "12s"
+std::string format_count(double n);           // "1.23k", "4.5M", "671.03B"
+
+}  // namespace daedalus::train

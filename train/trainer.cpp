@@ -1,0 +1,327 @@
+// The training loop (see trainer.h for one step, top-down).
+#include "train/trainer.h"
+
+#include <fmt/format.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "autograd/allocator.h"
+#include "autograd/kernels/elementwise.h"
+#include "autograd/ops/arithmetic.h"
+#include "model/param_count.h"
+#include "parallel/config_check.h"
+#include "parallel/grad_sync.h"
+
+namespace daedalus::train {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::unique_ptr<data::TokenSource> open_source(const DataConfig& d, const std::vector<std::string>& patterns) {
+  const std::vector<std::string> files = data::expand_inputs(patterns);
+  switch (d.format) {
+    case DataFormat::llmc: return data::open_llmc(files);
+    case DataFormat::hdf5: return data::open_hdf5(files);
+    case DataFormat::text: return data::open_text(files);
+    case DataFormat::synthetic: break;
+  }
+  DAEDALUS_FAIL("data: a synthetic source has no files");
+}
+
+// Validation share of a synthetic stream: its last 5% (at least a few windows).
+int64_t synthetic_val_tokens(int64_t total, int64_t seq_len) {
+  return std::min(total / 2, std::max(total / 20, 8 * (seq_len + 1)));
+}
+
+}  // namespace
+
+Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups)
+    : config_(std::move(config)), groups_(std::move(groups)) {
+  const int world = groups_.world->size(), rank = groups_.world->rank();
+  config_.validate(world);
+  // Every rank must run the same config: compare hashes of the resolved text before anything else.
+  const std::string resolved = to_yaml(config_);
+  if (world > 1) parallel::check_same_config(*groups_.world, resolved);
+  if (config_.train.device == DeviceChoice::cuda) {
+    DAEDALUS_FAIL(
+        "train.device: cuda: the model's CUDA path is not complete yet (the CUDA backend issue); use cpu or auto");
+  }
+  device_ = Device::cpu();
+
+  // Run directory and resolved config (rank 0 writes).
+  if (rank == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(config_.run.dir, ec);
+    DAEDALUS_CHECK(!ec, "run.dir: cannot create {}: {}", config_.run.dir, ec.message());
+    std::ofstream(config_.run.dir + "/config.yaml") << resolved;
+    if (config_.logging.jsonl) metrics_ = MetricsLog(config_.run.dir + "/metrics.jsonl", /*append=*/false);
+  }
+
+  // Data: this rank's slice of every global batch.
+  const DataConfig& d = config_.data;
+  const int64_t seq = config_.train.seq_len;
+  if (d.format == DataFormat::synthetic) {
+    train_source_ = data::open_synthetic(d.synthetic);
+    const int64_t n = train_source_->size(), nv = synthetic_val_tokens(n, seq);
+    val_source_ = data::slice_of(*train_source_, n - nv, n);
+    train_view_ = data::slice_of(*train_source_, 0, n - nv);
+  } else {
+    train_source_ = open_source(d, d.train);
+    if (!d.val.empty()) val_source_ = open_source(d, d.val);
+  }
+  const data::TokenSource& train_tokens = train_view_ ? *train_view_ : *train_source_;
+  data::check_vocab(train_tokens, config_.model.vocab_size);
+  if (val_source_) data::check_vocab(*val_source_, config_.model.vocab_size);
+  data::LoaderOptions lo;
+  lo.seq_len = seq;
+  lo.global_batch = config_.train.micro_batch_size * world;
+  lo.seed = uint64_t(config_.run.seed);
+  lo.rank = rank;
+  lo.world = world;
+  train_loader_ = std::make_unique<data::Loader>(train_tokens, lo);
+  if (val_source_ && config_.train.eval_every > 0) {
+    lo.shuffle = false;
+    val_loader_ = std::make_unique<data::Loader>(*val_source_, lo);
+  }
+
+  // Model and optimizer.
+  model::LmOptions mo;
+  mo.config = config_.model;
+  mo.moe = config_.moe;
+  mo.mtp = config_.mtp;
+  mo.recipes = fp8::RecipeTable(config_.precision.recipe, config_.precision.overrides);
+  mo.seed = uint64_t(config_.run.seed);
+  mo.device = device_;
+  if (groups_.ep_size > 1) mo.block.ep.group = groups_.ep.get();
+  mo.block.ep.dispatch_dtype = config_.parallel.dispatch_dtype;
+  model_ = std::make_unique<model::CausalLM>(mo);
+  std::vector<Param> params;
+  for (const model::Parameter& p : model_->parameters().all())
+    if (p.trainable) params.push_back(Param{p.name, p.var, p.weight_decay, p.expert && groups_.ep_size > 1});
+  optimizer_ = std::make_unique<AdamW>(std::move(params), config_.optimizer);
+
+  const bool tty = isatty(fileno(stderr)) != 0;
+  const bool interactive = rank == 0 && (config_.logging.progress == Progress::always ||
+                                         (config_.logging.progress == Progress::automatic && tty));
+  progress_ = std::make_unique<ProgressLine>(interactive, config_.train.steps, rank == 0 ? config_.train.log_every : 0);
+  if (const char* nan_step = std::getenv("DAEDALUS_TEST_NAN_AT_STEP")) inject_nan_at_ = std::atoll(nan_step);
+}
+
+Trainer::~Trainer() = default;
+
+std::string Trainer::banner() const {
+  const model::ModelConfig& c = config_.model;
+  const model::ParameterCounts p = model::count_parameters(c);
+  const int64_t moe_layers =
+      c.n_routed_experts > 0 ? c.num_hidden_layers - std::min(c.first_k_dense_replace, c.num_hidden_layers) : 0;
+  const int world = groups_.world->size();
+  const int64_t tokens_per_step =
+      config_.train.micro_batch_size * config_.train.seq_len * config_.train.grad_accum_steps * world;
+  std::string overrides;
+  for (const fp8::RecipeOverride& o : config_.precision.overrides)
+    overrides += fmt::format("{}{} -> {}", overrides.empty() ? "" : ", ", o.match, fp8::recipe_name(o.recipe));
+  std::string s = fmt::format("daedalus train: {} -> {}\n", config_.run.name, config_.run.dir);
+  s += fmt::format("  model      {} layers ({} dense, {} MoE), hidden {}, {} heads, MLA q_lora {} kv_lora {}",
+                   c.num_hidden_layers, c.num_hidden_layers - moe_layers, moe_layers, c.hidden_size,
+                   c.num_attention_heads, c.q_lora_rank ? std::to_string(*c.q_lora_rank) : "none", c.kv_lora_rank);
+  if (c.n_routed_experts > 0)
+    s += fmt::format(", {} routed + {} shared experts, top-{}", c.n_routed_experts, c.n_shared_experts,
+                     c.num_experts_per_tok);
+  if (c.num_nextn_predict_layers > 0) s += fmt::format(", MTP depth {}", c.num_nextn_predict_layers);
+  s += fmt::format("\n  params     {} total, {} activated per token, + {} MTP\n", format_count(double(p.total)),
+                   format_count(double(p.activated)), format_count(double(p.mtp_trained)));
+  s += fmt::format("  precision  {}{}\n", fp8::recipe_name(config_.precision.recipe.kind),
+                   overrides.empty() ? "" : " (overrides: " + overrides + ")");
+  s += fmt::format("  parallel   world {}, expert parallel {}, {} replica(s)\n", world, groups_.ep_size,
+                   world / groups_.ep_size);
+  s += fmt::format("  data       {}\n",
+                   train_loader_ ? (train_view_ ? train_view_->describe() : train_source_->describe()) : "");
+  if (val_source_) s += fmt::format("  validation {}\n", val_source_->describe());
+  s += fmt::format("  batch      {} x {} tokens x {} accum x {} rank(s) = {} tokens/step, {} steps\n",
+                   config_.train.micro_batch_size, config_.train.seq_len, config_.train.grad_accum_steps, world,
+                   tokens_per_step, config_.train.steps);
+  s += fmt::format("  device     {} ({} threads)", device_.str(), omp_get_max_threads());
+  return s;
+}
+
+double Trainer::model_flops_per_token() const {
+  // 6 · N (forward 2N, backward 4N) over the activated non-embedding weights, plus causal
+  // attention: per layer and token, QKᵀ and PV over T/2 keys on average: 2 · H · T/2 · (dqk + dv)
+  // forward, three times that for training.
+  const model::ModelConfig& c = config_.model;
+  const model::ParameterCounts p = model::count_parameters(c);
+  const double weights = double(p.activated + p.mtp_activated);
+  const double layers = double(c.num_hidden_layers + c.num_nextn_predict_layers);
+  const double attention = 3.0 * layers * double(c.num_attention_heads) * double(config_.train.seq_len) *
+                           double(c.qk_head_dim() + c.v_head_dim);
+  return 6.0 * weights + attention;
+}
+
+void Trainer::sync_gradients() {
+  const int world = groups_.world->size();
+  if (world == 1) return;
+  std::vector<Tensor> dense, experts;
+  for (const Param& p : optimizer_->params()) {
+    if (!p.var.grad().defined())
+      p.var.slot()->accumulate("grad sync", Tensor::zeros(p.var.shape(), DType::f32, device_));
+    (p.sharded ? experts : dense).push_back(p.var.grad());
+  }
+  parallel::all_reduce_gradients(*groups_.world, dense);
+  if (!experts.empty()) {
+    // An expert's gradient already sums its whole EP group's tokens; averaging over replicas leaves
+    // a factor ep_size against the world mean the dense weights get.
+    parallel::all_reduce_gradients(*groups_.replicas, experts);
+    for (Tensor g : experts) g.copy_(kernels::affine(g, 1.0 / double(groups_.ep_size)));
+  }
+}
+
+void Trainer::sum_router_loads() {
+  if (groups_.world->size() == 1) return;
+  for (model::Moe* moe : model_->moe_layers()) {
+    Tensor t = Tensor::from_vector(moe->load().tokens, {int64_t(moe->load().tokens.size())});
+    groups_.world->all_reduce(t);
+    moe->load().tokens = t.to_vector<int64_t>();
+  }
+}
+
+StepMetrics Trainer::train_step() {
+  const auto t0 = Clock::now();
+  allocator_for(device_).reset_peak();
+  const int64_t accum = config_.train.grad_accum_steps;
+  StepMetrics m;
+  m.step = step_ + 1;
+  double loss = 0, lm = 0, mtp = 0, aux = 0;
+  for (int64_t a = 0; a < accum; ++a) {
+    const data::Batch batch = train_loader_->next();
+    const model::LmOutput out = model_->forward(batch.inputs.to(device_), batch.targets.to(device_));
+    double scale = 1.0 / double(accum);
+    if (inject_nan_at_ && *inject_nan_at_ == m.step && a == 0) scale = std::nan("");  // test hook
+    backward(ops::affine(out.loss, scale));
+    loss += out.loss.value().item() / double(accum);
+    lm += out.lm_loss.value().item() / double(accum);
+    if (out.mtp_loss.defined()) mtp += out.mtp_loss.value().item() / double(accum);
+    if (out.aux_loss.defined()) aux += out.aux_loss.value().item() / double(accum);
+    if (a == 0) {
+      if (out.mtp_loss.defined()) m.mtp_loss = 0.0;
+      if (out.aux_loss.defined()) m.moe_aux_loss = 0.0;
+    }
+  }
+  sync_gradients();
+  sum_router_loads();
+  const int world = groups_.world->size();
+  if (world > 1) {  // the reported losses are means over ranks
+    Tensor l = Tensor::from_values({loss, lm, mtp, aux}, {4});
+    groups_.world->all_reduce(l);
+    const std::vector<double> v = l.to_doubles();
+    loss = v[0] / world, lm = v[1] / world, mtp = v[2] / world, aux = v[3] / world;
+  }
+  m.loss = loss;
+  m.lm_loss = lm;
+  if (m.mtp_loss) m.mtp_loss = mtp;
+  if (m.moe_aux_loss) m.moe_aux_loss = aux;
+  for (model::Moe* moe : model_->moe_layers()) m.expert_load_max_over_mean.push_back(moe->load().max_over_mean());
+
+  parallel::Communicator* ep = groups_.ep_size > 1 ? groups_.ep.get() : nullptr;
+  m.grad_norm = optimizer_->grad_norm([ep](double sq) {
+    if (ep == nullptr) return sq;
+    Tensor t = Tensor::from_values({sq}, {1}, DType::f32);
+    ep->all_reduce(t);
+    return t.item();
+  });
+  m.lr = learning_rate(config_.schedule, config_.optimizer.lr, step_, config_.train.steps);
+  if (!std::isfinite(m.grad_norm)) {
+    m.skipped = true;
+    ++consecutive_skips_;
+    ++skipped_total_;
+    for (model::Moe* moe : model_->moe_layers()) {  // this step's loads are not applied
+      std::fill(moe->load().tokens.begin(), moe->load().tokens.end(), 0);
+      moe->load().dropped = 0;
+    }
+    if (config_.train.on_nonfinite == OnNonfinite::abort)
+      throw Error(
+          fmt::format("step {}: non-finite gradient norm ({}) and train.on_nonfinite is abort", m.step, m.grad_norm));
+    if (consecutive_skips_ > config_.train.max_skipped_steps)
+      throw Error(fmt::format("step {}: {} steps in a row had non-finite gradients (train.max_skipped_steps = {})",
+                              m.step, consecutive_skips_, config_.train.max_skipped_steps));
+  } else {
+    consecutive_skips_ = 0;
+    model_->update_router_biases();
+    optimizer_->clip_and_step(m.lr, m.grad_norm);
+  }
+  optimizer_->zero_grad();
+  ++step_;
+  const int64_t tokens = config_.train.micro_batch_size * config_.train.seq_len * accum * world;
+  tokens_seen_ += tokens;
+  m.tokens = tokens_seen_;
+  const double s = seconds_since(t0);
+  m.step_ms = 1e3 * s;
+  m.tokens_per_s = double(tokens) / s;
+  m.model_flops_per_s = model_flops_per_token() * double(tokens) / s;
+  m.mem_bytes = allocator_for(device_).stats().peak_bytes;
+  return m;
+}
+
+EvalMetrics Trainer::evaluate() {
+  EvalMetrics e;
+  e.step = step_;
+  e.tokens = tokens_seen_;
+  if (!val_loader_) return e;
+  NoGradGuard no_grad;
+  val_loader_->set_consumed_samples(0);
+  const int64_t batches = std::min(config_.train.eval_batches,
+                                   std::max<int64_t>(1, val_loader_->samples_per_epoch() /
+                                                            (config_.train.micro_batch_size * groups_.world->size())));
+  double sum = 0;
+  for (int64_t i = 0; i < batches; ++i) {
+    const data::Batch batch = val_loader_->next();
+    sum += model_->forward(batch.inputs.to(device_), batch.targets.to(device_)).lm_loss.value().item();
+  }
+  double mean = sum / double(batches);
+  if (groups_.world->size() > 1) {
+    Tensor t = Tensor::from_values({mean}, {1});
+    groups_.world->all_reduce(t);
+    mean = t.item() / groups_.world->size();
+  }
+  e.val_loss = mean;
+  return e;
+}
+
+void Trainer::run() {
+  const bool rank0 = groups_.world->rank() == 0;
+  if (rank0) progress_->message(banner());
+  const int64_t total = config_.train.steps;
+  const int64_t stop = config_.train.stop_after ? std::min(total, step_ + *config_.train.stop_after) : total;
+  const int64_t first = step_;
+  const auto t0 = Clock::now();
+  while (step_ < stop) {
+    const StepMetrics m = train_step();
+    if (rank0) {
+      if (config_.train.log_every > 0 && (m.step % config_.train.log_every == 0 || m.step == stop || m.skipped))
+        metrics_.write(m.to_json());
+      progress_->step(m, seconds_since(t0), first);
+    }
+    if (config_.train.eval_every > 0 && val_loader_ && (step_ % config_.train.eval_every == 0 || step_ == stop)) {
+      const EvalMetrics e = evaluate();
+      if (rank0) {
+        metrics_.write(e.to_json());
+        progress_->eval(e);
+      }
+    }
+  }
+  if (rank0) {
+    progress_->finish();
+    progress_->message(fmt::format("done: {} steps ({} skipped) in {}, {} tokens", step_ - first, skipped_total_,
+                                   format_duration(seconds_since(t0)), format_count(double(tokens_seen_))));
+  }
+}
+
+}  // namespace daedalus::train
