@@ -17,6 +17,7 @@
 #include "model/param_count.h"
 #include "parallel/config_check.h"
 #include "parallel/grad_sync.h"
+#include "train/generate.h"
 
 namespace daedalus::train {
 
@@ -321,6 +322,31 @@ void Trainer::run() {
     progress_->finish();
     progress_->message(fmt::format("done: {} steps ({} skipped) in {}, {} tokens", step_ - first, skipped_total_,
                                    format_duration(seconds_since(t0)), format_count(double(tokens_seen_))));
+  }
+  print_sample();
+}
+
+void Trainer::print_sample() {
+  // Byte-level corpora (vocab 256, as prepare-data writes) print as text; others as token ids.
+  const bool bytes = config_.model.vocab_size == 256 && config_.data.format != DataFormat::synthetic;
+  std::vector<int64_t> prompt;
+  if (bytes) {
+    for (char ch : std::string("The ")) prompt.push_back(int64_t(uint8_t(ch)));
+  } else {
+    prompt.push_back(0);
+  }
+  SampleOptions o;
+  o.max_new_tokens = 96;
+  o.seed = uint64_t(config_.run.seed);
+  o.context = config_.train.seq_len;
+  const std::vector<int64_t> tokens = sample(*model_, prompt, o);
+  if (groups_.world->rank() != 0) return;
+  if (bytes) {
+    progress_->message("sample (temperature 0.8): " + bytes_to_text(prompt) + bytes_to_text(tokens));
+  } else {
+    std::string ids;
+    for (int64_t t : tokens) ids += fmt::format("{} ", t);
+    progress_->message("sample (temperature 0.8, token ids): " + ids);
   }
 }
 

@@ -47,6 +47,7 @@ class Trainer {
   std::string banner() const;
 
  private:
+  void print_sample();
   void sync_gradients();
   void sum_router_loads();
   double model_flops_per_token() const;
