@@ -72,29 +72,28 @@ DAEDALUS_HD float bf16_to_float(bf16 h) { return bits_float(uint32_t(h.bits) << 
 
 // Encodes |x| (sign handled by the caller) into an 8-bit code with `kMant` mantissa bits and
 // exponent bias `kBias`; returns codes above `kMaxCode` unclamped so the caller decides overflow.
+// Branch-free (selects only), so that loops over it vectorize.
 template <int kMant, int kBias>
 DAEDALUS_HD uint32_t fp8_encode_magnitude(uint32_t abs_bits) {
   constexpr int kMinExp = 1 - kBias;  // exponent of the smallest normal
-  int exp = int(abs_bits >> 23) - 127;
-  uint32_t sig = abs_bits & 0x7FFFFFu;
-  if (exp == -127) {
-    exp = -126;  // float subnormal: no implicit bit
-  } else {
-    sig |= 0x800000u;
-  }
+  const int biased = int(abs_bits >> 23);
+  // Float subnormals have exponent -126 and no implicit bit.
+  const int exp = biased == 0 ? -126 : biased - 127;
+  const uint32_t sig = (abs_bits & 0x7FFFFFu) | (biased == 0 ? 0u : 0x800000u);
   // Value = sig * 2^(exp-23). Express it in units of 2^(e_eff - kMant), e_eff = max(exp, kMinExp);
   // below the normal range that unit is the smallest subnormal, and the code is the unit count.
   const int e_eff = exp > kMinExp ? exp : kMinExp;
-  const int shift = 23 - kMant + (e_eff - exp);
-  if (shift > 25) return 0;  // below half the smallest subnormal
+  // A shift beyond 25 leaves less than half the smallest subnormal: with the shift capped at 26
+  // (sig < 2^24 < half = 2^25) units and the rounding increment are both 0, and so is the code.
+  const int raw_shift = 23 - kMant + (e_eff - exp);
+  const int shift = raw_shift < 26 ? raw_shift : 26;
   const uint32_t units = sig >> shift;
   const uint32_t rem = sig & ((1u << shift) - 1u);
   const uint32_t half = 1u << (shift - 1);
-  const uint32_t rounded = units + ((rem > half || (rem == half && (units & 1u))) ? 1u : 0u);
+  const uint32_t rounded = units + uint32_t((rem > half) | ((rem == half) & (units & 1u)));
   // Normal: code = (e + bias) << M | mantissa = ((e + bias - 1) << M) + units, units in [2^M, 2^(M+1)];
   // subnormal (e_eff = kMinExp): the first term vanishes and the code is the unit count.
-  const int code = ((e_eff + kBias - 1) << kMant) + int(rounded);
-  return uint32_t(code);
+  return uint32_t(((e_eff + kBias - 1) << kMant) + int(rounded));
 }
 
 // The parts of an FP8 encode that do not depend on how the magnitude is rounded: sign, NaN, inf
@@ -106,11 +105,11 @@ DAEDALUS_HD uint8_t fp8_encode(float x, Fp8Overflow overflow, Magnitude magnitud
   const uint32_t u = float_bits(x);
   const uint32_t sign = (u >> 24) & 0x80u;
   const uint32_t abs_bits = u & 0x7FFFFFFFu;
-  if (abs_bits > 0x7F800000u) return uint8_t(sign | 0x7Fu);  // NaN
   const uint32_t overflow_code = overflow == Fp8Overflow::saturate ? kMaxCode : kOverflowCode;
-  if (abs_bits == 0x7F800000u) return uint8_t(sign | overflow_code);
-  const uint32_t code = magnitude(abs_bits);
-  return uint8_t(sign | (code > kMaxCode ? overflow_code : code));
+  // Selects, not branches (vectorizable): inf encodes above kMaxCode and so takes the overflow code.
+  const uint32_t code = magnitude(abs_bits < 0x7F800000u ? abs_bits : 0x7F000000u);
+  const uint32_t finite = code > kMaxCode ? overflow_code : code;
+  return uint8_t(sign | (abs_bits > 0x7F800000u ? 0x7Fu : finite));  // NaN: 0x7F
 }
 
 DAEDALUS_HD fp8e4m3 float_to_e4m3(float x, Fp8Overflow overflow = Fp8Overflow::saturate) {
