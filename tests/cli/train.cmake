@@ -42,3 +42,12 @@ add_test(NAME cli.train.missing_data_file
 add_test(NAME cli.train.missing_config
          COMMAND ${DAEDALUS_EXPECT} 1 "no/such.yaml"
                  -- $<TARGET_FILE:daedalus> train --config /no/such.yaml)
+
+# scripts/plot_metrics turns a run's metrics.jsonl into a PNG (Debian's python3-matplotlib).
+add_test(NAME cli.plot_metrics
+         COMMAND ${DAEDALUS_EXPECT} 0 "wrote .*loss.png"
+                 -- ${PROJECT_SOURCE_DIR}/scripts/plot_metrics ${CMAKE_CURRENT_SOURCE_DIR}/cli/data/metrics.jsonl
+                    --out ${CMAKE_CURRENT_BINARY_DIR}/cli-plot/loss.png)
+add_test(NAME cli.plot_metrics_missing
+         COMMAND ${DAEDALUS_EXPECT} 1 "no/such/run"
+                 -- ${PROJECT_SOURCE_DIR}/scripts/plot_metrics /no/such/run --out ${CMAKE_CURRENT_BINARY_DIR}/cli-plot/x.png)
