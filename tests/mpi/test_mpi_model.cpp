@@ -38,6 +38,7 @@
 #include "model/moe.h"
 #include "parallel/communicator.h"
 #include "parallel/grad_sync.h"
+#include "tests/model_testing.h"
 #include "tests/mpi/mpi_testing.h"
 
 namespace daedalus {
@@ -72,38 +73,17 @@ constexpr double kFp8 = 0x1p-3;
 
 std::shared_ptr<parallel::Communicator> world() { return parallel::mpi_world(); }
 
-fp8::RecipeTable recipes_of(const std::string& name) {
-  fp8::Recipe r;
-  r.kind = fp8::parse_recipe(name);
-  return fp8::RecipeTable(r);
-}
+using testing::recipes_of;
 
 // A CPU-sized DeepSeek-V3 shape with 12 routed experts (divisible by 2, 3 and 4 ranks) in 4
 // groups of 3 (top-2 groups, top-3 experts), a shared expert, and MTP depth 1 (so the LM has two
 // MoE layers: model.layers.1 and the MTP block model.layers.2).
 model::ModelConfig config_12_experts() {
-  model::ModelConfig c;
-  c.vocab_size = 37;
+  model::ModelConfig c = testing::small_model_config();
   c.hidden_size = 32;
   c.intermediate_size = 48;
   c.moe_intermediate_size = 16;
-  c.num_hidden_layers = 2;
-  c.first_k_dense_replace = 1;
-  c.num_attention_heads = 2;
-  c.q_lora_rank = 12;
-  c.kv_lora_rank = 8;
-  c.qk_nope_head_dim = 6;
-  c.qk_rope_head_dim = 4;
-  c.v_head_dim = 5;
   c.n_routed_experts = 12;
-  c.n_shared_experts = 1;
-  c.num_experts_per_tok = 3;
-  c.n_group = 4;
-  c.topk_group = 2;
-  c.routed_scaling_factor = 1.5;
-  c.max_position_embeddings = 64;
-  c.initializer_range = 0.2;
-  c.num_nextn_predict_layers = 1;
   return c;
 }
 
