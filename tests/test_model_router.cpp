@@ -22,6 +22,16 @@ ModelConfig router_config() {
   return c;
 }
 
+// `experts` experts in one group, top-k.
+ModelConfig flat_config(int64_t experts, int64_t k) {
+  ModelConfig c = router_config();
+  c.n_routed_experts = experts;
+  c.num_experts_per_tok = k;
+  c.n_group = 1;
+  c.topk_group = 1;
+  return c;
+}
+
 // A router whose logits for the one-hot input e_0 are `logits` [E] (weight column 0).
 struct RouterFixture {
   model::ParameterStore store{1, 0.02};
@@ -67,9 +77,7 @@ TEST(ModelRouter, GroupLimitedSelectionUsesTheSumOfTheTopTwoPerGroup) {
 }
 
 TEST(ModelRouter, BiasSteersSelectionButGatesUseTheUnbiasedScores) {
-  ModelConfig c = router_config();
-  c.n_group = 1;
-  c.topk_group = 1;
+  ModelConfig c = flat_config(8, 3);
   c.routed_scaling_factor = 2.5;
   const std::vector<double> s{0.9, 0.2, 0.8, 0.7, 0.1, 0.1, 0.1, 0.1};
   RouterFixture f(c, {}, {s});
@@ -93,11 +101,7 @@ TEST(ModelRouter, BiasSteersSelectionButGatesUseTheUnbiasedScores) {
 }
 
 TEST(ModelRouter, SequenceAuxLossMatchesAHandComputation) {
-  ModelConfig c = router_config();
-  c.n_routed_experts = 4;
-  c.num_experts_per_tok = 2;
-  c.n_group = 1;
-  c.topk_group = 1;
+  ModelConfig c = flat_config(4, 2);
   MoeConfig moe;
   moe.seq_aux_loss_alpha = 0.01;
   // Two sequences of two tokens.
@@ -125,11 +129,7 @@ TEST(ModelRouter, SequenceAuxLossMatchesAHandComputation) {
 }
 
 TEST(ModelRouter, BiasUpdateMovesTowardTheMeanLoad) {
-  ModelConfig c = router_config();
-  c.n_routed_experts = 4;
-  c.num_experts_per_tok = 2;
-  c.n_group = 1;
-  c.topk_group = 1;
+  ModelConfig c = flat_config(4, 2);
   MoeConfig moe;
   moe.bias_update_rate = 0.25;
   RouterFixture f(c, moe, {{0.5, 0.5, 0.5, 0.5}});
@@ -144,11 +144,7 @@ TEST(ModelRouter, BiasUpdateMovesTowardTheMeanLoad) {
 }
 
 TEST(ModelRouter, CapacityDropsTheLowestGatedPairsOfAnOverloadedExpert) {
-  ModelConfig c = router_config();
-  c.n_routed_experts = 4;
-  c.num_experts_per_tok = 1;
-  c.n_group = 1;
-  c.topk_group = 1;
+  ModelConfig c = flat_config(4, 1);
   c.norm_topk_prob = false;
   c.routed_scaling_factor = 1;
   MoeConfig moe;
