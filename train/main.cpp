@@ -8,6 +8,7 @@
 #include <mpi.h>
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <dnnl.hpp>
 
@@ -15,7 +16,9 @@
 #include "autograd/device.h"
 #include "data/prepare.h"
 #include "parallel/communicator.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/export_hf.h"
 #include "train/trainer.h"
 
 namespace {
@@ -81,6 +84,54 @@ void run_train(const std::string& config_path, const std::vector<std::string>& o
   trainer.run();
 }
 
+// The config a checkpoint was trained with (or `config_path` when given), with `overrides`.
+daedalus::train::RunConfig checkpoint_config(const std::string& checkpoint, const std::string& config_path,
+                                             const std::vector<std::string>& overrides) {
+  if (!config_path.empty()) return daedalus::train::load_config(config_path, overrides);
+  const daedalus::train::CheckpointInfo info = daedalus::train::read_checkpoint_info(checkpoint);
+  if (info.state.config.empty())
+    throw daedalus::InputError(fmt::format("{}: no config stored in /trainer; pass --config", checkpoint));
+  return daedalus::train::parse_config(info.state.config, overrides, checkpoint + ":/trainer/config");
+}
+
+void run_export_hf(const std::string& checkpoint, const std::string& out, const std::string& dtype_name) {
+  using namespace daedalus::train;
+  const RunConfig config = checkpoint_config(checkpoint, "", {});
+  daedalus::model::CausalLM model(lm_options(config, nullptr));  // one process holds every expert
+  LoadOptions o;
+  o.optimizer = false;
+  o.fp8 = false;
+  LoadReport report;
+  const TrainerState s = load_checkpoint(checkpoint, model, nullptr, o, Placement{}, &report);
+  const daedalus::DType dtype = dtype_name == "fp32" ? daedalus::DType::f32 : daedalus::DType::bf16;
+  export_hf(model.parameters(), config.model, out, dtype);
+  fmt::print("exported {} (step {}): {} tensors as {} -> {}/config.json, {}/model.safetensors\n", checkpoint, s.step,
+             report.tensors, dtype_name, out, out);
+}
+
+void run_eval(const std::string& checkpoint, const std::string& config_path,
+              const std::vector<std::string>& overrides) {
+  using namespace daedalus::train;
+  RunConfig config = checkpoint_config(checkpoint, config_path, overrides);
+  auto world = daedalus::parallel::mpi_world();
+  world_rank = world->rank();
+  world_size = world->size();
+  // The checkpoint's run may have used expert parallelism this world cannot: any EP size loads.
+  if (world_size % config.parallel.expert_parallel != 0) config.parallel.expert_parallel = 1;
+  auto groups = daedalus::parallel::make_process_groups(world, int(config.parallel.expert_parallel));
+  Trainer trainer(std::move(config), std::move(groups), TrainerMode::evaluate);
+  if (trainer.eval_batch_count() == 0)
+    throw daedalus::InputError("data.val: the config has no validation data (set data.val, or --set data.val=...)");
+  trainer.load_weights(checkpoint);
+  const EvalMetrics e = trainer.evaluate();
+  if (world_rank == 0)
+    fmt::print(
+        "{} (step {}): val_loss {:.6f}, {:.6f} bits per token, perplexity {:.3f} ({} batches of {} x {} tokens "
+        "per rank)\n",
+        checkpoint, e.step, e.val_loss, e.val_loss / std::log(2.0), std::exp(e.val_loss), trainer.eval_batch_count(),
+        trainer.config().train.micro_batch_size, trainer.config().train.seq_len);
+}
+
 // An error on one rank of several: the others may be blocked in a collective, so the whole job is
 // aborted (MPI_Abort) with this rank's message and exit code instead of hanging.
 [[noreturn]] void fail(int code, const char* what) {
@@ -117,6 +168,25 @@ int main(int argc, char** argv) {
       ->required();
   prepare->add_option("--val-fraction", val_fraction, "Share of tokens held out for validation (default 0.01)");
 
+  std::string inspect_file;
+  auto* inspect = app.add_subcommand("inspect", "Checkpoint summary and integrity verdict (exit 1 unless OK)");
+  inspect->add_option("file", inspect_file, "Checkpoint file (.h5)")->required();
+
+  std::string checkpoint, export_out, export_dtype = "bf16";
+  auto* export_hf =
+      app.add_subcommand("export-hf", "Write a checkpoint as HuggingFace config.json + model.safetensors");
+  export_hf->add_option("--checkpoint", checkpoint, "Checkpoint file (.h5)")->required();
+  export_hf->add_option("--out", export_out, "Output directory")->required();
+  export_hf->add_option("--dtype", export_dtype, "Tensor dtype: bf16 (default) or fp32")
+      ->check(CLI::IsMember({"bf16", "fp32"}));
+
+  std::string eval_config;
+  auto* eval = app.add_subcommand("eval", "Validation loss and bits per token of a checkpoint");
+  eval->add_option("--checkpoint", checkpoint, "Checkpoint file (.h5)")->required();
+  eval->add_option("--config", eval_config, "YAML config (default: the one stored in the checkpoint)")
+      ->check(CLI::ExistingFile);
+  eval->add_option("--set", overrides, "Override a config key: --set a.b=c (repeatable)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -130,6 +200,12 @@ int main(int argc, char** argv) {
       run_prepare_data(prepare_inputs, prepare_out, val_fraction);
     } else if (*train) {
       run_train(config, overrides);
+    } else if (*inspect) {
+      return daedalus::train::inspect_checkpoint(inspect_file, stdout);
+    } else if (*export_hf) {
+      run_export_hf(checkpoint, export_out, export_dtype);
+    } else if (*eval) {
+      run_eval(checkpoint, eval_config, overrides);
     }
   } catch (const daedalus::InputError& e) {
     fail(1, e.what());

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -24,6 +25,13 @@ namespace daedalus::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// About when the process started: train.time_limit_min counts from here.
+const Clock::time_point kProcessStart = Clock::now();
+
+std::string sigabbrev(int signal) {
+  return signal == SIGTERM ? "SIGTERM" : signal == SIGUSR1 ? "SIGUSR1" : fmt::format("signal {}", signal);
+}
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -43,10 +51,89 @@ int64_t synthetic_val_tokens(int64_t total, int64_t seq_len) {
   return std::min(total / 2, std::max(total / 20, 8 * (seq_len + 1)));
 }
 
+// The delayed-scaling amax histories of every module, to put back after a pass that must leave no
+// trace in the training state (evaluation, sampling): a resumed run then matches an uninterrupted one.
+class Fp8Histories {
+ public:
+  explicit Fp8Histories(model::CausalLM& m) {
+    for_each(m, [&](fp8::LinearState& s) { saved_.insert(saved_.end(), {s.x, s.w, s.dy}); });
+  }
+  void restore(model::CausalLM& m) const {
+    size_t i = 0;
+    for_each(m, [&](fp8::LinearState& s) {
+      s.x = saved_[i++];
+      s.w = saved_[i++];
+      s.dy = saved_[i++];
+    });
+  }
+
+ private:
+  template <class F>
+  static void for_each(model::CausalLM& m, F&& f) {
+    for (model::Linear* l : m.linears())
+      if (l->recipe().delayed()) f(l->state());
+    for (model::GroupedLinear* g : m.grouped_linears())
+      if (g->recipe().delayed())
+        for (fp8::LinearState& s : g->states()) f(s);
+  }
+  std::vector<fp8::AmaxHistory> saved_;
+};
+
+// SIGTERM and SIGUSR1 (what Slurm and job schedulers send before a job's end) set a flag that the
+// loop reads after each step; the previous handlers come back when run() returns.
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int signal) { g_stop_signal = signal; }
+
+class SignalGuard {
+ public:
+  SignalGuard() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;  // blocking calls (MPI, file I/O) carry on; the loop polls the flag
+    sigaction(SIGTERM, &sa, &old_term_);
+    sigaction(SIGUSR1, &sa, &old_usr1_);
+  }
+  ~SignalGuard() {
+    sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGUSR1, &old_usr1_, nullptr);
+  }
+  SignalGuard(const SignalGuard&) = delete;
+  SignalGuard& operator=(const SignalGuard&) = delete;
+
+ private:
+  struct sigaction old_term_ {
+  }, old_usr1_{};
+};
+
 }  // namespace
 
-Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups)
-    : config_(std::move(config)), groups_(std::move(groups)) {
+model::LmOptions lm_options(const RunConfig& config, const parallel::ProcessGroups* groups, Device device) {
+  model::LmOptions mo;
+  mo.config = config.model;
+  mo.moe = config.moe;
+  mo.mtp = config.mtp;
+  mo.recipes = fp8::RecipeTable(config.precision.recipe, config.precision.overrides);
+  mo.seed = uint64_t(config.run.seed);
+  mo.device = device;
+  if (groups != nullptr && groups->ep_size > 1) mo.block.ep.group = groups->ep.get();
+  mo.block.ep.dispatch_dtype = config.parallel.dispatch_dtype;
+  return mo;
+}
+
+std::string_view stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::finished: return "finished";
+    case StopReason::stop_after: return "train.stop_after";
+    case StopReason::time_limit: return "train.time_limit_min";
+    case StopReason::signal: return "signal";
+  }
+  return "?";
+}
+
+Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode mode)
+    : config_(std::move(config)), groups_(std::move(groups)), mode_(mode) {
   const int world = groups_.world->size(), rank = groups_.world->rank();
   config_.validate(world);
   // Every rank must run the same config: compare hashes of the resolved text before anything else.
@@ -59,12 +146,11 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups)
   device_ = Device::cpu();
 
   // Run directory and resolved config (rank 0 writes).
-  if (rank == 0) {
+  if (rank == 0 && mode_ == TrainerMode::train) {
     std::error_code ec;
     std::filesystem::create_directories(config_.run.dir, ec);
     DAEDALUS_CHECK(!ec, "run.dir: cannot create {}: {}", config_.run.dir, ec.message());
     std::ofstream(config_.run.dir + "/config.yaml") << resolved;
-    if (config_.logging.jsonl) metrics_ = MetricsLog(config_.run.dir + "/metrics.jsonl", /*append=*/false);
   }
 
   // Data: this rank's slice of every global batch.
@@ -76,11 +162,10 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups)
     val_source_ = data::slice_of(*train_source_, n - nv, n);
     train_view_ = data::slice_of(*train_source_, 0, n - nv);
   } else {
-    train_source_ = open_source(d, d.train);
+    if (mode_ == TrainerMode::train) train_source_ = open_source(d, d.train);  // evaluation needs only data.val
     if (!d.val.empty()) val_source_ = open_source(d, d.val);
   }
-  const data::TokenSource& train_tokens = train_view_ ? *train_view_ : *train_source_;
-  data::check_vocab(train_tokens, config_.model.vocab_size);
+  if (train_source_) data::check_vocab(train_view_ ? *train_view_ : *train_source_, config_.model.vocab_size);
   if (val_source_) data::check_vocab(*val_source_, config_.model.vocab_size);
   data::LoaderOptions lo;
   lo.seq_len = seq;
@@ -88,33 +173,33 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups)
   lo.seed = uint64_t(config_.run.seed);
   lo.rank = rank;
   lo.world = world;
-  train_loader_ = std::make_unique<data::Loader>(train_tokens, lo);
-  if (val_source_ && config_.train.eval_every > 0) {
+  if (train_source_) train_loader_ = std::make_unique<data::Loader>(train_view_ ? *train_view_ : *train_source_, lo);
+  if (val_source_ && (config_.train.eval_every > 0 || mode_ == TrainerMode::evaluate)) {
     lo.shuffle = false;
     val_loader_ = std::make_unique<data::Loader>(*val_source_, lo);
   }
-
-  // Model and optimizer.
-  model::LmOptions mo;
-  mo.config = config_.model;
-  mo.moe = config_.moe;
-  mo.mtp = config_.mtp;
-  mo.recipes = fp8::RecipeTable(config_.precision.recipe, config_.precision.overrides);
-  mo.seed = uint64_t(config_.run.seed);
-  mo.device = device_;
-  if (groups_.ep_size > 1) mo.block.ep.group = groups_.ep.get();
-  mo.block.ep.dispatch_dtype = config_.parallel.dispatch_dtype;
-  model_ = std::make_unique<model::CausalLM>(mo);
-  std::vector<Param> params;
-  for (const model::Parameter& p : model_->parameters().all())
-    if (p.trainable) params.push_back(Param{p.name, p.var, p.weight_decay, p.expert && groups_.ep_size > 1});
-  optimizer_ = std::make_unique<AdamW>(std::move(params), config_.optimizer);
 
   const bool tty = isatty(fileno(stderr)) != 0;
   const bool interactive = rank == 0 && (config_.logging.progress == Progress::always ||
                                          (config_.logging.progress == Progress::automatic && tty));
   progress_ = std::make_unique<ProgressLine>(interactive, config_.train.steps, rank == 0 ? config_.train.log_every : 0);
+
+  build_model();
+  if (mode_ == TrainerMode::train) {
+    restore();
+    open_metrics(!resumed_from_.empty());
+  }
+
   if (const char* nan_step = std::getenv("DAEDALUS_TEST_NAN_AT_STEP")) inject_nan_at_ = std::atoll(nan_step);
+  if (const char* sig_step = std::getenv("DAEDALUS_TEST_SIGNAL_AT_STEP")) inject_signal_at_ = std::atoll(sig_step);
+}
+
+void Trainer::build_model() {
+  model_ = std::make_unique<model::CausalLM>(lm_options(config_, &groups_, device_));
+  std::vector<Param> params;
+  for (const model::Parameter& p : model_->parameters().all())
+    if (p.trainable) params.push_back(Param{p.name, p.var, p.weight_decay, p.expert && groups_.ep_size > 1});
+  optimizer_ = std::make_unique<AdamW>(std::move(params), config_.optimizer);
 }
 
 Trainer::~Trainer() = default;
@@ -271,16 +356,22 @@ StepMetrics Trainer::train_step() {
   return m;
 }
 
+int64_t Trainer::eval_batch_count() const {
+  if (!val_loader_) return 0;
+  return std::min(config_.train.eval_batches,
+                  std::max<int64_t>(
+                      1, val_loader_->samples_per_epoch() / (config_.train.micro_batch_size * groups_.world->size())));
+}
+
 EvalMetrics Trainer::evaluate() {
   EvalMetrics e;
   e.step = step_;
   e.tokens = tokens_seen_;
   if (!val_loader_) return e;
   NoGradGuard no_grad;
+  const Fp8Histories kept(*model_);  // evaluation must not move the delayed scales
   val_loader_->set_consumed_samples(0);
-  const int64_t batches = std::min(config_.train.eval_batches,
-                                   std::max<int64_t>(1, val_loader_->samples_per_epoch() /
-                                                            (config_.train.micro_batch_size * groups_.world->size())));
+  const int64_t batches = eval_batch_count();
   double sum = 0;
   for (int64_t i = 0; i < batches; ++i) {
     const data::Batch batch = val_loader_->next();
@@ -292,18 +383,22 @@ EvalMetrics Trainer::evaluate() {
     groups_.world->all_reduce(t);
     mean = t.item() / groups_.world->size();
   }
+  kept.restore(*model_);
   e.val_loss = mean;
   return e;
 }
 
-void Trainer::run() {
+StopReason Trainer::run() {
+  const SignalGuard signals;  // SIGTERM / SIGUSR1: finish the step, save, return
   const bool rank0 = groups_.world->rank() == 0;
   if (rank0) progress_->message(banner());
   const int64_t total = config_.train.steps;
   const int64_t stop = config_.train.stop_after ? std::min(total, step_ + *config_.train.stop_after) : total;
   const int64_t first = step_;
   const auto t0 = Clock::now();
+  StopReason reason = StopReason::finished;
   while (step_ < stop) {
+    const auto step_start = Clock::now();
     const StepMetrics m = train_step();
     if (rank0) {
       if (config_.train.log_every > 0 && (m.step % config_.train.log_every == 0 || m.step == stop || m.skipped))
@@ -317,13 +412,65 @@ void Trainer::run() {
         progress_->eval(e);
       }
     }
+    if (inject_signal_at_ && *inject_signal_at_ == step_ && rank0) std::raise(SIGTERM);  // test hook
+    reason = poll_stop(seconds_since(step_start));
+    if (reason != StopReason::finished) break;
+    if (config_.checkpoint.every > 0 && step_ % config_.checkpoint.every == 0) save();
   }
+  if (reason == StopReason::finished && step_ < total) reason = StopReason::stop_after;
+  if (saved_step_ != step_) save();
   if (rank0) {
     progress_->finish();
     progress_->message(fmt::format("done: {} steps ({} skipped) in {}, {} tokens", step_ - first, skipped_total_,
                                    format_duration(seconds_since(t0)), format_count(double(tokens_seen_))));
+    if (reason != StopReason::finished)
+      progress_->message(
+          fmt::format("stopped at step {} of {} ({}); the next run with checkpoint.resume: auto "
+                      "continues from {}",
+                      step_, total, stop_reason_name(reason), checkpoint_path(config_.run.dir, step_)));
   }
-  print_sample();
+  // A job ending on a signal or its time limit has no time to spare for a sample.
+  if (reason == StopReason::finished || reason == StopReason::stop_after) print_sample();
+  return reason;
+}
+
+StopReason Trainer::poll_stop(double step_s) {
+  max_step_s_ = std::max(max_step_s_, step_s);
+  enum : int32_t { kGo = 0, kTimeLimit = 1, kSignal = 2 };
+  int32_t code = kGo;
+  if (g_stop_signal != 0) {
+    code = kSignal;
+  } else if (config_.train.time_limit_min) {
+    // Another step and a save must fit before the limit, with 50% headroom on both. Before the first
+    // save its time is estimated from the bytes to write at 100 MB/s (plus a second).
+    const double limit_s = *config_.train.time_limit_min * 60.0;
+    double save_s = last_save_s_;
+    if (save_s <= 0) {
+      const double bytes = 4.0 * double(model_->parameters().numel()) * 3.0;  // weights and two moments
+      save_s = 1.0 + bytes / 100e6;
+    }
+    if (seconds_since(kProcessStart) + 1.5 * (max_step_s_ + save_s) > limit_s) code = kTimeLimit;
+  }
+  if (groups_.world->size() > 1) {  // every rank stops at the same step
+    Tensor t = Tensor::from_vector<int32_t>({code}, {1});
+    groups_.world->all_reduce(t, parallel::ReduceOp::max);
+    code = t.to_vector<int32_t>()[0];
+  }
+  if (code == kGo) return StopReason::finished;
+  if (groups_.world->rank() == 0) {
+    progress_->finish();
+    if (code == kSignal) {
+      progress_->message(fmt::format("step {}: {}: saving a checkpoint and stopping", step_,
+                                     g_stop_signal != 0 ? fmt::format("received {}", sigabbrev(g_stop_signal))
+                                                        : std::string("another rank received a stop signal")));
+    } else {
+      progress_->message(
+          fmt::format("step {}: train.time_limit_min = {} would be exceeded by another step and a "
+                      "save ({:.1f} s per step): saving a checkpoint and stopping",
+                      step_, *config_.train.time_limit_min, max_step_s_));
+    }
+  }
+  return code == kSignal ? StopReason::signal : StopReason::time_limit;
 }
 
 void Trainer::print_sample() {
@@ -339,7 +486,9 @@ void Trainer::print_sample() {
   o.max_new_tokens = 96;
   o.seed = uint64_t(config_.run.seed);
   o.context = config_.train.seq_len;
+  const Fp8Histories kept(*model_);
   const std::vector<int64_t> tokens = sample(*model_, prompt, o);
+  kept.restore(*model_);
   if (groups_.world->rank() != 0) return;
   if (bytes) {
     progress_->message("sample (temperature 0.8): " + bytes_to_text(prompt) + bytes_to_text(tokens));

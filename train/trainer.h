@@ -8,45 +8,89 @@
 //   all-reduce router loads over the world; norm = global gradient norm (optimizer.h)
 //   non-finite norm -> skip (or abort): no update, loads dropped, counted
 //   else: router bias update, lr from the schedule, clip and AdamW step
-// Every eval_every steps: mean next-token loss over eval_batches validation batches.
-// Deterministic for a seed and config: init, data order and every reduction order are fixed.
+// Every eval_every steps: mean next-token loss over eval_batches validation batches (evaluation
+// leaves no trace in the training state: delayed-scaling amax histories are restored after it).
+// Every checkpoint.every steps and at the end: a checkpoint (train/checkpoint.h).
+// Deterministic for a seed and config: init, data order and every reduction order are fixed, and a
+// run resumed from a checkpoint continues bit-identically.
+//
+// Start: checkpoint.resume auto (the newest usable <run.dir>/checkpoints/step_*.h5, skipping
+// incomplete or corrupt ones with a message) | none | FILE; otherwise checkpoint.init_from loads
+// weights only. End: train.steps, train.stop_after, train.time_limit_min (stops early enough to
+// save before the limit, from the measured step and save times) or SIGTERM / SIGUSR1 (finish the
+// step, save, return normally); with several ranks the stop is agreed by an all-reduce each step.
 #pragma once
 
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "data/loader.h"
 #include "data/source.h"
 #include "model/causal_lm.h"
 #include "parallel/communicator.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
 
 namespace daedalus::train {
 
+// The model a config describes, with its experts sharded over `groups` (null: one process holds
+// every expert).
+model::LmOptions lm_options(const RunConfig& config, const parallel::ProcessGroups* groups,
+                            Device device = Device::cpu());
+
+enum class TrainerMode : uint8_t {
+  train,     // run directory, resume / init_from, checkpoints
+  evaluate,  // model and validation data only: nothing written, nothing loaded (see load_weights)
+};
+
+// Why run() returned.
+enum class StopReason : uint8_t { finished, stop_after, time_limit, signal };
+std::string_view stop_reason_name(StopReason r);
+
 class Trainer {
  public:
   // Builds the model, optimizer and data for `config` on the ranks of `groups` (a world of one
-  // without mpirun). Writes <run.dir>/config.yaml on rank 0.
-  Trainer(RunConfig config, parallel::ProcessGroups groups);
+  // without mpirun). Train mode: writes <run.dir>/config.yaml on rank 0, then resumes or
+  // initializes from a checkpoint as checkpoint.resume / init_from say.
+  Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode mode = TrainerMode::train);
   ~Trainer();
 
-  // The whole run: banner, steps, evaluations, final sample. Returns normally on success; throws
-  // InputError for bad input and Error for runtime failures (the CLI maps them to exit codes).
-  void run();
+  // The whole run: banner, steps, evaluations, checkpoints, final sample. Returns normally on
+  // success, also when stopped early (stop_after, time limit, signal: a checkpoint was saved);
+  // throws InputError for bad input and Error for runtime failures (the CLI maps them to exit codes).
+  StopReason run();
 
   StepMetrics train_step();
   EvalMetrics evaluate();
+  int64_t eval_batch_count() const;  // validation batches evaluate() averages over
+
+  // Saves <run.dir>/checkpoints/step_<step>.h5 now (collective) and prunes to keep_last; returns its path.
+  std::string save();
+  // The /trainer attributes of a checkpoint taken now.
+  TrainerState state() const;
+  // Evaluation: loads a checkpoint's weights and fp8 histories (strict), and its step and tokens.
+  void load_weights(const std::string& path);
+  const std::string& resumed_from() const { return resumed_from_; }  // "" when started fresh
 
   model::CausalLM& model() { return *model_; }
   AdamW& optimizer() { return *optimizer_; }
   int64_t step() const { return step_; }
+  int64_t tokens_seen() const { return tokens_seen_; }
+  const data::Loader& train_loader() const { return *train_loader_; }
   const RunConfig& config() const { return config_; }
   std::string banner() const;
 
  private:
+  void build_model();
+  void restore();
+  bool try_resume(const std::string& path, std::string* why);
+  void apply_state(const TrainerState& s, const std::string& path, double load_s);
+  void open_metrics(bool resumed);
+  StopReason poll_stop(double step_s);
   void print_sample();
   void sync_gradients();
   void sum_router_loads();
@@ -54,6 +98,7 @@ class Trainer {
 
   RunConfig config_;
   parallel::ProcessGroups groups_;
+  TrainerMode mode_;
   Device device_ = Device::cpu();
   std::unique_ptr<model::CausalLM> model_;
   std::unique_ptr<AdamW> optimizer_;
@@ -66,7 +111,11 @@ class Trainer {
   int64_t tokens_seen_ = 0;
   int64_t consecutive_skips_ = 0;
   int64_t skipped_total_ = 0;
-  std::optional<int64_t> inject_nan_at_;  // test hook: DAEDALUS_TEST_NAN_AT_STEP
+  std::string resumed_from_;
+  int64_t saved_step_ = -1;  // step of the last checkpoint in this run's directory
+  double last_save_s_ = 0, max_step_s_ = 0;
+  std::optional<int64_t> inject_nan_at_;     // test hook: DAEDALUS_TEST_NAN_AT_STEP
+  std::optional<int64_t> inject_signal_at_;  // test hook: DAEDALUS_TEST_SIGNAL_AT_STEP (SIGTERM on rank 0)
 };
 
 }  // namespace daedalus::train

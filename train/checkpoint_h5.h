@@ -1,0 +1,130 @@
+// HDF5 plumbing for checkpoint files (internal to train/checkpoint*.cpp): owning handles, the
+// file-access properties (MPI-IO when several ranks write one file, file locking off for
+// NFS/Lustre), chunked fp32 datasets with the Fletcher32 filter, row-range reads and writes,
+// attributes, and HDF5's error stack as text for messages.
+//
+// Datasets are written and read in row ranges of dim 0 with every other dimension whole: a
+// stacked expert tensor [E, F, D] in expert rows (each rank its own [offset, offset + local)),
+// everything else in pieces of at most kMaxPieceBytes.
+#pragma once
+
+#include <hdf5.h>
+#include <mpi.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "autograd/tensor.h"
+#include "train/checkpoint.h"
+
+namespace daedalus::train::h5 {
+
+// Closes an HDF5 handle with the matching H5?close.
+class Handle {
+ public:
+  Handle() = default;
+  Handle(hid_t id, herr_t (*closer)(hid_t)) : id_(id), close_(closer) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = H5I_INVALID_HID; }
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = o.id_;
+      close_ = o.close_;
+      o.id_ = H5I_INVALID_HID;
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  // Closes now; a failing close (the last flush of a file) is reported as false.
+  bool close() {
+    const bool ok = id_ < 0 || close_ == nullptr || close_(id_) >= 0;
+    id_ = H5I_INVALID_HID;
+    return ok;
+  }
+
+ private:
+  void reset() {
+    if (id_ >= 0 && close_ != nullptr) close_(id_);
+    id_ = H5I_INVALID_HID;
+  }
+  hid_t id_ = H5I_INVALID_HID;
+  herr_t (*close_)(hid_t) = nullptr;
+};
+
+inline constexpr int64_t kMaxPieceBytes = int64_t(1) << 30;  // one H5Dwrite / H5Dread at most
+inline constexpr int64_t kChunkBytes = int64_t(4) << 20;     // target chunk size (one checksum each)
+
+// Turns off HDF5's automatic error printing (our messages name the file and dataset).
+void silence_errors();
+// The descriptions on HDF5's error stack, outermost first, joined by "; "; clears the stack. Call
+// it right after the failing call: every HDF5 API call (closing a handle too) clears the stack.
+std::string take_error_stack();
+
+// File-access properties: MPI-IO over `comm` when given, HDF5's POSIX driver otherwise; file
+// locking off unless the user set HDF5_USE_FILE_LOCKING (NFS and Lustre often refuse locks).
+Handle file_access(const MPI_Comm* comm);
+// Collective over `comm` when given. Error naming the path on failure.
+Handle create_file(const std::string& path, const MPI_Comm* comm);
+// Read-only, this process alone; an invalid handle when HDF5 cannot open it, with HDF5's
+// explanation in *error.
+Handle open_file(const std::string& path, std::string* error = nullptr);
+
+Handle create_group(hid_t parent, const std::string& name);
+// Invalid when absent.
+Handle open_group(hid_t parent, const std::string& name);
+Handle open_dataset(hid_t parent, const std::string& name);
+bool exists(hid_t parent, const std::string& name);
+
+// Chunk shape for a dataset: the whole tensor when it is small, else slabs of dim 0 (then dim 1, ...)
+// of about kChunkBytes; `one_row_per_chunk` (stacked experts): dim 0 chunked by 1, so every
+// expert's slice is its own set of chunks and each rank writes only chunks of its own.
+Shape chunk_shape(const Shape& shape, bool one_row_per_chunk);
+// fp32 (little-endian) dataset `name` under `parent`: chunked, Fletcher32, never filled.
+Handle create_f32_dataset(hid_t parent, const std::string& name, const Shape& shape, const Shape& chunk);
+
+// Row pieces of a tensor with `rows` rows of `row_elems` fp32 each: [begin, end) pairs of at most
+// kMaxPieceBytes (at least one row), the same on every rank for the same arguments.
+std::vector<std::pair<int64_t, int64_t>> row_pieces(int64_t rows, int64_t row_elems);
+
+// Writes rows [row0, row0 + rows) of dataset `dataset` (global shape `shape`) from `data`; with
+// data == nullptr this rank selects nothing (it still joins a collective write).
+void write_rows(hid_t dataset, hid_t xfer, const Shape& shape, int64_t row0, int64_t rows, const float* data);
+// Reads rows [row0, row0 + rows) as fp32 into `out`; false on failure, with HDF5's explanation
+// in *error.
+bool read_rows(hid_t dataset, const Shape& shape, int64_t row0, int64_t rows, float* out, std::string* error = nullptr);
+
+// The dataset's dimensions ([] for a scalar dataspace).
+Shape dataset_shape(hid_t dataset);
+// "f32", "f64", "i64", ... or the HDF5 class name.
+std::string dataset_type(hid_t dataset);
+bool has_fletcher32(hid_t dataset);
+
+void write_attr(hid_t object, const std::string& name, int64_t value);
+void write_attr(hid_t object, const std::string& name, const std::string& value);  // UTF-8, variable length
+std::optional<int64_t> read_int_attr(hid_t object, const std::string& name);
+std::optional<std::string> read_string_attr(hid_t object, const std::string& name);
+
+// Link names directly under `group`, in name order.
+std::vector<std::string> list_names(hid_t group);
+// Every dataset under `group` (recursively), as paths relative to the file root ("/model/x"), in name order.
+std::vector<std::string> list_datasets(hid_t file, const std::string& group);
+
+// ---- the checkpoint layout, shared by checkpoint*.cpp ----
+
+// Opens a checkpoint read-only: InputError when the file is missing or not HDF5 (naming it),
+// CheckpointReadError when HDF5 cannot open it (truncated or damaged).
+Handle open_checkpoint(const std::string& path);
+// The /trainer attributes (complete = false when that attribute is absent). CheckpointReadError
+// when /trainer or its step is missing; InputError for a format newer than this build reads.
+TrainerState read_trainer_state(hid_t file, const std::string& path);
+// "Fletcher32 checksum mismatch (the data is corrupt)" or "read error: <HDF5 stack>", from the
+// explanation of a failed read.
+std::string read_failure(const std::string& error);
+
+}  // namespace daedalus::train::h5
