@@ -13,6 +13,7 @@
 namespace daedalus::parallel {
 
 void abort_job(int code, const std::string& message) {
+  std::fflush(stdout);
   std::fprintf(stderr, "daedalus: %s\n", message.c_str());
   std::fflush(stderr);
 #if !DAEDALUS_MINIMAL

@@ -16,6 +16,7 @@
 #include "autograd/device.h"
 #include "data/prepare.h"
 #include "parallel/communicator.h"
+#include "parallel/watchdog.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/export_hf.h"
@@ -75,10 +76,12 @@ void run_prepare_data(const std::vector<std::string>& inputs, const std::string&
 }
 
 void run_train(const std::string& config_path, const std::vector<std::string>& overrides) {
-  daedalus::train::RunConfig config = daedalus::train::load_config(config_path, overrides);
+  // The world first: an error on one rank (even in its config) then ends the whole job.
   auto world = daedalus::parallel::mpi_world();
   world_rank = world->rank();
   world_size = world->size();
+  daedalus::train::RunConfig config = daedalus::train::load_config(config_path, overrides);
+  config.validate(world_size);  // names parallel.expert_parallel when the world does not divide
   auto groups = daedalus::parallel::make_process_groups(world, int(config.parallel.expert_parallel));
   daedalus::train::Trainer trainer(std::move(config), std::move(groups));
   trainer.run();
@@ -135,11 +138,8 @@ void run_eval(const std::string& checkpoint, const std::string& config_path,
 // An error on one rank of several: the others may be blocked in a collective, so the whole job is
 // aborted (MPI_Abort) with this rank's message and exit code instead of hanging.
 [[noreturn]] void fail(int code, const char* what) {
-  if (world_size > 1) {
-    fmt::print(stderr, "daedalus: rank {} of {}: {}\n", world_rank, world_size, what);
-    std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, code);
-  }
+  if (world_size > 1)
+    daedalus::parallel::abort_job(code, fmt::format("rank {} of {}: {}", world_rank, world_size, what));
   fmt::print(stderr, "daedalus: {}\n", what);
   std::exit(code);
 }

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "autograd/allocator.h"
 #include "autograd/kernels/elementwise.h"
@@ -18,6 +19,7 @@
 #include "model/param_count.h"
 #include "parallel/config_check.h"
 #include "parallel/grad_sync.h"
+#include "parallel/watchdog.h"
 #include "train/generate.h"
 
 namespace daedalus::train {
@@ -119,6 +121,11 @@ model::LmOptions lm_options(const RunConfig& config, const parallel::ProcessGrou
   mo.device = device;
   if (groups != nullptr && groups->ep_size > 1) mo.block.ep.group = groups->ep.get();
   mo.block.ep.dispatch_dtype = config.parallel.dispatch_dtype;
+  // Results come back in BF16 as DeepSeek-V3 combines them, or in FP32 when the dispatch is FP32
+  // (an all-FP32 run, e.g. to compare expert parallelism with one rank exactly).
+  mo.block.ep.combine_dtype = config.parallel.dispatch_dtype == parallel::DispatchDtype::fp32
+                                  ? parallel::DispatchDtype::fp32
+                                  : parallel::DispatchDtype::bf16;
   return mo;
 }
 
@@ -192,6 +199,7 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
 
   if (const char* nan_step = std::getenv("DAEDALUS_TEST_NAN_AT_STEP")) inject_nan_at_ = std::atoll(nan_step);
   if (const char* sig_step = std::getenv("DAEDALUS_TEST_SIGNAL_AT_STEP")) inject_signal_at_ = std::atoll(sig_step);
+  if (const char* hang_step = std::getenv("DAEDALUS_TEST_HANG_AT_STEP")) inject_hang_at_ = std::atoll(hang_step);
 }
 
 void Trainer::build_model() {
@@ -291,6 +299,8 @@ StepMetrics Trainer::train_step() {
     const model::LmOutput out = model_->forward(batch.inputs.to(device_), batch.targets.to(device_));
     double scale = 1.0 / double(accum);
     if (inject_nan_at_ && *inject_nan_at_ == m.step && a == 0) scale = std::nan("");  // test hook
+    if (inject_hang_at_ && *inject_hang_at_ == m.step && groups_.world->rank() == groups_.world->size() - 1)
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // test hook: the last rank hangs
     backward(ops::affine(out.loss, scale));
     loss += out.loss.value().item() / double(accum);
     lm += out.lm_loss.value().item() / double(accum);
@@ -397,8 +407,12 @@ StopReason Trainer::run() {
   const int64_t first = step_;
   const auto t0 = Clock::now();
   StopReason reason = StopReason::finished;
+  // With several ranks a dead or stuck peer would block the others in a collective forever: the
+  // watchdog turns "no progress for parallel.timeout_s" into a job-wide abort (exit 2).
+  parallel::Watchdog watchdog(groups_.world->size() > 1 ? config_.parallel.timeout_s : 0.0);
   while (step_ < stop) {
     const auto step_start = Clock::now();
+    watchdog.beat(fmt::format("step {}", step_ + 1));
     const StepMetrics m = train_step();
     if (rank0) {
       if (config_.train.log_every > 0 && (m.step % config_.train.log_every == 0 || m.step == stop || m.skipped))
@@ -406,6 +420,7 @@ StopReason Trainer::run() {
       progress_->step(m, seconds_since(t0), first);
     }
     if (config_.train.eval_every > 0 && val_loader_ && (step_ % config_.train.eval_every == 0 || step_ == stop)) {
+      watchdog.beat(fmt::format("evaluation after step {}", step_));
       const EvalMetrics e = evaluate();
       if (rank0) {
         metrics_.write(e.to_json());
@@ -415,10 +430,15 @@ StopReason Trainer::run() {
     if (inject_signal_at_ && *inject_signal_at_ == step_ && rank0) std::raise(SIGTERM);  // test hook
     reason = poll_stop(seconds_since(step_start));
     if (reason != StopReason::finished) break;
-    if (config_.checkpoint.every > 0 && step_ % config_.checkpoint.every == 0) save();
+    if (config_.checkpoint.every > 0 && step_ % config_.checkpoint.every == 0) {
+      watchdog.beat(fmt::format("checkpoint save at step {}", step_));
+      save();
+    }
   }
   if (reason == StopReason::finished && step_ < total) reason = StopReason::stop_after;
+  watchdog.beat(fmt::format("final checkpoint save at step {}", step_));
   if (saved_step_ != step_) save();
+  watchdog.beat("the final sample");
   if (rank0) {
     progress_->finish();
     progress_->message(fmt::format("done: {} steps ({} skipped) in {}, {} tokens", step_ - first, skipped_total_,

@@ -115,6 +115,7 @@ class Trainer {
   int64_t saved_step_ = -1;  // step of the last checkpoint in this run's directory
   double last_save_s_ = 0, max_step_s_ = 0;
   std::optional<int64_t> inject_nan_at_;     // test hook: DAEDALUS_TEST_NAN_AT_STEP
+  std::optional<int64_t> inject_hang_at_;    // test hook: DAEDALUS_TEST_HANG_AT_STEP (the last rank hangs)
   std::optional<int64_t> inject_signal_at_;  // test hook: DAEDALUS_TEST_SIGNAL_AT_STEP (SIGTERM on rank 0)
 };
 

@@ -100,3 +100,10 @@ multirank_test(nan_on_one_rank 2 "step 2: non-finite gradient norm"
 multirank_test(world_not_divisible 1
                "world size 3 is not divisible by expert-parallel size 2|expert_parallel: 2 does not divide the world size 3"
                ${MR_MPIRUN} -np 3 ${MR_TRAIN} --set run.dir=${MR_DIR}/not_divisible --set parallel.expert_parallel=2)
+
+# A rank that hangs (test hook: the last rank sleeps forever in step 2) is caught by the watchdog
+# after parallel.timeout_s: the job ends with exit code 2 and says what it was doing, never hangs.
+multirank_test(hung_rank 2 "no progress for 3 s during step 2.*parallel.timeout_s"
+               ${CMAKE_COMMAND} -E env DAEDALUS_TEST_HANG_AT_STEP=2
+               ${MR_MPIRUN} -x DAEDALUS_TEST_HANG_AT_STEP -np 2 ${MR_TRAIN} --set run.dir=${MR_DIR}/hang
+               --set parallel.expert_parallel=2 --set parallel.timeout_s=3)
