@@ -90,7 +90,8 @@ DAEDALUS_HD uint32_t fp8_encode_magnitude(uint32_t abs_bits) {
   const uint32_t units = sig >> shift;
   const uint32_t rem = sig & ((1u << shift) - 1u);
   const uint32_t half = 1u << (shift - 1);
-  const uint32_t rounded = units + uint32_t((rem > half) | ((rem == half) & (units & 1u)));
+  // (Written as selects: GCC 12 does not vectorize an OR of comparisons widened to uint32.)
+  const uint32_t rounded = units + (rem > half ? 1u : 0u) + (rem == half ? (units & 1u) : 0u);
   // Normal: code = (e + bias) << M | mantissa = ((e + bias - 1) << M) + units, units in [2^M, 2^(M+1)];
   // subnormal (e_eff = kMinExp): the first term vanishes and the code is the unit count.
   return uint32_t(((e_eff + kBias - 1) << kMant) + int(rounded));
