@@ -33,6 +33,7 @@
 #include "fp8/scaled_gemm.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -41,6 +42,7 @@
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/dispatch.h"
 #include "autograd/kernels/gemm.h"
+#include "autograd/kernels/strided.h"
 
 #if DAEDALUS_WITH_CUDA
 #include "fp8/cuda/scaled_gemm_cuda.h"
@@ -216,8 +218,8 @@ void cpu_gemm_limited(const Tensor& a, const Tensor& b, const Scales& sa, const 
   const int64_t kw = k_block_width(sa.granularity, K);
   const int64_t group = acc.promote_every > 0 ? std::min<int64_t>(acc.promote_every, K) : K;
   // Every group inside one scale block (always so for per-tensor and per-row scales)?
-  const bool scale_at_promotion = sa.granularity == Granularity::tensor || sa.granularity == Granularity::row ||
-                                  (group <= kw && kw % group == 0);
+  const bool scale_at_promotion =
+      sa.granularity == Granularity::tensor || sa.granularity == Granularity::row || (group <= kw && kw % group == 0);
   const int bits = acc.mantissa_bits;
   const Tensor af = kernels::cast(a, DType::f32), bf = kernels::cast(b, DType::f32);
   const float* pa = af.data<float>();
@@ -245,6 +247,28 @@ void cpu_gemm_limited(const Tensor& a, const Tensor& b, const Scales& sa, const 
   }
 }
 
+// FP8 codes -> BF16, exactly (E4M3 and E5M2 values have at most 3 mantissa bits and exponents
+// inside BF16's range; NaN stays NaN): one lookup in a 256-entry table per element.
+Tensor fp8_to_bf16(const Tensor& q) {
+  static const auto tables = [] {
+    std::array<std::array<uint16_t, 256>, 2> t{};
+    for (uint32_t c = 0; c < 256; ++c) {
+      t[0][c] = codec::float_to_bf16(codec::e4m3_to_float(fp8e4m3{uint8_t(c)})).bits;
+      t[1][c] = codec::float_to_bf16(codec::e5m2_to_float(fp8e5m2{uint8_t(c)})).bits;
+    }
+    return t;
+  }();
+  const std::array<uint16_t, 256>& table = tables[q.dtype() == DType::f8e4m3 ? 0 : 1];
+  const Tensor src = q.contiguous();
+  Tensor out = Tensor::empty(q.shape(), DType::bf16);
+  const uint8_t* in = static_cast<const uint8_t*>(src.data_ptr());
+  uint16_t* o = static_cast<uint16_t*>(out.data_ptr());
+  const int64_t n = src.numel();
+#pragma omp parallel for schedule(static) if (n >= cpu::kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) o[i] = table[in[i]];
+  return out;
+}
+
 Tensor cpu_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Accumulator& acc) {
   const Scales sa(a, "a"), sb(b, "b");
   const int64_t M = a.rows(), N = b.rows(), K = a.cols();
@@ -258,7 +282,7 @@ Tensor cpu_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const
     cpu_gemm_limited(a.data, b.data, sa, sb, acc, y);
     return y;
   }
-  const Tensor a16 = kernels::cast(a.data, DType::bf16), b16 = kernels::cast(b.data, DType::bf16);
+  const Tensor a16 = fp8_to_bf16(a.data), b16 = fp8_to_bf16(b.data);
   if (a.granularity == Granularity::tensor || a.granularity == Granularity::row) {
     cpu_gemm_folded(a16, b16, sa, sb, y);
   } else {
