@@ -14,6 +14,7 @@
 #include "model/causal_lm.h"
 #include "train/config.h"
 #include "train/optimizer.h"
+#include "train/trainer.h"
 
 namespace daedalus::train {
 namespace {
@@ -28,13 +29,7 @@ void BM_TrainStep(benchmark::State& state, const std::string& config_file, const
   // small.yaml at a quarter of its batch: the same matrices (hidden 512) at a step that fits the bench.
   if (config_file.find("small") != std::string::npos) sets.push_back("train.micro_batch_size=2");
   const RunConfig config = load_config(config_file, sets);
-  model::LmOptions o;
-  o.config = config.model;
-  o.moe = config.moe;
-  o.mtp = config.mtp;
-  o.recipes = fp8::RecipeTable(config.precision.recipe, config.precision.overrides);
-  o.seed = uint64_t(config.run.seed);
-  model::CausalLM lm(o);
+  model::CausalLM lm(lm_options(config, nullptr));
   std::vector<Param> params;
   for (const model::Parameter& p : lm.parameters().all())
     if (p.trainable) params.push_back(Param{p.name, p.var, p.weight_decay, false});

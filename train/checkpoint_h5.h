@@ -17,45 +17,12 @@
 #include <vector>
 
 #include "autograd/tensor.h"
+#include "data/hdf5_handle.h"
 #include "train/checkpoint.h"
 
 namespace daedalus::train::h5 {
 
-// Closes an HDF5 handle with the matching H5?close.
-class Handle {
- public:
-  Handle() = default;
-  Handle(hid_t id, herr_t (*closer)(hid_t)) : id_(id), close_(closer) {}
-  ~Handle() { reset(); }
-  Handle(Handle&& o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = H5I_INVALID_HID; }
-  Handle& operator=(Handle&& o) noexcept {
-    if (this != &o) {
-      reset();
-      id_ = o.id_;
-      close_ = o.close_;
-      o.id_ = H5I_INVALID_HID;
-    }
-    return *this;
-  }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  hid_t get() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-  // Closes now; a failing close (the last flush of a file) is reported as false.
-  bool close() {
-    const bool ok = id_ < 0 || close_ == nullptr || close_(id_) >= 0;
-    id_ = H5I_INVALID_HID;
-    return ok;
-  }
-
- private:
-  void reset() {
-    if (id_ >= 0 && close_ != nullptr) close_(id_);
-    id_ = H5I_INVALID_HID;
-  }
-  hid_t id_ = H5I_INVALID_HID;
-  herr_t (*close_)(hid_t) = nullptr;
-};
+using Handle = data::H5Handle;
 
 inline constexpr int64_t kMaxPieceBytes = int64_t(1) << 30;  // one H5Dwrite / H5Dread at most
 inline constexpr int64_t kChunkBytes = int64_t(4) << 20;     // target chunk size (one checksum each)
