@@ -1,13 +1,14 @@
 // Expert dispatch and combine: the routing plan (host bookkeeping), the row exchange in each wire
 // format, and the differentiable ops built from it. Row orders and wire formats: dispatch.h.
 //
-// dispatch = gather_rows(x, send_token) -> exchange -> gather_rows(expert_order)
+// dispatch = gather_rows(x, send_unique_token) -> exchange -> gather_rows(expert_to_unique)
 // combine  = gather_rows(expert_out, arrival_to_expert) -> exchange back -> gated scatter_add_rows
 // Only the exchange is recorded here; the permutations and the gated sum are autograd ops.
 #include "parallel/dispatch.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <numeric>
 #include <string>
 #include <utility>
@@ -145,13 +146,50 @@ DispatchPlan plan_dispatch(Communicator& ep, const Tensor& expert_ids, int64_t n
   plan.send_counts.assign(p, 0);
   for (size_t e = 0; e < per_expert.size(); ++e) plan.send_counts[e / static_cast<size_t>(local)] += per_expert[e];
 
-  // Rank r receives our row r of per_expert viewed [P, E/P]: its rows per local expert from us.
+  // The dispatch wire: each token once per destination rank, by destination then token. For every
+  // pair in send order, pair_wire is the index of its token's row within the message to its rank.
+  plan.send_unique_counts.assign(p, 0);
+  std::vector<int64_t> unique_token, pair_wire(ids.size());
+  {
+    std::vector<int64_t> row_of(static_cast<size_t>(plan.num_tokens), -1);  // token -> its row, this rank
+    size_t pos = 0;
+    for (size_t r = 0; r < p; ++r) {
+      std::vector<int64_t> tokens;  // this destination's pairs, in send order (sorted by expert)
+      for (size_t i = pos; i < pos + static_cast<size_t>(plan.send_counts[r]); ++i) tokens.push_back(send_token[i]);
+      std::vector<int64_t> sorted = tokens;
+      std::sort(sorted.begin(), sorted.end());
+      sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+      for (size_t u = 0; u < sorted.size(); ++u) row_of[static_cast<size_t>(sorted[u])] = static_cast<int64_t>(u);
+      for (size_t i = 0; i < tokens.size(); ++i) pair_wire[pos + i] = row_of[static_cast<size_t>(tokens[i])];
+      unique_token.insert(unique_token.end(), sorted.begin(), sorted.end());
+      plan.send_unique_counts[r] = static_cast<int64_t>(sorted.size());
+      pos += static_cast<size_t>(plan.send_counts[r]);
+    }
+  }
+  plan.send_unique_token = index_tensor(unique_token);
+
+  // Rank r receives our row r of [P, E/P + 1]: its pairs per local expert from us, then the number
+  // of unique rows we send it.
   const std::vector<int64_t> ones(p, 1);
-  const Tensor counts_in = Tensor::from_vector(per_expert, {p_size, local});
-  const Tensor counts_out = Tensor::empty({p_size, local}, DType::i64);
+  std::vector<int64_t> counts(p * static_cast<size_t>(local + 1));
+  for (size_t r = 0; r < p; ++r) {
+    for (size_t e = 0; e < static_cast<size_t>(local); ++e)
+      counts[r * static_cast<size_t>(local + 1) + e] = per_expert[r * static_cast<size_t>(local) + e];
+    counts[r * static_cast<size_t>(local + 1) + static_cast<size_t>(local)] = plan.send_unique_counts[r];
+  }
+  const Tensor counts_in = Tensor::from_vector(counts, {p_size, local + 1});
+  const Tensor counts_out = Tensor::empty({p_size, local + 1}, DType::i64);
   ep.all_to_all_v(counts_in, ones, counts_out, ones);
-  plan.stats->plan_bytes += (p_size - 1) * local * static_cast<int64_t>(sizeof(int64_t));
-  plan.recv_expert_counts = counts_out.to_vector<int64_t>();
+  plan.stats->plan_bytes += (p_size - 1) * (local + 1) * static_cast<int64_t>(sizeof(int64_t));
+  const std::vector<int64_t> received = counts_out.to_vector<int64_t>();
+  plan.recv_expert_counts.assign(p * static_cast<size_t>(local), 0);
+  plan.recv_unique_counts.assign(p, 0);
+  for (size_t src = 0; src < p; ++src) {
+    for (size_t e = 0; e < static_cast<size_t>(local); ++e)
+      plan.recv_expert_counts[src * static_cast<size_t>(local) + e] =
+          received[src * static_cast<size_t>(local + 1) + e];
+    plan.recv_unique_counts[src] = received[src * static_cast<size_t>(local + 1) + static_cast<size_t>(local)];
+  }
 
   // Arrival order: by source rank, then (the sender's send order) local expert.
   plan.recv_counts.assign(p, 0);
@@ -179,6 +217,22 @@ DispatchPlan plan_dispatch(Communicator& ep, const Tensor& expert_ids, int64_t n
   plan.arrival_local_expert = index_tensor(arrival_expert);
   plan.expert_order = index_tensor(expert_order);
   plan.arrival_to_expert = index_tensor(arrival_to_expert);
+
+  // Which arriving unique row each arrival pair reads: the senders' pair_wire, offset by source.
+  const Tensor wire_in = Tensor::from_vector(pair_wire, {static_cast<int64_t>(pair_wire.size()), 1});
+  const Tensor wire_out = Tensor::empty({static_cast<int64_t>(arrival_expert.size()), 1}, DType::i64);
+  ep.all_to_all_v(wire_in, plan.send_counts, wire_out, plan.recv_counts);
+  plan.stats->plan_bytes += remote_rows(plan.send_counts, ep.rank()) * static_cast<int64_t>(sizeof(int64_t));
+  const std::vector<int64_t> arrival_wire = wire_out.to_vector<int64_t>();
+  std::vector<int64_t> expert_to_unique(arrival_expert.size());
+  size_t j = 0;
+  int64_t unique_offset = 0;
+  for (size_t src = 0; src < p; ++src) {
+    for (int64_t i = 0; i < plan.recv_counts[src]; ++i, ++j)
+      expert_to_unique[static_cast<size_t>(arrival_to_expert[j])] = unique_offset + arrival_wire[j];
+    unique_offset += plan.recv_unique_counts[src];
+  }
+  plan.expert_to_unique = index_tensor(expert_to_unique);
   return plan;
 }
 
@@ -190,11 +244,12 @@ Var dispatch(Communicator& ep, const DispatchPlan& plan, const Var& x, DispatchD
   DAEDALUS_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::bf16, "dispatch: x must be fp32 or bf16, got {}",
                  x.value().describe());
   const Device device = x.value().device();
-  const Var rows = ops::gather_rows(x, plan.send_token.to(device));  // [S, D], send order
+  const Var rows = ops::gather_rows(x, plan.send_unique_token.to(device));  // [U, D], one per (rank, token)
   const DispatchDtype backward = dtype == DispatchDtype::fp32 ? DispatchDtype::fp32 : DispatchDtype::bf16;
-  const Var arrived = exchange(ep, rows, plan.send_counts, plan.recv_counts, dtype, backward, plan.stats,
+  const Var arrived = exchange(ep, rows, plan.send_unique_counts, plan.recv_unique_counts, dtype, backward, plan.stats,
                                &DispatchStats::dispatch_bytes, &DispatchStats::dispatch_backward_bytes);
-  return ops::gather_rows(arrived, plan.expert_order.to(device));  // [R, D], expert order
+  // Fan out: each pair reads its token's row (backward sums the pairs of a row, in double).
+  return ops::gather_rows(arrived, plan.expert_to_unique.to(device));  // [R, D], expert order
 }
 
 Var combine(Communicator& ep, const DispatchPlan& plan, const Var& expert_out, const Var& gates, DispatchDtype dtype) {

@@ -23,7 +23,8 @@
 // Wire formats (DispatchDtype): fp32 sends fp32 rows; bf16 rounds rows to bf16 (nearest even)
 // before sending and widens them to fp32 on arrival; fp8 (dispatch only, NUMERICS.md
 // "Communication") quantizes each row with fp8::quantize(tile_1x128, e4m3) and sends the E4M3
-// bytes [S, D] and the scale_inv rows [S, ceil(D/128)] fp32 as two all_to_all_v calls, dequantized
+// bytes [U, D] and the scale_inv rows [U, ceil(D/128)] fp32 of the U unique rows as two
+// all_to_all_v calls, dequantized
 // on arrival: D + 4·ceil(D/128) bytes per row against BF16's 2·D (about half).
 // Backward: each exchange's gradient goes back along the reverse route (all_to_all_v with send and
 // receive counts swapped) in the exchange's backward wire format: fp32 for fp32, bf16 for bf16 and
@@ -31,9 +32,13 @@
 // as the gradient w.r.t. x (quantization is treated as the identity), in BF16 as DeepSeek keeps its
 // combine and backward traffic. combine never sends FP8 (InputError).
 //
-// Known gaps: one row per (token, slot) pair is sent — a token routed to two experts on the same
-// rank crosses the wire twice (DeepEP sends it once per destination rank and fans out there); the
-// exchange is synchronous (no compute/communication overlap); index bookkeeping is on the host.
+// Dispatch sends each token once per destination rank, as DeepEP does: the wire carries the unique
+// (destination, token) rows, sorted by destination then token, and the receiver fans each row out
+// to the pairs that need it (plan.expert_to_unique). The plan exchange tells every receiver, for
+// each pair it will serve, which arriving row holds its token. The combine still returns one row
+// per (token, slot) pair, weighted on the token's rank.
+// Known gaps: the exchange is synchronous (no compute/communication overlap); index bookkeeping is
+// on the host.
 #pragma once
 
 #include <cstdint>
@@ -70,6 +75,11 @@ struct DispatchPlan {
   Tensor send_token;                 // [S] int64: token of the i-th sent row
   std::vector<int64_t> send_counts;  // [P]: rows sent to each rank
 
+  // Dispatch wire: U unique (destination rank, token) rows, by destination then token.
+  Tensor send_unique_token;                 // [U] int64: token of the i-th unique row sent
+  std::vector<int64_t> send_unique_counts;  // [P]: unique rows sent to each rank
+  std::vector<int64_t> recv_unique_counts;  // [P]: unique rows received from each rank
+
   // Receiver side: R = Σ recv_counts rows.
   std::vector<int64_t> recv_counts;         // [P]: rows received from each rank
   std::vector<int64_t> recv_expert_counts;  // [P · E/P] row-major: rows from rank src for local expert e
@@ -78,6 +88,7 @@ struct DispatchPlan {
   Tensor arrival_to_expert;                 // [R] int64: expert-order index of arrival row j (inverse)
   std::vector<int64_t> expert_counts;       // [E/P]: rows per local expert (expert order is grouped)
   std::vector<int64_t> expert_offsets;      // [E/P + 1]: first expert-order row of each local expert
+  Tensor expert_to_unique;                  // [R] int64: arrived unique row holding expert-order row i's token
 
   // Shared with the backward closures, which update it after the plan itself may be gone.
   std::shared_ptr<DispatchStats> stats = std::make_shared<DispatchStats>();
@@ -87,8 +98,9 @@ struct DispatchPlan {
 };
 
 // expert_ids [T, k] int32|int64 (values in [0, num_experts)), num_experts divisible by ep.size():
-// the routes of this rank's (token, slot) pairs, and — after one all_to_all_v of E/P int64 counts
-// per rank pair — what every rank receives. Collective over `ep`: every rank must call it.
+// the routes of this rank's (token, slot) pairs, and — after two all_to_all_v calls (E/P + 1 int64
+// counts per rank pair, then one int64 per pair: the index of its token's row on the wire) — what
+// every rank receives. Collective over `ep`: every rank must call it.
 // InputError on an out-of-range id or indivisible E (naming both).
 DispatchPlan plan_dispatch(Communicator& ep, const Tensor& expert_ids, int64_t num_experts);
 
