@@ -27,4 +27,10 @@ Var DecoderLayer::forward(const Var& x, const Tensor& positions, std::vector<Var
   return ops::add(h, moe_ ? moe_->forward(normed, aux_losses) : mlp_->forward(normed));
 }
 
+Var DecoderLayer::decode(const Var& x, MlaCache& cache, CacheKind kind) {
+  const Var h = ops::add(x, attn_.decode(ops::rms_norm(x, input_layernorm_, eps_), cache, kind));
+  const Var normed = ops::rms_norm(h, post_attention_layernorm_, eps_);
+  return ops::add(h, moe_ ? moe_->forward(normed, nullptr) : mlp_->forward(normed));
+}
+
 }  // namespace daedalus::model

@@ -24,6 +24,11 @@ class DecoderLayer {
   // x [B, T, D] fp32, positions [T] -> [B, T, D] fp32; MoE aux losses appended to `aux_losses`.
   Var forward(const Var& x, const Tensor& positions, std::vector<Var>* aux_losses);
 
+  // Generation (under NoGradGuard): x [1, T, D] at positions cache.length.. -> [1, T, D]; appends
+  // to `cache` (Mla::decode). The FFN is the training one: MoE routing with the trained biases,
+  // no load counted (grad off), no aux loss.
+  Var decode(const Var& x, MlaCache& cache, CacheKind kind);
+
   Mla& attention() { return attn_; }
   Moe* moe() { return moe_.get(); }
   Mlp* mlp() { return mlp_.get(); }

@@ -72,6 +72,24 @@ Var CausalLM::logits(const Tensor& inputs, Var* hidden) {
   return head(h, norm_);
 }
 
+DecodeCache CausalLM::new_cache(CacheKind kind) const {
+  DecodeCache cache;
+  cache.kind = kind;
+  cache.layers.resize(layers_.size());
+  return cache;
+}
+
+Tensor CausalLM::decode(const Tensor& tokens, DecodeCache& cache) {
+  DAEDALUS_CHECK(tokens.dim() == 2 && tokens.size(0) == 1, "model: decode tokens {}: expected [1, seq]",
+                 shape_str(tokens.shape()));
+  DAEDALUS_CHECK(cache.layers.size() == layers_.size(), "model: decode cache of {} layers for a model of {}",
+                 cache.layers.size(), layers_.size());
+  NoGradGuard no_grad;  // no tape, and the routers count no load (Moe::forward)
+  Var h = ops::embedding(embed_tokens_, tokens);
+  for (size_t l = 0; l < layers_.size(); ++l) h = layers_[l]->decode(h, cache.layers[l], cache.kind);
+  return head(h, norm_).value();
+}
+
 LmOutput CausalLM::forward(const Tensor& inputs, const Tensor& targets) {
   const ModelConfig& c = options_.config;
   DAEDALUS_CHECK(inputs.dim() == 2 && targets.shape() == inputs.shape(),

@@ -48,6 +48,14 @@ class CausalLM {
   // The main head's logits [B, T, V] fp32 (and the final hidden states before the norm).
   Var logits(const Tensor& inputs, Var* hidden = nullptr);
 
+  // Generation with a KV cache (model/kv_cache.h): an empty cache for the main layers, then
+  // decode(tokens [1, T] int64) -> the logits [1, T, V] fp32 of the T tokens at positions
+  // cache.length() .. + T - 1, appending them to the cache. A prefill is one decode of the prompt;
+  // the logits equal logits() over the whole sequence. Runs under its own NoGradGuard: nothing on
+  // the tape, no router load counted.
+  DecodeCache new_cache(CacheKind kind) const;
+  Tensor decode(const Tensor& tokens, DecodeCache& cache);
+
   ParameterStore& parameters() { return store_; }
   const ParameterStore& parameters() const { return store_; }
   const LmOptions& options() const { return options_; }

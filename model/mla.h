@@ -23,6 +23,7 @@
 
 #include "autograd/kernels/rope.h"
 #include "model/config.h"
+#include "model/kv_cache.h"
 #include "model/linear.h"
 
 namespace daedalus::model {
@@ -36,6 +37,14 @@ class Mla {
 
   // x [B, T, D] fp32, positions [T] int64 -> [B, T, D] fp32.
   Var forward(const Var& x, const Tensor& positions);
+
+  // Generation, no tape (call under NoGradGuard): x [1, T, D] fp32 holds the tokens at positions
+  // cache.length .. cache.length + T - 1 (T > 1: a prefill) -> [1, T, D] fp32; appends the T tokens
+  // to `cache`. Each token attends to the cached tokens and to itself and those before it in x:
+  // the same outputs as forward() over the whole sequence. The Linears run under the module's
+  // recipe (generation builds the model with fp32); the attention core and the absorbed kv_b_proj
+  // use the fp32 master weight in fp32 arithmetic. See mla_decode.cpp.
+  Var decode(const Var& x, MlaCache& cache, CacheKind kind);
 
   std::vector<Linear*> linears();
 

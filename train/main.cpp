@@ -20,6 +20,7 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/export_hf.h"
+#include "train/generate.h"
 #include "train/trainer.h"
 
 namespace {
@@ -135,6 +136,66 @@ void run_eval(const std::string& checkpoint, const std::string& config_path,
         trainer.config().train.micro_batch_size, trainer.config().train.seq_len);
 }
 
+// `daedalus generate`: the checkpoint's model on this one process (every expert), fp32 at decode
+// whatever recipe it trained under, dropless routing; the prompt's bytes are its tokens. Streams the
+// text to stdout, then the timing and the cache accounting to stderr (docs/generation.md).
+void run_generate(const std::string& checkpoint, const std::vector<std::string>& overrides, const std::string& prompt,
+                  const daedalus::train::GenerateOptions& options) {
+  using namespace daedalus::train;
+  namespace model = daedalus::model;
+  const RunConfig config = checkpoint_config(checkpoint, "", overrides);
+  model::LmOptions mo = lm_options(config, nullptr);  // one process holds every expert
+  daedalus::fp8::Recipe fp32;
+  fp32.kind = daedalus::fp8::RecipeKind::fp32;
+  mo.recipes = daedalus::fp8::RecipeTable(fp32);  // recipes are for training: decode uses the fp32 weights
+  mo.moe.capacity_factor.reset();                 // inference drops no tokens
+  model::CausalLM lm(mo);
+  LoadOptions lo;
+  lo.optimizer = false;
+  lo.fp8 = false;
+  const TrainerState state = load_checkpoint(checkpoint, lm, nullptr, lo, Placement{}, nullptr);
+
+  const std::vector<int64_t> ids(reinterpret_cast<const unsigned char*>(prompt.data()),
+                                 reinterpret_cast<const unsigned char*>(prompt.data()) + prompt.size());
+  check_generate_inputs(config.model, ids, options);  // before any output
+  fmt::print("{}", prompt);
+  std::fflush(stdout);
+  GenerateStats st;
+  const auto stream = [](int64_t token) {
+    fmt::print("{}", bytes_to_text({token}));
+    std::fflush(stdout);
+  };
+  generate(lm, ids, options, stream, &st);
+  fmt::print("\n");
+  std::fflush(stdout);
+
+  const model::ModelConfig& c = config.model;
+  if (st.context_full)
+    fmt::print(stderr,
+               "generate: stopped after {} new tokens: the sequence reached model.max_position_embeddings = {}\n",
+               st.new_tokens, c.max_position_embeddings);
+  const auto rate = [](int64_t n, double s) { return s > 0 ? double(n) / s : 0.0; };
+  fmt::print(stderr, "{} (step {}): {} prompt + {} new tokens, {} cache, {} layers\n", checkpoint, state.step,
+             st.prompt_tokens, st.new_tokens, options.cache == model::CacheKind::latent ? "latent" : "expanded",
+             c.num_hidden_layers);
+  fmt::print(stderr,
+             "prefill: {} tokens in {:.4f} s = {:.1f} tokens/s; decode: {} steps in {:.4f} s = {:.1f} tokens/s\n",
+             st.prompt_tokens, st.prefill_s, rate(st.prompt_tokens, st.prefill_s), st.decode_steps, st.decode_s,
+             rate(st.decode_steps, st.decode_s));
+  const model::CacheFootprint f = model::cache_footprint(c);
+  const auto line = [&](const char* name, int64_t elements, const char* what) {
+    fmt::print(stderr, "  {:<9} {:>9} elements = {:>9} B fp32, {:>9} B bf16   {}\n", name, elements, 4 * elements,
+               2 * elements, what);
+  };
+  fmt::print(stderr, "KV cache per token per layer:\n");
+  line("latent", f.latent, "kv_lora_rank + qk_rope_head_dim");
+  line("expanded", f.expanded, "heads x (qk_nope + qk_rope + v_head_dim)");
+  line("MHA", f.mha, "2 x heads x v_head_dim (plain MHA of the same heads)");
+  fmt::print(stderr, "  latent / expanded = 1 / {:.1f}; this run's cache held {} B fp32 ({} tokens x {} layers)\n",
+             double(f.expanded) / double(f.latent), st.cache_bytes,
+             st.prompt_tokens + std::max<int64_t>(st.decode_steps, 0), c.num_hidden_layers);
+}
+
 // An error on one rank of several: the others may be blocked in a collective, so the whole job is
 // aborted (MPI_Abort) with this rank's message and exit code instead of hanging.
 [[noreturn]] void fail(int code, const char* what) {
@@ -187,6 +248,20 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   eval->add_option("--set", overrides, "Override a config key: --set a.b=c (repeatable)");
 
+  std::string prompt, cache_kind = "latent";
+  daedalus::train::GenerateOptions gen;
+  auto* generate = app.add_subcommand("generate", "Sample text from a checkpoint (prefill, then cached MLA decode)");
+  generate->add_option("--checkpoint", checkpoint, "Checkpoint file (.h5)")->required();
+  generate->add_option("--prompt", prompt, "Prompt text (its bytes are the tokens)")->required();
+  generate->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to generate (default 64)");
+  generate->add_option("--temperature", gen.sampling.temperature, "Softmax temperature; 0 = greedy (default 0.8)");
+  generate->add_option("--top-k", gen.sampling.top_k, "Sample from the k most likely tokens; 0 = all (default)");
+  generate->add_option("--top-p", gen.sampling.top_p, "Nucleus: the smallest set of mass p; 1 = off (default)");
+  generate->add_option("--seed", gen.seed, "Sampling seed (default 0)");
+  generate->add_option("--cache", cache_kind, "KV cache: latent (absorbed MLA, default) or expanded (per-head k, v)")
+      ->check(CLI::IsMember({"latent", "expanded"}));
+  generate->add_option("--set", overrides, "Override a key of the checkpoint's config: --set a.b=c (repeatable)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -206,6 +281,9 @@ int main(int argc, char** argv) {
       run_export_hf(checkpoint, export_out, export_dtype);
     } else if (*eval) {
       run_eval(checkpoint, eval_config, overrides);
+    } else if (*generate) {
+      gen.cache = cache_kind == "expanded" ? daedalus::model::CacheKind::expanded : daedalus::model::CacheKind::latent;
+      run_generate(checkpoint, overrides, prompt, gen);
     }
   } catch (const daedalus::InputError& e) {
     fail(1, e.what());
