@@ -49,6 +49,26 @@ std::string StepMetrics::to_json() const {
     j["dispatch_bytes"] = dispatch_bytes;
     j["combine_bytes"] = combine_bytes;
   }
+  if (!init_digest.empty()) j["init_digest"] = init_digest;
+  if (!batch_digest.empty()) j["batch_digest"] = batch_digest;
+  return j.dump();
+}
+
+std::string fp8_stats_json(int64_t step, const std::string& module, const std::string& operand,
+                           const fp8::QuantStats& s) {
+  nlohmann::ordered_json j;
+  j["step"] = step;
+  j["module"] = module;
+  j["operand"] = operand;
+  j["count"] = s.count;
+  j["nonfinite"] = s.nonfinite;
+  j["amax"] = number(s.amax);
+  j["underflow_pct"] = number(s.underflow_pct);
+  j["saturation_pct"] = number(s.saturation_pct);
+  j["scale_inv_min"] = number(s.scale_inv_min);
+  j["scale_inv_max"] = number(s.scale_inv_max);
+  j["relative_error"] = number(s.relative_error);
+  j["dynamic_range"] = number(s.dynamic_range);
   return j.dump();
 }
 

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "fp8/stats.h"
+
 namespace daedalus::train {
 
 // One optimizer step, as the trainer measured it.
@@ -34,6 +36,10 @@ struct StepMetrics {
   std::optional<double> mfu;                      // when the device's peak is known
   int64_t dispatch_bytes = 0;                     // EP all-to-all bytes this step (forward + backward)
   int64_t combine_bytes = 0;
+  // First step of a fresh run only: digests that let two runs (e.g. an ablation sweep's recipes)
+  // prove they started from the same weights and read the same first batch. FNV-1a 64 (hex) over
+  // every parameter's name and FP32 bytes before the update, and over the first micro-batch's tokens.
+  std::string init_digest, batch_digest;
 
   double worst_load() const;
   std::string to_json() const;
@@ -45,6 +51,11 @@ struct EvalMetrics {
   int64_t tokens = 0;
   std::string to_json() const;
 };
+
+// One fp8_stats.jsonl line: the statistics of one quantized operand ("x", "w" or "dy") of one
+// module (HF name; routed experts as <module>.<expert>) at `step`.
+std::string fp8_stats_json(int64_t step, const std::string& module, const std::string& operand,
+                           const fp8::QuantStats& s);
 
 // Appends JSON lines to <run.dir>/metrics.jsonl (nothing when disabled or not rank 0).
 class MetricsLog {

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "autograd/allocator.h"
@@ -79,6 +80,19 @@ class Fp8Histories {
         for (fp8::LinearState& s : g->states()) f(s);
   }
   std::vector<fp8::AmaxHistory> saved_;
+};
+
+// FNV-1a, 64 bit: a cheap digest for "these two runs started from the same bytes".
+class Fnv1a {
+ public:
+  void add(const void* data, size_t n) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    for (size_t i = 0; i < n; ++i) h_ = (h_ ^ p[i]) * 0x100000001b3ULL;
+  }
+  std::string hex() const { return fmt::format("{:016x}", h_); }
+
+ private:
+  uint64_t h_ = 0xcbf29ce484222325ULL;
 };
 
 // SIGTERM and SIGUSR1 (what Slurm and job schedulers send before a job's end) set a flag that the
@@ -195,6 +209,22 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
   if (mode_ == TrainerMode::train) {
     restore();
     open_metrics(!resumed_from_.empty());
+    if (groups_.world->rank() == 0 && config_.precision.stats_every > 0) {
+      const std::string path = config_.run.dir + "/fp8_stats.jsonl";
+      if (!resumed_from_.empty()) {  // as metrics.jsonl: drop lines past the step resumed from
+        std::ifstream in(path);
+        std::string kept, line;
+        while (std::getline(in, line)) {
+          const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+          if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step_)
+            continue;
+          kept += line + "\n";
+        }
+        in.close();
+        std::ofstream(path, std::ios::trunc) << kept;
+      }
+      fp8_stats_ = MetricsLog(path, /*append=*/!resumed_from_.empty());
+    }
   }
 
   if (const char* nan_step = std::getenv("DAEDALUS_TEST_NAN_AT_STEP")) inject_nan_at_ = std::atoll(nan_step);
@@ -287,15 +317,60 @@ void Trainer::sum_router_loads() {
   }
 }
 
+void Trainer::set_fp8_stats(bool collect) {
+  auto set = [collect](fp8::LinearState& s) {
+    s.collect_stats = collect;
+    s.stats.clear();  // an expert that gets no tokens this step must not report an old step's numbers
+  };
+  for (model::Linear* l : model_->linears()) set(l->state());
+  for (model::GroupedLinear* g : model_->grouped_linears())
+    for (fp8::LinearState& s : g->states()) set(s);
+}
+
+void Trainer::write_fp8_stats(int64_t step) {
+  auto write = [&](const std::string& module, const fp8::LinearState& s) {
+    for (const char* operand : {"x", "w", "dy"}) {
+      const auto it = s.stats.find(operand);
+      if (it != s.stats.end()) fp8_stats_.write(fp8_stats_json(step, module, operand, it->second));
+    }
+  };
+  for (model::Linear* l : model_->linears()) write(l->name(), l->state());
+  for (model::GroupedLinear* g : model_->grouped_linears()) {
+    // Expert e of this rank's slice: HF's per-expert name, model.layers.L.mlp.experts.E.gate_proj.
+    const std::string& name = g->name();
+    const size_t dot = name.rfind('.');
+    const int64_t first = model_->parameters().get(name + ".weight").expert_offset;
+    for (size_t e = 0; e < g->states().size(); ++e)
+      write(fmt::format("{}.{}{}", name.substr(0, dot), first + int64_t(e), name.substr(dot)), g->states()[e]);
+  }
+}
+
 StepMetrics Trainer::train_step() {
   const auto t0 = Clock::now();
   allocator_for(device_).reset_peak();
   const int64_t accum = config_.train.grad_accum_steps;
   StepMetrics m;
   m.step = step_ + 1;
+  if (step_ == 0) {  // digests of the starting point (a fresh run's first step)
+    Fnv1a h;
+    for (const model::Parameter& p : model_->parameters().all()) {
+      const std::vector<float> v = p.var.value().to_vector<float>();
+      h.add(p.name.data(), p.name.size());
+      h.add(v.data(), v.size() * sizeof(float));
+    }
+    m.init_digest = h.hex();
+  }
+  const bool stats = config_.precision.stats_every > 0 && m.step % config_.precision.stats_every == 0;
+  if (stats) set_fp8_stats(/*collect=*/true);
   double loss = 0, lm = 0, mtp = 0, aux = 0;
   for (int64_t a = 0; a < accum; ++a) {
     const data::Batch batch = train_loader_->next();
+    if (step_ == 0 && a == 0) {
+      const std::vector<int64_t> t = batch.inputs.to_vector<int64_t>();
+      Fnv1a h;
+      h.add(t.data(), t.size() * sizeof(int64_t));
+      m.batch_digest = h.hex();
+    }
     const model::LmOutput out = model_->forward(batch.inputs.to(device_), batch.targets.to(device_));
     double scale = 1.0 / double(accum);
     if (inject_nan_at_ && *inject_nan_at_ == m.step && a == 0) scale = std::nan("");  // test hook
@@ -310,6 +385,10 @@ StepMetrics Trainer::train_step() {
       if (out.mtp_loss.defined()) m.mtp_loss = 0.0;
       if (out.aux_loss.defined()) m.moe_aux_loss = 0.0;
     }
+  }
+  if (stats) {
+    if (groups_.world->rank() == 0) write_fp8_stats(m.step);
+    set_fp8_stats(/*collect=*/false);
   }
   sync_gradients();
   sum_router_loads();

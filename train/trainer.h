@@ -10,6 +10,9 @@
 //   else: router bias update, lr from the schedule, clip and AdamW step
 // Every eval_every steps: mean next-token loss over eval_batches validation batches (evaluation
 // leaves no trace in the training state: delayed-scaling amax histories are restored after it).
+// Every precision.stats_every steps: FP8 statistics of every quantized operand of every Linear and
+// GroupedLinear (the step's last micro-batch) to <run.dir>/fp8_stats.jsonl, one line per module
+// and operand (train/metrics.h: fp8_stats_json).
 // Every checkpoint.every steps and at the end: a checkpoint (train/checkpoint.h).
 // Deterministic for a seed and config: init, data order and every reduction order are fixed, and a
 // run resumed from a checkpoint continues bit-identically.
@@ -95,6 +98,8 @@ class Trainer {
   void sync_gradients();
   void sum_router_loads();
   double model_flops_per_token() const;
+  void set_fp8_stats(bool collect);  // LinearState::collect_stats of every module (stale stats cleared)
+  void write_fp8_stats(int64_t step);
 
   RunConfig config_;
   parallel::ProcessGroups groups_;
@@ -106,6 +111,7 @@ class Trainer {
   std::unique_ptr<data::TokenSource> train_source_, train_view_, val_source_;
   std::unique_ptr<data::Loader> train_loader_, val_loader_;
   MetricsLog metrics_;
+  MetricsLog fp8_stats_;  // <run.dir>/fp8_stats.jsonl when precision.stats_every > 0 (rank 0)
   std::unique_ptr<ProgressLine> progress_;
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
