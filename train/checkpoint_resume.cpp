@@ -164,20 +164,9 @@ void Trainer::apply_state(const TrainerState& s, const std::string& path, double
 void Trainer::open_metrics(bool resumed) {
   if (groups_.world->rank() != 0 || !config_.logging.jsonl) return;
   const std::string path = config_.run.dir + "/metrics.jsonl";
-  if (resumed) {
-    // Lines past the resumed step belong to a run that did not reach a checkpoint: drop them so the
-    // file reads as one run.
-    std::ifstream in(path);
-    std::string kept, line;
-    while (std::getline(in, line)) {
-      const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step_)
-        continue;
-      kept += line + "\n";
-    }
-    in.close();
-    std::ofstream(path, std::ios::trunc) << kept;
-  }
+  // Lines past the resumed step belong to a run that did not reach a checkpoint: drop them so the
+  // file reads as one run.
+  if (resumed) drop_lines_after_step(path, step_);
   metrics_ = MetricsLog(path, /*append=*/resumed);
 }
 

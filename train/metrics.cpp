@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -79,6 +80,20 @@ std::string EvalMetrics::to_json() const {
   j["val_bits_per_token"] = number(val_loss / std::log(2.0));
   j["tokens"] = tokens;
   return j.dump();
+}
+
+void drop_lines_after_step(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step)
+      continue;
+    kept += line + "\n";
+  }
+  in.close();
+  std::ofstream(path, std::ios::trunc) << kept;
 }
 
 MetricsLog::MetricsLog(const std::string& path, bool append) {

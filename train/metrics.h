@@ -57,6 +57,10 @@ struct EvalMetrics {
 std::string fp8_stats_json(int64_t step, const std::string& module, const std::string& operand,
                            const fp8::QuantStats& s);
 
+// Rewrites a JSON-lines file without the lines whose "step" is beyond `step` (a resumed run drops
+// what the interrupted one logged after its last checkpoint). A missing file is left missing.
+void drop_lines_after_step(const std::string& path, int64_t step);
+
 // Appends JSON lines to <run.dir>/metrics.jsonl (nothing when disabled or not rank 0).
 class MetricsLog {
  public:

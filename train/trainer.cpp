@@ -211,18 +211,7 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
     open_metrics(!resumed_from_.empty());
     if (groups_.world->rank() == 0 && config_.precision.stats_every > 0) {
       const std::string path = config_.run.dir + "/fp8_stats.jsonl";
-      if (!resumed_from_.empty()) {  // as metrics.jsonl: drop lines past the step resumed from
-        std::ifstream in(path);
-        std::string kept, line;
-        while (std::getline(in, line)) {
-          const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-          if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step_)
-            continue;
-          kept += line + "\n";
-        }
-        in.close();
-        std::ofstream(path, std::ios::trunc) << kept;
-      }
+      if (!resumed_from_.empty()) drop_lines_after_step(path, step_);  // as metrics.jsonl
       fp8_stats_ = MetricsLog(path, /*append=*/!resumed_from_.empty());
     }
   }
