@@ -44,7 +44,8 @@ struct LinearRun {
   Tensor y, dx, dw;
 };
 
-LinearRun run_linear(const Tensor& x, const Tensor& w, const Tensor& g, const Recipe& recipe, LinearState* state = nullptr) {
+LinearRun run_linear(const Tensor& x, const Tensor& w, const Tensor& g, const Recipe& recipe,
+                     LinearState* state = nullptr) {
   Var xv(x, true), wv(w, true);
   const Var y = linear(xv, wv, recipe, state);
   current_tape().backward(y, g);
@@ -126,6 +127,23 @@ TEST(Fp8Linear, HighPrecisionRecipesAreThePlainLinear) {
   EXPECT_EQ(r.dw.dtype(), DType::f32);  // FP32 master weight gradient
 }
 
+TEST(Fp8Stats, CurrentScalingSaturatesNothing) {
+  // Current scaling maps each block's amax to exactly the format's max: nothing is clipped, so the
+  // saturation must read 0 at every granularity (a too-tight tolerance once counted each block's
+  // own max element, ~1/128 of a 1x128-tiled tensor).
+  const Tensor x = random_tensor({256, 384}, 21);
+  for (const Granularity g : {Granularity::tensor, Granularity::row, Granularity::tile_1x128,
+                              Granularity::block_128x128, Granularity::mx_1x32}) {
+    SCOPED_TRACE(std::string(granularity_name(g)));
+    EXPECT_EQ(quant_stats(x, quantize(x, g, Format::e4m3)).saturation_pct, 0.0);
+  }
+  // Twice the current scale clips every element beyond half the amax.
+  double amax = 0;
+  for (double v : x.to_doubles()) amax = std::max(amax, std::fabs(v));
+  const QuantizedTensor clipped = quantize_with_scale(x, 2 * scale_from_amax(float(amax), Format::e4m3), Format::e4m3);
+  EXPECT_GT(quant_stats(x, clipped).saturation_pct, 0.0);
+}
+
 TEST(Fp8Linear, DelayedScalingUsesTheHistoryAndStatisticsAreCollected) {
   const Tensor w = random_tensor({kN, kK}, 13, DType::f32, 0.05), g = random_tensor({kM, kN}, 14);
   LinearState state;
@@ -140,9 +158,11 @@ TEST(Fp8Linear, DelayedScalingUsesTheHistoryAndStatisticsAreCollected) {
   EXPECT_GT(state.stats["x"].saturation_pct, 1.0);
   EXPECT_EQ(state.stats["x"].nonfinite, 0);
   EXPECT_GT(state.stats["dy"].count, 0);
-  EXPECT_TRUE(testing::mentions(testing::error_of([&] { run_linear(random_tensor({3, 8}, 1), random_tensor({4, 8}, 2),
-                                                                   random_tensor({3, 4}, 3), r); }),
-                                {"fp8 linear", "LinearState"}));
+  EXPECT_TRUE(
+      testing::mentions(testing::error_of([&] {
+                          run_linear(random_tensor({3, 8}, 1), random_tensor({4, 8}, 2), random_tensor({3, 4}, 3), r);
+                        }),
+                        {"fp8 linear", "LinearState"}));
 }
 
 }  // namespace
