@@ -70,6 +70,7 @@ Var Moe::routed_local(const Var& rows, const Routing& routing) {
 Var Moe::routed_parallel(const Var& rows, const Routing& routing) {
   parallel::Communicator& group = *ep_.group;
   const parallel::DispatchPlan plan = parallel::plan_dispatch(group, routing.expert_ids, config_.n_routed_experts);
+  if (grad_enabled()) load_.traffic.push_back(plan.stats);
   const Var grouped = parallel::dispatch(group, plan, rows, ep_.dispatch_dtype);
   const Var out = run_experts(grouped, plan.expert_offsets);
   return parallel::combine(group, plan, out, routing.gates, ep_.combine_dtype);
@@ -94,6 +95,7 @@ void Moe::update_bias() {
   router_.update_bias(load_.tokens);
   std::fill(load_.tokens.begin(), load_.tokens.end(), 0);
   load_.dropped = 0;
+  load_.traffic.clear();
 }
 
 }  // namespace daedalus::model

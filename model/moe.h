@@ -39,6 +39,9 @@ struct ExpertLoad {
   std::vector<int64_t> tokens;   // [E] (token, slot) pairs routed to each expert
   int64_t dropped = 0;           // pairs dropped by the capacity limit
   double max_over_mean() const;  // load imbalance: max_i load_i / mean load (1 = perfect)
+  // Expert-parallel traffic of the training forwards since then (shared with the backward
+  // closures, which add their bytes and time when backward runs).
+  std::vector<std::shared_ptr<parallel::DispatchStats>> traffic;
 };
 
 class Moe {

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <numeric>
 #include <string>
 #include <utility>
@@ -90,11 +91,15 @@ Tensor exchange_rows(Communicator& ep, const Tensor& rows, const std::vector<int
 Var exchange(Communicator& ep, const Var& in, const std::vector<int64_t>& send, const std::vector<int64_t>& recv,
              DispatchDtype forward, DispatchDtype backward, const std::shared_ptr<DispatchStats>& stats,
              int64_t DispatchStats::*forward_bytes, int64_t DispatchStats::*backward_bytes) {
+  const auto t0 = std::chrono::steady_clock::now();
   Tensor out = exchange_rows(ep, in.value(), send, recv, forward, &((*stats).*forward_bytes));
+  stats->exchange_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return record1(
       "all_to_all_rows", {in}, std::move(out),
       [comm = &ep, send, recv, backward, stats, backward_bytes, dtype = in.dtype()](const BackwardContext& ctx) {
+        const auto t1 = std::chrono::steady_clock::now();
         Tensor g = exchange_rows(*comm, ctx.grad(), recv, send, backward, &((*stats).*backward_bytes));
+        stats->exchange_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
         return std::vector<Tensor>{g.to(dtype)};
       });
 }

@@ -60,6 +60,7 @@ struct DispatchStats {
   int64_t dispatch_backward_bytes = 0;  // dispatch backward: gradient rows back to the sources
   int64_t combine_bytes = 0;            // combine forward: expert outputs back to the sources
   int64_t combine_backward_bytes = 0;   // combine backward: gradient rows to the experts
+  double exchange_seconds = 0;          // wall time in the row exchanges (all_to_all_v), both passes
 };
 
 struct DispatchPlan {

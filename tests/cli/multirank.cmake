@@ -65,6 +65,11 @@ if(MR_PYTHON)
     set_tests_properties(multirank.${run}.matches_np1 multirank.${run}.matches_np1_step2
                          PROPERTIES FIXTURES_REQUIRED "multirank_np1;multirank_${run}")
   endforeach()
+  # Expert-parallel traffic reaches metrics.jsonl: bytes sent to the other rank and time in all-to-all.
+  add_test(NAME multirank.np2_ep2.traffic_logged
+           COMMAND ${DAEDALUS_EXPECT} 0 "\"dispatch_bytes\":[1-9][0-9]*,\"combine_bytes\":[1-9][0-9]*,\"all_to_all_ms\""
+                   -- ${CMAKE_COMMAND} -E cat ${MR_DIR}/np2_ep2/metrics.jsonl)
+  set_tests_properties(multirank.np2_ep2.traffic_logged PROPERTIES FIXTURES_REQUIRED "multirank_np2_ep2")
 else()
   message(STATUS "python3 not found: the multi-rank metrics checks are not added")
 endif()
