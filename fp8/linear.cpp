@@ -40,7 +40,7 @@ Tensor as_dtype(const Tensor& t, DType dtype) { return t.dtype() == dtype ? t : 
 // Forward Y = q(X)·q(W)ᵀ keeps what the backward asked for: the quantized X that Fprop used (as
 // its FP8 copy when the recipe caches activations in FP8, else X itself to re-quantize) and W.
 struct Fp8Gemms {
-  const Recipe* recipe;
+  Recipe recipe;  // a copy: backward must not depend on the caller's object outliving it
   LinearState* state;
   std::shared_ptr<QuantizedTensor> cached_qx;
   SavedTensor keep_x, keep_w;
@@ -48,12 +48,12 @@ struct Fp8Gemms {
 
   // x [M, K], w [N, K] -> [M, N] fp32.
   Tensor forward(const Tensor& x, const Tensor& w, bool keep_for_wgrad, bool keep_for_dgrad) {
-    const GemmSpec fprop = recipe->fprop();
-    QuantizedTensor qx = quantize_operand(x, fprop.a, *recipe, state ? &state->x : nullptr, state, "x", &x_scale);
-    const QuantizedTensor qw = quantize_operand(w, fprop.b, *recipe, state ? &state->w : nullptr, state, "w");
-    Tensor y = scaled_gemm(qx, qw, recipe->accumulator);
+    const GemmSpec fprop = recipe.fprop();
+    QuantizedTensor qx = quantize_operand(x, fprop.a, recipe, state ? &state->x : nullptr, state, "x", &x_scale);
+    const QuantizedTensor qw = quantize_operand(w, fprop.b, recipe, state ? &state->w : nullptr, state, "w");
+    Tensor y = scaled_gemm(qx, qw, recipe.accumulator);
     if (keep_for_wgrad) {
-      if (recipe->cache_fp8) {
+      if (recipe.cache_fp8) {
         cached_qx = std::make_shared<QuantizedTensor>(std::move(qx));
       } else {
         keep_x = save(x);
@@ -65,7 +65,7 @@ struct Fp8Gemms {
 
   // dy [M, N] fp32 -> dx [M, K] (when asked) and dw [N, K] (when asked), fp32.
   void backward(const Tensor& dy, Tensor* dx, Tensor* dw) const {
-    const Recipe& r = *recipe;
+    const Recipe& r = recipe;
     const GemmSpec fprop = r.fprop(), dgrad = r.dgrad(), wgrad = r.wgrad();
     QuantizedTensor qdy;
     if (dx != nullptr || (dw != nullptr && r.wgrad_fp8))
@@ -127,14 +127,11 @@ Var linear(const Var& x, const Var& weight, const Recipe& recipe, LinearState* s
   DAEDALUS_CHECK(wv.dim() == 2 && x.value().dim() >= 1 && x.value().size(-1) == wv.size(1),
                  "fp8 linear: input {} and weight {}: expected weight [out, {}]", shape_str(x.shape()),
                  shape_str(wv.shape()), x.value().dim() >= 1 ? x.value().size(-1) : 0);
-  auto gemms = std::make_shared<Fp8Gemms>(Fp8Gemms{&recipe, state, {}, {}, {}});
+  auto gemms = std::make_shared<Fp8Gemms>(Fp8Gemms{recipe, state, {}, {}, {}});
   Shape out_shape = x.shape();
   out_shape.back() = wv.size(0);
   const Tensor y = gemms->forward(rows_of(x.value()), wv, weight.requires_grad(), x.requires_grad()).view(out_shape);
-  // The recipe is copied: the closure must not depend on the caller's object outliving it.
-  auto r = std::make_shared<Recipe>(recipe);
-  gemms->recipe = r.get();
-  return record1("fp8_linear", {x, weight}, y, [gemms, r, sx = x.shape()](const BackwardContext& ctx) {
+  return record1("fp8_linear", {x, weight}, y, [gemms, sx = x.shape()](const BackwardContext& ctx) {
     std::vector<Tensor> grads(2);
     gemms->backward(rows_of(ctx.grad()), ctx.needs_grad(0) ? &grads[0] : nullptr,
                     ctx.needs_grad(1) ? &grads[1] : nullptr);
@@ -159,7 +156,6 @@ Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& 
   DAEDALUS_CHECK(!recipe.delayed() || (states != nullptr && int64_t(states->size()) == groups),
                  "grouped linear: recipe {} needs one LinearState per group ({})", recipe_name(recipe.kind), groups);
 
-  auto r = std::make_shared<Recipe>(recipe);
   const bool fp8 = recipe.is_fp8();
   // One GEMM triple per non-empty group, run over its contiguous rows.
   auto fp8_groups = std::make_shared<std::vector<Fp8Gemms>>();
@@ -171,7 +167,7 @@ Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& 
     Tensor yg;
     if (fp8) {
       LinearState* state = states != nullptr ? &(*states)[size_t(g)] : nullptr;
-      fp8_groups->push_back(Fp8Gemms{r.get(), state, {}, {}, {}});
+      fp8_groups->push_back(Fp8Gemms{recipe, state, {}, {}, {}});
       if (begin < end) yg = fp8_groups->back().forward(xg, wg, weight.requires_grad(), x.requires_grad());
     } else {
       high_groups->push_back(HighGemms{recipe.high_precision_dtype(), {}, {}});
@@ -180,7 +176,7 @@ Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& 
     if (begin < end) y.slice(0, begin, end).copy_(yg);
   }
   return record1("grouped_linear", {x, weight}, y,
-                 [fp8_groups, high_groups, r, offsets, sx = xv.shape(), sw = wv.shape()](const BackwardContext& ctx) {
+                 [fp8_groups, high_groups, fp8, offsets, sx = xv.shape(), sw = wv.shape()](const BackwardContext& ctx) {
                    const Tensor& dy = ctx.grad();
                    std::vector<Tensor> grads(2);
                    if (ctx.needs_grad(0)) grads[0] = Tensor::zeros(sx, DType::f32, dy.device());
@@ -192,7 +188,7 @@ Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& 
                      const Tensor dyg = dy.slice(0, begin, end);
                      Tensor* want_dx = ctx.needs_grad(0) ? &dx : nullptr;
                      Tensor* want_dw = ctx.needs_grad(1) ? &dw : nullptr;
-                     if (r->is_fp8()) {
+                     if (fp8) {
                        (*fp8_groups)[g].backward(dyg, want_dx, want_dw);
                      } else {
                        (*high_groups)[g].backward(dyg, want_dx, want_dw);
