@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "autograd/tensor.h"
@@ -35,13 +36,35 @@ class Communicator {
   virtual void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
                             const std::vector<int64_t>& recv_counts) = 0;
   virtual void barrier() = 0;
+  // Collective over this communicator: a new one holding the ranks that passed the same `color`
+  // (>= 0), ordered by `key`. Same backend as this one (MPI_Comm_split, ncclCommSplit).
+  virtual std::shared_ptr<Communicator> split(int color, int key) const = 0;
 };
 
 // MPI: initializes MPI if nobody did (MPI_THREAD_FUNNELED) and finalizes it at exit; a single
 // process without mpirun is a world of size 1.
 std::shared_ptr<Communicator> mpi_world();
-// Splits `parent` (an MPI communicator) into groups of ranks with equal `color`, ordered by `key`.
-std::shared_ptr<Communicator> mpi_split(const Communicator& parent, int color, int key);
+// This process's rank among the ranks of `mpi` on the same node (MPI_COMM_TYPE_SHARED): which
+// GPU a rank drives. `mpi` must be an MPI communicator.
+int node_local_rank(const Communicator& mpi);
+
+// NCCL: device buffers (CUDA tensors) only. `bootstrap` is an MPI communicator over the same ranks:
+// its rank 0 creates the ncclUniqueId and broadcasts it; null means a single process (a world of
+// one, no MPI needed). Each rank drives GPU node_local_rank % visible devices (NCCL refuses two
+// ranks of one communicator on one GPU). Every operation waits for completion while polling
+// ncclCommGetAsyncError; an NCCL error, or an operation not finished within timeout_s (> 0; a peer
+// died or hangs), aborts the communicator (ncclCommAbort) and throws, naming the operation.
+// Built without CUDA, or with no device visible: Error saying so.
+std::shared_ptr<Communicator> nccl_world(const std::shared_ptr<Communicator>& bootstrap, double timeout_s);
+// n communicators in this process over devices 0..n-1 (ncclCommInitAll), rank i on device i: a
+// multi-rank NCCL group without MPI, for tests on one multi-GPU machine (drive each from its own
+// thread). Error when fewer than n devices are visible.
+std::vector<std::shared_ptr<Communicator>> nccl_local_group(int n, double timeout_s);
+
+// parallel.backend resolved for where the run's tensors live: "auto" -> "nccl" for CUDA tensors,
+// "mpi" otherwise; "mpi" or "nccl" as given. InputError (naming parallel.backend) for "nccl" with
+// CPU tensors, "mpi" with CUDA tensors (MPI here moves host buffers only), or any other value.
+std::string resolve_backend(std::string_view configured, Device tensors);
 
 struct ProcessGroups {
   std::shared_ptr<Communicator> world;     // all ranks: dense gradients, config check, metrics

@@ -25,8 +25,8 @@ namespace daedalus::parallel {
 std::shared_ptr<Communicator> mpi_world() {
   throw Error("mpi_world: Daedalus was built with DAEDALUS_MINIMAL (no MPI); rebuild without it for multi-rank runs");
 }
-std::shared_ptr<Communicator> mpi_split(const Communicator&, int, int) {
-  throw Error("mpi_split: Daedalus was built with DAEDALUS_MINIMAL (no MPI)");
+int node_local_rank(const Communicator&) {
+  throw Error("node_local_rank: Daedalus was built with DAEDALUS_MINIMAL (no MPI)");
 }
 
 #else
@@ -142,6 +142,13 @@ class MpiCommunicator final : public Communicator {
 
   void barrier() override { DAEDALUS_MPI_CHECK(MPI_Barrier(comm_)); }
 
+  std::shared_ptr<Communicator> split(int color, int key) const override {
+    DAEDALUS_CHECK(color >= 0, "split: color {} must be non-negative", color);
+    MPI_Comm sub = MPI_COMM_NULL;
+    DAEDALUS_MPI_CHECK(MPI_Comm_split(comm_, color, key, &sub));
+    return std::make_shared<MpiCommunicator>(sub);
+  }
+
  private:
   // Row counts (one per rank, non-negative, summing to t's rows) -> byte counts that fit int.
   std::vector<int> byte_counts(std::string_view name, const std::vector<int64_t>& rows, const Tensor& t) const {
@@ -203,14 +210,16 @@ std::shared_ptr<Communicator> mpi_world() {
   return world;
 }
 
-std::shared_ptr<Communicator> mpi_split(const Communicator& parent, int color, int key) {
-  const auto* mpi = dynamic_cast<const MpiCommunicator*>(&parent);
-  DAEDALUS_CHECK(mpi != nullptr, "mpi_split: the parent communicator is a {} communicator, not an MPI one",
-                 parent.backend());
-  DAEDALUS_CHECK(color >= 0, "mpi_split: color {} must be non-negative", color);
-  MPI_Comm sub = MPI_COMM_NULL;
-  DAEDALUS_MPI_CHECK(MPI_Comm_split(mpi->comm(), color, key, &sub));
-  return std::make_shared<MpiCommunicator>(sub);
+int node_local_rank(const Communicator& mpi) {
+  const auto* comm = dynamic_cast<const MpiCommunicator*>(&mpi);
+  DAEDALUS_CHECK(comm != nullptr, "node_local_rank: needs an MPI communicator, got a {} one", mpi.backend());
+  MPI_Comm node = MPI_COMM_NULL;
+  DAEDALUS_MPI_CHECK(MPI_Comm_split_type(comm->comm(), MPI_COMM_TYPE_SHARED, comm->rank(), MPI_INFO_NULL, &node));
+  int local = 0;
+  const int status = MPI_Comm_rank(node, &local);
+  MPI_Comm_free(&node);
+  DAEDALUS_MPI_CHECK(status);
+  return local;
 }
 
 #endif  // DAEDALUS_MINIMAL

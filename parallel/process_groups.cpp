@@ -10,8 +10,6 @@ ProcessGroups make_process_groups(std::shared_ptr<Communicator> world, int ep_si
   const int size = world->size();
   DAEDALUS_CHECK(ep_size >= 1 && size % ep_size == 0,
                  "make_process_groups: world size {} is not divisible by expert-parallel size {}", size, ep_size);
-  DAEDALUS_CHECK(world->backend() == "mpi",
-                 "make_process_groups: splitting a {} communicator is not supported yet (only mpi)", world->backend());
   const int r = world->rank();
   ProcessGroups groups;
   groups.world = world;
@@ -19,8 +17,8 @@ ProcessGroups make_process_groups(std::shared_ptr<Communicator> world, int ep_si
   groups.ep_rank = r % ep_size;
   // Both splits are collective over the world: every rank makes them in this order. Key r keeps
   // world order inside each group, so rank-in-EP-group == ep_rank and rank-in-replicas == r / ep.
-  groups.ep = mpi_split(*world, /*color=*/r / ep_size, /*key=*/r);
-  groups.replicas = mpi_split(*world, /*color=*/r % ep_size, /*key=*/r);
+  groups.ep = world->split(/*color=*/r / ep_size, /*key=*/r);
+  groups.replicas = world->split(/*color=*/r % ep_size, /*key=*/r);
   DAEDALUS_ASSERT(groups.ep->size() == ep_size && groups.ep->rank() == groups.ep_rank);
   DAEDALUS_ASSERT(groups.replicas->size() == size / ep_size && groups.replicas->rank() == r / ep_size);
   return groups;

@@ -18,6 +18,7 @@
 #include "autograd/kernels/elementwise.h"
 #include "autograd/ops/arithmetic.h"
 #include "model/param_count.h"
+#include "parallel/communicator.h"
 #include "parallel/config_check.h"
 #include "parallel/grad_sync.h"
 #include "parallel/watchdog.h"
@@ -165,6 +166,13 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
         "train.device: cuda: the model's CUDA path is not complete yet (the CUDA backend issue); use cpu or auto");
   }
   device_ = Device::cpu();
+  // parallel.backend against where the tensors live and the world the launcher built.
+  const char* configured = config_.parallel.backend == Backend::nccl  ? "nccl"
+                           : config_.parallel.backend == Backend::mpi ? "mpi"
+                                                                      : "auto";
+  const std::string backend = parallel::resolve_backend(configured, device_);
+  DAEDALUS_CHECK(groups_.world->backend() == backend, "parallel.backend: {} resolves to {}, but the world is {}",
+                 configured, backend, groups_.world->backend());
 
   // Run directory and resolved config (rank 0 writes).
   if (rank == 0 && mode_ == TrainerMode::train) {

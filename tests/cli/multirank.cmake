@@ -112,3 +112,11 @@ multirank_test(hung_rank 2 "no progress for 3 s during step 2.*parallel.timeout_
                ${CMAKE_COMMAND} -E env DAEDALUS_TEST_HANG_AT_STEP=2
                ${MR_MPIRUN} -x DAEDALUS_TEST_HANG_AT_STEP -np 2 ${MR_TRAIN} --set run.dir=${MR_DIR}/hang
                --set parallel.expert_parallel=2 --set parallel.timeout_s=3)
+
+# SIGKILL of one rank mid-run (a node lost): mpirun must exit non-zero within parallel.timeout_s
+# plus a few seconds. kill_rank.sh waits for step 3, kills one rank, times the end of the job.
+add_test(NAME multirank.sigkill_one_rank
+         COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/kill_rank.sh ${MPIEXEC_EXECUTABLE} $<TARGET_FILE:daedalus>
+                 ${MR_CONFIG} ${MR_DIR}/sigkill 10)
+set_tests_properties(multirank.sigkill_one_rank PROPERTIES TIMEOUT 120 LABELS mpi ENVIRONMENT "${MR_ENV}"
+                                                           FIXTURES_REQUIRED multirank_clean)

@@ -39,6 +39,9 @@ add_test(NAME cli.train.missing_data_file
          COMMAND ${DAEDALUS_EXPECT} 1 "/no/such/shard_\\\\*.bin|no/such"
                  -- $<TARGET_FILE:daedalus> train --config ${DAEDALUS_TINY} --set "data.train=[/no/such/shard_*.bin]"
                     --set run.dir=${CMAKE_CURRENT_BINARY_DIR}/cli-train-missing)
+add_test(NAME cli.train.nccl_with_host_tensors
+         COMMAND ${DAEDALUS_EXPECT} 1 "parallel.backend: nccl moves CUDA tensors"
+                 -- $<TARGET_FILE:daedalus> train --config ${DAEDALUS_TINY} ${DAEDALUS_SYN} --set parallel.backend=nccl)
 add_test(NAME cli.train.missing_config
          COMMAND ${DAEDALUS_EXPECT} 1 "no/such.yaml"
                  -- $<TARGET_FILE:daedalus> train --config /no/such.yaml)
