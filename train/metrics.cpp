@@ -49,6 +49,7 @@ std::string StepMetrics::to_json() const {
   if (dispatch_bytes > 0 || combine_bytes > 0) {
     j["dispatch_bytes"] = dispatch_bytes;
     j["combine_bytes"] = combine_bytes;
+    j["backward_all_to_all_bytes"] = backward_all_to_all_bytes;
     j["all_to_all_ms"] = all_to_all_ms;
   }
   if (!init_digest.empty()) j["init_digest"] = init_digest;

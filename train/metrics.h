@@ -34,8 +34,11 @@ struct StepMetrics {
   std::vector<double> expert_load_max_over_mean;  // per MoE layer: max load / mean load (1 = balanced)
   double model_flops_per_s = 0;                   // achieved, by the 6·N + attention estimate
   std::optional<double> mfu;                      // when the device's peak is known
-  int64_t dispatch_bytes = 0;                     // EP all-to-all bytes this step (forward + backward)
-  int64_t combine_bytes = 0;                      // (this rank's bytes to other ranks, both passes)
+  // EP all-to-all bytes this step, this rank's to other ranks: forward dispatch (token rows in
+  // parallel.dispatch_dtype, + FP8 scales), forward combine, and both backward exchanges together.
+  int64_t dispatch_bytes = 0;
+  int64_t combine_bytes = 0;
+  int64_t backward_all_to_all_bytes = 0;
   double all_to_all_ms = 0;                       // time in the EP all-to-all exchanges this step
   // First step of a fresh run only: digests that let two runs (e.g. an ablation sweep's recipes)
   // prove they started from the same weights and read the same first batch. FNV-1a 64 (hex) over

@@ -401,11 +401,13 @@ StepMetrics Trainer::train_step() {
   if (m.mtp_loss) m.mtp_loss = mtp;
   if (m.moe_aux_loss) m.moe_aux_loss = aux;
   for (model::Moe* moe : model_->moe_layers()) m.expert_load_max_over_mean.push_back(moe->load().max_over_mean());
-  // Expert-parallel traffic of this step (forward and backward), this rank's bytes to other ranks.
+  // Expert-parallel traffic of this step, this rank's bytes to other ranks: forward dispatch and
+  // combine apart (what parallel.dispatch_dtype changes), and their backward mirror together.
   for (model::Moe* moe : model_->moe_layers()) {
     for (const auto& t : moe->load().traffic) {
-      m.dispatch_bytes += t->dispatch_bytes + t->dispatch_backward_bytes;
-      m.combine_bytes += t->combine_bytes + t->combine_backward_bytes;
+      m.dispatch_bytes += t->dispatch_bytes;
+      m.combine_bytes += t->combine_bytes;
+      m.backward_all_to_all_bytes += t->dispatch_backward_bytes + t->combine_backward_bytes;
       m.all_to_all_ms += 1e3 * t->exchange_seconds;
     }
     moe->load().traffic.clear();

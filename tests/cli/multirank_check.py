@@ -3,6 +3,9 @@
 
   multirank_check.py step A B STEP RTOL   loss and grad_norm of step STEP agree to RTOL (relative)
   multirank_check.py falls A RATIO        the last train loss is below RATIO x the first
+  multirank_check.py wire A B RATIO RTOL  run B's forward dispatch bytes are RATIO x run A's at step 1
+                                          (same weights, same routing: exact to 1e-9) and over the
+                                          run (within 10%), and the last losses agree to RTOL
 
 `step` compares two runs of one config at different world sizes with the same global batch: the
 same samples, the same initial weights, so the first step differs only in the order of fp32
@@ -45,6 +48,17 @@ def main(argv):
         print(f"loss {first:.4f} -> {last:.4f} over {len(lines)} steps")
         if not last < ratio * first:
             sys.exit(f"loss {first} -> {last}: not below {ratio} x the first")
+    elif len(argv) >= 2 and argv[1] == "wire" and len(argv) == 6:
+        a, b, ratio, rtol = train_lines(argv[2]), train_lines(argv[3]), float(argv[4]), float(argv[5])
+        first = b[0]["dispatch_bytes"] / a[0]["dispatch_bytes"]
+        total = sum(r["dispatch_bytes"] for r in b) / sum(r["dispatch_bytes"] for r in a)
+        loss = abs(b[-1]["loss"] - a[-1]["loss"]) / abs(a[-1]["loss"])
+        print(f"dispatch bytes B/A: step 1 {first:.4f}, whole run {total:.4f} (expected {ratio:g}); "
+              f"last loss {a[-1]['loss']:.5f} vs {b[-1]['loss']:.5f}, relative {loss:.2e} (rtol {rtol:g})")
+        if abs(first - ratio) > 1e-9 or abs(total - ratio) > 0.1 * ratio:
+            sys.exit("dispatch bytes: not the expected ratio")
+        if not loss <= rtol:
+            sys.exit(f"last loss differs by {loss:.2e} > {rtol:g}")
     else:
         sys.exit(__doc__)
 
