@@ -2,7 +2,7 @@
 # same weights and batches, fp8_stats.jsonl and the figures are written, bad input is refused and
 # a failed run is reported without stopping the sweep.
 set(DAEDALUS_ABLATE_E2E ${CMAKE_CURRENT_SOURCE_DIR}/cli/ablate_e2e.sh)
-foreach(case same_start refuses_existing failed_run stats_resume)
+foreach(case same_start refuses_existing failed_run stats_resume seeds)
   add_test(NAME cli.ablate.${case}
            COMMAND ${DAEDALUS_ABLATE_E2E} ${case} $<TARGET_FILE:daedalus> ${PROJECT_SOURCE_DIR}
                    ${CMAKE_CURRENT_BINARY_DIR}/cli-ablate-${case})

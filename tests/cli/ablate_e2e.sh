@@ -64,6 +64,26 @@ PY
     grep -E '^\| fp32 \| ok \| 3 \| [0-9.]+ \| [-+0-9.]+%' "$work/sweep/report.md"
     grep -E '^\| bf16 \| ok \| 3 ' "$work/sweep/report.md"
     ;;
+  seeds)  # --seeds: one run per recipe and seed; same start within a seed, another start across seeds
+    ablate --recipes bf16,fp8_block --seeds 3,4 --out "$work/sweep"
+    for l in bf16 fp8_block; do for x in 3 4; do test -s "$work/sweep/runs/$l/seed$x/metrics.jsonl"; done; done
+    grep -q '^scripts/ablate .*--seeds 3,4' "$work/sweep/report.md"
+    grep -q 'identical in every run of a seed' "$work/sweep/report.md"
+    grep -E '^\| fp8_block \| ok \| 3 \| [0-9.]+ \| [-+0-9.]+% ± [0-9.]+ \|' "$work/sweep/report.md"
+    grep -E '^\| fp8_block \| [-+0-9.]+% / [-+0-9.]+% \| [-+0-9.]+% / [-+0-9.]+% \|$' "$work/sweep/report.md"
+    python3 - "$work/sweep/runs" <<'PY'
+import json, sys
+runs = sys.argv[1]
+def first(label, seed):
+    return next(json.loads(l) for l in open(f"{runs}/{label}/seed{seed}/metrics.jsonl") if '"loss"' in l)
+d = {(s, l): (first(l, s)["init_digest"], first(l, s)["batch_digest"]) for s in (3, 4) for l in ("bf16", "fp8_block")}
+assert d[3, "bf16"] == d[3, "fp8_block"] and d[4, "bf16"] == d[4, "fp8_block"], d
+assert d[3, "bf16"][0] != d[4, "bf16"][0] and d[3, "bf16"][1] != d[4, "bf16"][1], "seeds must change weights and data order"
+print("seeds: digests", d)
+PY
+    if ablate --recipes bf16 --seeds 1,x --out "$work/bad" > "$work/bad.txt" 2>&1; then exit 1; else test $? = 1; fi
+    grep -q -- "--seeds: expected comma-separated integers" "$work/bad.txt"
+    ;;
   stats_resume)  # a resumed run drops fp8_stats.jsonl lines past its checkpoint: each step's block appears once
     train() { "$bin" train --config "$repo/configs/tiny.yaml" "${sizes[@]}" --set train.eval_every=0 \
                 --set precision.stats_every=1 --set checkpoint.every=2 --set checkpoint.keep_last=0 \
