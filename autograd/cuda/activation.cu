@@ -1,7 +1,7 @@
 // CUDA twins of autograd/kernels/activation: SiLU and sigmoid backward, SwiGLU forward and backward.
 // Elementwise over operands of one shape with any strides (through Layout); outputs contiguous.
 // The float formulas are the CPU's, with the same exp(-|x|) form of d silu / dx; expf may differ
-// from the CPU's by an ulp or two, and nvcc may fuse a multiply-add where the CPU rounds twice.
+// from the CPU's by an ulp or two; the one multiply-add is written with __fmul_rn (no FMA).
 #include <cuda_runtime.h>
 
 #include "autograd/cuda/kernels.h"
@@ -25,7 +25,7 @@ __device__ __forceinline__ float silu_grad(float x) {
     one_minus_s = 1.0f / (1.0f + e);
     s = e * one_minus_s;
   }
-  return s * (1.0f + x * one_minus_s);
+  return s * (1.0f + __fmul_rn(x, one_minus_s));  // rounded before the add, as on the CPU (no FMA)
 }
 
 enum class Op { silu_backward, sigmoid_backward, swiglu };
