@@ -3,6 +3,7 @@
 #pragma once
 
 #include "autograd/kernels/elementwise.h"
+#include "autograd/kernels/rope.h"
 #include "autograd/tensor.h"
 
 namespace daedalus::cuda {
@@ -16,5 +17,43 @@ void binary(kernels::BinaryOp op, const Tensor& out, const Tensor& a, const Tens
 void unary(kernels::UnaryOp op, const Tensor& out, const Tensor& x);
 void affine(const Tensor& out, const Tensor& x, float alpha, float beta);
 void add_(const Tensor& dst, const Tensor& src, float alpha);
+
+// ---- rmsnorm.cu, rope.cu, softmax.cu, activation.cu, embedding.cu, cross_entropy.cu ----------
+// Same arguments as the CPU kernels of the matching autograd/kernels/*.cpp: the dispatchers pass
+// contiguous operands (activation: any strides) and preallocated contiguous outputs.
+
+// rmsnorm.cu: x, y [rows, dim]; weight fp32 [dim]; rstd fp32 [rows]; dweight fp32 [dim].
+void rmsnorm(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& weight, double eps, int64_t rows,
+             int64_t dim);
+void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dy, const Tensor& x, const Tensor& weight,
+                      const Tensor& rstd, int64_t rows, int64_t dim);
+
+// rope.cu: x, y [B, T, H, D]; cos_sin fp32 [2 * T * D/2] on the device (cos table, then sin table).
+void rope(const Tensor& y, const Tensor& x, const Tensor& cos_sin, int64_t seq, int64_t heads, int64_t dim,
+          kernels::RopeLayout layout, bool inverse);
+
+// softmax.cu: every operand [rows, cols].
+void softmax(const Tensor& y, const Tensor& x, int64_t rows, int64_t cols);
+void log_softmax(const Tensor& y, const Tensor& x, int64_t rows, int64_t cols);
+void softmax_backward(const Tensor& dx, const Tensor& y, const Tensor& dy, int64_t rows, int64_t cols);
+void log_softmax_backward(const Tensor& dx, const Tensor& y, const Tensor& dy, int64_t rows, int64_t cols);
+
+// activation.cu: outputs contiguous, inputs of the same shape with any strides.
+void silu_backward(const Tensor& dx, const Tensor& x, const Tensor& dy);
+void sigmoid_backward(const Tensor& dx, const Tensor& y, const Tensor& dy);
+void swiglu(const Tensor& h, const Tensor& gate, const Tensor& up);
+void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& gate, const Tensor& up, const Tensor& dy);
+
+// embedding.cu: out [M, D] = weight [V, D] (any strides) at flat_ids [M] (range-checked).
+// dw fp32 [V, D] zeros += dy_rows [M, D] (any strides) at host_ids: the ids as a contiguous CPU
+// tensor [M] (range-checked), from which the per-row source lists are built and uploaded.
+void embedding(const Tensor& out, const Tensor& weight, const Tensor& flat_ids);
+void embedding_backward(const Tensor& dw, const Tensor& dy_rows, const Tensor& host_ids);
+
+// cross_entropy.cu: logits, dlogits [rows, vocab]; targets [rows] (validated); lse fp32 [rows]; loss fp32 [].
+void cross_entropy(const Tensor& loss, const Tensor& lse, const Tensor& logits, const Tensor& targets,
+                   int64_t ignore_index, int64_t valid, int64_t rows, int64_t vocab);
+void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                            double dloss, int64_t ignore_index, int64_t valid, int64_t rows, int64_t vocab);
 
 }  // namespace daedalus::cuda

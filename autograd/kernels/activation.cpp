@@ -104,7 +104,7 @@ Tensor silu_backward(const Tensor& x, const Tensor& dy) {
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), device);
   switch (device.type) {
     case DeviceType::cpu: cpu::silu_backward(dx, x, dy); break;
-    case DeviceType::cuda: throw_not_on_device("silu_backward", device);
+    case DeviceType::cuda: DAEDALUS_CUDA_KERNEL("silu_backward", silu_backward(dx, x, dy)); break;
   }
   return dx;
 }
@@ -114,7 +114,7 @@ Tensor sigmoid_backward(const Tensor& y, const Tensor& dy) {
   Tensor dx = Tensor::empty(y.shape(), y.dtype(), device);
   switch (device.type) {
     case DeviceType::cpu: cpu::sigmoid_backward(dx, y, dy); break;
-    case DeviceType::cuda: throw_not_on_device("sigmoid_backward", device);
+    case DeviceType::cuda: DAEDALUS_CUDA_KERNEL("sigmoid_backward", sigmoid_backward(dx, y, dy)); break;
   }
   return dx;
 }
@@ -124,7 +124,7 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
   Tensor h = Tensor::empty(gate.shape(), gate.dtype(), device);
   switch (device.type) {
     case DeviceType::cpu: cpu::swiglu(h, gate, up); break;
-    case DeviceType::cuda: throw_not_on_device("swiglu", device);
+    case DeviceType::cuda: DAEDALUS_CUDA_KERNEL("swiglu", swiglu(h, gate, up)); break;
   }
   return h;
 }
@@ -136,7 +136,9 @@ SwigluGrads swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& 
                     Tensor::empty(gate.shape(), gate.dtype(), device)};
   switch (device.type) {
     case DeviceType::cpu: cpu::swiglu_backward(grads.dgate, grads.dup, gate, up, dy); break;
-    case DeviceType::cuda: throw_not_on_device("swiglu_backward", device);
+    case DeviceType::cuda:
+      DAEDALUS_CUDA_KERNEL("swiglu_backward", swiglu_backward(grads.dgate, grads.dup, gate, up, dy));
+      break;
   }
   return grads;
 }

@@ -113,7 +113,10 @@ CrossEntropyOutput cross_entropy(const Tensor& logits, const Tensor& targets, in
       cpu::cross_entropy(out.loss, out.lse, logits.contiguous(), targets.contiguous(), ignore_index, valid, rows,
                          vocab);
       break;
-    case DeviceType::cuda: throw_not_on_device("cross_entropy", device);
+    case DeviceType::cuda:
+      DAEDALUS_CUDA_KERNEL("cross_entropy", cross_entropy(out.loss, out.lse, logits.contiguous(), targets.contiguous(),
+                                                          ignore_index, valid, rows, vocab));
+      break;
   }
   return out;
 }
@@ -134,7 +137,11 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const
       cpu::cross_entropy_backward(dlogits, logits.contiguous(), targets.contiguous(), lse.contiguous(), dloss,
                                   ignore_index, valid, rows, vocab);
       break;
-    case DeviceType::cuda: throw_not_on_device("cross_entropy_backward", device);
+    case DeviceType::cuda:
+      DAEDALUS_CUDA_KERNEL("cross_entropy_backward",
+                           cross_entropy_backward(dlogits, logits.contiguous(), targets.contiguous(), lse.contiguous(),
+                                                  dloss, ignore_index, valid, rows, vocab));
+      break;
   }
   return dlogits;
 }

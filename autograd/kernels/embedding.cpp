@@ -25,13 +25,19 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   const Device device = common_device("embedding", {&weight, &ids});
   check_dim("embedding", weight, "weight", 2);
   check_float("embedding", weight, "weight");
-  check_index_range("embedding", ids, "ids", weight.size(0), fmt::format("weight {}", shape_str(weight.shape())));
+  // The range check reads the ids on the host (a copy for CUDA ids; itself for CPU ids).
+  check_index_range("embedding", ids.to(Device::cpu()), "ids", weight.size(0),
+                    fmt::format("weight {}", shape_str(weight.shape())));
   Shape out_shape = ids.shape();
   out_shape.push_back(weight.size(1));
   const Tensor flat_ids = ids.reshape({ids.numel()});
   switch (device.type) {
     case DeviceType::cpu: return cpu::embedding(weight, flat_ids).view(out_shape);
-    case DeviceType::cuda: throw_not_on_device("embedding", device);
+    case DeviceType::cuda: {
+      Tensor out = Tensor::empty({ids.numel(), weight.size(1)}, weight.dtype(), device);
+      DAEDALUS_CUDA_KERNEL("embedding", embedding(out, weight, flat_ids));
+      return out.view(out_shape);
+    }
   }
   return {};
 }
@@ -46,11 +52,16 @@ Tensor embedding_backward(const Tensor& dy, const Tensor& ids, int64_t vocab_siz
                  "embedding_backward: dy {} must be ids' shape {} plus the embedding dim", shape_str(dy.shape()),
                  shape_str(ids.shape()));
   const int64_t d = dy.size(-1);
-  check_index_range("embedding_backward", ids, "ids", vocab_size, fmt::format("vocab_size {}", vocab_size));
+  // Read on the host: the range check, and for CUDA the per-row source lists of the backward kernel.
+  const Tensor host_ids = ids.to(Device::cpu());
+  check_index_range("embedding_backward", host_ids, "ids", vocab_size, fmt::format("vocab_size {}", vocab_size));
   Tensor dw = Tensor::zeros({vocab_size, d}, DType::f32, device);
   switch (device.type) {
     case DeviceType::cpu: cpu::embedding_backward(dw, dy.reshape({ids.numel(), d}), ids.reshape({ids.numel()})); break;
-    case DeviceType::cuda: throw_not_on_device("embedding_backward", device);
+    case DeviceType::cuda:
+      DAEDALUS_CUDA_KERNEL("embedding_backward", embedding_backward(dw, dy.reshape({ids.numel(), d}),
+                                                                    host_ids.reshape({ids.numel()}).contiguous()));
+      break;
   }
   return dw;
 }

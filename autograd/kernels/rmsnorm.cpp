@@ -110,7 +110,10 @@ RmsNormOutput rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
     case DeviceType::cpu:
       cpu::rmsnorm(out.y, out.rstd, x.contiguous(), weight.to(DType::f32).contiguous(), eps, rows, dim);
       break;
-    case DeviceType::cuda: throw_not_on_device("rmsnorm", device);
+    case DeviceType::cuda:
+      DAEDALUS_CUDA_KERNEL(
+          "rmsnorm", rmsnorm(out.y, out.rstd, x.contiguous(), weight.to(DType::f32).contiguous(), eps, rows, dim));
+      break;
   }
   return out;
 }
@@ -132,7 +135,11 @@ RmsNormGrads rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w
       cpu::rmsnorm_backward(grads.dx, grads.dweight, dy.contiguous(), x.contiguous(),
                             weight.to(DType::f32).contiguous(), rstd.contiguous(), rows, dim);
       break;
-    case DeviceType::cuda: throw_not_on_device("rmsnorm_backward", device);
+    case DeviceType::cuda:
+      DAEDALUS_CUDA_KERNEL("rmsnorm_backward",
+                           rmsnorm_backward(grads.dx, grads.dweight, dy.contiguous(), x.contiguous(),
+                                            weight.to(DType::f32).contiguous(), rstd.contiguous(), rows, dim));
+      break;
   }
   return grads;
 }

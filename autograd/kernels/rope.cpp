@@ -86,7 +86,13 @@ Tensor rope(const Tensor& x, const Tensor& positions, double theta, RopeLayout l
       cpu::rope(y, x.contiguous(), rope_table(positions, theta, x.size(3)), x.size(1), x.size(2), x.size(3), layout,
                 inverse);
       break;
-    case DeviceType::cuda: throw_not_on_device("rope", device);
+    case DeviceType::cuda:
+      // The CPU's table, uploaded: [2 * T * D/2] floats.
+      DAEDALUS_CUDA_KERNEL("rope", rope(y, x.contiguous(),
+                                        Tensor::from_vector(rope_table(positions, theta, x.size(3)),
+                                                            {2 * x.size(1) * (x.size(3) / 2)}, device),
+                                        x.size(1), x.size(2), x.size(3), layout, inverse));
+      break;
   }
   return y;
 }

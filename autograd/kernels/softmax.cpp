@@ -111,7 +111,7 @@ Tensor softmax(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), device);
   switch (device.type) {
     case DeviceType::cpu: cpu::softmax(y, x.contiguous(), rows, cols); break;
-    case DeviceType::cuda: throw_not_on_device("softmax", device);
+    case DeviceType::cuda: DAEDALUS_CUDA_KERNEL("softmax", softmax(y, x.contiguous(), rows, cols)); break;
   }
   return y;
 }
@@ -123,7 +123,7 @@ Tensor log_softmax(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), device);
   switch (device.type) {
     case DeviceType::cpu: cpu::log_softmax(y, x.contiguous(), rows, cols); break;
-    case DeviceType::cuda: throw_not_on_device("log_softmax", device);
+    case DeviceType::cuda: DAEDALUS_CUDA_KERNEL("log_softmax", log_softmax(y, x.contiguous(), rows, cols)); break;
   }
   return y;
 }
@@ -135,7 +135,9 @@ Tensor softmax_backward(const Tensor& y, const Tensor& dy) {
   Tensor dx = Tensor::empty(y.shape(), y.dtype(), device);
   switch (device.type) {
     case DeviceType::cpu: cpu::softmax_backward(dx, y.contiguous(), dy.contiguous(), rows, cols); break;
-    case DeviceType::cuda: throw_not_on_device("softmax_backward", device);
+    case DeviceType::cuda:
+      DAEDALUS_CUDA_KERNEL("softmax_backward", softmax_backward(dx, y.contiguous(), dy.contiguous(), rows, cols));
+      break;
   }
   return dx;
 }
@@ -147,7 +149,10 @@ Tensor log_softmax_backward(const Tensor& y, const Tensor& dy) {
   Tensor dx = Tensor::empty(y.shape(), y.dtype(), device);
   switch (device.type) {
     case DeviceType::cpu: cpu::log_softmax_backward(dx, y.contiguous(), dy.contiguous(), rows, cols); break;
-    case DeviceType::cuda: throw_not_on_device("log_softmax_backward", device);
+    case DeviceType::cuda:
+      DAEDALUS_CUDA_KERNEL("log_softmax_backward",
+                           log_softmax_backward(dx, y.contiguous(), dy.contiguous(), rows, cols));
+      break;
   }
   return dx;
 }
