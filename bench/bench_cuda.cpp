@@ -1,12 +1,15 @@
 // GPU benchmarks of the CUDA twins (run by scripts/gpu-check on a machine with a device):
 // device-to-device copy as the bandwidth ceiling, elementwise add, fp32->bf16/fp8 casts and
-// a transposed (strided) copy. Counters: GB/s = bytes read + written per second.
+// a transposed (strided) copy. Counters: GB/s = bytes read + written per second. And the cuBLASLt
+// GEMM (kernels::gemm) in BF16 and FP32 (no TF32) at DeepSeek-V3 shapes, counter TFLOP/s = 2·M·N·K
+// per second.
 // Without a CUDA device every benchmark reports an error and the program exits 0.
 #include <benchmark/benchmark.h>
 
 #include "autograd/generator.h"
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/elementwise.h"
+#include "autograd/kernels/gemm.h"
 
 namespace daedalus {
 namespace {
@@ -79,11 +82,35 @@ void BM_CudaTransposedCopy(benchmark::State& state) {
   run(state, 2.0 * double(a.nbytes()), [&] { kernels::copy(out, a.t()); });
 }
 
+// c [M, N] = a [M, K] · b [K, N], operands of one dtype (bf16: fp32 accumulation, bf16 c; fp32: a
+// true fp32 GEMM, fp32 c). Args: M, N, K, dtype (0 fp32, 1 bf16). b is the weight seen as x.t() of a
+// [N, K] tensor, as a linear layer stores it (cuBLASLt's "TN", both operands K-major).
+void BM_CudaGemm(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const DType dtype = state.range(3) == 0 ? DType::f32 : DType::bf16;
+  const Tensor a = random_on_gpu({m, k}, dtype, 7), w = random_on_gpu({n, k}, dtype, 8);
+  Tensor c = Tensor::empty({m, n}, dtype, Device::cuda(0));
+  const double compulsory_bytes = double(a.nbytes() + w.nbytes() + c.nbytes());  // the GB/s counter
+  run(state, compulsory_bytes, [&] { kernels::gemm(a, w.t(), c); });
+  state.counters["TFLOP/s"] = benchmark::Counter(
+      2.0 * double(m) * double(n) * double(k) * double(state.iterations()) / 1e12, benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(dtype_name(dtype)));
+}
+
 BENCHMARK(BM_CudaCopyBytes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaAddInPlace)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaAddAllocating)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaCast)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaTransposedCopy)->UseRealTime()->Unit(benchmark::kMillisecond);
+// DeepSeek-V3 (hidden 7168, MoE expert intermediate 2048) with 4096 tokens: a dense 4096 x 7168 x
+// 16384 projection and an expert's gate/up projection 4096 x 2048 x 7168 (M, N, K).
+BENCHMARK(BM_CudaGemm)
+    ->ArgsProduct({{4096}, {7168}, {16384}, {0, 1}})
+    ->Args({4096, 2048, 7168, 0})
+    ->Args({4096, 2048, 7168, 1})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace daedalus

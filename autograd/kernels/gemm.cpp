@@ -276,7 +276,7 @@ void gemm(const Tensor& a, const Tensor& b, const Tensor& c, double alpha, doubl
   }
   switch (device.type) {
     case DeviceType::cpu: cpu::gemm(a, b, c, float(alpha), float(beta)); break;
-    case DeviceType::cuda: throw_not_on_device("gemm", device);
+    case DeviceType::cuda: DAEDALUS_CUDA_KERNEL("gemm", gemm(a, b, c, float(alpha), float(beta))); break;
   }
 }
 

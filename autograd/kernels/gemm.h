@@ -1,7 +1,8 @@
 // Matrix products in FP32 and BF16: c = alpha * a·b + beta * c, batched, on strided views.
 //
 // The CPU kernel is oneDNN's matmul (AVX512-BF16 where the CPU has it: BF16 operands multiply
-// with FP32 accumulation at about twice the FP32 rate); the CUDA one will be cuBLASLt. FP8
+// with FP32 accumulation at about twice the FP32 rate); the CUDA one is cuBLASLt (fp32 without
+// TF32, see autograd/cuda/gemm.cu). FP8
 // operands are not taken here: they need per-block scales and go through fp8/'s scaled GEMM.
 #pragma once
 

@@ -124,7 +124,7 @@ void check_index_range(std::string_view op, const Tensor& index, std::string_vie
   const Device device = common_device(op, {&index});
   switch (device.type) {
     case DeviceType::cpu: cpu::check_index_range(op, index, name, limit, context); break;
-    case DeviceType::cuda: throw_not_on_device(op, device);
+    case DeviceType::cuda: DAEDALUS_CUDA_KERNEL(op, check_index_range(op, index, name, limit, context)); break;
   }
 }
 
@@ -137,7 +137,7 @@ Tensor gather_rows(const Tensor& x, const Tensor& index) {
   const Tensor idx = index.contiguous();
   switch (device.type) {
     case DeviceType::cpu: cpu::gather_rows(out, x, idx); break;
-    case DeviceType::cuda: throw_not_on_device("gather_rows", device);
+    case DeviceType::cuda: DAEDALUS_CUDA_KERNEL("gather_rows", gather_rows(out, x, idx)); break;
   }
   return out;
 }
@@ -171,7 +171,7 @@ void scatter_add_rows_impl(const Tensor& dst, const Tensor& index, const Tensor&
   const Tensor w = weight.defined() ? weight.contiguous() : Tensor();
   switch (device.type) {
     case DeviceType::cpu: cpu::scatter_add_rows(dst, idx, src, w); break;
-    case DeviceType::cuda: throw_not_on_device(op, device);
+    case DeviceType::cuda: DAEDALUS_CUDA_KERNEL(op, scatter_add_rows(dst, idx, src, w)); break;
   }
 }
 

@@ -15,7 +15,8 @@ namespace daedalus::kernels {
 
 // index (int32|int64, any shape) on the CPU: InputError unless every element lies in [0, limit):
 //   "<op>: <name>[1, 4] = 70000 is out of range [0, 32000) (<context>)"
-// The first offending element (in row-major order) is reported. A CUDA index: not yet.
+// The first offending element (in row-major order) is reported. A CUDA index is checked on the
+// device; only the verdict (and, on failure, the index) is copied to the host.
 void check_index_range(std::string_view op, const Tensor& index, std::string_view name, int64_t limit,
                        std::string_view context);
 

@@ -23,7 +23,7 @@ namespace daedalus {
 
 namespace cpu {
 
-enum class ReduceKind : uint8_t { sum, mean, max, amax };
+using kernels::ReduceKind;
 
 namespace {
 
@@ -136,12 +136,15 @@ std::pair<Tensor, std::vector<bool>> in_memory_order(const Tensor& x, const std:
   return {view, mask};
 }
 
-}  // namespace
+// The reduction of x over the dims where reduced[d] is true, as one problem on a contiguous array
+// src [outer, n, inner]: reduce over n. Device-agnostic (views and copies only); both the CPU and the
+// CUDA kernels start from it.
+struct ReducePlan {
+  Tensor src;
+  int64_t outer = 1, n = 1, inner = 1;
+};
 
-// out (contiguous; x's shape with reduced dims set to 1, any element count-compatible shape) = the
-// reduction of x over the dims where reduced[d] is true. out may have a different dtype than x.
-void reduce(ReduceKind kind, const Tensor& x_in, const std::vector<bool>& reduced_in, const Tensor& out) {
-  const std::string_view op = kind_name(kind);
+ReducePlan plan_reduction(const Tensor& x_in, const std::vector<bool>& reduced_in) {
   const auto [x, reduced] = in_memory_order(x_in, reduced_in);
   const Shape& shape = x.shape();
   const int nd = x.dim();
@@ -162,19 +165,28 @@ void reduce(ReduceKind kind, const Tensor& x_in, const std::vector<bool>& reduce
     if (reduced[size_t(d)]) order.push_back(d);
   const Tensor permuted = x.permute(order);
 
-  Tensor src;
-  int64_t outer = 1, n = 1, inner = 1;
+  ReducePlan p;
   if (first < 0) {  // nothing of size > 1 is reduced: a copy through the accumulator
-    src = x.contiguous();
-    outer = x.numel();
+    p.src = x.contiguous();
+    p.outer = x.numel();
   } else if (permuted.is_contiguous() || !one_run) {
-    src = permuted.contiguous();
-    for (int d = 0; d < nd; ++d) (reduced[size_t(d)] ? n : outer) *= shape[size_t(d)];
+    p.src = permuted.contiguous();
+    for (int d = 0; d < nd; ++d) (reduced[size_t(d)] ? p.n : p.outer) *= shape[size_t(d)];
   } else {
-    src = x.contiguous();
-    for (int d = 0; d < nd; ++d) (d < first ? outer : d <= last ? n : inner) *= shape[size_t(d)];
+    p.src = x.contiguous();
+    for (int d = 0; d < nd; ++d) (d < first ? p.outer : d <= last ? p.n : p.inner) *= shape[size_t(d)];
   }
+  return p;
+}
 
+}  // namespace
+
+// out (contiguous; x's shape with reduced dims set to 1, any element count-compatible shape) = the
+// reduction of the planned [outer, n, inner] problem. out may have a different dtype than x.
+void reduce(ReduceKind kind, const ReducePlan& plan, const Tensor& out) {
+  const std::string_view op = kind_name(kind);
+  const Tensor& src = plan.src;
+  const int64_t outer = plan.outer, n = plan.n, inner = plan.inner;
   std::vector<double> acc;
   switch (kind) {
     case ReduceKind::sum:
@@ -201,8 +213,6 @@ namespace kernels {
 
 namespace {
 
-using cpu::ReduceKind;
-
 // Reduces x over the dims flagged in `reduced`; the result has x's shape with those dims set to 1.
 Tensor reduce_keepdim(ReduceKind kind, const Tensor& x, const std::vector<bool>& reduced, DType out_dtype) {
   const Device device = common_device(cpu::kind_name(kind), {&x});
@@ -210,9 +220,12 @@ Tensor reduce_keepdim(ReduceKind kind, const Tensor& x, const std::vector<bool>&
   for (size_t d = 0; d < shape.size(); ++d)
     if (reduced[d]) shape[d] = 1;
   Tensor out = Tensor::empty(shape, out_dtype, device);
+  const cpu::ReducePlan p = cpu::plan_reduction(x, reduced);  // views and copies on x's device
   switch (device.type) {
-    case DeviceType::cpu: cpu::reduce(kind, x, reduced, out); break;
-    case DeviceType::cuda: throw_not_on_device(cpu::kind_name(kind), device);
+    case DeviceType::cpu: cpu::reduce(kind, p, out); break;
+    case DeviceType::cuda:
+      DAEDALUS_CUDA_KERNEL(cpu::kind_name(kind), reduce(kind, p.src, p.outer, p.n, p.inner, out));
+      break;
   }
   return out;
 }

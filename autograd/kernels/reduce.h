@@ -12,10 +12,14 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #include "autograd/tensor.h"
 
 namespace daedalus::kernels {
+
+// What a reduction computes (the CPU and CUDA kernels share this enum).
+enum class ReduceKind : uint8_t { sum, mean, max, amax };
 
 // x [d0, ..., dn-1] (fp32|bf16) -> y, x's dtype, shape of x without `dim` (keepdim: with `dim` of
 // size 1). dim may be negative (counts from the end). y = sum over dim, accumulated in double.

@@ -73,7 +73,7 @@ TopK topk(const Tensor& x, int64_t k) {
   TopK out{Tensor::empty(out_shape, x.dtype(), device), Tensor::empty(out_shape, DType::i64, device)};
   switch (device.type) {
     case DeviceType::cpu: cpu::topk(out.values, out.indices, x.contiguous(), k); break;
-    case DeviceType::cuda: throw_not_on_device("topk", device);
+    case DeviceType::cuda: DAEDALUS_CUDA_KERNEL("topk", topk(out.values, out.indices, x.contiguous(), k)); break;
   }
   return out;
 }

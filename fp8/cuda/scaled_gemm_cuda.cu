@@ -23,10 +23,10 @@
 //                   silently wrong when (K/128) % 4 != 0).
 // The scale pointers hold dequantization factors (D = scale_A·scale_B·(A·B)): our scale_inv.
 //
-// Caches: one cuBLASLt handle and one 32 MiB workspace per device, the heuristic's algorithm per
-// (device, shape, types, scale modes). Everything runs on the legacy default stream (0) like the
-// other CUDA kernels, so temporary scale buffers may be freed to the stream-ordered allocator
-// right after the matmul is queued.
+// Caches: the shared cuBLASLt handle and 32 MiB workspace per device (autograd/cuda/cublaslt.h),
+// the heuristic's algorithm per (device, shape, types, scale modes). Everything runs on the legacy
+// default stream (0) like the other CUDA kernels, so temporary scale buffers may be freed to the
+// stream-ordered allocator right after the matmul is queued.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -37,39 +37,16 @@
 
 #include "autograd/allocator.h"
 #include "autograd/check.h"
+#include "autograd/cuda/cublaslt.h"
 #include "autograd/cuda/strided.cuh"
 #include "fp8/cuda/scaled_gemm_cuda.h"
-
 
 namespace daedalus::fp8 {
 
 namespace {
 
-constexpr size_t kWorkspaceBytes = size_t(32) << 20;
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
-// ---- per-device state -------------------------------------------------------------------------
-
-struct DeviceState {
-  cublasLtHandle_t handle = nullptr;
-  void* workspace = nullptr;
-};
-
-// Created on first use, never destroyed (the CUDA context may be gone during static destruction).
-DeviceState& device_state(int index) {
-  static std::mutex mutex;
-  static std::vector<DeviceState> states;
-  std::lock_guard lock(mutex);
-  if (states.size() <= size_t(index)) states.resize(size_t(index) + 1);
-  DeviceState& s = states[size_t(index)];
-  if (s.handle == nullptr) {
-    DAEDALUS_CUBLAS_CHECK(cublasLtCreate(&s.handle));
-    s.workspace = cuda_allocator(index).allocate(kWorkspaceBytes);
-  }
-  return s;
-}
 
 // Key of a cached heuristic: device, m, n, k, A/B/D types, A/B scale modes.
 using AlgoKey = std::tuple<int, int64_t, int64_t, int64_t, int, int, int, int, int>;
@@ -112,7 +89,7 @@ struct LtGemm {
 };
 
 void run_lt_gemm(const LtGemm& g) {
-  DeviceState& state = device_state(g.device);
+  cuda::CublasLt& state = cuda::cublaslt(g.device);
   Descriptors desc;
   DAEDALUS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
@@ -148,7 +125,7 @@ void run_lt_gemm(const LtGemm& g) {
     auto it = algos.find(key);
     if (it == algos.end()) {
       DAEDALUS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&desc.pref));
-      const uint64_t workspace = kWorkspaceBytes;
+      const uint64_t workspace = cuda::kCublasLtWorkspaceBytes;
       DAEDALUS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                                  &workspace, sizeof(workspace)));
       cublasLtMatmulHeuristicResult_t result{};
@@ -166,7 +143,7 @@ void run_lt_gemm(const LtGemm& g) {
   }
   const float alpha = 1.0f, beta = 0.0f;
   DAEDALUS_CUBLAS_CHECK(cublasLtMatmul(state.handle, desc.op, &alpha, g.a, desc.a, g.b, desc.b, &beta, g.d, desc.d, g.d,
-                                       desc.d, &algo, state.workspace, kWorkspaceBytes, cudaStream_t(0)));
+                                       desc.d, &algo, state.workspace, cuda::kCublasLtWorkspaceBytes, cudaStream_t(0)));
 }
 
 // ---- scale layout conversion --------------------------------------------------------------
