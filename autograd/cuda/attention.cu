@@ -163,8 +163,8 @@ size_t dq_smem(int Dqk, int Dv) {
 // out [B·H, T, Dv] and lse [B·H, T] fp32 contiguous. Block (x, y): query tile (longest causal
 // rows first) of head y. kCols · 16 >= Dv.
 template <typename T, int kCols>
-__global__ void __launch_bounds__(kThreads) attention_forward_kernel(Heads q, Heads k, Heads v, float* out, float* lse,
-                                                                     Dims d) {
+__global__ void __launch_bounds__(kThreads)
+    attention_forward_kernel(Heads q, Heads k, Heads v, float* out, float* lse, Dims d) {
   extern __shared__ float smem[];
   const int ldq = odd_ld(d.Dqk), ldv = odd_ld(d.Dv), ldp = kFwdK + 1;
   float* qs = smem;              // [kFwdQ, ldq]
@@ -317,17 +317,17 @@ __global__ void __launch_bounds__(kThreads, 1)
 // dq [B·H, T, Dqk] contiguous in T. Block (x, y): query tile (longest causal rows first) of head y,
 // summed over the key tiles it sees. kCols · 16 >= Dqk.
 template <typename T, int kCols>
-__global__ void __launch_bounds__(kThreads, 1) attention_dq_kernel(Heads q, Heads k, Heads v, Heads dout,
-                                                                   const float* lse, const float* delta, T* dq, Dims d) {
+__global__ void __launch_bounds__(kThreads, 1)
+    attention_dq_kernel(Heads q, Heads k, Heads v, Heads dout, const float* lse, const float* delta, T* dq, Dims d) {
   extern __shared__ float smem[];
   const int ldq = odd_ld(d.Dqk), ldv = odd_ld(d.Dv), lds = kDqK + 1;
-  float* qs = smem;                 // [kDqQ, ldq]
-  float* dos = qs + kDqQ * ldq;     // [kDqQ, ldv]
-  float* ks = dos + kDqQ * ldv;     // [kDqK, ldq]
-  float* vs = ks + kDqK * ldq;      // [kDqK, ldv]
-  float* ds = vs + kDqK * ldv;      // [kDqQ, lds]: dS (as the products take it)
-  float* lse_s = ds + kDqQ * lds;   // [kDqQ]
-  float* delta_s = lse_s + kDqQ;    // [kDqQ]
+  float* qs = smem;                // [kDqQ, ldq]
+  float* dos = qs + kDqQ * ldq;    // [kDqQ, ldv]
+  float* ks = dos + kDqQ * ldv;    // [kDqK, ldq]
+  float* vs = ks + kDqK * ldq;     // [kDqK, ldv]
+  float* ds = vs + kDqK * ldv;     // [kDqQ, lds]: dS (as the products take it)
+  float* lse_s = ds + kDqQ * lds;  // [kDqQ]
+  float* delta_s = lse_s + kDqQ;   // [kDqQ]
   const int group = threadIdx.x / kLanes, lane = threadIdx.x % kLanes;
   const int64_t head = blockIdx.y, b = head / d.H, h = head % d.H;
   const int64_t i0 = int64_t(gridDim.x - 1 - blockIdx.x) * kDqQ;
@@ -346,7 +346,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_dq_kernel(Heads q, Head
     load_rows<T>(vs, ldv, v, b, h, j0, kDqK, d.T, d.Dv);
     __syncthreads();
     float s[4][2] = {}, dp[4][2] = {};
-    tile_abt<4, 2>(s, qs + r0 * ldq, ldq, ks, ldq, d.Dqk);    // S = Q·Kᵀ
+    tile_abt<4, 2>(s, qs + r0 * ldq, ldq, ks, ldq, d.Dqk);   // S = Q·Kᵀ
     tile_abt<4, 2>(dp, dos + r0 * ldv, ldv, vs, ldv, d.Dv);  // dP = dO·Vᵀ
 #pragma unroll
     for (int i = 0; i < 4; ++i) {

@@ -455,8 +455,8 @@ AttentionGrads attention_backward(const Tensor& q, const Tensor& k, const Tensor
                               lse.contiguous(), unit_last_stride(dout), grads.dq, grads.dk, grads.dv, d);
       break;
     case DeviceType::cuda:
-      DAEDALUS_CUDA_KERNEL(op, attention_backward(q, k, v, out, lse.contiguous(), dout, grads.dq, grads.dk, grads.dv,
-                                                  scale, causal));
+      DAEDALUS_CUDA_KERNEL(
+          op, attention_backward(q, k, v, out, lse.contiguous(), dout, grads.dq, grads.dk, grads.dv, scale, causal));
       break;
   }
   return grads;
