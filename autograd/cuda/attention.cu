@@ -73,11 +73,19 @@ __device__ __forceinline__ float as_operand(float x) {
 template <typename S, typename T = float>
 __device__ void load_rows(float* dst, int ld, const Heads& x, int64_t b, int64_t h, int64_t r0, int rows, int64_t T_len,
                           int D) {
-  const S* base = static_cast<const S*>(x.data) + b * x.stride[0] + h * x.stride[1];
-  for (int idx = threadIdx.x; idx < rows * D; idx += kThreads) {
-    const int r = idx / D, c = idx % D;
+  // One warp per row, its lanes along the head dim: coalesced reads when the last stride is 1, no
+  // integer division.
+  constexpr int kWarps = kThreads / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int r = warp; r < rows; r += kWarps) {
     const int64_t t = r0 + r;
-    dst[r * ld + c] = t < T_len ? as_operand<T>(to_float(base[t * x.stride[2] + c * x.stride[3]])) : 0.0f;
+    float* row = dst + r * ld;
+    if (t < T_len) {
+      const S* src = static_cast<const S*>(x.data) + b * x.stride[0] + h * x.stride[1] + t * x.stride[2];
+      for (int c = lane; c < D; c += 32) row[c] = as_operand<T>(to_float(src[c * x.stride[3]]));
+    } else {
+      for (int c = lane; c < D; c += 32) row[c] = 0.0f;
+    }
   }
 }
 
