@@ -1,12 +1,16 @@
 // GPU benchmarks of the CUDA twins (run by scripts/gpu-check on a machine with a device):
 // device-to-device copy as the bandwidth ceiling, elementwise add, fp32->bf16/fp8 casts and
-// a transposed (strided) copy. Counters: GB/s = bytes read + written per second. And the cuBLASLt
+// a transposed (strided) copy. Counters: GB/s = bytes read + written per second. The cuBLASLt
 // GEMM (kernels::gemm) in BF16 and FP32 (no TF32) at DeepSeek-V3 shapes, counter TFLOP/s = 2·M·N·K
-// per second.
+// per second. Attention at DeepSeek-V3's head dims, forward and forward + backward: TFLOP/s.
 // Without a CUDA device every benchmark reports an error and the program exits 0.
 #include <benchmark/benchmark.h>
 
+#include <cmath>
+#include <string>
+
 #include "autograd/generator.h"
+#include "autograd/kernels/attention.h"
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/elementwise.h"
 #include "autograd/kernels/gemm.h"
@@ -36,6 +40,19 @@ void run(benchmark::State& state, double bytes_per_iter, Fn fn) {
   }
   state.counters["GB/s"] =
       benchmark::Counter(bytes_per_iter * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+
+// As run(), with a TFLOP/s counter instead of GB/s.
+template <typename Fn>
+void run_flops(benchmark::State& state, double flops_per_iter, Fn fn) {
+  fn();
+  synchronize(Device::cuda(0));
+  for (auto _ : state) {
+    fn();
+    synchronize(Device::cuda(0));
+  }
+  state.counters["TFLOP/s"] =
+      benchmark::Counter(flops_per_iter * double(state.iterations()) / 1e12, benchmark::Counter::kIsRate);
 }
 
 constexpr int64_t kElements = int64_t(1) << 28;  // 256M elements: 1 GiB of fp32, well past the 60 MB L2
@@ -98,6 +115,44 @@ void BM_CudaGemm(benchmark::State& state) {
   state.SetLabel(std::string(dtype_name(dtype)));
 }
 
+// Attention, DeepSeek-V3 MLA shapes: q, k [B, 16, 4096, 192], v [B, 16, 4096, 128], bf16, causal;
+// B = the argument. The causal forward does half of 2·B·H·T²·(Dqk + Dv) flops (S = Q·Kᵀ and P·V
+// over the visible half of the scores); the backward is counted as 2.5x the forward (dV, dP, dK,
+// dQ and the recomputed S, as flash attention counts it), so forward + backward = 3.5x.
+constexpr int64_t kAttnHeads = 16, kAttnT = 4096, kAttnDqk = 192, kAttnDv = 128;
+
+struct AttentionInputs {
+  Tensor q, k, v;
+  double scale, forward_flops;
+};
+
+AttentionInputs attention_inputs(int64_t B) {
+  return {random_on_gpu({B, kAttnHeads, kAttnT, kAttnDqk}, DType::bf16, 11),
+          random_on_gpu({B, kAttnHeads, kAttnT, kAttnDqk}, DType::bf16, 12),
+          random_on_gpu({B, kAttnHeads, kAttnT, kAttnDv}, DType::bf16, 13), 1.0 / std::sqrt(double(kAttnDqk)),
+          0.5 * 2.0 * double(B * kAttnHeads) * double(kAttnT) * double(kAttnT) * double(kAttnDqk + kAttnDv)};
+}
+
+void BM_CudaAttentionForward(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const AttentionInputs in = attention_inputs(state.range(0));
+  run_flops(state, in.forward_flops,
+            [&] { benchmark::DoNotOptimize(kernels::attention_forward(in.q, in.k, in.v, in.scale, /*causal=*/true)); });
+  state.SetLabel("bf16 causal B=" + std::to_string(state.range(0)));
+}
+
+void BM_CudaAttentionForwardBackward(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const AttentionInputs in = attention_inputs(state.range(0));
+  const Tensor dout = random_on_gpu({state.range(0), kAttnHeads, kAttnT, kAttnDv}, DType::f32, 14);
+  run_flops(state, 3.5 * in.forward_flops, [&] {
+    const kernels::AttentionOutput fwd = kernels::attention_forward(in.q, in.k, in.v, in.scale, /*causal=*/true);
+    benchmark::DoNotOptimize(
+        kernels::attention_backward(in.q, in.k, in.v, fwd.out, fwd.lse, dout, in.scale, /*causal=*/true));
+  });
+  state.SetLabel("bf16 causal B=" + std::to_string(state.range(0)));
+}
+
 BENCHMARK(BM_CudaCopyBytes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaAddInPlace)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaAddAllocating)->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -111,6 +166,8 @@ BENCHMARK(BM_CudaGemm)
     ->Args({4096, 2048, 7168, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CudaAttentionForward)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CudaAttentionForwardBackward)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace daedalus

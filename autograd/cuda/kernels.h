@@ -76,4 +76,14 @@ void topk(const Tensor& values, const Tensor& indices, const Tensor& x, int64_t 
 // c = alpha * a·b + beta * c; operands checked by the dispatcher (K >= 1, c non-empty).
 void gemm(const Tensor& a, const Tensor& b, const Tensor& c, float alpha, float beta);
 
+// ---- attention.cu ------------------------------------------------------------------------------
+// (kernels/attention.h; head dims up to 256) q, k [B, H, T, Dqk], v [B, H, T, Dv] of
+// one float dtype, any strides. Forward: out [B, H, T, Dv] and lse [B, H, T] fp32 contiguous.
+// Backward: out, dout fp32 any strides; lse fp32 contiguous; dq, dk, dv contiguous in q's dtype.
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                       double scale, bool causal);
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv, double scale,
+                        bool causal);
+
 }  // namespace daedalus::cuda

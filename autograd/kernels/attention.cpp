@@ -425,7 +425,9 @@ AttentionOutput attention_forward(const Tensor& q, const Tensor& k, const Tensor
     case DeviceType::cpu:
       cpu::attention_forward(unit_last_stride(q), unit_last_stride(k), unit_last_stride(v), result.out, result.lse, d);
       break;
-    case DeviceType::cuda: throw_not_on_device("attention", device);
+    case DeviceType::cuda:
+      DAEDALUS_CUDA_KERNEL("attention", attention_forward(q, k, v, result.out, result.lse, scale, causal));
+      break;
   }
   return result;
 }
@@ -452,7 +454,10 @@ AttentionGrads attention_backward(const Tensor& q, const Tensor& k, const Tensor
       cpu::attention_backward(unit_last_stride(q), unit_last_stride(k), unit_last_stride(v), unit_last_stride(out),
                               lse.contiguous(), unit_last_stride(dout), grads.dq, grads.dk, grads.dv, d);
       break;
-    case DeviceType::cuda: throw_not_on_device(op, device);
+    case DeviceType::cuda:
+      DAEDALUS_CUDA_KERNEL(
+          op, attention_backward(q, k, v, out, lse.contiguous(), dout, grads.dq, grads.dk, grads.dv, scale, causal));
+      break;
   }
   return grads;
 }

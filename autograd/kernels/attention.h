@@ -21,6 +21,10 @@
 //
 // Determinism: each output row block is owned by one thread and accumulated in a fixed order, with
 // no atomics; results are bit-identical for any OpenMP thread count.
+//
+// CUDA twin: autograd/cuda/attention.cu (same contract and rounding points, head dims up to 256,
+// deterministic); it agrees with this kernel up to summation order and tile sizes, within the
+// tolerances that tests/test_cuda_attention.cpp explains.
 #pragma once
 
 #include "autograd/tensor.h"
