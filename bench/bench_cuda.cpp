@@ -29,30 +29,27 @@ Tensor random_on_gpu(const Shape& shape, DType dtype, uint64_t seed) {
   return Tensor::randn(shape, gen, DType::f32).to(dtype).to(Device::cuda(0));
 }
 
-// Runs fn once to warm up, then times iterations with a device sync each, on wall-clock time.
+// Runs fn once to warm up, then times iterations with a device sync each, on wall-clock time, and
+// reports `amount` per iteration as a rate counter (GB/s: bytes / 1e9, TFLOP/s: flops / 1e12).
 template <typename Fn>
-void run(benchmark::State& state, double bytes_per_iter, Fn fn) {
+void timed(benchmark::State& state, const char* counter, double amount, Fn fn) {
   fn();
   synchronize(Device::cuda(0));
   for (auto _ : state) {
     fn();
     synchronize(Device::cuda(0));
   }
-  state.counters["GB/s"] =
-      benchmark::Counter(bytes_per_iter * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  state.counters[counter] = benchmark::Counter(amount * double(state.iterations()), benchmark::Counter::kIsRate);
 }
 
-// As run(), with a TFLOP/s counter instead of GB/s.
+template <typename Fn>
+void run(benchmark::State& state, double bytes_per_iter, Fn fn) {
+  timed(state, "GB/s", bytes_per_iter / 1e9, fn);
+}
+
 template <typename Fn>
 void run_flops(benchmark::State& state, double flops_per_iter, Fn fn) {
-  fn();
-  synchronize(Device::cuda(0));
-  for (auto _ : state) {
-    fn();
-    synchronize(Device::cuda(0));
-  }
-  state.counters["TFLOP/s"] =
-      benchmark::Counter(flops_per_iter * double(state.iterations()) / 1e12, benchmark::Counter::kIsRate);
+  timed(state, "TFLOP/s", flops_per_iter / 1e12, fn);
 }
 
 constexpr int64_t kElements = int64_t(1) << 28;  // 256M elements: 1 GiB of fp32, well past the 60 MB L2
@@ -108,10 +105,7 @@ void BM_CudaGemm(benchmark::State& state) {
   const DType dtype = state.range(3) == 0 ? DType::f32 : DType::bf16;
   const Tensor a = random_on_gpu({m, k}, dtype, 7), w = random_on_gpu({n, k}, dtype, 8);
   Tensor c = Tensor::empty({m, n}, dtype, Device::cuda(0));
-  const double compulsory_bytes = double(a.nbytes() + w.nbytes() + c.nbytes());  // the GB/s counter
-  run(state, compulsory_bytes, [&] { kernels::gemm(a, w.t(), c); });
-  state.counters["TFLOP/s"] = benchmark::Counter(
-      2.0 * double(m) * double(n) * double(k) * double(state.iterations()) / 1e12, benchmark::Counter::kIsRate);
+  run_flops(state, 2.0 * double(m) * double(n) * double(k), [&] { kernels::gemm(a, w.t(), c); });
   state.SetLabel(std::string(dtype_name(dtype)));
 }
 

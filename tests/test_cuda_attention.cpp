@@ -20,13 +20,8 @@ using testing::all_close;
 using testing::kU16;
 using testing::random_tensor;
 
-class CudaAttention : public ::testing::Test {
+class CudaAttention : public testing::CudaTest {
  protected:
-  void SetUp() override {
-    if (!cuda_built()) GTEST_SKIP() << "built without CUDA";
-    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible on this machine";
-  }
-  const Device gpu = Device::cuda(0);
   const Device cpu = Device::cpu();
 };
 

@@ -12,14 +12,7 @@ namespace {
 using testing::all_close;
 using testing::random_tensor;
 
-class Cuda : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!cuda_built()) GTEST_SKIP() << "built without CUDA";
-    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible on this machine";
-  }
-  const Device gpu = Device::cuda(0);
-};
+class Cuda : public testing::CudaTest {};
 
 TEST_F(Cuda, HostDeviceRoundTripIsExactForEveryDtype) {
   for (DType d : {DType::f32, DType::bf16, DType::f8e4m3, DType::f8e5m2, DType::i32, DType::i64}) {

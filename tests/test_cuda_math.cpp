@@ -24,14 +24,7 @@ using testing::all_close;
 using testing::bytes;
 using testing::random_tensor;
 
-class CudaMath : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!cuda_built()) GTEST_SKIP() << "built without CUDA";
-    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible on this machine";
-  }
-  const Device gpu = Device::cuda(0);
-};
+class CudaMath : public testing::CudaTest {};
 
 Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
 

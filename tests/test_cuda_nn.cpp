@@ -45,14 +45,7 @@ double rtol_for(DType d, double rtol_f32) { return d == DType::f32 ? rtol_f32 : 
 
 Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
 
-class CudaNn : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!cuda_built()) GTEST_SKIP() << "built without CUDA";
-    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible on this machine";
-  }
-  const Device gpu = Device::cuda(0);
-};
+class CudaNn : public testing::CudaTest {};
 
 // ---- RMSNorm --------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@
 #include "autograd/tensor.h"
 #include "fp8/quantized.h"
 #include "fp8/scaled_gemm.h"
+#include "tests/testing.h"
 #if DAEDALUS_WITH_CUDA
 #include "fp8/cuda/scaled_gemm_cuda.h"
 #endif
@@ -27,13 +28,7 @@ namespace {
 
 #if DAEDALUS_WITH_CUDA
 
-class Fp8Cuda : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!cuda_built() || cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible";
-  }
-  const Device gpu = Device::cuda(0);
-};
+class Fp8Cuda : public testing::CudaTest {};
 
 // [rows, cols] normal values whose magnitude changes by powers of two across rows and across
 // 128-column tiles (so every 1x128 / 128x128 scale differs and a misplaced scale shows), with one

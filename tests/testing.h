@@ -34,6 +34,17 @@ inline constexpr double kU16 = 0x1p-8;   // bf16 unit roundoff: 8 significant bi
 // Seeded normal tensor, and the doubles it holds (the exact inputs a reference sees).
 Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::f32, double std = 1.0);
 
+// Base fixture of the CUDA-vs-CPU tests: skips (with the reason) where CUDA is not built or no
+// device is visible; `gpu` is cuda:0. scripts/gpu-check runs them on a machine with a GPU.
+class CudaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_built()) GTEST_SKIP() << "built without CUDA";
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible on this machine";
+  }
+  const Device gpu = Device::cuda(0);
+};
+
 // Builds a row-major double tensor index -> flat offset helper for references.
 inline int64_t flat(const Shape& shape, const std::vector<int64_t>& index) {
   int64_t off = 0;

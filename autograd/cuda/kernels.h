@@ -21,7 +21,7 @@ void unary(kernels::UnaryOp op, const Tensor& out, const Tensor& x);
 void affine(const Tensor& out, const Tensor& x, float alpha, float beta);
 void add_(const Tensor& dst, const Tensor& src, float alpha);
 
-// ---- rmsnorm.cu, rope.cu, softmax.cu, activation.cu, embedding.cu, cross_entropy.cu ----------
+// ---- rmsnorm.cu, rope.cu, softmax.cu, activation.cu, cross_entropy.cu ------------------------
 // Same arguments as the CPU kernels of the matching autograd/kernels/*.cpp: the dispatchers pass
 // contiguous operands (activation: any strides) and preallocated contiguous outputs.
 
@@ -46,12 +46,6 @@ void silu_backward(const Tensor& dx, const Tensor& x, const Tensor& dy);
 void sigmoid_backward(const Tensor& dx, const Tensor& y, const Tensor& dy);
 void swiglu(const Tensor& h, const Tensor& gate, const Tensor& up);
 void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& gate, const Tensor& up, const Tensor& dy);
-
-// embedding.cu: out [M, D] = weight [V, D] (any strides) at flat_ids [M] (range-checked).
-// dw fp32 [V, D] zeros += dy_rows [M, D] (any strides) at host_ids: the ids as a contiguous CPU
-// tensor [M] (range-checked), from which the per-row source lists are built and uploaded.
-void embedding(const Tensor& out, const Tensor& weight, const Tensor& flat_ids);
-void embedding_backward(const Tensor& dw, const Tensor& dy_rows, const Tensor& host_ids);
 
 // cross_entropy.cu: logits, dlogits [rows, vocab]; targets [rows] (validated); lse fp32 [rows]; loss fp32 [].
 void cross_entropy(const Tensor& loss, const Tensor& lse, const Tensor& logits, const Tensor& targets,

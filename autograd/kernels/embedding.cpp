@@ -1,5 +1,6 @@
-// Embedding: dispatcher and CPU path. The forward is a row gather, the backward a scatter-add of
-// rows (autograd/kernels/index.h); this file adds the shape contract and the op's own messages.
+// Embedding: the forward is a row gather, the backward a scatter-add of rows into zeros
+// (autograd/kernels/index.h, on either device: on CUDA the same deterministic row-owner sums as on
+// the CPU); this file adds the shape contract and the op's own messages.
 #include "autograd/kernels/embedding.h"
 
 #include "autograd/kernels/dispatch.h"
@@ -7,22 +8,10 @@
 
 namespace daedalus {
 
-namespace cpu {
-
-// out [M, D] = weight[ids]; ids flat [M], range-checked.
-Tensor embedding(const Tensor& weight, const Tensor& flat_ids) { return kernels::gather_rows(weight, flat_ids); }
-
-// dW [V, D] fp32 zeros += dy rows [M, D] at flat ids [M], range-checked.
-void embedding_backward(const Tensor& dw, const Tensor& dy_rows, const Tensor& flat_ids) {
-  kernels::scatter_add_rows(dw, flat_ids, dy_rows);
-}
-
-}  // namespace cpu
-
 namespace kernels {
 
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
-  const Device device = common_device("embedding", {&weight, &ids});
+  common_device("embedding", {&weight, &ids});
   check_dim("embedding", weight, "weight", 2);
   check_float("embedding", weight, "weight");
   // The range check reads the ids on the host (a copy for CUDA ids; itself for CPU ids).
@@ -30,16 +19,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
                     fmt::format("weight {}", shape_str(weight.shape())));
   Shape out_shape = ids.shape();
   out_shape.push_back(weight.size(1));
-  const Tensor flat_ids = ids.reshape({ids.numel()});
-  switch (device.type) {
-    case DeviceType::cpu: return cpu::embedding(weight, flat_ids).view(out_shape);
-    case DeviceType::cuda: {
-      Tensor out = Tensor::empty({ids.numel(), weight.size(1)}, weight.dtype(), device);
-      DAEDALUS_CUDA_KERNEL("embedding", embedding(out, weight, flat_ids));
-      return out.view(out_shape);
-    }
-  }
-  return {};
+  return gather_rows(weight, ids.reshape({ids.numel()})).view(out_shape);
 }
 
 Tensor embedding_backward(const Tensor& dy, const Tensor& ids, int64_t vocab_size) {
@@ -52,17 +32,11 @@ Tensor embedding_backward(const Tensor& dy, const Tensor& ids, int64_t vocab_siz
                  "embedding_backward: dy {} must be ids' shape {} plus the embedding dim", shape_str(dy.shape()),
                  shape_str(ids.shape()));
   const int64_t d = dy.size(-1);
-  // Read on the host: the range check, and for CUDA the per-row source lists of the backward kernel.
-  const Tensor host_ids = ids.to(Device::cpu());
-  check_index_range("embedding_backward", host_ids, "ids", vocab_size, fmt::format("vocab_size {}", vocab_size));
+  // The range check reads the ids on the host (a copy for CUDA ids) and names this op.
+  check_index_range("embedding_backward", ids.to(Device::cpu()), "ids", vocab_size,
+                    fmt::format("vocab_size {}", vocab_size));
   Tensor dw = Tensor::zeros({vocab_size, d}, DType::f32, device);
-  switch (device.type) {
-    case DeviceType::cpu: cpu::embedding_backward(dw, dy.reshape({ids.numel(), d}), ids.reshape({ids.numel()})); break;
-    case DeviceType::cuda:
-      DAEDALUS_CUDA_KERNEL("embedding_backward", embedding_backward(dw, dy.reshape({ids.numel(), d}),
-                                                                    host_ids.reshape({ids.numel()}).contiguous()));
-      break;
-  }
+  scatter_add_rows(dw, ids.reshape({ids.numel()}), dy.reshape({ids.numel(), d}));
   return dw;
 }
 
