@@ -2,7 +2,11 @@
 // cuBLASLt scaled GEMM with DeepSeek-V3's scales (activations 1x128 x weights 128x128, e4m3)
 // against the bf16 GEMM, in TFLOP/s = 2·M·N·K per second (H200 dense peaks: FP8 ~1979, BF16 ~989),
 // and the CUDA quantizer in GB/s (bytes read + written). Operands are quantized outside the timed
-// loop. Without a CUDA device every benchmark reports an error and the program exits 0.
+// loop. The quantizers (1x128, 128x128, tensor, and the transposed 1x128 of the Wgrad operands) are
+// reported in GB/s next to a plain device copy of the same fp32 tensor (target: >= 70% of it).
+// The grouped expert GEMM (8 experts, 256..1024 tokens each, 7168 -> 2048) is fp8::grouped_scaled_gemm
+// on CUDA — one cuBLASLt call per non-empty expert — against the same loop in BF16. Without a CUDA
+// device every benchmark reports an error and the program exits 0.
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
@@ -10,7 +14,10 @@
 #include "autograd/tensor.h"
 #if DAEDALUS_WITH_CUDA
 #include "fp8/cuda/scaled_gemm_cuda.h"
+#include "fp8/scaled_gemm.h"
 #endif
+
+#include <vector>
 
 namespace daedalus {
 namespace {
@@ -76,19 +83,88 @@ void BM_Bf16Gemm(benchmark::State& state) {
   set_tflops(state, m, n, k);
 }
 
-// arg: 0 tile_1x128, 1 block_128x128, 2 tensor. x [4096, 16384] fp32 -> e4m3 + scales.
+void set_gbps(benchmark::State& state, double bytes) {
+  state.counters["GB/s"] = benchmark::Counter(bytes * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+
+// arg: 0 tile_1x128, 1 block_128x128, 2 tensor, 3 tile_1x128 of the transposed view (Wgrad's
+// 128x1: x [16384, 4096] read as xᵀ [4096, 16384], no transpose copy). x [4096, 16384] fp32 ->
+// e4m3 + scales; GB/s counts bytes read + written.
 void BM_Fp8Quantize(benchmark::State& state) {
   if (!have_gpu(state)) return;
-  const fp8::Granularity g = state.range(0) == 0   ? fp8::Granularity::tile_1x128
-                             : state.range(0) == 1 ? fp8::Granularity::block_128x128
-                                                   : fp8::Granularity::tensor;
+  const int64_t arg = state.range(0);
+  const fp8::Granularity g = arg == 1   ? fp8::Granularity::block_128x128
+                             : arg == 2 ? fp8::Granularity::tensor
+                                        : fp8::Granularity::tile_1x128;
   const int64_t rows = 4096, cols = 16384;
-  const Tensor x = random_on_gpu({rows, cols}, DType::f32, 3);
+  const Tensor source =
+      arg == 3 ? random_on_gpu({cols, rows}, DType::f32, 3) : random_on_gpu({rows, cols}, DType::f32, 3);
+  const Tensor x = arg == 3 ? source.t() : source;
   const fp8::QuantizedTensor probe = fp8::cuda_quantize(x, g, fp8::Format::e4m3);
   const double bytes = double(x.nbytes()) + double(probe.data.nbytes()) + double(probe.scale_inv.nbytes());
   run(state, [&] { benchmark::DoNotOptimize(fp8::cuda_quantize(x, g, fp8::Format::e4m3)); });
-  state.counters["GB/s"] = benchmark::Counter(bytes * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
-  state.SetLabel(fmt::format("fp32[{}, {}] -> e4m3 {}", rows, cols, fp8::granularity_name(g)));
+  set_gbps(state, bytes);
+  state.SetLabel(fmt::format("fp32[{}, {}]{} -> e4m3 {}", rows, cols, arg == 3 ? " (transposed view)" : "",
+                             fp8::granularity_name(g)));
+}
+
+// The bandwidth yardstick for the quantizers: a device-to-device copy of the same fp32 tensor
+// (bytes read + written).
+void BM_DeviceCopy(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const Tensor x = random_on_gpu({4096, 16384}, DType::f32, 4);
+  Tensor y = Tensor::empty(x.shape(), DType::f32, x.device());
+  run(state, [&] { y.copy_(x); });
+  set_gbps(state, 2.0 * double(x.nbytes()));
+  state.SetLabel("fp32[4096, 16384] device copy");
+}
+
+// Token counts of the grouped benchmark's 8 experts (256..1024, sum 4736).
+const std::vector<int64_t> kExpertTokens = {256, 1024, 512, 768, 384, 896, 640, 256};
+
+std::vector<int64_t> expert_offsets() {
+  std::vector<int64_t> offsets = {0};
+  for (int64_t t : kExpertTokens) offsets.push_back(offsets.back() + t);
+  return offsets;
+}
+
+void set_grouped_tflops(benchmark::State& state, int64_t rows, int64_t n, int64_t k) {
+  set_tflops(state, rows, n, k);
+  state.SetLabel(fmt::format("{} experts, {} tokens, K={} -> N={}", kExpertTokens.size(), rows, k, n));
+}
+
+// args: N, K. x [R, K] 1x128 per expert, W_e [N, K] 128x128 -> y [R, N].
+void BM_Fp8GroupedGemm(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const int64_t n = state.range(0), k = state.range(1);
+  const std::vector<int64_t> offsets = expert_offsets();
+  const Tensor x = random_on_gpu({offsets.back(), k}, DType::f32, 5);
+  std::vector<fp8::QuantizedTensor> a, b;
+  for (size_t e = 0; e < kExpertTokens.size(); ++e) {
+    a.push_back(
+        fp8::cuda_quantize(x.slice(0, offsets[e], offsets[e + 1]), fp8::Granularity::tile_1x128, fp8::Format::e4m3));
+    b.push_back(fp8::cuda_quantize(random_on_gpu({n, k}, DType::f32, 10 + e), fp8::Granularity::block_128x128,
+                                   fp8::Format::e4m3));
+  }
+  run(state, [&] { benchmark::DoNotOptimize(fp8::grouped_scaled_gemm(a, b, offsets)); });
+  set_grouped_tflops(state, offsets.back(), n, k);
+}
+
+// The same expert loop in BF16 (one cuBLASLt call per expert, into y's rows via a copy).
+void BM_Bf16GroupedGemm(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const int64_t n = state.range(0), k = state.range(1);
+  const std::vector<int64_t> offsets = expert_offsets();
+  const Tensor x = random_on_gpu({offsets.back(), k}, DType::bf16, 5);
+  std::vector<Tensor> w;
+  for (size_t e = 0; e < kExpertTokens.size(); ++e) w.push_back(random_on_gpu({n, k}, DType::bf16, 10 + e));
+  Tensor y = Tensor::empty({offsets.back(), n}, DType::f32, x.device());
+  run(state, [&] {
+    for (size_t e = 0; e < w.size(); ++e)
+      y.slice(0, offsets[e], offsets[e + 1])
+          .copy_(fp8::cuda_bf16_gemm_tn(x.slice(0, offsets[e], offsets[e + 1]), w[e]));
+  });
+  set_grouped_tflops(state, offsets.back(), n, k);
 }
 
 #else
@@ -97,6 +173,9 @@ void BM_Fp8GemmTile1x128Block128(benchmark::State& state) { have_gpu(state); }
 void BM_Fp8GemmTensorScaled(benchmark::State& state) { have_gpu(state); }
 void BM_Bf16Gemm(benchmark::State& state) { have_gpu(state); }
 void BM_Fp8Quantize(benchmark::State& state) { have_gpu(state); }
+void BM_DeviceCopy(benchmark::State& state) { have_gpu(state); }
+void BM_Fp8GroupedGemm(benchmark::State& state) { have_gpu(state); }
+void BM_Bf16GroupedGemm(benchmark::State& state) { have_gpu(state); }
 
 #endif  // DAEDALUS_WITH_CUDA
 
@@ -106,7 +185,11 @@ void BM_Fp8Quantize(benchmark::State& state) { have_gpu(state); }
 BENCHMARK(BM_Fp8GemmTile1x128Block128) DAEDALUS_GEMM_SHAPES;
 BENCHMARK(BM_Fp8GemmTensorScaled) DAEDALUS_GEMM_SHAPES;
 BENCHMARK(BM_Bf16Gemm) DAEDALUS_GEMM_SHAPES;
-BENCHMARK(BM_Fp8Quantize)->Arg(0)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Fp8Quantize)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DeviceCopy)->UseRealTime()->Unit(benchmark::kMillisecond);
+// The MoE expert projection (7168 -> 2048) over 8 experts with 256..1024 tokens each.
+BENCHMARK(BM_Fp8GroupedGemm)->Args({2048, 7168})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Bf16GroupedGemm)->Args({2048, 7168})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace daedalus

@@ -142,6 +142,33 @@ DAEDALUS_HD bf16 float_to_bf16_stochastic(float x, uint32_t random) {
 
 namespace daedalus::fp8 {
 
+// The same word, computable on the device: Philox4x32-10 (autograd/generator.cpp's philox4x32 with
+// counter (index / 4, 0) and key `seed`), lane index % 4. The CUDA quantizer's stochastic rounding
+// uses it; a CPU test checks it against stochastic_word.
+DAEDALUS_HD uint32_t stochastic_word_hd(uint64_t seed, uint64_t index) {
+  const uint64_t counter = index / 4;
+  uint32_t c0 = uint32_t(counter), c1 = uint32_t(counter >> 32), c2 = 0u, c3 = 0u;
+  uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = uint64_t(0xD2511F53u) * c0;
+    const uint64_t p1 = uint64_t(0xCD9E8D57u) * c2;
+    const uint32_t n0 = uint32_t(p1 >> 32) ^ c1 ^ k0, n1 = uint32_t(p1);
+    const uint32_t n2 = uint32_t(p0 >> 32) ^ c3 ^ k1, n3 = uint32_t(p0);
+    c0 = n0;
+    c1 = n1;
+    c2 = n2;
+    c3 = n3;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  switch (index % 4) {
+    case 0: return c0;
+    case 1: return c1;
+    case 2: return c2;
+    default: return c3;
+  }
+}
+
 // The random word for element `index` of a stochastic rounding keyed by `seed`: lane index % 4 of
 // Philox4x32-10 block (counter index / 4, key seed) — the Generator's stream layout, so any element
 // is computed independently and the result does not depend on the thread count (host only; a CUDA

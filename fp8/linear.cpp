@@ -46,21 +46,31 @@ struct Fp8Gemms {
   SavedTensor keep_x, keep_w;
   float x_scale = 0.0f;  // delayed scaling: the scale X was quantized with
 
-  // x [M, K], w [N, K] -> [M, N] fp32.
-  Tensor forward(const Tensor& x, const Tensor& w, bool keep_for_wgrad, bool keep_for_dgrad) {
+  // Fprop's operands: x [M, K], w [N, K] quantized along K (the GEMM is the caller's: one
+  // scaled_gemm, or one grouped_scaled_gemm over all experts).
+  struct Operands {
+    QuantizedTensor x, w;
+  };
+  Operands quantize_forward(const Tensor& x, const Tensor& w, bool keep_for_wgrad, bool keep_for_dgrad) {
     const GemmSpec fprop = recipe.fprop();
-    QuantizedTensor qx = quantize_operand(x, fprop.a, recipe, state ? &state->x : nullptr, state, "x", &x_scale);
-    const QuantizedTensor qw = quantize_operand(w, fprop.b, recipe, state ? &state->w : nullptr, state, "w");
-    Tensor y = scaled_gemm(qx, qw, recipe.accumulator);
+    Operands q;
+    q.x = quantize_operand(x, fprop.a, recipe, state ? &state->x : nullptr, state, "x", &x_scale);
+    q.w = quantize_operand(w, fprop.b, recipe, state ? &state->w : nullptr, state, "w");
     if (keep_for_wgrad) {
       if (recipe.cache_fp8) {
-        cached_qx = std::make_shared<QuantizedTensor>(std::move(qx));
+        cached_qx = std::make_shared<QuantizedTensor>(q.x);  // shares the FP8 data the GEMM reads
       } else {
         keep_x = save(x);
       }
     }
     if (keep_for_dgrad) keep_w = save(w);
-    return y;
+    return q;
+  }
+
+  // x [M, K], w [N, K] -> [M, N] fp32.
+  Tensor forward(const Tensor& x, const Tensor& w, bool keep_for_wgrad, bool keep_for_dgrad) {
+    const Operands q = quantize_forward(x, w, keep_for_wgrad, keep_for_dgrad);
+    return scaled_gemm(q.x, q.w, recipe.accumulator);
   }
 
   // dy [M, N] fp32 -> dx [M, K] (when asked) and dw [N, K] (when asked), fp32.
@@ -160,20 +170,36 @@ Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& 
   // One GEMM triple per non-empty group, run over its contiguous rows.
   auto fp8_groups = std::make_shared<std::vector<Fp8Gemms>>();
   auto high_groups = std::make_shared<std::vector<HighGemms>>();
-  Tensor y = Tensor::empty({rows, out}, DType::f32, xv.device());
-  for (int64_t g = 0; g < groups; ++g) {
-    const int64_t begin = offsets[size_t(g)], end = offsets[size_t(g) + 1];
-    const Tensor xg = xv.slice(0, begin, end), wg = wv.select(0, g);
-    Tensor yg;
-    if (fp8) {
+  Tensor y;
+  if (fp8) {
+    // Each group quantized on its own (its own scales and amax history), then one grouped GEMM
+    // writes every group's rows (fp8/scaled_gemm.h).
+    std::vector<QuantizedTensor> qx(static_cast<size_t>(groups)), qw(static_cast<size_t>(groups));
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t begin = offsets[size_t(g)], end = offsets[size_t(g) + 1];
       LinearState* state = states != nullptr ? &(*states)[size_t(g)] : nullptr;
       fp8_groups->push_back(Fp8Gemms{recipe, state, {}, {}, {}});
-      if (begin < end) yg = fp8_groups->back().forward(xg, wg, weight.requires_grad(), x.requires_grad());
-    } else {
-      high_groups->push_back(HighGemms{recipe.high_precision_dtype(), {}, {}});
-      if (begin < end) yg = high_groups->back().forward(xg, wg, weight.requires_grad(), x.requires_grad());
+      if (begin == end) {  // no rows: only the weight's shape matters to the grouped GEMM
+        qw[size_t(g)].data = Tensor::empty({out, wv.size(2)}, DType::f8e4m3, wv.device());
+        qw[size_t(g)].scale_inv = Tensor::ones({1}, DType::f32, wv.device());
+        continue;
+      }
+      auto q = fp8_groups->back().quantize_forward(xv.slice(0, begin, end), wv.select(0, g), weight.requires_grad(),
+                                                   x.requires_grad());
+      qx[size_t(g)] = std::move(q.x);
+      qw[size_t(g)] = std::move(q.w);
     }
-    if (begin < end) y.slice(0, begin, end).copy_(yg);
+    y = grouped_scaled_gemm(qx, qw, offsets, recipe.accumulator);
+  } else {
+    y = Tensor::empty({rows, out}, DType::f32, xv.device());
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t begin = offsets[size_t(g)], end = offsets[size_t(g) + 1];
+      high_groups->push_back(HighGemms{recipe.high_precision_dtype(), {}, {}});
+      if (begin < end)
+        y.slice(0, begin, end)
+            .copy_(high_groups->back().forward(xv.slice(0, begin, end), wv.select(0, g), weight.requires_grad(),
+                                               x.requires_grad()));
+    }
   }
   return record1("grouped_linear", {x, weight}, y,
                  [fp8_groups, high_groups, fp8, offsets, sx = xv.shape(), sw = wv.shape()](const BackwardContext& ctx) {

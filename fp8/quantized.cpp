@@ -249,11 +249,9 @@ QuantizedTensor quantize_impl(const Tensor& x, Granularity g, Format f, const Sc
       break;
     }
     case DeviceType::cuda:
-      // The CUDA twin covers the granularities GPUs run in FP8 (mx_1x32 is CPU-emulated on Hopper).
-      if (given_scale != nullptr || g == Granularity::mx_1x32 || options.stochastic_rounding)
-        kernels::throw_not_on_device(given_scale ? "quantize_with_scale" : op, x.device());
+      // The CUDA twin (fp8/cuda/quantize_cuda.cu) produces the same bits for every granularity.
 #if DAEDALUS_WITH_CUDA
-      return cuda_quantize(x, g, f, options);
+      return given_scale != nullptr ? cuda_quantize_with_scale(x, *given_scale, f) : cuda_quantize(x, g, f, options);
 #else
       kernels::throw_built_without_cuda(op);
 #endif
@@ -285,7 +283,13 @@ Tensor QuantizedTensor::dequantize() const {
                  granularity_name(granularity), shape_str(data.shape()), shape_str(grid.shape),
                  shape_str(scale_inv.shape()));
   kernels::common_device(op, {&data, &scale_inv});
-  if (data.device().is_cuda()) kernels::throw_not_on_device(op, data.device());
+  if (data.device().is_cuda()) {
+#if DAEDALUS_WITH_CUDA
+    return cuda_dequantize(*this, grid.br, grid.bc, grid.nbc);
+#else
+    kernels::throw_built_without_cuda(op);
+#endif
+  }
 
   const Tensor q_c = data.contiguous(), s_c = scale_inv.contiguous();
   Tensor out = Tensor::empty({rows_, cols_}, DType::f32);
@@ -300,6 +304,35 @@ Tensor QuantizedTensor::dequantize() const {
       });
     }
   });
+  return out;
+}
+
+QuantizedTensor pad_quantized(const QuantizedTensor& q, int64_t rows, int64_t cols) {
+  constexpr std::string_view op = "pad_quantized";
+  DAEDALUS_CHECK(q.data.defined() && q.scale_inv.defined(), "{}: undefined quantized tensor", op);
+  kernels::check_dim(op, q.data, "data", 2);
+  const int64_t r = q.rows(), c = q.cols();
+  DAEDALUS_CHECK(rows >= r && cols >= c, "{}: cannot pad [{}, {}] to the smaller [{}, {}]", op, r, c, rows, cols);
+  if (rows == r && cols == c) return q;
+  const Grid old_grid = grid_of(q.granularity, r, c), new_grid = grid_of(q.granularity, rows, cols);
+  DAEDALUS_CHECK(q.scale_inv.shape() == old_grid.shape, "{}: {} scale_inv of a {} operand must be {}, got {}", op,
+                 granularity_name(q.granularity), shape_str(q.data.shape()), shape_str(old_grid.shape),
+                 shape_str(q.scale_inv.shape()));
+  QuantizedTensor out;
+  out.granularity = q.granularity;
+  out.format = q.format;
+  out.data = Tensor::zeros({rows, cols}, q.data.dtype(), q.data.device());
+  out.data.slice(0, 0, r).slice(1, 0, c).copy_(q.data);
+  switch (q.granularity) {
+    case Granularity::tensor: out.scale_inv = q.scale_inv.clone(); break;
+    case Granularity::row:
+      out.scale_inv = Tensor::ones({rows}, DType::f32, q.scale_inv.device());
+      out.scale_inv.slice(0, 0, r).copy_(q.scale_inv);
+      break;
+    default:
+      out.scale_inv = Tensor::ones(new_grid.shape, DType::f32, q.scale_inv.device());
+      out.scale_inv.slice(0, 0, old_grid.nbr).slice(1, 0, old_grid.nbc).copy_(q.scale_inv);
+  }
   return out;
 }
 

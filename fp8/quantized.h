@@ -72,6 +72,12 @@ struct QuantizedTensor {
 QuantizedTensor quantize(const Tensor& x, Granularity granularity, Format format, const ScaleOptions& options = {});
 QuantizedTensor quantize_with_scale(const Tensor& x, float scale, Format format);
 
+// Zero-pads an operand to [rows, cols] (each >= its own; any device) for GEMMs with alignment rules
+// (cuBLASLt: M, N multiples of 8, K of 16 or 128): the FP8 data gets zero rows/columns (code 0x00
+// is +0 in both formats), new scale blocks get scale_inv 1. This equals quantizing the zero-padded
+// high-precision tensor: zeros change no block's amax, so every existing code and scale stays.
+QuantizedTensor pad_quantized(const QuantizedTensor& q, int64_t rows, int64_t cols);
+
 // Delayed scaling (TE DelayedScaling): the scale for step t comes from the max of the amaxes of
 // the last `length` steps, and this step's amax is recorded after quantizing.
 class AmaxHistory {

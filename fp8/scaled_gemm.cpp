@@ -29,7 +29,8 @@
 // is no single scale to apply at promotion, so each product is dequantized (qa qb · sa sb, in FP32)
 // before it enters the limited accumulator.
 //
-// CUDA: cuBLASLt (fp8/cuda/), exact accumulation only.
+// CUDA: cuBLASLt (fp8/cuda/), exact accumulation only; operands zero-padded to cuBLASLt's
+// alignment when needed (pad_quantized), mx_1x32 emulated in fp32 (no Hopper GEMM takes it).
 #include "fp8/scaled_gemm.h"
 
 #include <algorithm>
@@ -291,7 +292,78 @@ Tensor cpu_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const
   return y;
 }
 
+#if DAEDALUS_WITH_CUDA
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// The K alignment cuBLASLt needs for a pair: 128 with block scales (one scale per 128 of K), else
+// 16 (16-byte leading dimensions of FP8).
+int64_t k_alignment(Granularity g) {
+  return g == Granularity::tile_1x128 || g == Granularity::block_128x128 ? 128 : 16;
+}
+
+// scaled_gemm on CUDA for any shapes: operands zero-padded to cuBLASLt's alignment (pad_quantized:
+// the same codes and scales, zeros add nothing to any dot product), the result cut back to [M, N].
+// mx_1x32 has no Hopper GEMM (VEC32_UE8M0 is Blackwell's): emulated by dequantizing both operands
+// (exact in fp32: an FP8 value times a power of two) and one fp32 cuBLASLt GEMM (no TF32); only the
+// summation order differs from the CPU's per-32-block sums.
+Tensor cuda_scaled_gemm_any_shape(const QuantizedTensor& a, const QuantizedTensor& b) {
+  if (a.granularity == Granularity::mx_1x32) return kernels::matmul(a.dequantize(), b.dequantize().t());
+  const int64_t M = a.rows(), N = b.rows(), K = a.cols();
+  const int64_t Mp = round_up(M, 8), Np = round_up(N, 8), Kp = round_up(K, k_alignment(a.granularity));
+  if (Mp == M && Np == N && Kp == K) return cuda_scaled_gemm(a, b);
+  const Tensor y = cuda_scaled_gemm(pad_quantized(a, Mp, Kp), pad_quantized(b, Np, Kp));
+  return Mp == M && Np == N ? y : y.slice(0, 0, M).slice(1, 0, N).contiguous();
+}
+#endif
+
 }  // namespace
+
+Tensor grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std::vector<QuantizedTensor>& b,
+                           const std::vector<int64_t>& offsets, const Accumulator& accumulator) {
+  constexpr const char* op = "grouped_scaled_gemm";
+  const size_t groups = b.size();
+  DAEDALUS_CHECK(groups >= 1 && a.size() == groups && offsets.size() == groups + 1 && offsets.front() == 0,
+                 "{}: {} a operands, {} b operands and {} offsets: expected G >= 1, G and G + 1 offsets from 0", op,
+                 a.size(), groups, offsets.size());
+  const int64_t rows = offsets.back(), N = b[0].rows();
+  const Device device = b[0].data.device();
+  bool plain_loop = device.is_cpu();
+  for (size_t g = 0; g < groups; ++g) {
+    DAEDALUS_CHECK(offsets[g] <= offsets[g + 1], "{}: offsets decrease at group {}", op, g);
+    DAEDALUS_CHECK(b[g].rows() == N && b[g].data.device() == device,
+                   "{}: b[{}] {} must have N = {} rows on {} like b[0]", op, g, b[g].data.describe(), N, device.str());
+    if (offsets[g] == offsets[g + 1]) continue;
+    DAEDALUS_CHECK(a[g].data.defined() && a[g].rows() == offsets[g + 1] - offsets[g],
+                   "{}: a[{}] must hold the group's {} rows", op, g, offsets[g + 1] - offsets[g]);
+    check_operands(a[g], b[g], accumulator);
+    plain_loop = plain_loop || a[g].granularity == Granularity::mx_1x32;
+  }
+  if (plain_loop) {  // the CPU reference (and CUDA mx_1x32): one scaled_gemm per non-empty group
+    Tensor y = Tensor::zeros({rows, N}, DType::f32, device);
+    for (size_t g = 0; g < groups; ++g)
+      if (offsets[g] < offsets[g + 1])
+        y.slice(0, offsets[g], offsets[g + 1]).copy_(scaled_gemm(a[g], b[g], accumulator));
+    return y;
+  }
+  DAEDALUS_CHECK(accumulator.mantissa_bits == 0,
+                 "{}: the limited-precision accumulator (mantissa_bits {}) is emulated on the CPU only; "
+                 "on CUDA, cuBLASLt accumulates exactly",
+                 op, accumulator.mantissa_bits);
+#if DAEDALUS_WITH_CUDA
+  // cuBLASLt's K and N alignment, by zero padding (M is the grouped kernel's to handle).
+  std::vector<QuantizedTensor> ap(groups), bp(groups);
+  const int64_t Np = round_up(N, 8);
+  for (size_t g = 0; g < groups; ++g) {
+    const int64_t Kp = round_up(b[g].cols(), k_alignment(b[g].granularity));
+    bp[g] = pad_quantized(b[g], Np, Kp);
+    if (offsets[g] < offsets[g + 1]) ap[g] = pad_quantized(a[g], a[g].rows(), Kp);
+  }
+  const Tensor y = cuda_grouped_scaled_gemm(ap, bp, offsets);
+  return Np == N ? y : y.slice(1, 0, N).contiguous();
+#else
+  kernels::throw_built_without_cuda(op);
+#endif
+}
 
 Tensor scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Accumulator& accumulator) {
   check_operands(a, b, accumulator);
@@ -303,7 +375,7 @@ Tensor scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Acc
                      "on CUDA, cuBLASLt accumulates exactly",
                      kOp, accumulator.mantissa_bits);
 #if DAEDALUS_WITH_CUDA
-      return cuda_scaled_gemm(a, b);
+      return cuda_scaled_gemm_any_shape(a, b);
 #else
       kernels::throw_built_without_cuda(kOp);
 #endif

@@ -11,6 +11,8 @@
 // one GEMM. CUDA: cuBLASLt with the matching scale modes (autograd/cuda is not involved).
 #pragma once
 
+#include <vector>
+
 #include "fp8/quantized.h"
 
 namespace daedalus::fp8 {
@@ -24,6 +26,15 @@ struct Accumulator {
   int promote_every = 0;
 };
 
+// Any shapes on both devices (CUDA pads to cuBLASLt's alignment internally).
 Tensor scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Accumulator& accumulator = {});
+
+// Grouped (MoE experts): y [R, N] fp32 whose rows [offsets[g], offsets[g+1]) are
+// scaled_gemm(a[g], b[g]) — a[g] [M_g, K] the group's rows, b[g] [N, K] its weight, each with its own
+// scales. Empty groups are skipped (a[g] may be undefined). CPU: one scaled_gemm per group (the
+// reference). CUDA: fp8/cuda's cuda_grouped_scaled_gemm, which writes each group's rows in place —
+// one cuBLASLt call per non-empty group (cuBLASLt 13 has no variable-M grouped FP8 GEMM).
+Tensor grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std::vector<QuantizedTensor>& b,
+                           const std::vector<int64_t>& offsets, const Accumulator& accumulator = {});
 
 }  // namespace daedalus::fp8

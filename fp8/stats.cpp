@@ -1,4 +1,6 @@
-// Quantization statistics, computed on the host in double.
+// Quantization statistics, computed on the host in double. For CUDA tensors the operands are copied
+// to the host explicitly (Tensor::to_doubles: x, the FP8 codes, and the dequantization done on the
+// device) — a debug path, collected every N steps, whose numbers then equal the CPU run's exactly.
 #include "fp8/stats.h"
 
 #include <algorithm>

@@ -246,7 +246,10 @@ void check_dims(const char* op, int64_t m, int64_t n, int64_t k, int64_t k_align
 
 }  // namespace
 
-Tensor cuda_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b) {
+namespace {
+
+// The checks of cuda_scaled_gemm (all before any CUDA call); returns the device.
+Device check_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b) {
   DAEDALUS_CHECK(supported_pair(a.granularity, b.granularity),
                  "cuda_scaled_gemm: scale granularities {} x {} are not a pair cuBLASLt takes on Hopper "
                  "(tensor x tensor, row x row, tile_1x128 x block_128x128, block_128x128 x tile_1x128, "
@@ -269,10 +272,12 @@ Tensor cuda_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b) {
   DAEDALUS_CHECK(device.is_cuda(), "cuda_scaled_gemm: operands must be on a CUDA device, got {}", a.data.describe());
   check_operand("a", a, device);
   check_operand("b", b, device);
+  return device;
+}
 
-  DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
-  if (m == 0 || n == 0 || k == 0) return Tensor::zeros({m, n}, DType::f32, device);
-  Tensor y = Tensor::empty({m, n}, DType::f32, device);
+// d [M, N] fp32 row-major with leading dimension N (device memory) = a · bᵀ; operands checked.
+void scaled_gemm_into(const QuantizedTensor& a, const QuantizedTensor& b, void* d, Device device) {
+  const int64_t m = a.rows(), n = b.rows(), k = a.cols();
   Tensor a_scales, b_scales;
   const auto lt_type = [](Format f) { return f == Format::e4m3 ? CUDA_R_8F_E4M3 : CUDA_R_8F_E5M2; };
   LtGemm g;
@@ -284,7 +289,7 @@ Tensor cuda_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b) {
   g.b_type = lt_type(a.format);
   g.a = b.data.data_ptr();
   g.b = a.data.data_ptr();
-  g.d = y.data_ptr();
+  g.d = d;
   g.scaled = true;
   g.a_scale_mode = scale_mode(b.granularity);
   g.b_scale_mode = scale_mode(a.granularity);
@@ -292,6 +297,52 @@ Tensor cuda_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b) {
   g.b_scale = lt_scales(a, a_scales);
   g.what = "cuda_scaled_gemm";
   run_lt_gemm(g);
+}
+
+}  // namespace
+
+Tensor cuda_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b) {
+  const Device device = check_scaled_gemm(a, b);
+  const int64_t m = a.rows(), n = b.rows(), k = a.cols();
+  DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  if (m == 0 || n == 0 || k == 0) return Tensor::zeros({m, n}, DType::f32, device);
+  Tensor y = Tensor::empty({m, n}, DType::f32, device);
+  scaled_gemm_into(a, b, y.data_ptr(), device);
+  return y;
+}
+
+Tensor cuda_grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std::vector<QuantizedTensor>& b,
+                                const std::vector<int64_t>& offsets) {
+  const size_t groups = b.size();
+  DAEDALUS_CHECK(groups >= 1 && a.size() == groups && offsets.size() == groups + 1 && offsets.front() == 0,
+                 "cuda_grouped_scaled_gemm: {} a operands, {} b operands and {} offsets: expected G, G and G + 1 "
+                 "offsets starting at 0",
+                 a.size(), groups, offsets.size());
+  const int64_t rows = offsets.back(), n = b[0].rows();
+  const Device device = b[0].data.device();
+  DAEDALUS_CHECK(device.is_cuda(), "cuda_grouped_scaled_gemm: operands must be on a CUDA device, got {}",
+                 b[0].data.describe());
+  DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  Tensor y = Tensor::zeros({rows, n}, DType::f32, device);
+  for (size_t g = 0; g < groups; ++g) {
+    const int64_t begin = offsets[g], end = offsets[g + 1];
+    DAEDALUS_CHECK(begin <= end, "cuda_grouped_scaled_gemm: offsets decrease at group {}", g);
+    DAEDALUS_CHECK(b[g].rows() == n, "cuda_grouped_scaled_gemm: b[{}] has {} rows, b[0] {}", g, b[g].rows(), n);
+    if (begin == end) continue;
+    DAEDALUS_CHECK(a[g].data.defined() && a[g].rows() == end - begin,
+                   "cuda_grouped_scaled_gemm: a[{}] must have the group's {} rows", g, end - begin);
+    if (a[g].cols() == 0) continue;  // K = 0: the rows stay zero
+    // One cuBLASLt call per non-empty group (see the header: no grouped FP8 block-scaled GEMM in
+    // cuBLASLt 13). Rows of group g start at y + begin * N: aligned for cuBLASLt when N % 8 == 0.
+    if ((end - begin) % 8 == 0) {
+      check_scaled_gemm(a[g], b[g]);
+      scaled_gemm_into(a[g], b[g], static_cast<float*>(y.data_ptr()) + begin * n, device);
+    } else {
+      const int64_t padded = round_up(end - begin, 8);
+      const Tensor yg = cuda_scaled_gemm(pad_quantized(a[g], padded, a[g].cols()), b[g]);
+      y.slice(0, begin, end).copy_(yg.slice(0, 0, end - begin));
+    }
+  }
   return y;
 }
 

@@ -9,6 +9,8 @@
 // 128x128 modes also need K % 128 == 0. Anything else is an InputError naming the dimension.
 #pragma once
 
+#include <vector>
+
 #include "autograd/tensor.h"
 #include "fp8/quantized.h"
 
@@ -22,10 +24,31 @@ Tensor cuda_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b);
 // (K % 8 == 0 here: 16-byte leading dimensions of bf16).
 Tensor cuda_bf16_gemm_tn(const Tensor& a, const Tensor& b);
 
-// x [rows, cols] fp32 or bf16 on a CUDA device (made contiguous) -> FP8 data and scale_inv in the
-// CPU quantizer's layouts, bit-identical to fp8::quantize. Granularities: tensor, row, tile_1x128,
-// block_128x128.
+// x [rows, cols] fp32 or bf16 on a CUDA device, any strides -> FP8 data and scale_inv in the CPU
+// quantizer's layouts, bit-identical to fp8::quantize, stochastic rounding included. Every
+// granularity (mx_1x32 too, though no Hopper GEMM consumes it). Transposed views (unit row stride)
+// are read in place for tile_1x128 and block_128x128: no transpose copy for the Wgrad / Dgrad
+// operands.
 QuantizedTensor cuda_quantize(const Tensor& x, Granularity granularity, Format format,
                               const ScaleOptions& options = {});
+
+// fp8::quantize_with_scale's twin (delayed scaling): tensor granularity with the given scale
+// (positive and finite with a finite inverse; checked by the caller); scale_inv = 1 / scale.
+QuantizedTensor cuda_quantize_with_scale(const Tensor& x, float scale, Format format);
+
+// QuantizedTensor::dequantize's twin: fp32 [rows, cols] = q * scale_inv of its block, the block of
+// (r, c) being scale_inv[(r / block_rows) * blocks_per_row + c / block_cols] (shape checked by the
+// caller).
+Tensor cuda_dequantize(const QuantizedTensor& q, int64_t block_rows, int64_t block_cols, int64_t blocks_per_row);
+
+// One projection per group over rows sorted by group: y [R, N] fp32, rows [offsets[g],
+// offsets[g+1]) = a[g] · b[g]ᵀ, with a[g] [M_g, K] and b[g] [N, K] quantized operands on one CUDA
+// device (any pair cuda_scaled_gemm takes; empty groups are skipped and may hold undefined
+// tensors). cuBLASLt 13 has no grouped (variable-M) FP8 GEMM with block scales — its pointer-array
+// batch mode needs one m, n, k for the whole batch and cublasGemmGroupedBatchedEx takes no scale
+// modes — so this issues ONE cuBLASLt call per non-empty group, writing straight into y's rows
+// when M_g is a multiple of 8 (else through a padded temporary).
+Tensor cuda_grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std::vector<QuantizedTensor>& b,
+                                const std::vector<int64_t>& offsets);
 
 }  // namespace daedalus::fp8
