@@ -124,13 +124,7 @@ TEST(Fp8GroupedLinear, CpuGroupsEqualSeparateLinearsBitForBit) {
 
 #if DAEDALUS_WITH_CUDA
 
-class Fp8CudaRecipes : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!cuda_built() || cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible";
-  }
-  const Device gpu = Device::cuda(0);
-};
+class Fp8CudaRecipes : public testing::CudaTest {};
 
 TEST_F(Fp8CudaRecipes, QuantizeEveryGranularityIncludingMxAndStochasticIsBitIdentical) {
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{129, 300}, {65, 96}, {256, 384}, {1, 7}};
