@@ -35,7 +35,7 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
 assert all(r["mem_bytes"] > 0 for r in rows), "mem_bytes must report the CUDA allocator's peak"
 PY
-    $check falls "$work/a/metrics.jsonl" 0.9
+    $check falls "$work/a/metrics.jsonl" 0.95  # a CPU run of this: 7.23 -> 6.38 (0.88)
     ls "$work/a/checkpoints/"step_*.h5 >/dev/null
     ;;
   matches_cpu)  # fp32: the first steps' losses on the GPU follow the CPU's (summation order only)
