@@ -1,6 +1,7 @@
 // Pre-norm decoder layer.
 #include "model/block.h"
 
+#include "autograd/nvtx.h"
 #include "autograd/ops/arithmetic.h"
 #include "autograd/ops/norm.h"
 
@@ -8,7 +9,8 @@ namespace daedalus::model {
 
 DecoderLayer::DecoderLayer(const BuildContext& ctx, const ModelConfig& config, const MoeConfig& moe_config,
                            const std::string& module, bool moe, const BlockOptions& options)
-    : eps_(config.rms_norm_eps),
+    : module_(module),
+      eps_(config.rms_norm_eps),
       input_layernorm_(ctx.store->add(module + ".input_layernorm.weight", {config.hidden_size}, Init::ones,
                                       /*weight_decay=*/false)),
       post_attention_layernorm_(ctx.store->add(module + ".post_attention_layernorm.weight", {config.hidden_size},
@@ -21,10 +23,19 @@ DecoderLayer::DecoderLayer(const BuildContext& ctx, const ModelConfig& config, c
   }
 }
 
-Var DecoderLayer::forward(const Var& x, const Tensor& positions, std::vector<Var>* aux_losses) {
-  const Var h = ops::add(x, attn_.forward(ops::rms_norm(x, input_layernorm_, eps_), positions));
-  const Var normed = ops::rms_norm(h, post_attention_layernorm_, eps_);
-  return ops::add(h, moe_ ? moe_->forward(normed, aux_losses) : mlp_->forward(normed));
+// NVTX: "<module>" around the forward, "<module> backward" around its backward on the tape, and
+// the attention and FFN halves apart.
+Var DecoderLayer::forward(const Var& x_in, const Tensor& positions, std::vector<Var>* aux_losses) {
+  nvtx::LayerRange range(module_);
+  const Var x = range.input(x_in);
+  Var h;
+  {
+    nvtx::LayerRange attn(module_ + ".self_attn");
+    h = ops::add(x, attn.output(attn_.forward(ops::rms_norm(attn.input(x), input_layernorm_, eps_), positions)));
+  }
+  nvtx::LayerRange ffn(module_ + ".mlp");
+  const Var normed = ops::rms_norm(ffn.input(h), post_attention_layernorm_, eps_);
+  return range.output(ops::add(h, ffn.output(moe_ ? moe_->forward(normed, aux_losses) : mlp_->forward(normed))));
 }
 
 Var DecoderLayer::decode(const Var& x, MlaCache& cache, CacheKind kind) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "model/mla.h"
 #include "model/moe.h"
@@ -34,6 +35,7 @@ class DecoderLayer {
   Mlp* mlp() { return mlp_.get(); }
 
  private:
+  std::string module_;  // model.layers.<index>: the NVTX range names
   double eps_;
   Var input_layernorm_, post_attention_layernorm_;
   Mla attn_;

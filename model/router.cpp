@@ -73,10 +73,12 @@ Routing Router::forward(const Var& x) const {
   Routing r;
   const Var logits = ops::linear(ops::cast(x, DType::f32), weight_);  // [N, E] fp32
   r.scores = c.scoring_func == "softmax" ? ops::softmax(logits) : ops::sigmoid(logits);
-  r.expert_ids = fixed_ids_ ? *fixed_ids_ : select_experts(r.scores.value(), bias_.value(), c);
+  // The selection is made on the host (one copy of the scores): the MoE permutation and the
+  // dispatch plan are built there from these ids anyway. Only the gate gather runs on the device.
+  r.expert_ids = fixed_ids_ ? fixed_ids_->to(Device::cpu()) : select_experts(r.scores.value(), bias_.value(), c);
   last_ids_ = r.expert_ids;
 
-  Var gates = ops::take_along_last(r.scores, r.expert_ids);  // [N, k]
+  Var gates = ops::take_along_last(r.scores, r.expert_ids.to(r.scores.value().device()));  // [N, k]
   if (c.norm_topk_prob) gates = ops::div(gates, ops::affine(ops::sum(gates, 1, /*keepdim=*/true), 1.0, 1e-20));
   gates = ops::affine(gates, c.routed_scaling_factor);
 

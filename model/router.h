@@ -28,7 +28,7 @@
 namespace daedalus::model {
 
 struct Routing {
-  Tensor expert_ids;          // [N, k] int64, global expert ids, per token in descending choice order
+  Tensor expert_ids;          // [N, k] int64 on the host, global expert ids, per token in descending choice order
   Var gates;                  // [N, k] fp32 combine weights (0 for dropped pairs); differentiable
   Var scores;                 // [N, E] fp32 unbiased affinities s; differentiable
   std::vector<uint8_t> kept;  // [N·k]: 0 where capacity dropped the pair

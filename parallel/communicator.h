@@ -61,6 +61,11 @@ std::shared_ptr<Communicator> nccl_world(const std::shared_ptr<Communicator>& bo
 // thread). Error when fewer than n devices are visible.
 std::vector<std::shared_ptr<Communicator>> nccl_local_group(int n, double timeout_s);
 
+// `inner` (a device communicator: NCCL on `device`) that also takes host tensors: each is copied
+// to `device`, moved by `inner`, and copied back (the control values of a GPU run: losses, loads,
+// stop flags, dispatch counts). Device tensors pass straight through; split() results stage too.
+std::shared_ptr<Communicator> with_host_staging(std::shared_ptr<Communicator> inner, Device device);
+
 // parallel.backend resolved for where the run's tensors live: "auto" -> "nccl" for CUDA tensors,
 // "mpi" otherwise; "mpi" or "nccl" as given. InputError (naming parallel.backend) for "nccl" with
 // CPU tensors, "mpi" with CUDA tensors (MPI here moves host buffers only), or any other value.
@@ -71,7 +76,8 @@ struct ProcessGroups {
   std::shared_ptr<Communicator> ep;        // this rank's EP group: token dispatch / combine
   std::shared_ptr<Communicator> replicas;  // ranks with the same expert slice: expert gradients
   int ep_size = 1;
-  int ep_rank = 0;  // which slice of the routed experts this rank owns
+  int ep_rank = 0;                // which slice of the routed experts this rank owns
+  Device device = Device::cpu();  // where this rank's tensors live (a GPU run: its NCCL world's GPU)
 };
 // InputError when world size is not divisible by ep_size (naming both).
 ProcessGroups make_process_groups(std::shared_ptr<Communicator> world, int ep_size);

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "autograd/kernels/index.h"
+#include "autograd/nvtx.h"
 #include "autograd/ops/index.h"
 #include "autograd/ops/shape.h"
 #include "fp8/quantized.h"
@@ -90,18 +91,21 @@ Tensor exchange_rows(Communicator& ep, const Tensor& rows, const std::vector<int
 // the stats fields named. The communicator must outlive the backward pass (it is collective too).
 Var exchange(Communicator& ep, const Var& in, const std::vector<int64_t>& send, const std::vector<int64_t>& recv,
              DispatchDtype forward, DispatchDtype backward, const std::shared_ptr<DispatchStats>& stats,
-             int64_t DispatchStats::*forward_bytes, int64_t DispatchStats::*backward_bytes) {
+             int64_t DispatchStats::*forward_bytes, int64_t DispatchStats::*backward_bytes, const char* range) {
+  const nvtx::Range forward_range(range);
   const auto t0 = std::chrono::steady_clock::now();
   Tensor out = exchange_rows(ep, in.value(), send, recv, forward, &((*stats).*forward_bytes));
   stats->exchange_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return record1(
-      "all_to_all_rows", {in}, std::move(out),
-      [comm = &ep, send, recv, backward, stats, backward_bytes, dtype = in.dtype()](const BackwardContext& ctx) {
-        const auto t1 = std::chrono::steady_clock::now();
-        Tensor g = exchange_rows(*comm, ctx.grad(), recv, send, backward, &((*stats).*backward_bytes));
-        stats->exchange_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-        return std::vector<Tensor>{g.to(dtype)};
-      });
+  return record1("all_to_all_rows", {in}, std::move(out),
+                 [comm = &ep, send, recv, backward, stats, backward_bytes, dtype = in.dtype(),
+                  range_name = std::string(range) + " backward"](const BackwardContext& ctx) {
+                   const nvtx::Range backward_range(range_name);
+                   const auto t1 = std::chrono::steady_clock::now();
+                   Tensor g = exchange_rows(*comm, ctx.grad(), recv, send, backward, &((*stats).*backward_bytes));
+                   stats->exchange_seconds +=
+                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+                   return std::vector<Tensor>{g.to(dtype)};
+                 });
 }
 
 void check_plan_matches(std::string_view op, const Communicator& ep, const DispatchPlan& plan) {
@@ -113,6 +117,7 @@ void check_plan_matches(std::string_view op, const Communicator& ep, const Dispa
 }  // namespace
 
 DispatchPlan plan_dispatch(Communicator& ep, const Tensor& expert_ids, int64_t num_experts) {
+  const nvtx::Range range("moe.plan_dispatch");
   const int p_size = ep.size();
   DAEDALUS_CHECK(expert_ids.dim() == 2, "plan_dispatch: expert_ids must be [tokens, k], got {}", expert_ids.describe());
   DAEDALUS_CHECK(expert_ids.dtype() == DType::i32 || expert_ids.dtype() == DType::i64,
@@ -252,7 +257,7 @@ Var dispatch(Communicator& ep, const DispatchPlan& plan, const Var& x, DispatchD
   const Var rows = ops::gather_rows(x, plan.send_unique_token.to(device));  // [U, D], one per (rank, token)
   const DispatchDtype backward = dtype == DispatchDtype::fp32 ? DispatchDtype::fp32 : DispatchDtype::bf16;
   const Var arrived = exchange(ep, rows, plan.send_unique_counts, plan.recv_unique_counts, dtype, backward, plan.stats,
-                               &DispatchStats::dispatch_bytes, &DispatchStats::dispatch_backward_bytes);
+                               &DispatchStats::dispatch_bytes, &DispatchStats::dispatch_backward_bytes, "moe.dispatch");
   // Fan out: each pair reads its token's row (backward sums the pairs of a row, in double).
   return ops::gather_rows(arrived, plan.expert_to_unique.to(device));  // [R, D], expert order
 }
@@ -272,8 +277,9 @@ Var combine(Communicator& ep, const DispatchPlan& plan, const Var& expert_out, c
   const Device device = expert_out.value().device();
   const int64_t d = expert_out.shape()[1];
   const Var arrival = ops::gather_rows(expert_out, plan.arrival_to_expert.to(device));  // [R, D]
-  const Var back = exchange(ep, arrival, plan.recv_counts, plan.send_counts, dtype, dtype, plan.stats,
-                            &DispatchStats::combine_bytes, &DispatchStats::combine_backward_bytes);  // [S, D]
+  const Var back =
+      exchange(ep, arrival, plan.recv_counts, plan.send_counts, dtype, dtype, plan.stats, &DispatchStats::combine_bytes,
+               &DispatchStats::combine_backward_bytes, "moe.combine");  // [S, D]
   const int64_t s = plan.num_sent();
   const Var gate_rows = ops::gather_rows(ops::reshape(gates, {s, 1}), plan.send_pair.to(device));  // [S, 1]
   const Var base(Tensor::zeros({plan.num_tokens, d}, DType::f32, device));

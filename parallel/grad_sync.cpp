@@ -5,6 +5,7 @@
 
 #include "autograd/check.h"
 #include "autograd/kernels/elementwise.h"
+#include "autograd/nvtx.h"
 
 namespace daedalus::parallel {
 
@@ -25,6 +26,7 @@ GradSyncStats all_reduce_gradients(Communicator& comm, const std::vector<Tensor>
                  bucket_bytes);
   GradSyncStats stats;
   if (grads.empty()) return stats;
+  const nvtx::Range range("grad_sync.all_reduce");
   const Device device = grads[0].defined() ? grads[0].device() : Device::cpu();
   int64_t total = 0;
   for (size_t i = 0; i < grads.size(); ++i) {
@@ -37,7 +39,7 @@ GradSyncStats all_reduce_gradients(Communicator& comm, const std::vector<Tensor>
   }
   const int64_t bucket_elems = bucket_bytes / elem;
   const Tensor buffer = Tensor::empty({std::min(bucket_elems, total)}, DType::f32, device);
-  const float inv_size = 1.0f / static_cast<float>(comm.size());
+  const Tensor world_size = Tensor::full({1}, double(comm.size()), DType::f32, device);
 
   size_t index = 0;      // current gradient
   int64_t consumed = 0;  // elements of grads[index] already bucketed
@@ -64,14 +66,15 @@ GradSyncStats all_reduce_gradients(Communicator& comm, const std::vector<Tensor>
     comm.all_reduce(bucket, ReduceOp::sum);
     ++stats.calls;
     stats.bytes += filled * elem;
-    // Average: an exact division on the host; on a device the affine kernel (x * 1/size).
+    // Average: an fp32 division by the size (the same bits on the host and, by the division
+    // kernel, on a device).
     Tensor averaged = bucket;
     if (device.is_cpu()) {
       float* p = bucket.data<float>();
       const float n = static_cast<float>(comm.size());
       for (int64_t i = 0; i < filled; ++i) p[i] /= n;
     } else {
-      averaged = kernels::affine(bucket, inv_size);
+      averaged = kernels::div(bucket, world_size);
     }
     int64_t offset = 0;
     for (const Segment& s : segments) {

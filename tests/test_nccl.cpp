@@ -72,6 +72,23 @@ TEST(NcclDevice, WorldOfOnePassesEveryCollective) {
   }
 }
 
+// A GPU run's world: host tensors (losses, loads, flags, dispatch counts) staged through the GPU,
+// device tensors passed straight through; its splits stage too. The collectives of a world of one
+// leave values as they are (sum over one rank), and all_to_all_v copies rows in order.
+TEST(NcclDevice, HostStagingMovesHostAndDeviceTensors) {
+  NEED_GPUS(1);
+  auto world = with_host_staging(nccl_world(nullptr, 60), Device::cuda(0));
+  EXPECT_EQ(world->backend(), "nccl");
+  testing::check_collectives(*world, Device::cuda(0));
+  testing::check_collectives(*world, Device::cpu());
+  const Tensor host = Tensor::from_vector<int64_t>({3, -4, 5}, {3});
+  world->all_reduce(host, ReduceOp::max);
+  EXPECT_EQ(host.to_vector<int64_t>(), (std::vector<int64_t>{3, -4, 5}));
+  const Tensor in = Tensor::from_vector<float>({1, 2, 3, 4}, {2, 2}), out = Tensor::empty({2, 2});
+  world->split(0, 0)->all_to_all_v(in, {2}, out, {2});
+  EXPECT_EQ(out.to_vector<float>(), (std::vector<float>{1, 2, 3, 4}));
+}
+
 TEST(NcclDevice, RanksOnSeveralGpusPassEveryCollective) {
   NEED_GPUS(2);
   const int n = std::min(cuda_device_count(), 4);

@@ -106,7 +106,8 @@ std::vector<int64_t> sample(model::CausalLM& lm, const std::vector<int64_t>& pro
   for (int64_t n = 0; n < o.max_new_tokens; ++n) {
     const int64_t start = std::max<int64_t>(0, int64_t(tokens.size()) - context);
     const std::vector<int64_t> window(tokens.begin() + start, tokens.end());
-    const Tensor logits = lm.logits(Tensor::from_vector(window, {1, int64_t(window.size())})).value();
+    const Tensor logits =
+        lm.logits(Tensor::from_vector(window, {1, int64_t(window.size())}).to(lm.options().device)).value();
     const int64_t next = pick_token(logits.select(1, logits.size(1) - 1).to_doubles(), sampling, gen);
     tokens.push_back(next);
     out.push_back(next);

@@ -83,7 +83,8 @@ void run_train(const std::string& config_path, const std::vector<std::string>& o
   world_size = world->size();
   daedalus::train::RunConfig config = daedalus::train::load_config(config_path, overrides);
   config.validate(world_size);  // names parallel.expert_parallel when the world does not divide
-  auto groups = daedalus::parallel::make_process_groups(world, int(config.parallel.expert_parallel));
+  // MPI alone for CPU tensors; an NCCL world bootstrapped from it for train.device cuda.
+  auto groups = daedalus::train::make_run_groups(config, world);
   daedalus::train::Trainer trainer(std::move(config), std::move(groups));
   trainer.run();
 }
@@ -122,7 +123,7 @@ void run_eval(const std::string& checkpoint, const std::string& config_path,
   world_size = world->size();
   // The checkpoint's run may have used expert parallelism this world cannot: any EP size loads.
   if (world_size % config.parallel.expert_parallel != 0) config.parallel.expert_parallel = 1;
-  auto groups = daedalus::parallel::make_process_groups(world, int(config.parallel.expert_parallel));
+  auto groups = make_run_groups(config, world);
   Trainer trainer(std::move(config), std::move(groups), TrainerMode::evaluate);
   if (trainer.eval_batch_count() == 0)
     throw daedalus::InputError("data.val: the config has no validation data (set data.val, or --set data.val=...)");

@@ -15,8 +15,9 @@
 // moments untouched (unlike PyTorch, which keeps a step count per parameter, the bias correction
 // uses the one global count, the one a checkpoint stores).
 //
-// CPU tensors are updated in place (OpenMP over elements). Parameters on another device are staged
-// through host copies (correct, not fast; a fused CUDA kernel is future work).
+// The arithmetic is autograd/kernels/adamw.h: in place on each parameter's device (CPU: OpenMP over
+// elements; CUDA: one fused kernel per parameter), the same bits on both for the same inputs. The
+// gradient norm's sums of squares run on the device too; only one double per parameter comes back.
 #pragma once
 
 #include <array>

@@ -16,6 +16,7 @@
 
 #include "autograd/allocator.h"
 #include "autograd/kernels/elementwise.h"
+#include "autograd/nvtx.h"
 #include "autograd/ops/arithmetic.h"
 #include "model/param_count.h"
 #include "parallel/communicator.h"
@@ -144,6 +145,38 @@ model::LmOptions lm_options(const RunConfig& config, const parallel::ProcessGrou
   return mo;
 }
 
+Device run_device(DeviceChoice choice, int local_rank) {
+  switch (choice) {
+    case DeviceChoice::cpu:
+    case DeviceChoice::automatic: return Device::cpu();  // see trainer.h: auto stays on the CPU for now
+    case DeviceChoice::cuda: break;
+  }
+  if (!cuda_built())
+    throw InputError("train.device: cuda, but this build has no CUDA backend (rebuild with the CUDA toolkit)");
+  const int count = cuda_device_count();
+  if (count == 0) throw InputError("train.device: cuda, but no CUDA device is visible (nvidia-smi lists none)");
+  return Device::cuda(local_rank % count);
+}
+
+parallel::ProcessGroups make_run_groups(const RunConfig& config, const std::shared_ptr<parallel::Communicator>& mpi) {
+  DAEDALUS_CHECK(mpi != nullptr, "make_run_groups: no MPI world");
+  const int local_rank = mpi->size() > 1 ? parallel::node_local_rank(*mpi) : 0;
+  const Device device = run_device(config.train.device, local_rank);
+  const char* configured = config.parallel.backend == Backend::nccl  ? "nccl"
+                           : config.parallel.backend == Backend::mpi ? "mpi"
+                                                                     : "auto";
+  std::shared_ptr<parallel::Communicator> world = mpi;
+  if (parallel::resolve_backend(configured, device) == "nccl") {
+    // NCCL bootstrapped from MPI (none needed for one process); it drives GPU local_rank % devices,
+    // the device run_device picked. Host control values are staged through that GPU.
+    world = parallel::with_host_staging(
+        parallel::nccl_world(mpi->size() > 1 ? mpi : nullptr, config.parallel.timeout_s), device);
+  }
+  parallel::ProcessGroups groups = parallel::make_process_groups(world, int(config.parallel.expert_parallel));
+  groups.device = device;
+  return groups;
+}
+
 std::string_view stop_reason_name(StopReason r) {
   switch (r) {
     case StopReason::finished: return "finished";
@@ -161,11 +194,10 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
   // Every rank must run the same config: compare hashes of the resolved text before anything else.
   const std::string resolved = to_yaml(config_);
   if (world > 1) parallel::check_same_config(*groups_.world, resolved);
-  if (config_.train.device == DeviceChoice::cuda) {
-    DAEDALUS_FAIL(
-        "train.device: cuda: the model's CUDA path is not complete yet (the CUDA backend issue); use cpu or auto");
-  }
-  device_ = Device::cpu();
+  // Where the tensors live: a CUDA run's GPU is the one its NCCL world drives (make_run_groups).
+  device_ = config_.train.device == DeviceChoice::cuda
+                ? (groups_.device.is_cuda() ? groups_.device : run_device(config_.train.device, 0))
+                : Device::cpu();
   // parallel.backend against where the tensors live and the world the launcher built.
   const char* configured = config_.parallel.backend == Backend::nccl  ? "nccl"
                            : config_.parallel.backend == Backend::mpi ? "mpi"
@@ -270,7 +302,11 @@ std::string Trainer::banner() const {
   s += fmt::format("  batch      {} x {} tokens x {} accum x {} rank(s) = {} tokens/step, {} steps\n",
                    config_.train.micro_batch_size, config_.train.seq_len, config_.train.grad_accum_steps, world,
                    tokens_per_step, config_.train.steps);
-  s += fmt::format("  device     {} ({} threads)", device_.str(), omp_get_max_threads());
+  if (device_.is_cuda()) {
+    s += fmt::format("  device     {} ({} host threads)", device_.str(), omp_get_max_threads());
+  } else {
+    s += fmt::format("  device     {} ({} threads)", device_.str(), omp_get_max_threads());
+  }
   return s;
 }
 
@@ -290,6 +326,7 @@ double Trainer::model_flops_per_token() const {
 void Trainer::sync_gradients() {
   const int world = groups_.world->size();
   if (world == 1) return;
+  const nvtx::Range range("sync_gradients");
   std::vector<Tensor> dense, experts;
   for (const Param& p : optimizer_->params()) {
     if (!p.var.grad().defined())
@@ -343,6 +380,8 @@ void Trainer::write_fp8_stats(int64_t step) {
 }
 
 StepMetrics Trainer::train_step() {
+  const nvtx::Range step_range("train_step");
+  synchronize(device_);  // the step's time starts with an idle device (a no-op on the CPU)
   const auto t0 = Clock::now();
   allocator_for(device_).reset_peak();
   const int64_t accum = config_.train.grad_accum_steps;
@@ -368,12 +407,16 @@ StepMetrics Trainer::train_step() {
       h.add(t.data(), t.size() * sizeof(int64_t));
       m.batch_digest = h.hex();
     }
+    std::optional<nvtx::Range> phase(std::in_place, "forward");
     const model::LmOutput out = model_->forward(batch.inputs.to(device_), batch.targets.to(device_));
+    phase.emplace("backward");
     double scale = 1.0 / double(accum);
     if (inject_nan_at_ && *inject_nan_at_ == m.step && a == 0) scale = std::nan("");  // test hook
     if (inject_hang_at_ && *inject_hang_at_ == m.step && groups_.world->rank() == groups_.world->size() - 1)
       for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // test hook: the last rank hangs
     backward(ops::affine(out.loss, scale));
+    phase.reset();
+    // The losses come to the host for logging (one small copy each; the last waits for the step).
     loss += out.loss.value().item() / double(accum);
     lm += out.lm_loss.value().item() / double(accum);
     if (out.mtp_loss.defined()) mtp += out.mtp_loss.value().item() / double(accum);
@@ -445,6 +488,7 @@ StepMetrics Trainer::train_step() {
   const int64_t tokens = config_.train.micro_batch_size * config_.train.seq_len * accum * world;
   tokens_seen_ += tokens;
   m.tokens = tokens_seen_;
+  synchronize(device_);  // every kernel of the step is done before the clock stops
   const double s = seconds_since(t0);
   m.step_ms = 1e3 * s;
   m.tokens_per_s = double(tokens) / s;

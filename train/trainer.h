@@ -45,6 +45,20 @@ namespace daedalus::train {
 model::LmOptions lm_options(const RunConfig& config, const parallel::ProcessGroups* groups,
                             Device device = Device::cpu());
 
+// The device of a run (train.device) for the rank at `local_rank` on its node: cpu -> the CPU;
+// cuda -> GPU local_rank % visible devices (InputError naming train.device when there is none);
+// auto -> the CPU for now: the whole step has a CUDA path, but it has not yet run on a GPU, and the
+// FP8 recipes' CUDA kernels are still being written, so a GPU is used only when asked for
+// (docs/gpu.md). That changes to "CUDA when a device is visible" once verified there.
+Device run_device(DeviceChoice choice, int local_rank);
+
+// The process groups of a run of `config` over the ranks of `mpi` (an MPI world; size 1 without
+// mpirun): CPU tensors use `mpi` itself (parallel.backend mpi); CUDA tensors an NCCL world
+// bootstrapped from it, on the GPU run_device picks, that also takes host tensors
+// (parallel::with_host_staging), with its EP and replica groups split from it. groups.device is
+// that GPU (or the CPU). InputError for a backend that cannot move the run's tensors.
+parallel::ProcessGroups make_run_groups(const RunConfig& config, const std::shared_ptr<parallel::Communicator>& mpi);
+
 enum class TrainerMode : uint8_t {
   train,     // run directory, resume / init_from, checkpoints
   evaluate,  // model and validation data only: nothing written, nothing loaded (see load_weights)
@@ -57,8 +71,8 @@ std::string_view stop_reason_name(StopReason r);
 class Trainer {
  public:
   // Builds the model, optimizer and data for `config` on the ranks of `groups` (a world of one
-  // without mpirun). Train mode: writes <run.dir>/config.yaml on rank 0, then resumes or
-  // initializes from a checkpoint as checkpoint.resume / init_from say.
+  // without mpirun; for train.device cuda, groups from make_run_groups). Train mode: writes <run.dir>/config.yaml on
+  // rank 0, then resumes or initializes from a checkpoint as checkpoint.resume / init_from say.
   Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode mode = TrainerMode::train);
   ~Trainer();
 

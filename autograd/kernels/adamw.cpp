@@ -1,0 +1,136 @@
+// AdamW kernels: dispatcher and CPU implementation (the rule is in adamw.h).
+#include "autograd/kernels/adamw.h"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "autograd/dtype_codec.h"
+#include "autograd/kernels/dispatch.h"
+
+#if DAEDALUS_WITH_CUDA
+#include "autograd/cuda/adamw.h"
+#endif
+
+namespace daedalus {
+
+namespace cpu {
+
+namespace {
+
+// Elements per partial sum of sum_squares: the blocks are summed in order, so the result does not
+// depend on the thread count. The CUDA twin uses the same block.
+constexpr int64_t kNormBlock = 8192;
+// Below this many elements one thread does the work (the fork costs more than the work).
+constexpr int64_t kParallelMin = 1 << 15;
+
+// A double rounded to bf16 with a single rounding to nearest even: first to float rounding to odd
+// (x itself when it fits, otherwise its neighbour toward zero with the last bit set), then to bf16.
+// Rounding to odd with at least two extra bits makes the second rounding exact (Boldo & Melquiond
+// 2008), so no value near a bf16 tie is rounded twice.
+bf16 double_to_bf16(double x) {
+  float f = static_cast<float>(x);
+  if (std::isnan(x) || double(f) == x) return codec::float_to_bf16(f);
+  if (std::fabs(double(f)) > std::fabs(x)) f = std::nextafter(f, 0.0f);
+  return codec::float_to_bf16(codec::bits_float(codec::float_bits(f) | 1u));
+}
+
+double load(float s) { return s; }
+double load(bf16 s) { return codec::bf16_to_float(s); }
+template <typename S>
+S store(double x) {
+  if constexpr (std::is_same_v<S, float>) {
+    return static_cast<float>(x);
+  } else {
+    return double_to_bf16(x);
+  }
+}
+
+template <typename S>
+void adamw_update(float* p, float* g, S* m, S* v, int64_t n, const kernels::AdamwConstants& c) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    if (c.grad_scale != 1.0) g[i] = static_cast<float>(double(g[i]) * c.grad_scale);
+    const double gi = g[i];
+    m[i] = store<S>(c.beta1 * load(m[i]) + (1.0 - c.beta1) * gi);
+    v[i] = store<S>(c.beta2 * load(v[i]) + (1.0 - c.beta2) * gi * gi);
+    const double denom = std::sqrt(load(v[i])) / c.bc2_sqrt + c.eps;
+    const double pi = double(p[i]) * (1.0 - c.decay);
+    p[i] = static_cast<float>(pi - c.step_size * load(m[i]) / denom);
+  }
+}
+
+double sum_squares(const float* x, int64_t n) {
+  const int64_t blocks = (n + kNormBlock - 1) / kNormBlock;
+  std::vector<double> partial(size_t(blocks), 0.0);
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t b = 0; b < blocks; ++b) {
+    double s = 0.0;
+    const int64_t end = std::min(n, (b + 1) * kNormBlock);
+    for (int64_t i = b * kNormBlock; i < end; ++i) s += double(x[i]) * double(x[i]);
+    partial[size_t(b)] = s;
+  }
+  double total = 0.0;
+  for (double s : partial) total += s;
+  return total;
+}
+
+}  // namespace
+
+}  // namespace cpu
+
+namespace kernels {
+
+void adamw_step(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, const AdamwConstants& c) {
+  constexpr std::string_view op = "adamw_step";
+  const Device device = common_device(op, {&w, &g, &m, &v});
+  check_dtype(op, w, "w", DType::f32);
+  check_dtype(op, g, "g", DType::f32);
+  DAEDALUS_CHECK(m.dtype() == v.dtype() && (m.dtype() == DType::f32 || m.dtype() == DType::bf16),
+                 "{}: moments must both be fp32 or both bf16, got {} and {}", op, m.describe(), v.describe());
+  for (const Tensor* t : {&w, &g, &m, &v}) {
+    DAEDALUS_CHECK(t->is_contiguous() && t->numel() == w.numel(),
+                   "{}: operands must be contiguous with {} elements, got {}", op, w.numel(), t->describe());
+  }
+  if (w.numel() == 0) return;
+  switch (device.type) {
+    case DeviceType::cpu:
+      if (m.dtype() == DType::bf16) {
+        cpu::adamw_update(w.data<float>(), g.data<float>(), m.data<bf16>(), v.data<bf16>(), w.numel(), c);
+      } else {
+        cpu::adamw_update(w.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), w.numel(), c);
+      }
+      break;
+    case DeviceType::cuda: DAEDALUS_CUDA_KERNEL("adamw_step", adamw_step(w, g, m, v, c)); break;
+  }
+}
+
+std::vector<double> sum_squares(const std::vector<Tensor>& xs) {
+  constexpr std::string_view op = "sum_squares";
+  if (xs.empty()) return {};
+  Device device = xs.front().device();
+  for (const Tensor& x : xs) {
+    DAEDALUS_CHECK(x.defined(), "{}: undefined tensor", op);
+    check_dtype(op, x, "x", DType::f32);
+    DAEDALUS_CHECK(x.is_contiguous(), "{}: x must be contiguous, got {}", op, x.describe());
+    DAEDALUS_CHECK(x.device() == device, "{}: operands on {} and {}", op, device.str(), x.device().str());
+  }
+  switch (device.type) {
+    case DeviceType::cpu: {
+      std::vector<double> out;
+      out.reserve(xs.size());
+      for (const Tensor& x : xs) out.push_back(cpu::sum_squares(x.data<float>(), x.numel()));
+      return out;
+    }
+    case DeviceType::cuda: {
+      std::vector<double> out;
+      DAEDALUS_CUDA_KERNEL("sum_squares", sum_squares(xs, out));
+      return out;
+    }
+  }
+  return {};
+}
+
+}  // namespace kernels
+
+}  // namespace daedalus
