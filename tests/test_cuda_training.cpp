@@ -22,14 +22,7 @@ namespace {
 using testing::all_close;
 using testing::random_tensor;
 
-class CudaTraining : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!cuda_built()) GTEST_SKIP() << "built without CUDA";
-    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible on this machine";
-  }
-  const Device gpu = Device::cuda(0);
-};
+class CudaTraining : public testing::CudaTest {};
 
 // ---- the AdamW kernels ---------------------------------------------------------------------------
 
