@@ -30,35 +30,8 @@ namespace {
 
 class Fp8Cuda : public testing::CudaTest {};
 
-// [rows, cols] normal values whose magnitude changes by powers of two across rows and across
-// 128-column tiles (so every 1x128 / 128x128 scale differs and a misplaced scale shows), with one
-// all-zero row (amax = 0 -> scale 1) when there are enough rows.
-Tensor scaled_normal(int64_t rows, int64_t cols, uint64_t seed, DType dtype = DType::f32) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(rows * cols));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      const int e = int(r % 5) - 2 + int((c / 128) % 3) + int((r / 128) % 2) * 3;
-      v[static_cast<size_t>(r * cols + c)] = r == 3 ? 0.0f : std::ldexp(normal(rng), e);
-    }
-  return Tensor::from_vector(v, {rows, cols}).to(dtype);
-}
-
-// Byte-for-byte equality of two tensors of one dtype and shape (any device).
-::testing::AssertionResult bit_identical(const Tensor& actual, const Tensor& expected) {
-  if (actual.dtype() != expected.dtype() || actual.shape() != expected.shape())
-    return ::testing::AssertionFailure() << actual.describe() << " vs " << expected.describe();
-  const Tensor a = actual.to(Device::cpu()).contiguous(), e = expected.to(Device::cpu()).contiguous();
-  const auto* pa = static_cast<const uint8_t*>(a.data_ptr());
-  const auto* pe = static_cast<const uint8_t*>(e.data_ptr());
-  for (size_t i = 0; i < a.nbytes(); ++i)
-    if (pa[i] != pe[i])
-      return ::testing::AssertionFailure()
-             << "byte " << i << " (element " << i / a.element_size() << ") differs: 0x" << std::hex << int(pa[i])
-             << " vs 0x" << int(pe[i]) << std::dec << " in " << a.describe();
-  return ::testing::AssertionSuccess();
-}
+using testing::bit_identical;
+using testing::scaled_normal;
 
 QuantizedTensor to_device(const QuantizedTensor& q, Device device) {
   QuantizedTensor out = q;

@@ -25,32 +25,8 @@
 namespace daedalus::fp8 {
 namespace {
 
-// [rows, cols] normal values whose magnitude changes by powers of two across rows and 128-column
-// tiles (a misplaced scale shows), with an all-zero row 3 when there are enough rows.
-Tensor scaled_normal(int64_t rows, int64_t cols, uint64_t seed, DType dtype = DType::f32) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(rows * cols));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      const int e = int(r % 5) - 2 + int((c / 128) % 3) + int((r / 128) % 2) * 3;
-      v[static_cast<size_t>(r * cols + c)] = r == 3 ? 0.0f : std::ldexp(normal(rng), e);
-    }
-  return Tensor::from_vector(v, {rows, cols}).to(dtype);
-}
-
-// Byte-for-byte equality of two tensors of one dtype and shape (any device).
-::testing::AssertionResult bit_identical(const Tensor& actual, const Tensor& expected) {
-  if (actual.dtype() != expected.dtype() || actual.shape() != expected.shape())
-    return ::testing::AssertionFailure() << actual.describe() << " vs " << expected.describe();
-  const std::vector<uint8_t> a = testing::bytes(actual.to(Device::cpu())), e = testing::bytes(expected);
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i] != e[i])
-      return ::testing::AssertionFailure()
-             << "byte " << i << " (element " << i / actual.element_size() << ") differs: " << int(a[i]) << " vs "
-             << int(e[i]) << " in " << actual.describe();
-  return ::testing::AssertionSuccess();
-}
+using testing::bit_identical;
+using testing::scaled_normal;
 
 ::testing::AssertionResult same_quantization(const QuantizedTensor& actual, const QuantizedTensor& expected) {
   if (actual.granularity != expected.granularity || actual.format != expected.format)

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <random>
+#include <vector>
 
 namespace daedalus::testing {
 
@@ -140,6 +142,30 @@ std::string error_of(const std::function<void()>& fn) {
 void expect_error(const std::function<void()>& fn, const std::vector<std::string>& needles) {
   const std::string msg = error_of(fn);
   for (const std::string& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
+}
+
+Tensor scaled_normal(int64_t rows, int64_t cols, uint64_t seed, DType dtype) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const int e = int(r % 5) - 2 + int((c / 128) % 3) + int((r / 128) % 2) * 3;
+      v[static_cast<size_t>(r * cols + c)] = r == 3 ? 0.0f : std::ldexp(normal(rng), e);
+    }
+  return Tensor::from_vector(v, {rows, cols}).to(dtype);
+}
+
+::testing::AssertionResult bit_identical(const Tensor& actual, const Tensor& expected) {
+  if (actual.dtype() != expected.dtype() || actual.shape() != expected.shape())
+    return ::testing::AssertionFailure() << actual.describe() << " vs " << expected.describe();
+  const std::vector<uint8_t> a = bytes(actual.to(Device::cpu())), e = bytes(expected.to(Device::cpu()));
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i] != e[i])
+      return ::testing::AssertionFailure() << "byte " << i << " (element " << i / actual.element_size()
+                                           << ") differs: 0x" << std::hex << int(a[i]) << " vs 0x" << int(e[i])
+                                           << std::dec << " in " << actual.describe();
+  return ::testing::AssertionSuccess();
 }
 
 }  // namespace daedalus::testing

@@ -34,6 +34,15 @@ inline constexpr double kU16 = 0x1p-8;   // bf16 unit roundoff: 8 significant bi
 // Seeded normal tensor, and the doubles it holds (the exact inputs a reference sees).
 Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::f32, double std = 1.0);
 
+// [rows, cols] normal values whose magnitude changes by powers of two across rows and across
+// 128-column tiles (every 1x128 / 128x128 FP8 scale differs, so a misplaced scale shows), with row 3
+// all zero (amax 0 -> scale 1) when there are enough rows. fp32, then cast to `dtype`.
+Tensor scaled_normal(int64_t rows, int64_t cols, uint64_t seed, DType dtype = DType::f32);
+
+// Byte-for-byte equality of two tensors of one dtype and shape (any devices); the message names the
+// first differing byte and its element.
+::testing::AssertionResult bit_identical(const Tensor& actual, const Tensor& expected);
+
 // Base fixture of the CUDA-vs-CPU tests: skips (with the reason) where CUDA is not built or no
 // device is visible; `gpu` is cuda:0. scripts/gpu-check runs them on a machine with a GPU.
 class CudaTest : public ::testing::Test {

@@ -23,12 +23,9 @@ __global__ void cross_entropy_rows_kernel(float* lse, double* row_loss, const T*
   __shared__ double ssum[kRowThreads / 32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = logits + r * vocab;
-    float m = -INFINITY;
-    for (int64_t v = threadIdx.x; v < vocab; v += kRowThreads) m = max_keep(m, to_float(xr[v]));
-    m = block_max(m, smax);
-    double sum = 0.0;
-    for (int64_t v = threadIdx.x; v < vocab; v += kRowThreads) sum += double(expf(to_float(xr[v]) - m));
-    sum = block_sum(sum, ssum);
+    float m;
+    double sum;
+    row_max_sumexp(xr, vocab, smax, ssum, m, sum);
     if (threadIdx.x == 0) {
       const double row_lse = double(m) + log(sum);
       lse[r] = float(row_lse);

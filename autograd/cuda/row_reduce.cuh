@@ -62,6 +62,20 @@ __device__ __forceinline__ float block_max(float m, float* smem) {
   return result;
 }
 
+// The softmax statistics of one row x[0, cols), read through to_float: its max m (NaN-keeping) and
+// Σ exp(x - m) summed in double; every thread of the block gets both. smax / ssum as for
+// block_max / block_sum.
+template <typename T>
+__device__ __forceinline__ void row_max_sumexp(const T* x, int64_t cols, float* smax, double* ssum, float& m,
+                                               double& sum) {
+  m = -INFINITY;
+  for (int64_t c = threadIdx.x; c < cols; c += kRowThreads) m = max_keep(m, to_float(x[c]));
+  m = block_max(m, smax);
+  sum = 0.0;
+  for (int64_t c = threadIdx.x; c < cols; c += kRowThreads) sum += double(expf(to_float(x[c]) - m));
+  sum = block_sum(sum, ssum);
+}
+
 // Device twin of round_from_double (autograd/dtype.h): a double rounded once to the storage type.
 // For bf16, a float rounded to odd keeps the sticky bit, so the final nearest-even step is exact-once.
 template <typename T>

@@ -22,12 +22,9 @@ __global__ void softmax_kernel(T* y, const T* x, int64_t rows, int64_t cols) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * cols;
     T* yr = y + r * cols;
-    float m = -INFINITY;
-    for (int64_t c = threadIdx.x; c < cols; c += kRowThreads) m = max_keep(m, to_float(xr[c]));
-    m = block_max(m, smax);
-    double sum = 0.0;
-    for (int64_t c = threadIdx.x; c < cols; c += kRowThreads) sum += double(expf(to_float(xr[c]) - m));
-    sum = block_sum(sum, ssum);
+    float m;
+    double sum;
+    row_max_sumexp(xr, cols, smax, ssum, m, sum);
     if constexpr (kKind == Kind::softmax) {
       const double inv = 1.0 / sum;
       for (int64_t c = threadIdx.x; c < cols; c += kRowThreads)
