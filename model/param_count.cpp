@@ -65,4 +65,13 @@ ParameterCounts count_parameters(const ModelConfig& c) {
   return p;
 }
 
+double training_flops_per_token(const ModelConfig& c, int64_t seq_len) {
+  const ParameterCounts p = count_parameters(c);
+  const double weights = double(p.activated + p.mtp_activated);
+  const double layers = double(c.num_hidden_layers + c.num_nextn_predict_layers);
+  const double attention =
+      3.0 * layers * double(c.num_attention_heads) * double(seq_len) * double(c.qk_head_dim() + c.v_head_dim);
+  return 6.0 * weights + attention;
+}
+
 }  // namespace daedalus::model

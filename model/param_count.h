@@ -27,4 +27,10 @@ struct ParameterCounts {
 
 ParameterCounts count_parameters(const ModelConfig& config);
 
+// Model FLOPs of one training token (forward + backward) at sequence length seq_len: 6 · N over
+// the activated non-embedding weights (main model and MTP modules), plus causal attention — per
+// layer and token, QKᵀ and PV over T/2 keys on average, 2 · H · T/2 · (dqk + dv) forward, three
+// times that for training. The numerator of MFU.
+double training_flops_per_token(const ModelConfig& config, int64_t seq_len);
+
 }  // namespace daedalus::model

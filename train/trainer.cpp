@@ -311,16 +311,7 @@ std::string Trainer::banner() const {
 }
 
 double Trainer::model_flops_per_token() const {
-  // 6 · N (forward 2N, backward 4N) over the activated non-embedding weights, plus causal
-  // attention: per layer and token, QKᵀ and PV over T/2 keys on average: 2 · H · T/2 · (dqk + dv)
-  // forward, three times that for training.
-  const model::ModelConfig& c = config_.model;
-  const model::ParameterCounts p = model::count_parameters(c);
-  const double weights = double(p.activated + p.mtp_activated);
-  const double layers = double(c.num_hidden_layers + c.num_nextn_predict_layers);
-  const double attention = 3.0 * layers * double(c.num_attention_heads) * double(config_.train.seq_len) *
-                           double(c.qk_head_dim() + c.v_head_dim);
-  return 6.0 * weights + attention;
+  return model::training_flops_per_token(config_.model, config_.train.seq_len);
 }
 
 void Trainer::sync_gradients() {
