@@ -127,13 +127,9 @@ class MpiCommunicator final : public Communicator {
     constexpr std::string_view op = "all_to_all_v";
     check_host_tensor(op, "in", in);
     check_host_tensor(op, "out", out);
-    DAEDALUS_CHECK(in.dtype() == out.dtype(), "all_to_all_v: in is {} but out is {}", in.describe(), out.describe());
-    DAEDALUS_CHECK(in.dim() >= 1 && out.dim() >= 1, "all_to_all_v: in {} and out {} need a row dimension",
-                   in.describe(), out.describe());
-    DAEDALUS_CHECK(Shape(in.shape().begin() + 1, in.shape().end()) == Shape(out.shape().begin() + 1, out.shape().end()),
-                   "all_to_all_v: rows of in {} and out {} differ in shape", in.describe(), out.describe());
-    const std::vector<int> send_bytes = byte_counts("send_counts", send_counts, in);
-    const std::vector<int> recv_bytes = byte_counts("recv_counts", recv_counts, out);
+    const int64_t row_bytes = check_all_to_all_v(op, in, send_counts, out, recv_counts, size_);
+    const std::vector<int> send_bytes = byte_counts("send_counts", send_counts, row_bytes);
+    const std::vector<int> recv_bytes = byte_counts("recv_counts", recv_counts, row_bytes);
     const std::vector<int> send_displs = displacements("send", send_bytes);
     const std::vector<int> recv_displs = displacements("recv", recv_bytes);
     DAEDALUS_MPI_CHECK(MPI_Alltoallv(in.data_ptr(), send_bytes.data(), send_displs.data(), MPI_BYTE, out.data_ptr(),
@@ -150,20 +146,11 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
-  // Row counts (one per rank, non-negative, summing to t's rows) -> byte counts that fit int.
-  std::vector<int> byte_counts(std::string_view name, const std::vector<int64_t>& rows, const Tensor& t) const {
-    DAEDALUS_CHECK(static_cast<int64_t>(rows.size()) == size_, "all_to_all_v: {} has {} entries for {} ranks", name,
-                   rows.size(), size_);
-    const int64_t row_bytes = t.size(0) == 0 ? 0 : static_cast<int64_t>(t.nbytes()) / t.size(0);
-    int64_t total = 0;
+  // Row counts (checked by check_all_to_all_v) -> byte counts that fit MPI's int.
+  static std::vector<int> byte_counts(std::string_view name, const std::vector<int64_t>& rows, int64_t row_bytes) {
     std::vector<int> bytes(rows.size());
-    for (size_t r = 0; r < rows.size(); ++r) {
-      DAEDALUS_CHECK(rows[r] >= 0, "all_to_all_v: {}[{}] = {} is negative", name, r, rows[r]);
-      total += rows[r];
+    for (size_t r = 0; r < rows.size(); ++r)
       bytes[r] = checked_count("all_to_all_v", fmt::format("{}[{}] in bytes", name, r), rows[r] * row_bytes);
-    }
-    DAEDALUS_CHECK(total == t.size(0), "all_to_all_v: {} sum to {} rows but the tensor is {}", name, total,
-                   t.describe());
     return bytes;
   }
   static std::vector<int> displacements(std::string_view name, const std::vector<int>& bytes) {

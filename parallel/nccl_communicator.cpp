@@ -147,15 +147,9 @@ class NcclCommunicator final : public Communicator {
                     const std::vector<int64_t>& recv_counts) override {
     check_device_tensor("all_to_all_v", "in", in, device_);
     check_device_tensor("all_to_all_v", "out", out, device_);
-    DAEDALUS_CHECK(in.dtype() == out.dtype(), "nccl all_to_all_v: in is {} but out is {}", in.describe(),
-                   out.describe());
-    DAEDALUS_CHECK(in.dim() >= 1 && out.dim() >= 1, "nccl all_to_all_v: in {} and out {} need a row dimension",
-                   in.describe(), out.describe());
-    DAEDALUS_CHECK(Shape(in.shape().begin() + 1, in.shape().end()) == Shape(out.shape().begin() + 1, out.shape().end()),
-                   "nccl all_to_all_v: rows of in {} and out {} differ in shape", in.describe(), out.describe());
-    const size_t row_bytes = row_bytes_of(in);
-    const std::vector<size_t> send_offsets = offsets("send_counts", send_counts, in);
-    const std::vector<size_t> recv_offsets = offsets("recv_counts", recv_counts, out);
+    const size_t row_bytes = size_t(check_all_to_all_v("nccl all_to_all_v", in, send_counts, out, recv_counts, size_));
+    const std::vector<size_t> send_offsets = offsets(send_counts, row_bytes);
+    const std::vector<size_t> recv_offsets = offsets(recv_counts, row_bytes);
     auto* src = static_cast<const char*>(in.data_ptr());
     auto* dst = static_cast<char*>(out.data_ptr());
     run("all_to_all_v", [&] {
@@ -199,27 +193,14 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
-  // Bytes per row (dims after the first), defined even for a tensor of zero rows.
-  static size_t row_bytes_of(const Tensor& t) {
-    int64_t per_row = 1;
-    for (size_t d = 1; d < t.shape().size(); ++d) per_row *= t.shape()[d];
-    return size_t(per_row) * t.element_size();
-  }
-
-  // Row counts (one per rank, non-negative, summing to t's rows) -> byte offsets per rank.
-  std::vector<size_t> offsets(std::string_view name, const std::vector<int64_t>& rows, const Tensor& t) const {
-    DAEDALUS_CHECK(static_cast<int64_t>(rows.size()) == size_, "nccl all_to_all_v: {} has {} entries for {} ranks",
-                   name, rows.size(), size_);
-    const size_t row_bytes = row_bytes_of(t);
+  // Byte offset of each rank's rows (counts checked by check_all_to_all_v).
+  static std::vector<size_t> offsets(const std::vector<int64_t>& rows, size_t row_bytes) {
     std::vector<size_t> out(rows.size());
-    int64_t total = 0;
+    size_t offset = 0;
     for (size_t r = 0; r < rows.size(); ++r) {
-      DAEDALUS_CHECK(rows[r] >= 0, "nccl all_to_all_v: {}[{}] = {} is negative", name, r, rows[r]);
-      out[r] = size_t(total) * row_bytes;
-      total += rows[r];
+      out[r] = offset;
+      offset += size_t(rows[r]) * row_bytes;
     }
-    DAEDALUS_CHECK(total == t.size(0), "nccl all_to_all_v: {} sum to {} rows but the tensor is {}", name, total,
-                   t.describe());
     return out;
   }
 

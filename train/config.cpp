@@ -564,6 +564,12 @@ void apply_set(YAML::Node& root, const std::string& entry, Origin& origin) {
 
 }  // namespace
 
+std::string_view backend_name(Backend backend) {
+  for (const auto& [value, name] : kBackends)
+    if (value == backend) return name;
+  return "?";
+}
+
 // ---- validation ---------------------------------------------------------------------------------
 
 void PrecisionConfig::validate() const {

@@ -85,6 +85,7 @@ struct DataConfig {
 };
 
 enum class Backend : uint8_t { automatic, nccl, mpi };  // YAML: auto | nccl | mpi
+std::string_view backend_name(Backend backend);        // as YAML spells it
 
 // `parallel:` expert parallelism and communication.
 struct ParallelConfig {

@@ -162,9 +162,7 @@ parallel::ProcessGroups make_run_groups(const RunConfig& config, const std::shar
   DAEDALUS_CHECK(mpi != nullptr, "make_run_groups: no MPI world");
   const int local_rank = mpi->size() > 1 ? parallel::node_local_rank(*mpi) : 0;
   const Device device = run_device(config.train.device, local_rank);
-  const char* configured = config.parallel.backend == Backend::nccl  ? "nccl"
-                           : config.parallel.backend == Backend::mpi ? "mpi"
-                                                                     : "auto";
+  const std::string_view configured = backend_name(config.parallel.backend);
   std::shared_ptr<parallel::Communicator> world = mpi;
   if (parallel::resolve_backend(configured, device) == "nccl") {
     // NCCL bootstrapped from MPI (none needed for one process); it drives GPU local_rank % devices,
@@ -199,9 +197,7 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
                 ? (groups_.device.is_cuda() ? groups_.device : run_device(config_.train.device, 0))
                 : Device::cpu();
   // parallel.backend against where the tensors live and the world the launcher built.
-  const char* configured = config_.parallel.backend == Backend::nccl  ? "nccl"
-                           : config_.parallel.backend == Backend::mpi ? "mpi"
-                                                                      : "auto";
+  const std::string_view configured = backend_name(config_.parallel.backend);
   const std::string backend = parallel::resolve_backend(configured, device_);
   DAEDALUS_CHECK(groups_.world->backend() == backend, "parallel.backend: {} resolves to {}, but the world is {}",
                  configured, backend, groups_.world->backend());

@@ -1,0 +1,38 @@
+// What the backends share: the argument checks of all_to_all_v.
+#include "autograd/check.h"
+#include "parallel/communicator.h"
+
+namespace daedalus::parallel {
+
+namespace {
+
+void check_counts(std::string_view op, std::string_view name, const std::vector<int64_t>& rows, const Tensor& t,
+                  int size) {
+  DAEDALUS_CHECK(static_cast<int64_t>(rows.size()) == size, "{}: {} has {} entries for {} ranks", op, name,
+                 rows.size(), size);
+  int64_t total = 0;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    DAEDALUS_CHECK(rows[r] >= 0, "{}: {}[{}] = {} is negative", op, name, r, rows[r]);
+    total += rows[r];
+  }
+  DAEDALUS_CHECK(total == t.size(0), "{}: {} sum to {} rows but the tensor is {}", op, name, total, t.describe());
+}
+
+}  // namespace
+
+int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vector<int64_t>& send_counts,
+                           const Tensor& out, const std::vector<int64_t>& recv_counts, int size) {
+  DAEDALUS_CHECK(in.dtype() == out.dtype(), "{}: in is {} but out is {}", op, in.describe(), out.describe());
+  DAEDALUS_CHECK(in.dim() >= 1 && out.dim() >= 1, "{}: in {} and out {} need a row dimension", op, in.describe(),
+                 out.describe());
+  const Shape row(in.shape().begin() + 1, in.shape().end());
+  DAEDALUS_CHECK(row == Shape(out.shape().begin() + 1, out.shape().end()), "{}: rows of in {} and out {} differ in shape",
+                 op, in.describe(), out.describe());
+  check_counts(op, "send_counts", send_counts, in, size);
+  check_counts(op, "recv_counts", recv_counts, out, size);
+  int64_t elements = 1;
+  for (int64_t d : row) elements *= d;
+  return elements * int64_t(in.element_size());
+}
+
+}  // namespace daedalus::parallel
