@@ -71,6 +71,11 @@ PY
     grep -q 'identical in every run of a seed' "$work/sweep/report.md"
     grep -E '^\| fp8_block \| ok \| 3 \| [0-9.]+ \| [-+0-9.]+% ± [0-9.]+ \|' "$work/sweep/report.md"
     grep -E '^\| fp8_block \| [-+0-9.]+% / [-+0-9.]+% \| [-+0-9.]+% / [-+0-9.]+% \|$' "$work/sweep/report.md"
+    grep -q 'With the mean ± 2 standard errors inside ±0.25%' "$work/sweep/report.md"
+    # One seed has no standard error: its report gives the plain reading only.
+    ablate --report-only --recipes bf16,fp8_block --seeds 3 --out "$work/sweep"
+    grep -q "^Within DeepSeek-V3's 0.25% relative loss error vs bf16 — fp8_block: " "$work/sweep/report.md"
+    if grep -q 'standard errors inside' "$work/sweep/report.md"; then exit 1; fi
     python3 - "$work/sweep/runs" <<'PY'
 import json, sys
 runs = sys.argv[1]
