@@ -54,6 +54,16 @@ void check_device_tensor(std::string_view op, std::string_view name, const Tenso
 
 ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::sum ? ncclSum : ncclMax; }
 
+// An enqueue (collective, ncclSend / ncclRecv) on a non-blocking communicator may return
+// ncclInProgress: NCCL is still launching it (e.g. while it connects peers lazily on first use).
+// That is not an error: run() then polls ncclCommGetAsyncError (wait_ready) until it is launched.
+// Any other status but ncclSuccess is.
+#define DAEDALUS_NCCL_ENQUEUE(stmt)                                                    \
+  do {                                                                                 \
+    const ncclResult_t daedalus_enqueued_ = (stmt);                                    \
+    if (daedalus_enqueued_ != ncclInProgress) DAEDALUS_NCCL_CHECK(daedalus_enqueued_); \
+  } while (0)
+
 ncclConfig_t nonblocking_config() {
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
@@ -113,8 +123,8 @@ class NcclCommunicator final : public Communicator {
       default: throw_unsupported_dtype("nccl all_reduce", t.dtype(), "fp32, bf16, int32, int64");
     }
     run("all_reduce", [&] {
-      DAEDALUS_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), size_t(t.numel()), type, nccl_op(op), comm_,
-                                        stream_));
+      DAEDALUS_NCCL_ENQUEUE(
+          ncclAllReduce(t.data_ptr(), t.data_ptr(), size_t(t.numel()), type, nccl_op(op), comm_, stream_));
     });
   }
 
@@ -123,7 +133,7 @@ class NcclCommunicator final : public Communicator {
     DAEDALUS_CHECK(root >= 0 && root < size_, "nccl broadcast: root {} is not a rank of this communicator (size {})",
                    root, size_);
     run("broadcast", [&] {
-      DAEDALUS_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.nbytes(), ncclUint8, root, comm_, stream_));
+      DAEDALUS_NCCL_ENQUEUE(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.nbytes(), ncclUint8, root, comm_, stream_));
     });
   }
 
@@ -136,7 +146,7 @@ class NcclCommunicator final : public Communicator {
                    "nccl all_gather: out {} must hold {} ranks x {} elements of in {}", out.describe(), size_,
                    in.numel(), in.describe());
     run("all_gather", [&] {
-      DAEDALUS_NCCL_CHECK(ncclAllGather(in.data_ptr(), out.data_ptr(), in.nbytes(), ncclUint8, comm_, stream_));
+      DAEDALUS_NCCL_ENQUEUE(ncclAllGather(in.data_ptr(), out.data_ptr(), in.nbytes(), ncclUint8, comm_, stream_));
     });
   }
 
@@ -159,9 +169,9 @@ class NcclCommunicator final : public Communicator {
         const size_t sent = size_t(send_counts[size_t(r)]) * row_bytes;
         const size_t received = size_t(recv_counts[size_t(r)]) * row_bytes;
         if (sent > 0)
-          DAEDALUS_NCCL_CHECK(ncclSend(src + send_offsets[size_t(r)], sent, ncclUint8, r, comm_, stream_));
+          DAEDALUS_NCCL_ENQUEUE(ncclSend(src + send_offsets[size_t(r)], sent, ncclUint8, r, comm_, stream_));
         if (received > 0)
-          DAEDALUS_NCCL_CHECK(ncclRecv(dst + recv_offsets[size_t(r)], received, ncclUint8, r, comm_, stream_));
+          DAEDALUS_NCCL_ENQUEUE(ncclRecv(dst + recv_offsets[size_t(r)], received, ncclUint8, r, comm_, stream_));
       }
       // ncclGroupEnd on a non-blocking communicator may return ncclInProgress: still launching.
       const ncclResult_t end = ncclGroupEnd();

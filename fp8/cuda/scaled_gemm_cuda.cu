@@ -33,6 +33,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "autograd/allocator.h"
@@ -48,8 +49,16 @@ namespace {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-// Key of a cached heuristic: device, m, n, k, A/B/D types, A/B scale modes.
-using AlgoKey = std::tuple<int, int64_t, int64_t, int64_t, int, int, int, int, int>;
+// Key of a cached heuristic: device, m, n, k, A/B/D types, A/B scale modes, A/B/D pointer alignments.
+using AlgoKey = std::tuple<int, int64_t, int64_t, int64_t, int, int, int, int, int, uint32_t, uint32_t, uint32_t>;
+
+// The largest power of two (up to cuBLASLt's default assumption of 256) dividing the address.
+uint32_t alignment_of(const void* p) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  uint32_t a = 1;
+  while (a < 256 && u % (2 * a) == 0) a *= 2;
+  return a;
+}
 
 // RAII for the descriptors of one call.
 struct Descriptors {
@@ -110,6 +119,10 @@ void run_lt_gemm(const LtGemm& g) {
 
   static std::mutex mutex;
   static std::map<AlgoKey, cublasLtMatmulAlgo_t> algos;
+  // The heuristic assumes 256-byte aligned operands unless told otherwise; the grouped GEMM writes
+  // group g's rows at y + offsets[g] * N, only 32-byte aligned in general (N % 8 == 0), so the
+  // actual alignments are passed (and keyed on): an algorithm needing more would fail the call.
+  const uint32_t align_a = alignment_of(g.a), align_b = alignment_of(g.b), align_d = alignment_of(g.d);
   const AlgoKey key{g.device,
                     g.m,
                     g.n,
@@ -118,7 +131,10 @@ void run_lt_gemm(const LtGemm& g) {
                     int(g.b_type),
                     int(CUDA_R_32F),
                     g.scaled ? g.a_scale_mode : -1,
-                    g.scaled ? g.b_scale_mode : -1};
+                    g.scaled ? g.b_scale_mode : -1,
+                    align_a,
+                    align_b,
+                    align_d};
   cublasLtMatmulAlgo_t algo;
   {
     std::lock_guard lock(mutex);
@@ -128,6 +144,13 @@ void run_lt_gemm(const LtGemm& g) {
       const uint64_t workspace = cuda::kCublasLtWorkspaceBytes;
       DAEDALUS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                                  &workspace, sizeof(workspace)));
+      const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_d},  // C is D (beta = 0)
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d}};
+      for (const auto& [attr, bytes] : alignments)
+        DAEDALUS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, attr, &bytes, sizeof(bytes)));
       cublasLtMatmulHeuristicResult_t result{};
       int found = 0;
       DAEDALUS_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(state.handle, desc.op, desc.a, desc.b, desc.d, desc.d,
