@@ -21,7 +21,7 @@ void check_counts(std::string_view op, std::string_view name, const std::vector<
 }  // namespace
 
 int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vector<int64_t>& send_counts,
-                           const Tensor& out, const std::vector<int64_t>& recv_counts, int size) {
+                           const Tensor& out, const std::vector<int64_t>& recv_counts, int rank, int size) {
   DAEDALUS_CHECK(in.dtype() == out.dtype(), "{}: in is {} but out is {}", op, in.describe(), out.describe());
   DAEDALUS_CHECK(in.dim() >= 1 && out.dim() >= 1, "{}: in {} and out {} need a row dimension", op, in.describe(),
                  out.describe());
@@ -30,6 +30,8 @@ int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vec
                  op, in.describe(), out.describe());
   check_counts(op, "send_counts", send_counts, in, size);
   check_counts(op, "recv_counts", recv_counts, out, size);
+  DAEDALUS_CHECK(send_counts[size_t(rank)] == recv_counts[size_t(rank)], "{}: rank {} sends itself {} rows but expects {}",
+                 op, rank, send_counts[size_t(rank)], recv_counts[size_t(rank)]);
   int64_t elements = 1;
   for (int64_t d : row) elements *= d;
   return elements * int64_t(in.element_size());

@@ -43,9 +43,11 @@ class Communicator {
 
 // The argument checks every backend's all_to_all_v makes (InputError prefixed with `op`): in and
 // out of one dtype with a row dimension and equal row shapes; send_counts and recv_counts one per
-// rank (`size`), non-negative, summing to in's and out's rows. Returns the bytes of one row.
+// rank (`size`), non-negative, summing to in's and out's rows; the rows this rank (`rank`) sends
+// itself equal the rows it expects from itself. Checked before anything is launched, so a bad call
+// leaves no transfer half-started. Returns the bytes of one row.
 int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vector<int64_t>& send_counts,
-                           const Tensor& out, const std::vector<int64_t>& recv_counts, int size);
+                           const Tensor& out, const std::vector<int64_t>& recv_counts, int rank, int size);
 
 // MPI: initializes MPI if nobody did (MPI_THREAD_FUNNELED) and finalizes it at exit; a single
 // process without mpirun is a world of size 1.

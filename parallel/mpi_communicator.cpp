@@ -127,7 +127,7 @@ class MpiCommunicator final : public Communicator {
     constexpr std::string_view op = "all_to_all_v";
     check_host_tensor(op, "in", in);
     check_host_tensor(op, "out", out);
-    const int64_t row_bytes = check_all_to_all_v(op, in, send_counts, out, recv_counts, size_);
+    const int64_t row_bytes = check_all_to_all_v(op, in, send_counts, out, recv_counts, rank_, size_);
     const std::vector<int> send_bytes = byte_counts("send_counts", send_counts, row_bytes);
     const std::vector<int> recv_bytes = byte_counts("recv_counts", recv_counts, row_bytes);
     const std::vector<int> send_displs = displacements("send", send_bytes);

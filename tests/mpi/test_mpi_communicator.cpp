@@ -145,6 +145,19 @@ TEST(MpiCommunicator, BadCountsAreInputErrors) {
   huge[0] = int64_t{1} << 40;
   huge[1] = 2 - huge[0];
   EXPECT_THROW(world->all_to_all_v(in, huge, out, ok), InputError);
+  // Every rank keeps its rows but expects them from its neighbour: the self counts disagree, and
+  // every rank says so before anything is sent (no rank is left waiting).
+  if (n > 1) {
+    std::vector<int64_t> keep(static_cast<size_t>(n), 0), from_next(static_cast<size_t>(n), 0);
+    keep[size_t(world->rank())] = 2;
+    from_next[size_t((world->rank() + 1) % n)] = 2;
+    try {
+      world->all_to_all_v(in, keep, out, from_next);
+      FAIL() << "mismatched self counts were accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("sends itself 2 rows but expects 0"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(MpiCommunicator, NonContiguousAndFp8AreRefused) {
