@@ -101,5 +101,13 @@ PY
     grep -q "resumed from .*step_00000002" "$work/resume.txt"
     cmp "$work/first.jsonl" "$work/run/fp8_stats.jsonl"
     ;;
+  checked_in_report)  # reports/ablation-plain/report.md is what its checked-in runs give (no training)
+    report=$repo/reports/ablation-plain
+    cp -r "$report/runs" "$work/"
+    seeds=$(sed -n 's/^scripts\/ablate .*--seeds \([0-9,]*\).*/\1/p' "$report/report.md")
+    (cd "$repo" && scripts/ablate configs/ablation/plain.yaml --recipes fp32,bf16,fp8_block --seeds "$seeds" \
+      --out "$work" --report-only)
+    diff <(sed "s|$work|reports/ablation-plain|" "$work/report.md") "$report/report.md"
+    ;;
   *) echo "unknown case $case_name" >&2; exit 2 ;;
 esac
