@@ -391,6 +391,22 @@ QuantizedTensor pad_quantized(const QuantizedTensor& q, int64_t rows, int64_t co
   return out;
 }
 
+bool transposes_exactly(Granularity g) { return g == Granularity::tensor || g == Granularity::block_128x128; }
+
+QuantizedTensor transpose_quantized(const QuantizedTensor& q) {
+  constexpr std::string_view op = "transpose_quantized";
+  DAEDALUS_CHECK(q.data.defined() && q.scale_inv.defined(), "{}: undefined quantized tensor", op);
+  kernels::check_dim(op, q.data, "data", 2);
+  DAEDALUS_CHECK(transposes_exactly(q.granularity),
+                 "{}: {} scales run along the rows, so the transpose must be quantized anew (only tensor and "
+                 "block_128x128 scales transpose with the data)",
+                 op, granularity_name(q.granularity));
+  QuantizedTensor out = q;
+  out.data = q.data.t().contiguous();  // a byte transpose of the codes
+  if (q.granularity == Granularity::block_128x128) out.scale_inv = q.scale_inv.t().contiguous();
+  return out;
+}
+
 void AmaxHistory::push(float amax) {
   DAEDALUS_CHECK(length_ >= 1, "AmaxHistory: length must be at least 1, got {}", length_);
   values_.push_back(amax);
