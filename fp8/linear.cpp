@@ -44,7 +44,19 @@ struct Fp8Gemms {
   LinearState* state;
   std::shared_ptr<QuantizedTensor> cached_qx;
   SavedTensor keep_x, keep_w;
-  float x_scale = 0.0f;  // delayed scaling: the scale X was quantized with
+  float x_scale = 0.0f;           // delayed scaling: the scale X was quantized with
+  QuantizedTensor fprop_qw = {};  // Fprop's q(W), kept for Dgrad instead of W when dgrad_transposes_fprop_w()
+
+  // Whether Dgrad's q(Wᵀ) is exactly Fprop's q(W) transposed (fp8/quantized.h transpose_quantized),
+  // so that a byte transpose replaces quantizing Wᵀ: the same granularity, format and options on
+  // both sides, a granularity whose blocks transpose with the data (per tensor, 128x128: fp8_block
+  // and fp8_tensor_current), and a scale from the current amax on both sides (delayed scaling
+  // quantizes Fprop's W with the history's scale but Dgrad's Wᵀ with its current amax).
+  bool dgrad_transposes_fprop_w() const {
+    const OperandSpec f = recipe.fprop().b, d = recipe.dgrad().b;
+    return f.granularity == d.granularity && f.format == d.format && transposes_exactly(f.granularity) &&
+           !recipe.delayed() && !recipe.scale.stochastic_rounding;
+  }
 
   // Fprop's operands: x [M, K], w [N, K] quantized along K (the GEMM is the caller's: one
   // scaled_gemm, or one grouped_scaled_gemm over all experts).
@@ -63,7 +75,13 @@ struct Fp8Gemms {
         keep_x = save(x);
       }
     }
-    if (keep_for_dgrad) keep_w = save(w);
+    if (keep_for_dgrad) {
+      if (dgrad_transposes_fprop_w()) {
+        fprop_qw = q.w;
+      } else {
+        keep_w = save(w);
+      }
+    }
     return q;
   }
 
@@ -81,7 +99,9 @@ struct Fp8Gemms {
     if (dx != nullptr || (dw != nullptr && r.wgrad_fp8))
       qdy = quantize_operand(dy, dgrad.a, r, state ? &state->dy : nullptr, state, "dy");
     if (dx != nullptr) {  // dX [M, K] = q(dY) [M, N] · q(Wᵀ) [K, N]ᵀ
-      const QuantizedTensor qwt = quantize(keep_w.get().t(), dgrad.b.granularity, dgrad.b.format, r.scale);
+      const QuantizedTensor qwt = fprop_qw.data.defined()
+                                      ? transpose_quantized(fprop_qw)
+                                      : quantize(keep_w.get().t(), dgrad.b.granularity, dgrad.b.format, r.scale);
       *dx = scaled_gemm(qdy, qwt, r.accumulator);
     }
     if (dw != nullptr) {

@@ -78,6 +78,15 @@ QuantizedTensor quantize_with_scale(const Tensor& x, float scale, Format format)
 // high-precision tensor: zeros change no block's amax, so every existing code and scale stays.
 QuantizedTensor pad_quantized(const QuantizedTensor& q, int64_t rows, int64_t cols);
 
+// q(xᵀ) from q = quantize(x, ...) alone, for the granularities where quantizing the transpose gives
+// exactly the transposed codes and scales (transposes_exactly): tensor (one amax over the same
+// elements) and block_128x128 (block (i, j) of xᵀ holds the elements of block (j, i) of x, so the
+// same amax, scale and codes; scale_inv is transposed too). Row, 1x128 and 1x32 blocks run along
+// rows and do not transpose. Stochastic rounding does not either (its random words follow the
+// element index r * cols + c): the caller rules it out. Any device.
+bool transposes_exactly(Granularity g);
+QuantizedTensor transpose_quantized(const QuantizedTensor& q);
+
 // Delayed scaling (TE DelayedScaling): the scale for step t comes from the max of the amaxes of
 // the last `length` steps, and this step's amax is recorded after quantizing.
 class AmaxHistory {

@@ -317,6 +317,30 @@ TEST(Fp8Quantize, TransposedViewIsThe128x1WgradAxis) {
   }
 }
 
+TEST(Fp8Quantize, TransposeQuantizedEqualsQuantizingTheTranspose) {
+  // Per-tensor and 128x128 scales transpose with the data (the Dgrad W operand's shortcut): on a
+  // ragged shape with edge blocks in both directions, with a NaN and an inf in one block, the bytes
+  // and scales are those of quantizing xᵀ. Row, 1x128 and 1x32 scales do not transpose.
+  std::vector<double> v = make_input(300, 129, 0, 11).to_doubles();
+  v[5] = std::nan("");
+  v[130 * 129 + 128] = INFINITY;
+  const Tensor x = Tensor::from_values(v, {300, 129});
+  for (Format f : kFormats) {
+    for (Granularity g : {Granularity::tensor, Granularity::block_128x128}) {
+      ASSERT_TRUE(transposes_exactly(g));
+      const QuantizedTensor a = transpose_quantized(quantize(x, g, f)), b = quantize(x.t(), g, f);
+      EXPECT_EQ(a.data.shape(), (Shape{129, 300}));
+      EXPECT_EQ(a.scale_inv.shape(), b.scale_inv.shape());
+      EXPECT_EQ(testing::bytes(a.data), testing::bytes(b.data));
+      EXPECT_EQ(testing::bytes(a.scale_inv), testing::bytes(b.scale_inv));
+    }
+  }
+  for (Granularity g : {Granularity::row, Granularity::tile_1x128, Granularity::mx_1x32}) {
+    EXPECT_FALSE(transposes_exactly(g));
+    EXPECT_THROW(transpose_quantized(quantize(x, g, Format::e4m3)), Error);
+  }
+}
+
 TEST(Fp8Quantize, NanAndInfShowInTheData) {
   // A block holding NaN or inf gets scale 1 (scale_from_amax of a non-finite amax); NaN stays NaN,
   // inf saturates to the largest finite value, and the block's other elements are cast unscaled.
