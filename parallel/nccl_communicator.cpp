@@ -54,7 +54,7 @@ void check_device_tensor(std::string_view op, std::string_view name, const Tenso
 
 ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::sum ? ncclSum : ncclMax; }
 
-// An enqueue (collective, ncclSend / ncclRecv) on a non-blocking communicator may return
+// An enqueue (collective, ncclSend / ncclRecv, ncclGroupEnd) on a non-blocking communicator may return
 // ncclInProgress: NCCL is still launching it (e.g. while it connects peers lazily on first use).
 // That is not an error: run() then polls ncclCommGetAsyncError (wait_ready) until it is launched.
 // Any other status but ncclSuccess is.
@@ -73,7 +73,8 @@ ncclConfig_t nonblocking_config() {
 class NcclCommunicator final : public Communicator {
  public:
   // Takes ownership of `comm`, already created (possibly still initializing) on `device`.
-  NcclCommunicator(ncclComm_t comm, int device, double timeout_s) : comm_(comm), device_(device), timeout_s_(timeout_s) {
+  NcclCommunicator(ncclComm_t comm, int device, double timeout_s)
+      : comm_(comm), device_(device), timeout_s_(timeout_s) {
     DAEDALUS_CUDA_CHECK(cudaSetDevice(device_));
     DAEDALUS_CUDA_CHECK(cudaStreamCreate(&stream_));
     wait_ready("init");
@@ -140,8 +141,7 @@ class NcclCommunicator final : public Communicator {
   void all_gather(const Tensor& in, const Tensor& out) override {
     check_device_tensor("all_gather", "in", in, device_);
     check_device_tensor("all_gather", "out", out, device_);
-    DAEDALUS_CHECK(in.dtype() == out.dtype(), "nccl all_gather: in is {} but out is {}", in.describe(),
-                   out.describe());
+    DAEDALUS_CHECK(in.dtype() == out.dtype(), "nccl all_gather: in is {} but out is {}", in.describe(), out.describe());
     DAEDALUS_CHECK(out.numel() == in.numel() * size_,
                    "nccl all_gather: out {} must hold {} ranks x {} elements of in {}", out.describe(), size_,
                    in.numel(), in.describe());
@@ -157,7 +157,8 @@ class NcclCommunicator final : public Communicator {
                     const std::vector<int64_t>& recv_counts) override {
     check_device_tensor("all_to_all_v", "in", in, device_);
     check_device_tensor("all_to_all_v", "out", out, device_);
-    const size_t row_bytes = size_t(check_all_to_all_v("nccl all_to_all_v", in, send_counts, out, recv_counts, rank_, size_));
+    const size_t row_bytes =
+        size_t(check_all_to_all_v("nccl all_to_all_v", in, send_counts, out, recv_counts, rank_, size_));
     const std::vector<size_t> send_offsets = offsets(send_counts, row_bytes);
     const std::vector<size_t> recv_offsets = offsets(recv_counts, row_bytes);
     auto* src = static_cast<const char*>(in.data_ptr());
@@ -173,9 +174,7 @@ class NcclCommunicator final : public Communicator {
         if (received > 0)
           DAEDALUS_NCCL_ENQUEUE(ncclRecv(dst + recv_offsets[size_t(r)], received, ncclUint8, r, comm_, stream_));
       }
-      // ncclGroupEnd on a non-blocking communicator may return ncclInProgress: still launching.
-      const ncclResult_t end = ncclGroupEnd();
-      if (end != ncclInProgress) DAEDALUS_NCCL_CHECK(end);
+      DAEDALUS_NCCL_ENQUEUE(ncclGroupEnd());
       const size_t own = size_t(send_counts[size_t(rank_)]) * row_bytes;
       if (own > 0)
         DAEDALUS_CUDA_CHECK(cudaMemcpyAsync(dst + recv_offsets[size_t(rank_)], src + send_offsets[size_t(rank_)], own,
@@ -270,9 +269,10 @@ class NcclCommunicator final : public Communicator {
 
   [[noreturn]] void fail_timeout(std::string_view op) {
     abort();
-    throw Error(fmt::format("nccl {}: rank {} of {}: not complete after {} s (parallel.timeout_s): a peer died, "
-                            "hangs or never joined; communicator aborted",
-                            op, rank_, size_, timeout_s_));
+    throw Error(
+        fmt::format("nccl {}: rank {} of {}: not complete after {} s (parallel.timeout_s): a peer died, "
+                    "hangs or never joined; communicator aborted",
+                    op, rank_, size_, timeout_s_));
   }
 
   void abort() {
@@ -339,15 +339,15 @@ std::string resolve_backend(std::string_view configured, Device tensors) {
   if (configured == "auto") return tensors.is_cuda() ? "nccl" : "mpi";
   if (configured == "nccl") {
     DAEDALUS_CHECK(tensors.is_cuda(),
-                         "parallel.backend: nccl moves CUDA tensors, but this run's tensors are on the {}; use mpi or "
-                         "auto",
-                         tensors.str());
+                   "parallel.backend: nccl moves CUDA tensors, but this run's tensors are on the {}; use mpi or "
+                   "auto",
+                   tensors.str());
     return "nccl";
   }
   if (configured == "mpi") {
     DAEDALUS_CHECK(!tensors.is_cuda(),
-                         "parallel.backend: mpi moves host buffers, but this run's tensors are on {}; use nccl or auto",
-                         tensors.str());
+                   "parallel.backend: mpi moves host buffers, but this run's tensors are on {}; use nccl or auto",
+                   tensors.str());
     return "mpi";
   }
   throw InputError(fmt::format("parallel.backend: '{}' is not one of auto, nccl, mpi", configured));
