@@ -54,8 +54,8 @@ void check_device_tensor(std::string_view op, std::string_view name, const Tenso
 
 ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::sum ? ncclSum : ncclMax; }
 
-// An enqueue (collective, ncclSend / ncclRecv, ncclGroupEnd) on a non-blocking communicator may return
-// ncclInProgress: NCCL is still launching it (e.g. while it connects peers lazily on first use).
+// An enqueue (collective, ncclSend / ncclRecv, ncclGroupEnd) on a non-blocking communicator may
+// return ncclInProgress: NCCL is still launching it (e.g. while it connects peers lazily on first use).
 // That is not an error: run() then polls ncclCommGetAsyncError (wait_ready) until it is launched.
 // Any other status but ncclSuccess is.
 #define DAEDALUS_NCCL_ENQUEUE(stmt)                                                    \
