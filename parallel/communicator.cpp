@@ -1,6 +1,6 @@
 // What the backends share: the argument checks of all_to_all_v.
-#include "autograd/check.h"
 #include "parallel/communicator.h"
+#include "autograd/check.h"
 
 namespace daedalus::parallel {
 
@@ -8,8 +8,8 @@ namespace {
 
 void check_counts(std::string_view op, std::string_view name, const std::vector<int64_t>& rows, const Tensor& t,
                   int size) {
-  DAEDALUS_CHECK(static_cast<int64_t>(rows.size()) == size, "{}: {} has {} entries for {} ranks", op, name,
-                 rows.size(), size);
+  DAEDALUS_CHECK(static_cast<int64_t>(rows.size()) == size, "{}: {} has {} entries for {} ranks", op, name, rows.size(),
+                 size);
   int64_t total = 0;
   for (size_t r = 0; r < rows.size(); ++r) {
     DAEDALUS_CHECK(rows[r] >= 0, "{}: {}[{}] = {} is negative", op, name, r, rows[r]);
@@ -26,12 +26,13 @@ int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vec
   DAEDALUS_CHECK(in.dim() >= 1 && out.dim() >= 1, "{}: in {} and out {} need a row dimension", op, in.describe(),
                  out.describe());
   const Shape row(in.shape().begin() + 1, in.shape().end());
-  DAEDALUS_CHECK(row == Shape(out.shape().begin() + 1, out.shape().end()), "{}: rows of in {} and out {} differ in shape",
-                 op, in.describe(), out.describe());
+  DAEDALUS_CHECK(row == Shape(out.shape().begin() + 1, out.shape().end()),
+                 "{}: rows of in {} and out {} differ in shape", op, in.describe(), out.describe());
   check_counts(op, "send_counts", send_counts, in, size);
   check_counts(op, "recv_counts", recv_counts, out, size);
-  DAEDALUS_CHECK(send_counts[size_t(rank)] == recv_counts[size_t(rank)], "{}: rank {} sends itself {} rows but expects {}",
-                 op, rank, send_counts[size_t(rank)], recv_counts[size_t(rank)]);
+  DAEDALUS_CHECK(send_counts[size_t(rank)] == recv_counts[size_t(rank)],
+                 "{}: rank {} sends itself {} rows but expects {}", op, rank, send_counts[size_t(rank)],
+                 recv_counts[size_t(rank)]);
   int64_t elements = 1;
   for (int64_t d : row) elements *= d;
   return elements * int64_t(in.element_size());
