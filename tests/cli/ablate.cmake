@@ -1,6 +1,6 @@
 # End-to-end tests of scripts/ablate (issue: precision ablation): a sweep's recipes start from the
 # same weights and batches, fp8_stats.jsonl and the figures are written, bad input is refused and
-# a failed run is reported without stopping the sweep; the checked-in plain report is what its runs give.
+# a failed run is reported without stopping the sweep; every checked-in report with runs/ is what they give.
 set(DAEDALUS_ABLATE_E2E ${CMAKE_CURRENT_SOURCE_DIR}/cli/ablate_e2e.sh)
 foreach(case same_start refuses_existing failed_run stats_resume seeds checked_in_report)
   add_test(NAME cli.ablate.${case}
