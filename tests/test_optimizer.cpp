@@ -4,8 +4,10 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
 #include <map>
 
+#include "autograd/kernels/adamw.h"
 #include "tests/testing.h"
 #include "train/optimizer.h"
 
@@ -268,6 +270,56 @@ TEST(AdamW, LargeTensorUsesTheParallelPathCorrectly) {
   ref.v.assign(size_t(n), 0.0);
   ref.step(g.to_doubles(), 0.01, 1, true);
   EXPECT_TRUE(all_close(params[0].var.value(), ref.p, kU32, 4.5 * kU32 * 0.01));
+}
+
+TEST(AdamW, KernelGivesTheScalarRuleBitForBit) {
+  // The fp32-moment kernel runs vectorized (AVX-512/AVX2 clones, spans in parallel); every lane must
+  // give exactly the bits of adamw.h's rule evaluated one element at a time in double with each
+  // operation rounded separately (this file: no FMA contraction): with and without clipping, with
+  // decay, on a ragged count (vector tails, spans, the parallel path), at 1 and 2 threads.
+  const int64_t n = 40000 + 19;
+  const Tensor w0 = testing::random_tensor({n}, 31), g0 = testing::random_tensor({n}, 32);
+  const Tensor m0 = testing::random_tensor({n}, 33);
+  std::vector<double> vs = testing::random_tensor({n}, 34).to_doubles();
+  for (double& x : vs) x = x * x * 1e-3;  // second moments are non-negative
+  const Tensor v0 = Tensor::from_values(vs, {n});
+  kernels::AdamwConstants c;
+  c.beta2 = 0.95;
+  c.step_size = 1e-3 / (1 - 0.9 * 0.9);
+  c.bc2_sqrt = std::sqrt(1 - 0.95 * 0.95);
+  c.decay = 1e-3 * 0.1;
+  const int before = omp_get_max_threads();
+  for (double grad_scale : {1.0, 0.37}) {
+    c.grad_scale = grad_scale;
+    const size_t count = size_t(n);
+    std::vector<float> wr(count), gr(count), mr(count), vr(count);
+    for (int64_t i = 0; i < n; ++i) {
+      float g = g0.data<float>()[i];
+      if (grad_scale != 1.0) g = static_cast<float>(double(g) * grad_scale);
+      const double gi = g;
+      const float m = static_cast<float>(c.beta1 * double(m0.data<float>()[i]) + (1.0 - c.beta1) * gi);
+      const float v = static_cast<float>(c.beta2 * double(v0.data<float>()[i]) + (1.0 - c.beta2) * gi * gi);
+      const double denom = std::sqrt(double(v)) / c.bc2_sqrt + c.eps;
+      const double p = double(w0.data<float>()[i]) * (1.0 - c.decay);
+      wr[size_t(i)] = static_cast<float>(p - c.step_size * double(m) / denom);
+      gr[size_t(i)] = g;
+      mr[size_t(i)] = m;
+      vr[size_t(i)] = v;
+    }
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      const Tensor w = w0.clone(), g = g0.clone(), m = m0.clone(), v = v0.clone();
+      kernels::adamw_step(w, g, m, v, c);
+      const auto same = [&](const Tensor& t, const std::vector<float>& want) {
+        return std::memcmp(t.data<float>(), want.data(), want.size() * sizeof(float)) == 0;
+      };
+      EXPECT_TRUE(same(w, wr)) << "w, grad_scale " << grad_scale << ", threads " << threads;
+      EXPECT_TRUE(same(g, gr)) << "g, grad_scale " << grad_scale << ", threads " << threads;
+      EXPECT_TRUE(same(m, mr)) << "m, grad_scale " << grad_scale << ", threads " << threads;
+      EXPECT_TRUE(same(v, vr)) << "v, grad_scale " << grad_scale << ", threads " << threads;
+    }
+  }
+  omp_set_num_threads(before);
 }
 
 TEST(AdamW, StateRoundTripsThroughCheckpointAccessors) {
