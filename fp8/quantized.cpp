@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/kernels/cpu_clones.h"
 #include "autograd/kernels/dispatch.h"
 #include "autograd/kernels/strided.h"
 #include "fp8/format.h"
@@ -95,16 +96,10 @@ struct Operand {
   int64_t rs, cs;
 };
 
-// The hot loops of every quantizer on contiguous fp32 rows (the amax scan below and the encode).
-// Compiled for x86-64-v4 (AVX-512, 512-bit vectors: 1.5x the encode rate of the plain avx512f
-// target, which GCC tunes for 256-bit vectors), AVX2 and the x86-64 baseline and picked when the
-// program loads (GCC function multi-versioning): the branch-free codec vectorizes on the first two.
-// Integer codec and max only, no additions: no FMA contraction can make a clone's bits differ.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DAEDALUS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define DAEDALUS_CPU_CLONES
-#endif
+// The hot loops of every quantizer on contiguous fp32 rows (the amax scan below and the encode) are
+// DAEDALUS_CPU_CLONES: the branch-free codec vectorizes on the AVX clones (x86-64-v4: 1.5x the
+// encode rate of plain avx512f). Integer codec and max only, no additions: no FMA contraction can
+// make a clone's bits differ.
 
 // max |x| over n contiguous elements into *amax, NaN seen into *nan. Sixteen running maxima so
 // that the scan vectorizes: max is exact and does not depend on the order, so the result is the

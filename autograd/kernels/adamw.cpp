@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "autograd/dtype_codec.h"
+#include "autograd/kernels/cpu_clones.h"
 #include "autograd/kernels/dispatch.h"
 
 #if DAEDALUS_WITH_CUDA
@@ -17,14 +18,6 @@ namespace daedalus {
 namespace cpu {
 
 namespace {
-
-// The vectorized update is compiled for x86-64-v4 (AVX-512), AVX2 and the x86-64 baseline and
-// picked when the program loads (GCC function multi-versioning, as fp8/quantized.cpp does).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DAEDALUS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define DAEDALUS_CPU_CLONES
-#endif
 
 // Elements per partial sum of sum_squares: the blocks are summed in order, so the result does not
 // depend on the thread count. The CUDA twin uses the same block.
@@ -43,66 +36,64 @@ bf16 double_to_bf16(double x) {
   return codec::float_to_bf16(codec::bits_float(codec::float_bits(f) | 1u));
 }
 
+double load(float s) { return s; }
 double load(bf16 s) { return codec::bf16_to_float(s); }
+template <typename S>
+S store(double x) {
+  if constexpr (std::is_same_v<S, float>) {
+    return static_cast<float>(x);
+  } else {
+    return double_to_bf16(x);
+  }
+}
 
-// The update of elements [0, n), in the order and with the roundings adamw.h states. Written so
-// that it vectorizes (no branch in the loop, restrict pointers, each stored moment reused as a
+// The update of elements [0, n), in the order and with the roundings adamw.h states. With fp32
+// moments it vectorizes (no branch in the loop, restrict pointers, each stored moment reused as a
 // value): every operation is an IEEE add, multiply, divide or square root of doubles, or an exact
 // widening, or a nearest-even narrowing to float, each correctly rounded per lane, and this file is
 // compiled with -ffp-contract=off (no fused multiply-add) and -fno-math-errno (sqrt without the
 // errno call; v >= 0 or NaN, so no result changes): a vector lane gives the scalar loop's bits.
-// (Inlined into each clone below, so that each compiles it for its own target.)
-template <bool kScaleGrad>
-[[gnu::always_inline]] inline void adamw_span_f32(float* __restrict p, float* __restrict g, float* __restrict m,
-                                                  float* __restrict v, int64_t n, const kernels::AdamwConstants& c) {
+// bf16 moments round through double_to_bf16's branches and stay scalar. (Inlined into each clone
+// below, so that each compiles it for its own target.)
+template <typename S, bool kScaleGrad>
+[[gnu::always_inline]] inline void adamw_span(float* __restrict p, float* __restrict g, S* __restrict m,
+                                              S* __restrict v, int64_t n, const kernels::AdamwConstants& c) {
   const double beta1 = c.beta1, beta2 = c.beta2, one_minus_beta1 = 1.0 - c.beta1, one_minus_beta2 = 1.0 - c.beta2;
   const double bc2_sqrt = c.bc2_sqrt, eps = c.eps, keep = 1.0 - c.decay, step_size = c.step_size;
   const double grad_scale = c.grad_scale;
   for (int64_t i = 0; i < n; ++i) {
     if constexpr (kScaleGrad) g[i] = static_cast<float>(double(g[i]) * grad_scale);
     const double gi = g[i];
-    const float mi = static_cast<float>(beta1 * double(m[i]) + one_minus_beta1 * gi);
-    const float vi = static_cast<float>(beta2 * double(v[i]) + one_minus_beta2 * gi * gi);
+    const S mi = store<S>(beta1 * load(m[i]) + one_minus_beta1 * gi);
+    const S vi = store<S>(beta2 * load(v[i]) + one_minus_beta2 * gi * gi);
     m[i] = mi;
     v[i] = vi;
-    const double denom = std::sqrt(double(vi)) / bc2_sqrt + eps;
+    const double denom = std::sqrt(load(vi)) / bc2_sqrt + eps;
     const double pi = double(p[i]) * keep;
-    p[i] = static_cast<float>(pi - step_size * double(mi) / denom);
+    p[i] = static_cast<float>(pi - step_size * load(mi) / denom);
   }
 }
 DAEDALUS_CPU_CLONES void adamw_span_f32_scaled(float* p, float* g, float* m, float* v, int64_t n,
                                                const kernels::AdamwConstants& c) {
-  adamw_span_f32<true>(p, g, m, v, n, c);
+  adamw_span<float, true>(p, g, m, v, n, c);
 }
 DAEDALUS_CPU_CLONES void adamw_span_f32_unscaled(float* p, float* g, float* m, float* v, int64_t n,
                                                  const kernels::AdamwConstants& c) {
-  adamw_span_f32<false>(p, g, m, v, n, c);
+  adamw_span<float, false>(p, g, m, v, n, c);
 }
 
 template <typename S>
 void adamw_update(float* p, float* g, S* m, S* v, int64_t n, const kernels::AdamwConstants& c) {
-  if constexpr (std::is_same_v<S, float>) {  // spans of the vectorized loop above
-    constexpr int64_t kSpan = 4096;
-    const int64_t spans = (n + kSpan - 1) / kSpan;
+  constexpr int64_t kSpan = 4096;
+  const int64_t spans = (n + kSpan - 1) / kSpan;
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (int64_t s = 0; s < spans; ++s) {
-      const int64_t i0 = s * kSpan, len = std::min(kSpan, n - i0);
-      if (c.grad_scale != 1.0) {
-        adamw_span_f32_scaled(p + i0, g + i0, m + i0, v + i0, len, c);
-      } else {
-        adamw_span_f32_unscaled(p + i0, g + i0, m + i0, v + i0, len, c);
-      }
-    }
-  } else {  // bf16 moments: the rounding through round-to-odd branches, element by element
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (int64_t i = 0; i < n; ++i) {
-      if (c.grad_scale != 1.0) g[i] = static_cast<float>(double(g[i]) * c.grad_scale);
-      const double gi = g[i];
-      m[i] = double_to_bf16(c.beta1 * load(m[i]) + (1.0 - c.beta1) * gi);
-      v[i] = double_to_bf16(c.beta2 * load(v[i]) + (1.0 - c.beta2) * gi * gi);
-      const double denom = std::sqrt(load(v[i])) / c.bc2_sqrt + c.eps;
-      const double pi = double(p[i]) * (1.0 - c.decay);
-      p[i] = static_cast<float>(pi - c.step_size * load(m[i]) / denom);
+  for (int64_t s = 0; s < spans; ++s) {
+    const int64_t i0 = s * kSpan, len = std::min(kSpan, n - i0);
+    const bool scale = c.grad_scale != 1.0;
+    if constexpr (std::is_same_v<S, float>) {
+      (scale ? adamw_span_f32_scaled : adamw_span_f32_unscaled)(p + i0, g + i0, m + i0, v + i0, len, c);
+    } else {
+      (scale ? adamw_span<S, true> : adamw_span<S, false>)(p + i0, g + i0, m + i0, v + i0, len, c);
     }
   }
 }
