@@ -1,7 +1,7 @@
 // The cuBLASLt state every CUDA GEMM shares: one handle and one workspace per device, created on
 // first use and kept for the process (the CUDA context may be gone during static destruction, so
-// they are never destroyed). All GEMMs run on the legacy default stream, which serializes their
-// use of the one workspace.
+// they are never destroyed). All GEMMs of a device run on its one compute stream
+// (autograd/cuda/stream.h), which serializes their use of the one workspace.
 #pragma once
 
 #include <cublasLt.h>

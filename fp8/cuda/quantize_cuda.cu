@@ -32,6 +32,7 @@
 #include <cuda_runtime.h>
 
 #include "autograd/check.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
 #include "fp8/cuda/scaled_gemm_cuda.h"
 #include "fp8/format.h"
@@ -424,6 +425,7 @@ QuantizedTensor cuda_quantize(const Tensor& x_in, Granularity granularity, Forma
   const int64_t rows = x_in.size(0), cols = x_in.size(1);
   const Device device = x_in.device();
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  const cudaStream_t stream = cuda::compute_stream(device.index);
 
   QuantizedTensor out;
   out.granularity = granularity;
@@ -467,51 +469,51 @@ QuantizedTensor cuda_quantize(const Tensor& x_in, Granularity granularity, Forma
       case Granularity::tile_1x128:
         if (transposed) {
           quantize_1x128_transposed_kernel<PlainSource<S>, Q>
-              <<<grid_of(ceil_div(rows, kTransposeRows) * tiles_c, "tile_1x128 (transposed)"), kThreads>>>(
+              <<<grid_of(ceil_div(rows, kTransposeRows) * tiles_c, "tile_1x128 (transposed)"), kThreads, 0, stream>>>(
                   PlainSource<S>{src, cs}, dst, scale_inv, rows, cols, tiles_c, p, rounding);
         } else if (vector_ok(src, rs, cols)) {
           constexpr int kTiles = 4;
           quantize_1x128_vec_kernel<kTiles, S, Q>
-              <<<grid_of(ceil_div(rows * tiles_c, kTiles * kThreads / 32), "tile_1x128"), kThreads>>>(
+              <<<grid_of(ceil_div(rows * tiles_c, kTiles * kThreads / 32), "tile_1x128"), kThreads, 0, stream>>>(
                   src, rs, dst, scale_inv, rows, cols, tiles_c, p, rounding);
         } else {
           quantize_rowwise_tiles_kernel<128, S, Q>
-              <<<grid_of(ceil_div(rows * tiles_c, kThreads / 32), "tile_1x128"), kThreads>>>(
+              <<<grid_of(ceil_div(rows * tiles_c, kThreads / 32), "tile_1x128"), kThreads, 0, stream>>>(
                   src, rs, dst, scale_inv, rows, cols, tiles_c, p, rounding);
         }
         break;
       case Granularity::mx_1x32: {
         const int64_t tiles = ceil_div(cols, 32);
         quantize_rowwise_tiles_kernel<32, S, Q>
-            <<<grid_of(ceil_div(rows * tiles, kThreads / 32), "mx_1x32"), kThreads>>>(src, rs, dst, scale_inv, rows,
-                                                                                      cols, tiles, p, rounding);
+            <<<grid_of(ceil_div(rows * tiles, kThreads / 32), "mx_1x32"), kThreads, 0, stream>>>(
+                src, rs, dst, scale_inv, rows, cols, tiles, p, rounding);
         break;
       }
       case Granularity::block_128x128:
         if (!transposed && vector_ok(src, rs, cols)) {
-          quantize_128x128_vec_kernel<S, Q><<<grid_of(tiles_r * tiles_c, "block_128x128"), kThreads>>>(
+          quantize_128x128_vec_kernel<S, Q><<<grid_of(tiles_r * tiles_c, "block_128x128"), kThreads, 0, stream>>>(
               src, rs, dst, scale_inv, rows, cols, tiles_c, p, rounding);
         } else {
-          quantize_tile_kernel<S, Q><<<grid_of(tiles_r * tiles_c, "block_128x128"), kThreads>>>(
+          quantize_tile_kernel<S, Q><<<grid_of(tiles_r * tiles_c, "block_128x128"), kThreads, 0, stream>>>(
               src, rs, cs, transposed, dst, scale_inv, rows, cols, 128, 128, tiles_c, p, rounding);
         }
         break;
       case Granularity::row:
-        quantize_tile_kernel<S, Q><<<grid_of(rows, "row"), kThreads>>>(src, cols, 1, /*rows_fastest=*/false, dst,
-                                                                       scale_inv, rows, cols, 1, cols, 1, p, rounding);
+        quantize_tile_kernel<S, Q><<<grid_of(rows, "row"), kThreads, 0, stream>>>(
+            src, cols, 1, /*rows_fastest=*/false, dst, scale_inv, rows, cols, 1, cols, 1, p, rounding);
         break;
       case Granularity::tensor: {
         auto* amax_bits = static_cast<uint32_t*>(amax.data_ptr());
         if (vector_ok(src, n, n)) {
-          amax_vec_kernel<S><<<cuda::blocks_for(n / 4), kThreads>>>(src, n, amax_bits);
+          amax_vec_kernel<S><<<cuda::blocks_for(n / 4), kThreads, 0, stream>>>(src, n, amax_bits);
           DAEDALUS_CUDA_CHECK_LAUNCH();
           quantize_tensor_vec_kernel<S, Q>
-              <<<cuda::blocks_for(n / 4), kThreads>>>(src, dst, scale_inv, n, amax_bits, 1.0f, p, rounding);
+              <<<cuda::blocks_for(n / 4), kThreads, 0, stream>>>(src, dst, scale_inv, n, amax_bits, 1.0f, p, rounding);
         } else {
-          amax_kernel<S><<<cuda::blocks_for(n), kThreads>>>(src, n, amax_bits);
+          amax_kernel<S><<<cuda::blocks_for(n), kThreads, 0, stream>>>(src, n, amax_bits);
           DAEDALUS_CUDA_CHECK_LAUNCH();
           quantize_tensor_kernel<S, Q>
-              <<<cuda::blocks_for(n), kThreads>>>(src, dst, scale_inv, n, amax_bits, 1.0f, p, rounding);
+              <<<cuda::blocks_for(n), kThreads, 0, stream>>>(src, dst, scale_inv, n, amax_bits, 1.0f, p, rounding);
         }
         break;
       }
@@ -527,6 +529,7 @@ QuantizedTensor cuda_quantize_with_scale(const Tensor& x_in, float scale, Format
   const int64_t rows = x.size(0), cols = x.size(1), n = rows * cols;
   const Device device = x.device();
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  const cudaStream_t stream = cuda::compute_stream(device.index);
   QuantizedTensor out;
   out.granularity = Granularity::tensor;
   out.format = format;
@@ -538,11 +541,11 @@ QuantizedTensor cuda_quantize_with_scale(const Tensor& x_in, float scale, Format
     const S* src = static_cast<const S*>(x.data_ptr());
     Q* dst = static_cast<Q*>(out.data.data_ptr());
     if (vector_ok(src, n, n)) {
-      quantize_tensor_vec_kernel<S, Q><<<cuda::blocks_for(n / 4), kThreads>>>(src, dst, out.scale_inv.data<float>(), n,
-                                                                              nullptr, scale, p, Rounding{false, 0});
+      quantize_tensor_vec_kernel<S, Q><<<cuda::blocks_for(n / 4), kThreads, 0, stream>>>(
+          src, dst, out.scale_inv.data<float>(), n, nullptr, scale, p, Rounding{false, 0});
     } else {
-      quantize_tensor_kernel<S, Q><<<cuda::blocks_for(n), kThreads>>>(src, dst, out.scale_inv.data<float>(), n, nullptr,
-                                                                      scale, p, Rounding{false, 0});
+      quantize_tensor_kernel<S, Q><<<cuda::blocks_for(n), kThreads, 0, stream>>>(
+          src, dst, out.scale_inv.data<float>(), n, nullptr, scale, p, Rounding{false, 0});
     }
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });
@@ -558,6 +561,7 @@ QuantizedTensor cuda_requantize_transposed(const QuantizedTensor& q, Format form
   const int64_t tiles_c = ceil_div(cols, 128);
   const Device device = data.device();
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  const cudaStream_t stream = cuda::compute_stream(device.index);
   QuantizedTensor out;
   out.granularity = Granularity::tile_1x128;
   out.format = format;
@@ -574,13 +578,13 @@ QuantizedTensor cuda_requantize_transposed(const QuantizedTensor& q, Format form
                                             ceil_div(rows, 128)};
     const unsigned grid = grid_of(ceil_div(rows, kTransposeRows) * tiles_c, "requantize (transposed)");
     if (format == Format::e4m3) {
-      quantize_1x128_transposed_kernel<<<grid, kThreads>>>(source, static_cast<fp8e4m3*>(out.data.data_ptr()),
-                                                           out.scale_inv.data<float>(), rows, cols, tiles_c, p,
-                                                           rounding);
+      quantize_1x128_transposed_kernel<<<grid, kThreads, 0, stream>>>(
+          source, static_cast<fp8e4m3*>(out.data.data_ptr()), out.scale_inv.data<float>(), rows, cols, tiles_c, p,
+          rounding);
     } else {
-      quantize_1x128_transposed_kernel<<<grid, kThreads>>>(source, static_cast<fp8e5m2*>(out.data.data_ptr()),
-                                                           out.scale_inv.data<float>(), rows, cols, tiles_c, p,
-                                                           rounding);
+      quantize_1x128_transposed_kernel<<<grid, kThreads, 0, stream>>>(
+          source, static_cast<fp8e5m2*>(out.data.data_ptr()), out.scale_inv.data<float>(), rows, cols, tiles_c, p,
+          rounding);
     }
     DAEDALUS_CUDA_CHECK_LAUNCH();
   };
@@ -596,12 +600,13 @@ Tensor cuda_dequantize(const QuantizedTensor& q, int64_t block_rows, int64_t blo
   const Tensor data = q.data.contiguous(), s = q.scale_inv.contiguous();
   const int64_t rows = data.size(0), cols = data.size(1);
   DAEDALUS_CUDA_CHECK(cudaSetDevice(data.device().index));
+  const cudaStream_t stream = cuda::compute_stream(data.device().index);
   Tensor y = Tensor::empty({rows, cols}, DType::f32, data.device());
   if (rows * cols == 0) return y;
   const auto launch = [&]<typename Q>() {
-    dequantize_kernel<Q><<<cuda::blocks_for(rows * cols), kThreads>>>(static_cast<const Q*>(data.data_ptr()),
-                                                                      s.data<float>(), y.data<float>(), rows, cols,
-                                                                      block_rows, block_cols, blocks_per_row);
+    dequantize_kernel<Q><<<cuda::blocks_for(rows * cols), kThreads, 0, stream>>>(
+        static_cast<const Q*>(data.data_ptr()), s.data<float>(), y.data<float>(), rows, cols, block_rows, block_cols,
+        blocks_per_row);
     DAEDALUS_CUDA_CHECK_LAUNCH();
   };
   if (q.format == Format::e4m3) {
