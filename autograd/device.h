@@ -28,8 +28,11 @@ Device parse_device(std::string_view name);  // "cpu", "cuda", "cuda:N"; InputEr
 bool cuda_built();
 int cuda_device_count();
 // Copies n bytes between any two devices (host<->device, device<->device, host<->host).
+// A device-to-host copy also raises (InputError) what the deferred device input checks have
+// found so far (autograd/device_checks.h).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t n);
-// Blocks until all work queued on the device is done (a no-op on the CPU).
+// Blocks until all work queued on the device is done (a no-op on the CPU); then raises
+// (InputError) any violation the deferred device input checks recorded.
 void synchronize(Device device);
 
 }  // namespace daedalus

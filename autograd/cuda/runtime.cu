@@ -1,4 +1,6 @@
 // CUDA runtime entry points: device count, copies between devices, the device allocator.
+// synchronize() and device-to-host copy_bytes() are where deferred device input checks surface
+// (autograd/cuda/device_checks.h).
 #include <cuda_runtime.h>
 
 #include <cstring>
@@ -8,6 +10,7 @@
 
 #include "autograd/allocator.h"
 #include "autograd/check.h"
+#include "autograd/cuda/device_checks.h"
 #include "autograd/device.h"
 
 namespace daedalus {
@@ -32,12 +35,15 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
   }
   // Unified addressing: the runtime infers the direction from the pointers.
   DAEDALUS_CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDefault));
+  // The host waited for the device anyway: raise what the deferred input checks found.
+  if (dst_device.is_cpu()) cuda::raise_device_check_errors(src_device.index, /*all_done=*/false);
 }
 
 void synchronize(Device device) {
   if (device.is_cpu()) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
   DAEDALUS_CUDA_CHECK(cudaDeviceSynchronize());
+  cuda::raise_device_check_errors(device.index, /*all_done=*/true);
 }
 
 namespace {
