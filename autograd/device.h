@@ -34,8 +34,11 @@ int cuda_device_count();
 // after the work already queued on the devices involved. When a host or a second device takes part,
 // the bytes are there when it returns; a copy within one CUDA device is only queued on its stream
 // (later work on the device sees it).
+// A device-to-host copy also raises (InputError) what the deferred device input checks have
+// found so far (autograd/device_checks.h).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t n);
-// Blocks until all work queued on the device is done (a no-op on the CPU).
+// Blocks until all work queued on the device is done (a no-op on the CPU); then raises
+// (InputError) any violation the deferred device input checks recorded.
 void synchronize(Device device);
 
 // GPU time of the work a CUDA device runs between start() and stop(): two CUDA events recorded on

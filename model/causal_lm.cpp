@@ -99,7 +99,9 @@ LmOutput CausalLM::forward(const Tensor& inputs, const Tensor& targets) {
   DAEDALUS_CHECK(t <= c.max_position_embeddings,
                  "model: a sequence of {} tokens exceeds model.max_position_embeddings = {}", t,
                  c.max_position_embeddings);
-  const Tensor positions = Tensor::arange(t, DType::i64, inputs.device());
+  // On the host for any device: RoPE builds its cos/sin table from them there (cached per device
+  // for CUDA inputs), so reading them costs no device synchronization.
+  const Tensor positions = Tensor::arange(t, DType::i64, Device::cpu());
   std::vector<Var> aux;
   LmOutput out;
   Var h = hidden_states(inputs, positions, &aux);

@@ -35,7 +35,7 @@ class Mla {
   Mla(const BuildContext& ctx, const ModelConfig& config, const std::string& module,
       kernels::RopeLayout rope_layout = kernels::RopeLayout::interleaved);
 
-  // x [B, T, D] fp32, positions [T] int64 -> [B, T, D] fp32.
+  // x [B, T, D] fp32, positions [T] int64 (on the host or x's device) -> [B, T, D] fp32.
   Var forward(const Var& x, const Tensor& positions);
 
   // Generation, no tape (call under NoGradGuard): x [1, T, D] fp32 holds the tokens at positions

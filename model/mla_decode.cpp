@@ -49,7 +49,7 @@ Var Mla::decode(const Var& x, MlaCache& cache, CacheKind kind) {
                  c.max_position_embeddings);
   std::vector<int64_t> pos(static_cast<size_t>(t));
   for (int64_t i = 0; i < t; ++i) pos[size_t(i)] = start + i;
-  const Tensor positions = Tensor::from_vector(pos, {t}).to(x.value().device());
+  const Tensor positions = Tensor::from_vector(pos, {t});  // on the host: rope reads them there
 
   // Projections of the new tokens, exactly as forward() computes them.
   const Var q = c.q_lora_rank ? q_b_proj_.forward(ops::rms_norm(q_a_proj_.forward(x), q_a_layernorm_, kLatentNormEps))

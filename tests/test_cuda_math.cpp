@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/device_checks.h"
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/elementwise.h"
 #include "autograd/kernels/gemm.h"
@@ -148,20 +149,81 @@ TEST_F(CudaMath, GatherRowsIsAnExactCopyForEveryDtypeAndView) {
   }
 }
 
+// CUDA index checks are deferred (autograd/device_checks.h): the error surfaces at the next
+// synchronize() or device-to-host copy, with the CPU check's message.
 TEST_F(CudaMath, IndexRangeErrorsMatchCpu) {
   const Tensor x = random_tensor({10, 4}, 1).to(gpu);
   for (DType index_dtype : {DType::i32, DType::i64}) {
     const Tensor too_big = Tensor::from_values({0, 9, 1, 10, 11}, {5}, index_dtype).to(gpu);
     const Tensor negative = Tensor::from_values({0, -3, 99}, {3}, index_dtype).to(gpu);
-    testing::expect_error([&] { kernels::gather_rows(x, too_big); },
-                          {"gather_rows", "index[3] = 10", "[0, 10)", "[10, 4]"});
-    testing::expect_error([&] { kernels::gather_rows(x, negative); }, {"gather_rows", "index[1] = -3", "[0, 10)"});
+    testing::expect_error(
+        [&] {
+          kernels::gather_rows(x, too_big);
+          synchronize(gpu);
+        },
+        {"gather_rows", "index[3] = 10", "[0, 10)", "[10, 4]"});
+    testing::expect_error(
+        [&] {
+          kernels::gather_rows(x, negative);
+          synchronize(gpu);
+        },
+        {"gather_rows", "index[1] = -3", "[0, 10)"});
     // Any shape and strides: the first bad element in row-major order of the (transposed) view.
     const Tensor grid = Tensor::from_values({0, 1, 2, 3, 70000, 5}, {2, 3}, index_dtype).to(gpu).t();
-    testing::expect_error([&] { kernels::check_index_range("embedding", grid, "ids", 32000, "vocab 32000"); },
-                          {"embedding: ids[1, 1] = 70000 is out of range [0, 32000) (vocab 32000)"});
+    testing::expect_error(
+        [&] {
+          kernels::check_index_range("embedding", grid, "ids", 32000, "vocab 32000");
+          synchronize(gpu);
+        },
+        {"embedding: ids[1, 1] = 70000 is out of range [0, 32000) (vocab 32000)"});
     kernels::check_index_range("embedding", grid, "ids", 70001, "vocab 70001");  // in range: no error
+    synchronize(gpu);
+    // scatter_add_rows checks the host copy its plan needs: it throws from the call.
+    testing::expect_error(
+        [&] {
+          kernels::scatter_add_rows(Tensor::zeros({10, 4}, DType::f32, gpu), too_big, random_tensor({5, 4}, 2).to(gpu));
+        },
+        {"scatter_add_rows", "index[3] = 10", "[0, 10)", "dst [10, 4]"});
   }
+}
+
+TEST_F(CudaMath, DeferredIndexErrorSurfacesAtTheNextSyncThenClears) {
+  const Tensor xh = random_tensor({10, 4}, 3);
+  const Tensor x = xh.to(gpu);
+  const Tensor bad = Tensor::from_values({2, 10, 0}, {3}, DType::i64).to(gpu);
+  const Tensor good = Tensor::from_values({2, 9, 0}, {3}, DType::i64).to(gpu);
+
+  // The call returns; the error waits for a synchronization point.
+  Tensor out;
+  EXPECT_NO_THROW(out = kernels::gather_rows(x, bad));
+  testing::expect_error([&] { synchronize(gpu); }, {"gather_rows: index[1] = 10 is out of range [0, 10) (x [10, 4])"});
+  // Reported once: the record and the table were cleared, so the same point is clean now.
+  EXPECT_NO_THROW(synchronize(gpu));
+  // Nothing was read out of bounds: the bad row is zeros, the others are x's rows.
+  const Tensor got = host(out);
+  EXPECT_EQ(bytes(got.slice(0, 0, 1)), bytes(xh.slice(0, 2, 3)));
+  EXPECT_TRUE(all_close(got.slice(0, 1, 2), std::vector<double>(4, 0.0), 0, 0));
+  EXPECT_EQ(bytes(got.slice(0, 2, 3)), bytes(xh.slice(0, 0, 1)));
+
+  // A device-to-host copy is a synchronization point too (here of the gather's own output).
+  testing::expect_error([&] { host(kernels::gather_rows(x, bad)); }, {"gather_rows", "index[1] = 10"});
+  // Later calls succeed and are right.
+  EXPECT_EQ(bytes(host(kernels::gather_rows(x, good))), bytes(kernels::gather_rows(xh, good.to(Device::cpu()))));
+
+  // Several failing checks before one synchronization: the earliest queued one is reported.
+  kernels::gather_rows(x, good);
+  kernels::check_index_range("first_op", bad, "ids", 10, "first");
+  kernels::check_index_range("second_op", Tensor::from_values({-1}, {1}, DType::i32).to(gpu), "ids", 10, "second");
+  testing::expect_error([&] { synchronize(gpu); }, {"first_op: ids[1] = 10", "(first)"});
+  EXPECT_NO_THROW(synchronize(gpu));
+
+  // More checks than the host's table holds between two synchronizations: the table is drained by
+  // a synchronization when full, and a violation after that is still found and named.
+  for (uint32_t i = 0; i < PendingDeviceChecks::kCapacity + 5; ++i)
+    kernels::check_index_range("many", good, "index", 10, "x");
+  kernels::check_index_range("late", bad, "index", 10, "x");
+  testing::expect_error([&] { synchronize(gpu); }, {"late: index[1] = 10"});
+  EXPECT_NO_THROW(synchronize(gpu));
 }
 
 // Scatter-add on the GPU accumulates each destination row in double over its sources in increasing

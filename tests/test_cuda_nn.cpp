@@ -139,6 +139,41 @@ TEST_F(CudaNn, RopeMatchesCpuForBothLayoutsAndDirections) {
   }
 }
 
+// The CUDA table is uploaded once per (device, positions, theta, D) and cached: repeated calls give
+// the same bits, and a call whose table differs in any of those (other positions of the same
+// length, another length, theta or D) gets its own table, checked against the CPU like above.
+TEST_F(CudaNn, RopeTableCacheIsKeyedOnEverythingTheTableDependsOn) {
+  const Tensor x = random_tensor({2, 9, 3, 16}, 310);
+  const auto check = [&](const Tensor& pos, double theta, int64_t dim, const std::string& what) {
+    const Tensor xs = x.slice(1, 0, pos.size(0)).slice(3, 0, dim).contiguous();
+    const Tensor cpu = kernels::rope(xs, pos, theta, kernels::RopeLayout::interleaved);
+    // Host positions (no copy) and device positions give the same table, hence the same bits.
+    const Tensor from_host = kernels::rope(xs.to(gpu), pos, theta, kernels::RopeLayout::interleaved);
+    const Tensor from_device = kernels::rope(xs.to(gpu), pos.to(gpu), theta, kernels::RopeLayout::interleaved);
+    const Tensor again = kernels::rope(xs.to(gpu), pos, theta, kernels::RopeLayout::interleaved);
+    ASSERT_EQ(from_host.device(), gpu);
+    EXPECT_TRUE(all_close(host(from_host), cpu, 0x1p-22, 0x1p-22)) << what;  // tolerance: see the test above
+    EXPECT_EQ(testing::bytes(host(from_device)), testing::bytes(host(from_host))) << what;
+    EXPECT_EQ(testing::bytes(host(again)), testing::bytes(host(from_host))) << what;
+  };
+  const auto range = [](int64_t first, int64_t n) {
+    std::vector<double> v;
+    for (int64_t i = 0; i < n; ++i) v.push_back(double(first + i));
+    return Tensor::from_values(v, {n}, DType::i64);
+  };
+  for (int round = 0; round < 2; ++round) {  // the second round hits the cache for every case
+    check(range(0, 5), 10000.0, 16, "T=5");
+    check(range(0, 9), 10000.0, 16, "T=9");
+    check(range(0, 7), 10000.0, 16, "T=7");
+    check(range(3, 5), 10000.0, 16, "T=5 from position 3");
+    check(range(0, 5), 500.0, 16, "theta 500");
+    check(range(0, 5), 10000.0, 8, "D=8");
+  }
+  // More distinct tables than the cache keeps: the evicted ones are rebuilt, still right.
+  for (int64_t first = 0; first < 12; ++first) check(range(first, 4), 10000.0, 16, "eviction");
+  check(range(0, 5), 10000.0, 16, "T=5 after eviction");
+}
+
 // ---- softmax ------------------------------------------------------------------------------------
 
 TEST_F(CudaNn, SoftmaxAndLogSoftmaxMatchCpu) {
@@ -291,12 +326,22 @@ TEST_F(CudaNn, EmbeddingBackwardIsBitIdenticalWithRepeatedIds) {
 TEST_F(CudaNn, EmbeddingRangeErrorsNameThePositionForDeviceIds) {
   const Tensor w = random_tensor({10, 4}, 1).to(gpu);
   const Tensor ids = Tensor::from_values({1, 2, 10, 3}, {2, 2}, DType::i64).to(gpu);
-  testing::expect_error([&] { kernels::embedding(w, ids); }, {"embedding", "[1, 0]", "10", "[0, 10)"});
+  // The forward's check is deferred: it surfaces at the next synchronization point.
+  testing::expect_error(
+      [&] {
+        kernels::embedding(w, ids);
+        synchronize(gpu);
+      },
+      {"embedding: ids[1, 0] = 10 is out of range [0, 10) (weight [10, 4])"});
   testing::expect_error(
       [&] {
         kernels::embedding_backward(Tensor::zeros({2, 2, 4}, DType::f32, gpu), ids, 10);
       },
-      {"embedding_backward", "[1, 0]", "10"});
+      {"embedding_backward: ids[1, 0] = 10 is out of range [0, 10) (vocab_size 10)"});
+  EXPECT_NO_THROW(synchronize(gpu));  // reported once
+  const Tensor good = Tensor::from_values({1, 2, 9, 3}, {2, 2}, DType::i64);
+  EXPECT_EQ(testing::bytes(host(kernels::embedding(w, good.to(gpu)))),
+            testing::bytes(kernels::embedding(host(w), good)));
 }
 
 // ---- cross-entropy ------------------------------------------------------------------------------
@@ -368,7 +413,20 @@ TEST_F(CudaNn, CrossEntropyWithNoValidRowsOrNoRowsIsZero) {
 TEST_F(CudaNn, CrossEntropyTargetErrorsForDeviceTargets) {
   const Tensor logits = random_tensor({3, 10}, 6).to(gpu);
   const Tensor targets = Tensor::from_values({1, 10, 2}, {3}, DType::i32).to(gpu);
-  testing::expect_error([&] { kernels::cross_entropy(logits, targets); }, {"cross_entropy", "10", "row 1"});
+  testing::expect_error([&] { kernels::cross_entropy(logits, targets); },
+                        {"cross_entropy: target 10 at row 1 is outside [0, V) with V = 10 (ignore_index is -100)"});
+  // The backward's check is deferred (no host copy of the targets): it surfaces at the next
+  // synchronization, with the CPU's message, and is reported once.
+  const Tensor lse = Tensor::zeros({3}, DType::f32, gpu);
+  testing::expect_error(
+      [&] {
+        kernels::cross_entropy_backward(logits, targets, lse, 1.0, -100, 2);
+        synchronize(gpu);
+      },
+      {"cross_entropy_backward: target 10 at row 1 is outside [0, V) with V = 10 (ignore_index is -100)"});
+  EXPECT_NO_THROW(synchronize(gpu));
+  const Tensor ok = Tensor::from_values({1, -100, 9}, {3}, DType::i64).to(gpu);
+  EXPECT_NO_THROW(host(kernels::cross_entropy_backward(logits, ok, lse, 1.0, -100, 2)));
 }
 
 }  // namespace

@@ -5,9 +5,11 @@
 // second one-block kernel adds the row losses in a fixed order (each thread a strided subset in
 // increasing row order, then the block tree) and divides by `valid`. Deterministic, but not the
 // CPU's left-to-right order: the double total may differ in its last bits before the fp32 rounding.
-// Backward: elementwise over [rows, vocab], the CPU's expression rounded once from double.
+// Backward: elementwise over [rows, vocab], the CPU's expression rounded once from double. Its
+// target check is deferred (check_targets, device_checks.h); the kernel never indexes by target.
 #include <cuda_runtime.h>
 
+#include "autograd/cuda/device_checks.h"
 #include "autograd/cuda/kernels.h"
 #include "autograd/cuda/row_reduce.cuh"
 #include "autograd/cuda/stream.h"
@@ -102,6 +104,17 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const T
       DAEDALUS_CUDA_CHECK_LAUNCH();
     });
   });
+}
+
+void check_targets(std::string_view op, const Tensor& targets, int64_t vocab, int64_t ignore_index) {
+  enqueue_range_check(targets, vocab, ignore_index,
+                      DeviceCheckDescription{.kind = DeviceCheckKind::target_range,
+                                             .op = std::string(op),
+                                             .name = "targets",
+                                             .shape = {},
+                                             .limit = vocab,
+                                             .ignore = ignore_index,
+                                             .context = {}});
 }
 
 }  // namespace daedalus::cuda

@@ -1,19 +1,25 @@
 // CUDA twins of autograd/kernels/index: the index range check, row gather and row scatter-add.
 //
+// The range check is deferred (autograd/cuda/device_checks.h): it queues a check kernel and
+// returns; a bad index surfaces as the CPU check's InputError at the next synchronize() or
+// device-to-host copy. Until then gather_rows writes zeros for out-of-range rows instead of
+// reading outside x.
+//
 // scatter_add_rows is deterministic the CPU's way: a plan built on the host from a copy of the
 // index (small: [M]) lists, for each destination row that has sources, its sources in increasing
 // i; one thread owns one (destination row, column) element, starts from its old value, adds its
 // sources in that order in double and rounds once. No atomics; rows without sources are never
 // written. Each product weight·src is exact in double and each sum rounds the same way in the same
 // order as the CPU kernel, so the result is bit-identical to the CPU's.
-// Cost: the plan needs the index on the host, a device synchronization per call (the range check
-// that precedes it in the dispatcher already synchronizes too).
+// Cost: the plan needs the index on the host, a device synchronization per call; the range check
+// runs on that host copy (the CPU check, immediate), so it costs no second one.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <vector>
 
 #include "autograd/cuda/accumulate.cuh"
+#include "autograd/cuda/device_checks.h"
 #include "autograd/cuda/kernels.h"
 #include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
@@ -23,24 +29,17 @@ namespace daedalus::cuda {
 
 namespace {
 
-// first[0] = min over out-of-range elements of their row-major position (stays INT64_MAX if none).
-// min is order-independent: the answer is the first offending element whatever the schedule.
-template <typename I>
-__global__ void index_range_kernel(const I* index, Layout layout, int64_t n, int64_t limit, unsigned long long* first) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t v = int64_t(index[element_offset(layout, i)]);
-    if (v < 0 || v >= limit) atomicMin(first, static_cast<unsigned long long>(i));
-  }
-}
-
 // out [m, d] contiguous = x[index] for x [n, d] with strides (rs, cs); E: an unsigned integer of the
-// element's size (a gather is a copy of bits).
+// element's size (a gather is a copy of bits). A row whose index is outside [0, n) (reported by the
+// deferred range check) is written as zeros: x is never read out of bounds.
 template <typename E, typename I>
-__global__ void gather_rows_kernel(E* out, const E* x, int64_t rs, int64_t cs, const I* index, int64_t m, int64_t d) {
+__global__ void gather_rows_kernel(E* out, const E* x, int64_t n, int64_t rs, int64_t cs, const I* index, int64_t m,
+                                   int64_t d) {
   const int64_t total = m * d;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = t / d, j = t % d;
-    out[t] = x[int64_t(index[i]) * rs + j * cs];
+    const int64_t row = int64_t(index[i]);
+    out[t] = row >= 0 && row < n ? x[row * rs + j * cs] : E(0);
   }
 }
 
@@ -84,23 +83,14 @@ void dispatch_bits(size_t element_size, Fn&& fn) {
 
 void check_index_range(std::string_view op, const Tensor& index, std::string_view name, int64_t limit,
                        std::string_view context) {
-  const int64_t n = index.numel();
-  if (n == 0) return;
-  DAEDALUS_CUDA_CHECK(cudaSetDevice(index.device().index));
-  const cudaStream_t stream = compute_stream(index.device().index);
-  const Tensor first = Tensor::from_vector<int64_t>({INT64_MAX}, {1}, index.device());
-  dispatch_index(op, index.dtype(), [&]<typename I>() {
-    index_range_kernel<I><<<blocks_for(n), kThreads, 0, stream>>>(static_cast<const I*>(index.data_ptr()),
-                                                                  layout_of(index), n, limit,
-                                                                  static_cast<unsigned long long*>(first.data_ptr()));
-    DAEDALUS_CUDA_CHECK_LAUNCH();
-  });
-  int64_t bad = 0;
-  copy_bytes(&bad, Device::cpu(), first.data_ptr(), first.device(), sizeof(bad));
-  if (bad == INT64_MAX) return;
-  // Found one: the CPU check on a host copy produces the exact message (and throws).
-  kernels::check_index_range(op, index.to(Device::cpu()), name, limit, context);
-  DAEDALUS_ASSERT(false && "the device found an out-of-range index that the host copy does not have");
+  enqueue_range_check(index, limit, /*ignore=*/std::nullopt,
+                      DeviceCheckDescription{.kind = DeviceCheckKind::index_range,
+                                             .op = std::string(op),
+                                             .name = std::string(name),
+                                             .shape = {},
+                                             .limit = limit,
+                                             .ignore = 0,
+                                             .context = std::string(context)});
 }
 
 void gather_rows(const Tensor& out, const Tensor& x, const Tensor& index) {
@@ -111,7 +101,7 @@ void gather_rows(const Tensor& out, const Tensor& x, const Tensor& index) {
   dispatch_index("gather_rows", index.dtype(), [&]<typename I>() {
     dispatch_bits(x.element_size(), [&]<typename E>() {
       gather_rows_kernel<E, I><<<blocks_for(m * d), kThreads, 0, stream>>>(
-          static_cast<E*>(out.data_ptr()), static_cast<const E*>(x.data_ptr()), x.stride(0), x.stride(1),
+          static_cast<E*>(out.data_ptr()), static_cast<const E*>(x.data_ptr()), x.size(0), x.stride(0), x.stride(1),
           static_cast<const I*>(index.data_ptr()), m, d);
       DAEDALUS_CUDA_CHECK_LAUNCH();
     });
@@ -128,6 +118,8 @@ void scatter_add_rows(const Tensor& dst, const Tensor& index, const Tensor& src,
   std::vector<int64_t> count(static_cast<size_t>(n + 1), 0);
   std::vector<int64_t> idx(static_cast<size_t>(m));
   const Tensor host_index = index.to(Device::cpu());
+  // The range check on the copy the plan needs anyway: the CPU check, its message, no second sync.
+  kernels::check_index_range("scatter_add_rows", host_index, "index", n, fmt::format("dst {}", shape_str(dst.shape())));
   dispatch_index("scatter_add_rows", host_index.dtype(), [&]<typename I>() {
     const I* p = static_cast<const I*>(host_index.data_ptr());
     for (int64_t i = 0; i < m; ++i) idx[size_t(i)] = int64_t(p[i]);

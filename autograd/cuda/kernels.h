@@ -52,18 +52,23 @@ void cross_entropy(const Tensor& loss, const Tensor& lse, const Tensor& logits, 
                    int64_t ignore_index, int64_t valid, int64_t rows, int64_t vocab);
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const Tensor& targets, const Tensor& lse,
                             double dloss, int64_t ignore_index, int64_t valid, int64_t rows, int64_t vocab);
+// targets [rows] int32|int64, any strides: queues a deferred device check (device_checks.h) that
+// every target is in [0, vocab) or == ignore_index.
+void check_targets(std::string_view op, const Tensor& targets, int64_t vocab, int64_t ignore_index);
 
 // ---- reduce.cu, index.cu, topk.cu, gemm.cu -----------------------------------------------------
 // x contiguous [outer, n, inner] reduced over n -> out contiguous [outer * inner] (any shape), x's
 // dtype or fp32.
 void reduce(kernels::ReduceKind kind, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out);
-// index any shape and strides; throws the CPU check's InputError for the first bad element.
+// index any shape and strides: queues a deferred device check (device_checks.h) whose violation
+// surfaces, with the CPU check's message for the first bad element, at the next synchronization.
 void check_index_range(std::string_view op, const Tensor& index, std::string_view name, int64_t limit,
                        std::string_view context);
-// out [M, D] contiguous = x [N, D] (any strides, any dtype)[index [M] contiguous, in range].
+// out [M, D] contiguous = x [N, D] (any strides, any dtype)[index [M] contiguous]; rows whose
+// index is outside [0, N) (already reported by the deferred check) are zeros.
 void gather_rows(const Tensor& out, const Tensor& x, const Tensor& index);
-// dst [N, D] += weight * src [M, D] by index [M] contiguous (in range); weight contiguous fp32 [M]
-// or undefined (all ones).
+// dst [N, D] += weight * src [M, D] by index [M] contiguous; weight contiguous fp32 [M] or
+// undefined (all ones). Range-checks the index (the CPU check, on the host copy its plan needs).
 void scatter_add_rows(const Tensor& dst, const Tensor& index, const Tensor& src, const Tensor& weight);
 // x contiguous [rows, n] -> values [rows, k] (x's dtype), indices [rows, k] int64, contiguous.
 void topk(const Tensor& values, const Tensor& indices, const Tensor& x, int64_t k);

@@ -1,6 +1,6 @@
 // CUDA twin of autograd/kernels/rope: rotary position embedding, forward and inverse (backward),
 // interleaved and rotate-half layouts. The cos/sin table is the CPU's own (built on the host in
-// double, rounded to float, uploaded by the dispatcher), and each output is the same float
+// double, rounded to float, uploaded once and cached by the dispatcher), and each output is the same float
 // expression; __fmul_rn keeps nvcc from contracting a*c - b*s into an FMA, so results match the
 // CPU bit for bit.
 #include <cuda_runtime.h>

@@ -1,5 +1,6 @@
 // CUDA runtime entry points: device count, the compute stream of each device, copies between
-// devices, synchronization, event timing, the device allocator.
+// devices, synchronization, event timing, the device allocator. synchronize() and device-to-host
+// copy_bytes() are where deferred device input checks surface (autograd/cuda/device_checks.h).
 #include <cuda_runtime.h>
 
 #include <cstring>
@@ -9,6 +10,7 @@
 
 #include "autograd/allocator.h"
 #include "autograd/check.h"
+#include "autograd/cuda/device_checks.h"
 #include "autograd/cuda/stream.h"
 #include "autograd/device.h"
 
@@ -70,6 +72,9 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
   DAEDALUS_CUDA_CHECK(cudaSetDevice(index));
   DAEDALUS_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, stream));
   DAEDALUS_CUDA_CHECK(cudaStreamSynchronize(stream));
+  // The host waited for the compute stream anyway, and every deferred input check runs on it: raise
+  // what they found.
+  if (dst_device.is_cpu()) cuda::raise_device_check_errors(src_device.index, /*all_done=*/true);
 }
 
 // The whole device, not only its compute stream: NCCL's internal streams and anything on the
@@ -78,6 +83,7 @@ void synchronize(Device device) {
   if (device.is_cpu()) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
   DAEDALUS_CUDA_CHECK(cudaDeviceSynchronize());
+  cuda::raise_device_check_errors(device.index, /*all_done=*/true);
 }
 
 DeviceTimer::DeviceTimer(Device device) : device_(device) {

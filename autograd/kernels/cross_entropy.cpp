@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "autograd/device_checks.h"
 #include "autograd/kernels/dispatch.h"
 #include "autograd/kernels/strided.h"
 
@@ -73,9 +74,8 @@ namespace kernels {
 
 namespace {
 
-// Shapes and dtypes of logits [N, V] and targets [N]; every target in [0, V) or ignore_index.
-// Returns the number of valid (not ignored) rows.
-int64_t check_logits_targets(std::string_view op, const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+// Shapes and dtypes of logits [N, V] and targets [N].
+void check_logits_targets_shapes(std::string_view op, const Tensor& logits, const Tensor& targets) {
   DAEDALUS_CHECK(logits.dtype() == DType::f32 || logits.dtype() == DType::bf16,
                  "{}: logits must be fp32 or bf16, got {}", op, logits.describe());
   DAEDALUS_CHECK(targets.dtype() == DType::i32 || targets.dtype() == DType::i64,
@@ -84,8 +84,13 @@ int64_t check_logits_targets(std::string_view op, const Tensor& logits, const Te
   check_dim(op, targets, "targets [N]", 1);
   DAEDALUS_CHECK(targets.size(0) == logits.size(0), "{}: targets {} do not match the rows of logits {}", op,
                  shape_str(targets.shape()), shape_str(logits.shape()));
-  const int64_t vocab = logits.size(1);
-  DAEDALUS_CHECK(vocab > 0 || logits.size(0) == 0, "{}: logits {} have no classes", op, shape_str(logits.shape()));
+  DAEDALUS_CHECK(logits.size(1) > 0 || logits.size(0) == 0, "{}: logits {} have no classes", op,
+                 shape_str(logits.shape()));
+}
+
+// Every target in [0, vocab) or ignore_index, read on the host (a copy for CUDA targets).
+// Returns the number of valid (not ignored) rows.
+int64_t count_valid_targets(std::string_view op, const Tensor& targets, int64_t vocab, int64_t ignore_index) {
   const Tensor host = targets.to(Device::cpu()).contiguous();
   int64_t valid = 0;
   dispatch_index(op, host.dtype(), [&]<typename I>() {
@@ -93,8 +98,7 @@ int64_t check_logits_targets(std::string_view op, const Tensor& logits, const Te
     for (int64_t r = 0; r < host.numel(); ++r) {
       const int64_t t = int64_t(pt[r]);
       if (t == ignore_index) continue;
-      DAEDALUS_CHECK(t >= 0 && t < vocab, "{}: target {} at row {} is outside [0, V) with V = {} (ignore_index is {})",
-                     op, t, r, vocab, ignore_index);
+      if (t < 0 || t >= vocab) DAEDALUS_FAIL("{}", target_range_message(op, r, t, vocab, ignore_index));
       ++valid;
     }
   });
@@ -105,7 +109,10 @@ int64_t check_logits_targets(std::string_view op, const Tensor& logits, const Te
 
 CrossEntropyOutput cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
   const Device device = common_device("cross_entropy", {&logits, &targets});
-  const int64_t valid = check_logits_targets("cross_entropy", logits, targets, ignore_index);
+  check_logits_targets_shapes("cross_entropy", logits, targets);
+  // `valid` is returned to the host (the backward's divisor, on the host with dloss), so CUDA
+  // targets are read on the host here, one copy per forward.
+  const int64_t valid = count_valid_targets("cross_entropy", targets, logits.size(1), ignore_index);
   const int64_t rows = logits.size(0), vocab = logits.size(1);
   CrossEntropyOutput out{Tensor::empty({}, DType::f32, device), Tensor::empty({rows}, DType::f32, device), valid};
   switch (device.type) {
@@ -124,8 +131,18 @@ CrossEntropyOutput cross_entropy(const Tensor& logits, const Tensor& targets, in
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, double dloss,
                               int64_t ignore_index, int64_t valid) {
   const Device device = common_device("cross_entropy_backward", {&logits, &targets, &lse});
-  check_logits_targets("cross_entropy_backward", logits, targets, ignore_index);
+  check_logits_targets_shapes("cross_entropy_backward", logits, targets);
   const int64_t rows = logits.size(0), vocab = logits.size(1);
+  // The backward needs no count (valid is given), so CUDA targets are checked on the device,
+  // deferred (autograd/device_checks.h): no host copy; the error surfaces at the next
+  // synchronization. The CUDA kernel only compares v == target, so a bad target reads nothing.
+  switch (device.type) {
+    case DeviceType::cpu: count_valid_targets("cross_entropy_backward", targets, vocab, ignore_index); break;
+    case DeviceType::cuda:
+      DAEDALUS_CUDA_KERNEL("cross_entropy_backward",
+                           check_targets("cross_entropy_backward", targets, vocab, ignore_index));
+      break;
+  }
   check_dtype("cross_entropy_backward", lse, "lse", DType::f32);
   DAEDALUS_CHECK(lse.dim() == 1 && lse.size(0) == rows,
                  "cross_entropy_backward: lse must be [{}] for logits {}, got {}", rows, shape_str(logits.shape()),

@@ -14,9 +14,9 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   common_device("embedding", {&weight, &ids});
   check_dim("embedding", weight, "weight", 2);
   check_float("embedding", weight, "weight");
-  // The range check reads the ids on the host (a copy for CUDA ids; itself for CPU ids).
-  check_index_range("embedding", ids.to(Device::cpu()), "ids", weight.size(0),
-                    fmt::format("weight {}", shape_str(weight.shape())));
+  // CPU ids: checked here. CUDA ids: a deferred device check (no host copy), raised at the next
+  // synchronization; the gather writes zero rows for bad ids meanwhile.
+  check_index_range("embedding", ids, "ids", weight.size(0), fmt::format("weight {}", shape_str(weight.shape())));
   Shape out_shape = ids.shape();
   out_shape.push_back(weight.size(1));
   return gather_rows(weight, ids.reshape({ids.numel()})).view(out_shape);
@@ -32,9 +32,9 @@ Tensor embedding_backward(const Tensor& dy, const Tensor& ids, int64_t vocab_siz
                  "embedding_backward: dy {} must be ids' shape {} plus the embedding dim", shape_str(dy.shape()),
                  shape_str(ids.shape()));
   const int64_t d = dy.size(-1);
-  // The range check reads the ids on the host (a copy for CUDA ids) and names this op.
-  check_index_range("embedding_backward", ids.to(Device::cpu()), "ids", vocab_size,
-                    fmt::format("vocab_size {}", vocab_size));
+  // Names this op. CUDA ids: deferred, and raised by the host copy of the ids that scatter_add_rows'
+  // plan makes next (a device-to-host copy), before scatter_add_rows' own check of that copy.
+  check_index_range("embedding_backward", ids, "ids", vocab_size, fmt::format("vocab_size {}", vocab_size));
   Tensor dw = Tensor::zeros({vocab_size, d}, DType::f32, device);
   scatter_add_rows(dw, ids.reshape({ids.numel()}), dy.reshape({ids.numel(), d}));
   return dw;

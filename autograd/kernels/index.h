@@ -4,7 +4,11 @@
 //
 // Indices are int32 or int64, any strides. Negative indices are out of range (no Python-style
 // wrap-around). Out-of-range indices are an InputError that names the op, the position, the value
-// and the valid range; nothing is written when one is found.
+// and the valid range. On the CPU it is thrown by the call and nothing is written. On CUDA the
+// gather's check is deferred (autograd/device_checks.h): the call returns, the same InputError is
+// thrown at the next synchronize() or device-to-host copy, and meanwhile the out-of-range rows of
+// the gather's output are zeros (nothing is read or written out of bounds); scatter_add_rows
+// checks the host copy of the index its plan needs, so it throws from the call on both devices.
 #pragma once
 
 #include <string_view>
@@ -16,7 +20,8 @@ namespace daedalus::kernels {
 // index (int32|int64, any shape) on the CPU: InputError unless every element lies in [0, limit):
 //   "<op>: <name>[1, 4] = 70000 is out of range [0, 32000) (<context>)"
 // The first offending element (in row-major order) is reported. A CUDA index is checked on the
-// device; only the verdict (and, on failure, the index) is copied to the host.
+// device and the call returns at once: the error surfaces at the next synchronize(device) or
+// device-to-host copy (deferred; see autograd/device_checks.h).
 void check_index_range(std::string_view op, const Tensor& index, std::string_view name, int64_t limit,
                        std::string_view context);
 

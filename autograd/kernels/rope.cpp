@@ -1,7 +1,10 @@
-// Rotary position embedding: dispatcher, cos/sin table and CPU kernel.
+// Rotary position embedding: dispatcher, cos/sin table (and its per-device cache) and CPU kernel.
 #include "autograd/kernels/rope.h"
 
 #include <cmath>
+#include <cstring>
+#include <list>
+#include <mutex>
 #include <vector>
 
 #include "autograd/kernels/dispatch.h"
@@ -49,9 +52,8 @@ namespace kernels {
 namespace {
 
 // cos then sin of angle(t, j) = positions[t] * theta^(-2j / dim), [T, dim/2] each, in double then float.
-std::vector<float> rope_table(const Tensor& positions, double theta, int64_t dim) {
+std::vector<float> rope_table(const std::vector<double>& pos, double theta, int64_t dim) {
   const int64_t half = dim / 2;
-  const std::vector<double> pos = positions.to_doubles();  // int64 positions are exact below 2^53
   const int64_t seq = int64_t(pos.size());
   std::vector<double> inv_freq(static_cast<size_t>(half));
   for (int64_t j = 0; j < half; ++j) inv_freq[size_t(j)] = std::pow(theta, -2.0 * double(j) / double(dim));
@@ -66,10 +68,55 @@ std::vector<float> rope_table(const Tensor& positions, double theta, int64_t dim
   return table;
 }
 
+// The CPU's table, uploaded to a device once per (device, positions, theta, dim) and kept: the
+// table depends on nothing else. A few entries (a training run uses one or two: the model's
+// sequence length, and generation's); the least recently used is dropped beyond kCachedTables.
+// Leaked on purpose: device tensors must not be freed during static destruction.
+class DeviceRopeTables {
+ public:
+  static constexpr size_t kCachedTables = 8;
+
+  Tensor get(Device device, const std::vector<double>& pos, double theta, int64_t dim) {
+    std::lock_guard lock(mutex_);
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      // theta compared by its bits: a table is reused only for exactly the same inputs.
+      if (it->device == device && it->dim == dim && std::memcmp(&it->theta, &theta, sizeof(theta)) == 0 &&
+          it->positions == pos) {
+        entries_.splice(entries_.begin(), entries_, it);  // most recently used first
+        return entries_.front().table;
+      }
+    }
+    const int64_t half = dim / 2;
+    Tensor table = Tensor::from_vector(rope_table(pos, theta, dim), {2 * int64_t(pos.size()) * half}, device);
+    entries_.push_front(Entry{device, dim, theta, pos, table});
+    if (entries_.size() > kCachedTables) entries_.pop_back();
+    return table;
+  }
+
+ private:
+  struct Entry {
+    Device device;
+    int64_t dim;
+    double theta;
+    std::vector<double> positions;
+    Tensor table;  // fp32 [2 * T * dim/2] on `device`: cos table, then sin table
+  };
+  std::mutex mutex_;
+  std::list<Entry> entries_;
+};
+
+[[maybe_unused]] DeviceRopeTables& device_rope_tables() {  // unused in a build without CUDA
+  static auto* tables = new DeviceRopeTables();
+  return *tables;
+}
+
 }  // namespace
 
 Tensor rope(const Tensor& x, const Tensor& positions, double theta, RopeLayout layout, bool inverse) {
-  const Device device = common_device("rope", {&x, &positions});
+  // positions may live on the host for any x: the table is built from their values on the host.
+  const Device device = positions.defined() && positions.device().is_cpu() && x.defined()
+                            ? x.device()
+                            : common_device("rope", {&x, &positions});
   DAEDALUS_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::bf16, "rope: x must be fp32 or bf16, got {}",
                  x.describe());
   DAEDALUS_CHECK(positions.dtype() == DType::i32 || positions.dtype() == DType::i64,
@@ -81,16 +128,15 @@ Tensor rope(const Tensor& x, const Tensor& positions, double theta, RopeLayout l
   DAEDALUS_CHECK(x.size(3) % 2 == 0, "rope: the head dim D of x {} must be even", shape_str(x.shape()));
   DAEDALUS_CHECK(theta > 0.0 && std::isfinite(theta), "rope: theta must be finite and > 0, got {}", theta);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), device);
+  // Host positions are read in place; CUDA positions are copied to the host (one small copy).
+  const std::vector<double> pos = positions.to_doubles();  // int64 positions are exact below 2^53
   switch (device.type) {
     case DeviceType::cpu:
-      cpu::rope(y, x.contiguous(), rope_table(positions, theta, x.size(3)), x.size(1), x.size(2), x.size(3), layout,
-                inverse);
+      cpu::rope(y, x.contiguous(), rope_table(pos, theta, x.size(3)), x.size(1), x.size(2), x.size(3), layout, inverse);
       break;
     case DeviceType::cuda:
-      // The CPU's table, uploaded: [2 * T * D/2] floats.
-      DAEDALUS_CUDA_KERNEL("rope", rope(y, x.contiguous(),
-                                        Tensor::from_vector(rope_table(positions, theta, x.size(3)),
-                                                            {2 * x.size(1) * (x.size(3) / 2)}, device),
+      // The CPU's table, uploaded once and cached: [2 * T * D/2] floats.
+      DAEDALUS_CUDA_KERNEL("rope", rope(y, x.contiguous(), device_rope_tables().get(device, pos, theta, x.size(3)),
                                         x.size(1), x.size(2), x.size(3), layout, inverse));
       break;
   }

@@ -30,8 +30,12 @@ namespace daedalus::kernels {
 
 enum class RopeLayout : uint8_t { interleaved, half };
 
-// x [B, T, H, D] fp32|bf16, any strides, D even; positions [T] int32|int64; theta > 0
-// (DeepSeek-V3: 10000) -> y [B, T, H, D] x's dtype, contiguous. inverse rotates by -angle.
+// x [B, T, H, D] fp32|bf16, any strides, D even; positions [T] int32|int64, on the host or on x's
+// device; theta > 0 (DeepSeek-V3: 10000) -> y [B, T, H, D] x's dtype, contiguous. inverse rotates
+// by -angle. The cos/sin table is built on the host from the positions' values; for a CUDA x it is
+// uploaded once per (device, positions, theta, D) and cached (a few tables, least recently used
+// dropped), so with host positions a CUDA call neither synchronizes nor copies; CUDA positions
+// cost one small device-to-host copy per call.
 Tensor rope(const Tensor& x, const Tensor& positions, double theta, RopeLayout layout, bool inverse = false);
 
 }  // namespace daedalus::kernels
