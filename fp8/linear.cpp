@@ -105,20 +105,18 @@ struct Fp8Gemms {
       *dx = scaled_gemm(qdy, qwt, r.accumulator);
     }
     if (dw != nullptr) {
-      // The X that Fprop used, dequantized: [M, K].
-      const auto fprop_x = [&] {
-        if (cached_qx) return cached_qx->dequantize();
-        if (r.delayed()) return quantize_with_scale(keep_x.get(), x_scale, fprop.a.format).dequantize();
-        return quantize(keep_x.get(), fprop.a.granularity, fprop.a.format, r.scale).dequantize();
+      // The quantized X that Fprop used [M, K]: its FP8 copy, or X quantized again the same way.
+      const auto fprop_qx = [&] {
+        if (cached_qx) return *cached_qx;
+        if (r.delayed()) return quantize_with_scale(keep_x.get(), x_scale, fprop.a.format);
+        return quantize(keep_x.get(), fprop.a.granularity, fprop.a.format, r.scale);
       };
-      if (r.wgrad_fp8) {  // dW [N, K] = q(dYᵀ) [N, M] · q(Xqᵀ) [K, M]ᵀ
+      if (r.wgrad_fp8) {  // dW [N, K] = q(dYᵀ) [N, M] · q(Xqᵀ) [K, M]ᵀ, Xq = dequantized q(X)
         const QuantizedTensor a = quantize(dy.t(), wgrad.a.granularity, wgrad.a.format, r.scale);
-        const QuantizedTensor b = cached_qx  // straight from the FP8 copy (fused on CUDA)
-                                      ? requantize_transposed(*cached_qx, wgrad.b.granularity, wgrad.b.format, r.scale)
-                                      : quantize(fprop_x().t(), wgrad.b.granularity, wgrad.b.format, r.scale);
+        const QuantizedTensor b = requantize_transposed(fprop_qx(), wgrad.b.granularity, wgrad.b.format, r.scale);
         *dw = scaled_gemm(a, b, r.accumulator);
       } else {
-        *dw = kernels::matmul(dy.t(), fprop_x());
+        *dw = kernels::matmul(dy.t(), fprop_qx().dequantize());
       }
     }
   }
