@@ -48,14 +48,18 @@
 // which tells its heuristic the real alignment), still written straight into c.
 //
 // Pointer arrays. Aarray, Barray and Carray must be in device memory; the dims, ld, op, alpha,
-// beta and group-size arrays are read from the host during the call. The three pointer arrays go
-// up in one int64 tensor (a blocking host-to-device copy on the legacy stream) that is held until
-// the call has been enqueued; the caching allocator may then hand its block out again, to work that
-// runs after the GEMM on the same stream.
+// beta and group-size arrays are read from the host during the call. The three pointer arrays are
+// written into one device int64 tensor by small kernels that carry the values as their launch
+// parameters (copied at launch: no pinned staging buffer, and no host-device synchronization,
+// which a cudaMemcpy from pageable memory would cost). The tensor is held until the GEMM has been
+// enqueued; the caching allocator may then hand its block out again, to work that runs after the
+// GEMM on the same (legacy default) stream.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -98,6 +102,34 @@ std::vector<Group> cublas_groups(GroupedProduct product, const std::vector<int64
     }
   }
   return groups;
+}
+
+// Kernel parameters are limited to 4 KiB: up to 480 pointers per launch.
+constexpr int kPointersPerLaunch = 480;
+struct PointerBatch {
+  int64_t values[kPointersPerLaunch];
+};
+static_assert(sizeof(PointerBatch) + sizeof(int64_t*) + sizeof(int) <= 4096, "kernel parameters exceed 4 KiB");
+
+// dst[i] = batch.values[i] for i < count.
+__global__ void store_pointers_kernel(int64_t* dst, PointerBatch batch, int count) {
+  const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < count) dst[i] = batch.values[i];
+}
+
+// A device int64 tensor holding `values`, written on the legacy default stream.
+Tensor device_pointer_array(const std::vector<int64_t>& values, Device device) {
+  Tensor out = Tensor::empty({int64_t(values.size())}, DType::i64, device);
+  auto* dst = static_cast<int64_t*>(out.data_ptr());
+  for (size_t start = 0; start < values.size(); start += kPointersPerLaunch) {
+    PointerBatch batch{};
+    const int count = int(std::min(values.size() - start, size_t(kPointersPerLaunch)));
+    std::copy_n(values.begin() + ptrdiff_t(start), count, batch.values);
+    constexpr int kThreads = 128;
+    store_pointers_kernel<<<(count + kThreads - 1) / kThreads, kThreads>>>(dst + start, batch, count);
+    DAEDALUS_CUDA_CHECK_LAUNCH();
+  }
+  return out;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -180,7 +212,7 @@ void grouped_matmul(GroupedProduct product, const Tensor& c, const Tensor& a_in,
     pointers[count + i] = address(a, g.off_a, in_bytes);
     pointers[2 * count + i] = address(out, g.off_c, out_bytes);
   }
-  const Tensor device_pointers = Tensor::from_vector(pointers, {int64_t(3 * count)}, c.device());
+  const Tensor device_pointers = device_pointer_array(pointers, c.device());
   const auto* array = static_cast<void* const*>(device_pointers.data_ptr());
 
   const Cublas& blas = cublas(device);
