@@ -422,5 +422,28 @@ TEST_F(CudaMath, GroupedMatmulMatchesCpuPerGroupProducts) {
   }
 }
 
+// 300 groups of 0 to 3 rows: 3 x ~225 device pointers, more than one launch of the kernel that
+// writes them (480 per launch, grouped_gemm.cu). Same tolerance as above.
+TEST_F(CudaMath, GroupedMatmulWithManyGroups) {
+  using kernels::GroupedProduct;
+  std::vector<int64_t> offsets = {0};
+  for (int64_t g = 0; g < 300; ++g) offsets.push_back(offsets.back() + g % 4);
+  const int64_t groups = 300, rows = offsets.back(), n = 16, k = 32;
+  const auto abs32 = [](const Tensor& t) {
+    return kernels::unary(kernels::UnaryOp::abs, kernels::cast(t, DType::f32));
+  };
+  for (GroupedProduct p : {GroupedProduct::a_bt, GroupedProduct::a_b, GroupedProduct::at_b}) {
+    SCOPED_TRACE(::testing::Message() << "product " << int(p));
+    const Tensor a = random_tensor({rows, p == GroupedProduct::a_bt ? k : n}, 1200, DType::bf16);
+    const Tensor b = p == GroupedProduct::at_b ? random_tensor({rows, k}, 1201, DType::bf16)
+                                               : random_tensor({groups, n, k}, 1202, DType::bf16);
+    const Tensor want = kernels::grouped_matmul(p, a, b, offsets, DType::bf16);
+    const Tensor got = kernels::grouped_matmul(p, a.to(gpu), b.to(gpu), offsets, DType::bf16);
+    const Tensor s = kernels::grouped_matmul(p, abs32(a), abs32(b), offsets);
+    const double sum_len = p == GroupedProduct::a_bt ? double(k) : p == GroupedProduct::a_b ? double(n) : 3.0;
+    EXPECT_TRUE(testing::gemm_sums_close(got, want, s, sum_len, 0x1p-7));
+  }
+}
+
 }  // namespace
 }  // namespace daedalus
