@@ -7,7 +7,8 @@
 // raw allocation fails, the cache is released and the allocation retried once.
 // CPU: 64-byte aligned host memory, blocks of 1 MiB and more cached (smaller ones are malloc's
 // business), at most a quarter of physical memory held. CUDA: every block cached; blocks are
-// reused in stream order on the single default stream, so reuse needs no event.
+// reused in stream order on the device's one compute stream (autograd/cuda/stream.h: kernels,
+// copies and NCCL collectives alike), so reuse needs no event.
 #pragma once
 
 #include <cstddef>

@@ -113,12 +113,48 @@ DAEDALUS_HD uint8_t fp8_encode(float x, Fp8Overflow overflow, Magnitude magnitud
   return uint8_t(sign | (abs_bits > 0x7F800000u ? 0x7Fu : finite));  // NaN: 0x7F
 }
 
-DAEDALUS_HD fp8e4m3 float_to_e4m3(float x, Fp8Overflow overflow = Fp8Overflow::saturate) {
+// The integer encoders: the reference on every host and device.
+DAEDALUS_HD fp8e4m3 float_to_e4m3_integer(float x, Fp8Overflow overflow = Fp8Overflow::saturate) {
   return fp8e4m3{fp8_encode<0x7Eu, 0x7Fu>(x, overflow, [](uint32_t a) { return fp8_encode_magnitude<3, 7>(a); })};
 }
 
-DAEDALUS_HD fp8e5m2 float_to_e5m2(float x, Fp8Overflow overflow = Fp8Overflow::saturate) {
+DAEDALUS_HD fp8e5m2 float_to_e5m2_integer(float x, Fp8Overflow overflow = Fp8Overflow::saturate) {
   return fp8e5m2{fp8_encode<0x7Bu, 0x7Cu>(x, overflow, [](uint32_t a) { return fp8_encode_magnitude<2, 15>(a); })};
+}
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+// Ada/Hopper convert in one instruction: cvt.rn.satfinite.{e4m3,e5m2}x2.f32 rounds to nearest
+// even, saturates finite overflow and +-inf to +-max finite, and keeps subnormals — the integer
+// encoders' saturate mode — except that a NaN becomes the canonical NaN 0x7F whatever its sign,
+// where the integer encoders keep the sign (sign | 0x7F). That one case is patched, so both give
+// the same byte for every float (tests/cuda_codec_check.cu compares them on all 2^32 inputs).
+template <bool kE5m2>
+__device__ __forceinline__ uint8_t fp8_encode_hw(float x) {
+  uint16_t pair;  // cvt d, hi, lo: x goes to the low byte
+  if constexpr (kE5m2) {
+    asm("cvt.rn.satfinite.e5m2x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(0.0f), "f"(x));
+  } else {
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(0.0f), "f"(x));
+  }
+  const uint32_t u = float_bits(x);
+  return (u & 0x7FFFFFFFu) > 0x7F800000u ? uint8_t(((u >> 24) & 0x80u) | 0x7Fu) : uint8_t(pair);
+}
+#endif
+
+// What every kernel calls: the hardware convert where one exists and gives the same bytes
+// (device code for sm_89+, saturate mode), the integer encoder everywhere else.
+DAEDALUS_HD fp8e4m3 float_to_e4m3(float x, Fp8Overflow overflow = Fp8Overflow::saturate) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  if (overflow == Fp8Overflow::saturate) return fp8e4m3{fp8_encode_hw<false>(x)};
+#endif
+  return float_to_e4m3_integer(x, overflow);
+}
+
+DAEDALUS_HD fp8e5m2 float_to_e5m2(float x, Fp8Overflow overflow = Fp8Overflow::saturate) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  if (overflow == Fp8Overflow::saturate) return fp8e5m2{fp8_encode_hw<true>(x)};
+#endif
+  return float_to_e5m2_integer(x, overflow);
 }
 
 template <int kMant, int kBias>

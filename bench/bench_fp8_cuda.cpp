@@ -112,6 +112,27 @@ void BM_Fp8Quantize(benchmark::State& state) {
                              fp8::granularity_name(g)));
 }
 
+// Wgrad's q(Xqᵀ) from the cached 1x128 q(X) [4096, 16384]: arg 0 the fused kernel, arg 1 the
+// composition it replaces (dequantize to fp32, quantize the transposed view). GB/s counts the
+// fused kernel's bytes (FP8 codes and scales in and out) for both, so the ratio is the speed-up.
+void BM_Fp8RequantizeTransposed(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const bool fused = state.range(0) == 0;
+  const fp8::QuantizedTensor q =
+      fp8::cuda_quantize(random_on_gpu({4096, 16384}, DType::f32, 6), fp8::Granularity::tile_1x128, fp8::Format::e4m3);
+  const auto requantize = [&] {
+    return fused ? fp8::cuda_requantize_transposed(q, fp8::Format::e4m3, {})
+                 : fp8::cuda_quantize(q.dequantize().t(), fp8::Granularity::tile_1x128, fp8::Format::e4m3);
+  };
+  const fp8::QuantizedTensor probe = requantize();
+  const double bytes = double(q.data.nbytes()) + double(q.scale_inv.nbytes()) + double(probe.data.nbytes()) +
+                       double(probe.scale_inv.nbytes());
+  run(state, [&] { benchmark::DoNotOptimize(requantize()); });
+  set_gbps(state, bytes);
+  state.SetLabel(fused ? "e4m3 1x128 [4096, 16384] -> transposed 1x128, fused"
+                       : "e4m3 1x128 [4096, 16384] -> transposed 1x128, dequantize + quantize");
+}
+
 // The bandwidth yardstick for the quantizers: a device-to-device copy of the same fp32 tensor
 // (bytes read + written).
 void BM_DeviceCopy(benchmark::State& state) {
@@ -208,6 +229,7 @@ BENCHMARK(BM_Fp8GemmTile1x128Block128) DAEDALUS_GEMM_SHAPES;
 BENCHMARK(BM_Fp8GemmTensorScaled) DAEDALUS_GEMM_SHAPES;
 BENCHMARK(BM_Bf16Gemm) DAEDALUS_GEMM_SHAPES;
 BENCHMARK(BM_Fp8Quantize)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Fp8RequantizeTransposed)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DeviceCopy)->UseRealTime()->Unit(benchmark::kMillisecond);
 // The MoE expert projection (7168 -> 2048) over 8 experts with 256..1024 tokens each.
 BENCHMARK(BM_Fp8GroupedGemm)->Args({2048, 7168})->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -107,20 +107,19 @@ struct Fp8Gemms {
     }
     if (dw != nullptr) {
       // The X that Fprop used, dequantized: [M, K].
-      Tensor xq;
-      if (cached_qx) {
-        xq = cached_qx->dequantize();
-      } else if (r.delayed()) {
-        xq = quantize_with_scale(keep_x.get(), x_scale, fprop.a.format).dequantize();
-      } else {
-        xq = quantize(keep_x.get(), fprop.a.granularity, fprop.a.format, r.scale).dequantize();
-      }
+      const auto fprop_x = [&] {
+        if (cached_qx) return cached_qx->dequantize();
+        if (r.delayed()) return quantize_with_scale(keep_x.get(), x_scale, fprop.a.format).dequantize();
+        return quantize(keep_x.get(), fprop.a.granularity, fprop.a.format, r.scale).dequantize();
+      };
       if (r.wgrad_fp8) {  // dW [N, K] = q(dYᵀ) [N, M] · q(Xqᵀ) [K, M]ᵀ
         const QuantizedTensor a = quantize(dy.t(), wgrad.a.granularity, wgrad.a.format, r.scale);
-        const QuantizedTensor b = quantize(xq.t(), wgrad.b.granularity, wgrad.b.format, r.scale);
+        const QuantizedTensor b = cached_qx  // straight from the FP8 copy (fused on CUDA)
+                                      ? requantize_transposed(*cached_qx, wgrad.b.granularity, wgrad.b.format, r.scale)
+                                      : quantize(fprop_x().t(), wgrad.b.granularity, wgrad.b.format, r.scale);
         *dw = scaled_gemm(a, b, r.accumulator);
       } else {
-        *dw = kernels::matmul(dy.t(), xq);
+        *dw = kernels::matmul(dy.t(), fprop_x());
       }
     }
   }

@@ -402,6 +402,16 @@ QuantizedTensor transpose_quantized(const QuantizedTensor& q) {
   return out;
 }
 
+QuantizedTensor requantize_transposed(const QuantizedTensor& q, Granularity granularity, Format format,
+                                      const ScaleOptions& options) {
+#if DAEDALUS_WITH_CUDA
+  if (q.data.device().is_cuda() && q.granularity == Granularity::tile_1x128 && granularity == Granularity::tile_1x128 &&
+      q.scale_inv.shape() == grid_of(q.granularity, q.rows(), q.cols()).shape)
+    return cuda_requantize_transposed(q, format, options);
+#endif
+  return quantize(q.dequantize().t(), granularity, format, options);
+}
+
 void AmaxHistory::push(float amax) {
   DAEDALUS_CHECK(length_ >= 1, "AmaxHistory: length must be at least 1, got {}", length_);
   values_.push_back(amax);

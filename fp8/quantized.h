@@ -87,6 +87,13 @@ QuantizedTensor pad_quantized(const QuantizedTensor& q, int64_t rows, int64_t co
 bool transposes_exactly(Granularity g);
 QuantizedTensor transpose_quantized(const QuantizedTensor& q);
 
+// quantize(q.dequantize().t(), granularity, format, options): the Wgrad operand q(Xqᵀ) made from
+// Fprop's cached q(X) (recipes with cache_fp8). On CUDA, with 1x128 tiles on both sides, one fused
+// kernel reads the FP8 codes and forms the dequantized values on the fly (no fp32 copy of X);
+// every other case runs the composition. The result is the same bits either way.
+QuantizedTensor requantize_transposed(const QuantizedTensor& q, Granularity granularity, Format format,
+                                      const ScaleOptions& options = {});
+
 // Delayed scaling (TE DelayedScaling): the scale for step t comes from the max of the amaxes of
 // the last `length` steps, and this step's amax is recorded after quantizing.
 class AmaxHistory {

@@ -5,15 +5,18 @@
 //
 // Failure handling (the ProcessGroupNCCL watchdog idea, done inline): communicators are created
 // non-blocking (config.blocking = 0), so no NCCL call can block the host. Every operation is
-// enqueued on the communicator's stream and then waited for by polling: the stream's completion,
+// enqueued on the device's stream and then waited for by polling: the stream's completion,
 // ncclCommGetAsyncError (a peer's failure or a network error reported by NCCL's proxy thread), and
 // a deadline of timeout_s. An error or an expired deadline calls ncclCommAbort (which also frees
 // the GPU from kernels stuck waiting on a dead peer) and throws, naming the operation; the
 // communicator refuses every later call. The trainer turns the exception into exit code 2.
 //
-// The stream is created blocking with respect to the legacy default stream, where Daedalus's
-// kernels run: a collective starts after the kernels that produced its input, and since every call
-// waits for completion, later kernels see its output.
+// The stream is the device's compute stream (autograd/cuda/stream.h), where Daedalus's kernels run:
+// one stream per rank, so a collective starts after the kernels that produced its input and the
+// kernels queued after it see its output, by stream order alone; the caching allocator may reuse a
+// buffer freed during a collective for later work on the same stream. Waiting for the stream also
+// waits for the kernels queued before the collective, so timeout_s covers them too (as it did when
+// NCCL had a stream of its own that waited for the legacy default stream).
 #include <algorithm>
 #include <chrono>
 #include <thread>
@@ -24,6 +27,8 @@
 #if DAEDALUS_WITH_CUDA
 #include <cuda_runtime.h>
 #include <nccl.h>
+
+#include "autograd/cuda/stream.h"
 #endif
 
 namespace daedalus::parallel {
@@ -76,7 +81,7 @@ class NcclCommunicator final : public Communicator {
   NcclCommunicator(ncclComm_t comm, int device, double timeout_s)
       : comm_(comm), device_(device), timeout_s_(timeout_s) {
     DAEDALUS_CUDA_CHECK(cudaSetDevice(device_));
-    DAEDALUS_CUDA_CHECK(cudaStreamCreate(&stream_));
+    stream_ = cuda::compute_stream(device_);  // shared with the device's kernels, not owned
     wait_ready("init");
     DAEDALUS_NCCL_CHECK(ncclCommCount(comm_, &size_));
     DAEDALUS_NCCL_CHECK(ncclCommUserRank(comm_, &rank_));
@@ -97,7 +102,6 @@ class NcclCommunicator final : public Communicator {
       else
         ncclCommAbort(comm_);
     }
-    cudaStreamDestroy(stream_);
   }
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -284,7 +288,7 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_;
   int device_;
   double timeout_s_;
-  cudaStream_t stream_ = nullptr;
+  cudaStream_t stream_ = nullptr;  // the device's compute stream
   int rank_ = 0;
   int size_ = 1;
   bool aborted_ = false;

@@ -2,6 +2,9 @@
 // Skips with a reason on machines without a CUDA device; scripts/gpu-check runs it on one.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cmath>
+
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/elementwise.h"
 #include "tests/testing.h"
@@ -126,6 +129,57 @@ TEST_F(Cuda, AllocatorTracksDeviceMemory) {
   alloc.empty_cache();
   EXPECT_EQ(alloc.stats().cached_bytes, 0);
 }
+
+// Work queued on the compute stream, then read without an explicit synchronize: a host copy waits
+// for everything queued before it, and a copy within the device is ordered between the kernels
+// around it. 64 MiB operands and 20 in-place adds keep the GPU busy long after the host has queued
+// them, so a copy that did not wait would see a partial sum.
+TEST_F(Cuda, CopiesSeeEverythingQueuedBeforeThem) {
+  constexpr int64_t n = int64_t(1) << 24;
+  constexpr int adds = 20;
+  const Tensor x = Tensor::zeros({n}, DType::f32, gpu), one = Tensor::ones({n}, DType::f32, gpu);
+  for (int i = 0; i < adds; ++i) kernels::add_(x, one, 1.0);
+  const Tensor y = Tensor::empty({n}, DType::f32, gpu);
+  copy_bytes(y.data_ptr(), gpu, x.data_ptr(), gpu, x.nbytes());  // device to device: queued only
+  kernels::add_(y, one, 1.0);
+  // Integers below 2^24 are exact in fp32: every element holds exactly its count of adds.
+  EXPECT_TRUE(all_close(x.to(Device::cpu()), Tensor::full({n}, adds, DType::f32), 0, 0));
+  EXPECT_TRUE(all_close(y.to(Device::cpu()), Tensor::full({n}, adds + 1, DType::f32), 0, 0));
+  // Host to device, then kernels that read it at once.
+  const Tensor host = Tensor::full({n}, 5.0, DType::f32);
+  const Tensor z = host.to(gpu);
+  kernels::add_(z, one, 2.0);
+  synchronize(gpu);
+  EXPECT_TRUE(all_close(z.to(Device::cpu()), Tensor::full({n}, 7.0, DType::f32), 0, 0));
+}
+
+TEST_F(Cuda, DeviceTimerTimesQueuedWork) {
+  constexpr int64_t n = int64_t(1) << 24;
+  const Tensor x = Tensor::zeros({n}, DType::f32, gpu), one = Tensor::ones({n}, DType::f32, gpu);
+  synchronize(gpu);
+  const auto t0 = std::chrono::steady_clock::now();
+  DeviceTimer timer(gpu);
+  timer.start();
+  for (int i = 0; i < 20; ++i) kernels::add_(x, one, 1.0);
+  timer.stop();
+  const double gpu_ms = timer.elapsed_ms();  // waits for the stop event
+  const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_TRUE(std::isfinite(gpu_ms));
+  // 20 passes over 3 x 64 MiB take well over a microsecond on any GPU (a few ms at 3 TB/s).
+  EXPECT_GT(gpu_ms, 1e-3);
+  // The events lie inside the host's interval (0.5 ms of slack for the two clocks' resolution).
+  EXPECT_LE(gpu_ms, wall_ms + 0.5);
+  // Reusable: a second interval on the same events.
+  timer.start();
+  kernels::add_(x, one, 1.0);
+  timer.stop();
+  const double again = timer.elapsed_ms();
+  EXPECT_TRUE(std::isfinite(again) && again > 0) << again;
+  EXPECT_TRUE(all_close(x.to(Device::cpu()), Tensor::full({n}, 21.0, DType::f32), 0, 0));
+}
+
+// Runs everywhere: the timer times a CUDA device, and a CPU-only build says it has no CUDA.
+TEST(CudaStream, DeviceTimerRefusesTheHost) { EXPECT_THROW(DeviceTimer timer(Device::cpu()), Error); }
 
 }  // namespace
 }  // namespace daedalus

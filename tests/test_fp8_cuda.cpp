@@ -21,6 +21,7 @@
 #include "tests/testing.h"
 #if DAEDALUS_WITH_CUDA
 #include "fp8/cuda/scaled_gemm_cuda.h"
+#include "tests/cuda_codec_check.h"
 #endif
 
 namespace daedalus::fp8 {
@@ -71,6 +72,65 @@ TEST_F(Fp8Cuda, QuantizeIsBitIdenticalToCpu) {
   const Tensor x = scaled_normal(300, 256, 99);
   EXPECT_TRUE(bit_identical(cuda_quantize(x.to(gpu).t(), Granularity::tile_1x128, Format::e4m3).data,
                             quantize(x.t(), Granularity::tile_1x128, Format::e4m3).data));
+}
+
+// Kernels encode with the hardware convert (cvt.rn.satfinite) where the CPU uses the integer
+// encoder; the two must agree on every float, or no CUDA quantization is the CPU's. All 2^32
+// inputs, each format (about 10 ms of device time each).
+TEST_F(Fp8Cuda, HardwareConvertEqualsIntegerEncoderForEveryFloat) {
+  for (const bool e5m2 : {false, true}) {
+    const testing::Fp8EncoderComparison c = testing::compare_fp8_encoders_on_device(e5m2);
+    EXPECT_EQ(c.mismatches, 0u) << (e5m2 ? "e5m2" : "e4m3") << ": first mismatch at float bits 0x" << std::hex
+                                << c.first << ": hardware 0x" << int(c.hardware) << ", integer encoder 0x"
+                                << int(c.integer);
+  }
+}
+
+// NaN of either sign, infinities, float subnormals, ties at FP8 rounding boundaries and values
+// beyond the format's range (a delayed scale that overflows) through every quantizer.
+TEST_F(Fp8Cuda, QuantizeSpecialValuesIsBitIdenticalToCpu) {
+  const float specials[] = {NAN,
+                            -NAN,
+                            INFINITY,
+                            -INFINITY,
+                            0.0f,
+                            -0.0f,
+                            1e-40f,
+                            -1e-45f,
+                            std::ldexp(1.0f, -10),
+                            std::ldexp(3.0f, -10),
+                            1.0625f,
+                            1.1875f,
+                            448.0f,
+                            464.0f,
+                            -465.0f,
+                            57344.0f,
+                            61440.0f,
+                            1e30f};
+  const int64_t rows = 3, cols = 256;
+  std::vector<float> v = scaled_normal(rows, cols, 7).to_vector<float>();
+  // Row 0 holds every special (a NaN amax: its tiles get scale 1); row 2 only finite specials.
+  for (size_t i = 0; i < std::size(specials); ++i) {
+    v[i * 13 % size_t(cols)] = specials[i];
+    if (std::isfinite(specials[i])) v[size_t(2 * cols) + i * 7] = specials[i];
+  }
+  const Tensor x = Tensor::from_vector<float>(v, {rows, cols});
+  for (Granularity g : {Granularity::tile_1x128, Granularity::block_128x128, Granularity::row, Granularity::tensor,
+                        Granularity::mx_1x32}) {
+    for (Format f : {Format::e4m3, Format::e5m2}) {
+      SCOPED_TRACE(::testing::Message() << granularity_name(g) << " " << format_name(f));
+      const QuantizedTensor cpu = quantize(x, g, f), cuda = quantize(x.to(gpu), g, f);
+      EXPECT_TRUE(bit_identical(cuda.scale_inv, cpu.scale_inv));
+      EXPECT_TRUE(bit_identical(cuda.data, cpu.data));
+    }
+  }
+  for (Format f : {Format::e4m3, Format::e5m2}) {
+    for (float scale : {1.0f, 1024.0f}) {  // 1024: most of the finite values overflow and saturate
+      SCOPED_TRACE(::testing::Message() << "with_scale " << scale << " " << format_name(f));
+      EXPECT_TRUE(
+          bit_identical(cuda_quantize_with_scale(x.to(gpu), scale, f).data, quantize_with_scale(x, scale, f).data));
+    }
+  }
 }
 
 // ---- scaled GEMM tolerance ---------------------------------------------------------------------

@@ -181,6 +181,39 @@ TEST_F(Fp8CudaRecipes, TransposedQuantizeEqualsQuantizingTheTransposedCopy) {
   }
 }
 
+// Wgrad's q(Xqᵀ) from the cached 1x128 q(X): the fused CUDA kernel (dequantized values formed on
+// the fly) against the CPU's dequantize -> transpose -> quantize, bit for bit, on ragged shapes
+// (K not a multiple of 128, M not of 32), both formats on each side, scale options and stochastic
+// rounding.
+TEST_F(Fp8CudaRecipes, RequantizeTransposedEqualsDequantizeTransposeQuantize) {
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{300, 256}, {257, 200}, {1, 128}, {64, 1000}};
+  std::vector<ScaleOptions> options = {{}, {/*margin=*/1, /*power_of_two=*/true}};
+  options.push_back({});
+  options.back().stochastic_rounding = true;
+  options.back().seed = 77;
+  uint64_t seed = 60;
+  for (const auto& [rows, cols] : shapes) {
+    const Tensor x = scaled_normal(rows, cols, seed++);
+    for (Format from : {Format::e4m3, Format::e5m2}) {
+      const QuantizedTensor q = quantize(x, Granularity::tile_1x128, from);
+      QuantizedTensor qg = q;
+      qg.data = q.data.to(gpu);
+      qg.scale_inv = q.scale_inv.to(gpu);
+      for (Format to : {Format::e4m3, Format::e5m2}) {
+        for (const ScaleOptions& o : options) {
+          SCOPED_TRACE(::testing::Message()
+                       << "[" << rows << ", " << cols << "] " << format_name(from) << " -> " << format_name(to)
+                       << " margin " << o.margin << (o.stochastic_rounding ? " stochastic" : ""));
+          const QuantizedTensor expected = quantize(q.dequantize().t(), Granularity::tile_1x128, to, o);
+          const QuantizedTensor fused = requantize_transposed(qg, Granularity::tile_1x128, to, o);
+          EXPECT_EQ(fused.data.device(), gpu);
+          EXPECT_TRUE(same_quantization(fused, expected));
+        }
+      }
+    }
+  }
+}
+
 // Element-wise GEMM tolerance. Both sides multiply the same FP8 codes with the same scales (checked
 // bit for bit above); only the summation differs: the CPU sums exactly in FP32 per 128-block,
 // cuBLASLt (FAST_ACCUM = 0) sums each 128-slice in the Hopper tensor core's ~14-bit accumulator

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "autograd/check.h"
+#include "autograd/kernels/elementwise.h"
 #include "parallel/communicator.h"
 #include "tests/collective_checks.h"
 
@@ -52,7 +53,8 @@ TEST(Nccl, WorldWithoutADeviceSaysWhy) {
 std::string missing(int devices) {
   if (!cuda_built()) return "built without CUDA";
   const int visible = cuda_device_count();
-  if (visible < devices) return "needs " + std::to_string(devices) + " CUDA device(s), " + std::to_string(visible) + " visible";
+  if (visible < devices)
+    return "needs " + std::to_string(devices) + " CUDA device(s), " + std::to_string(visible) + " visible";
   return "";
 }
 #define NEED_GPUS(n) \
@@ -87,6 +89,23 @@ TEST(NcclDevice, HostStagingMovesHostAndDeviceTensors) {
   const Tensor in = Tensor::from_vector<float>({1, 2, 3, 4}, {2, 2}), out = Tensor::empty({2, 2});
   world->split(0, 0)->all_to_all_v(in, {2}, out, {2});
   EXPECT_EQ(out.to_vector<float>(), (std::vector<float>{1, 2, 3, 4}));
+}
+
+// Collectives go on the device's compute stream: an all_gather queued right after kernels that
+// write its input gathers their result, with no synchronize in between (a world of one: out = in).
+TEST(NcclDevice, CollectivesRunAfterTheKernelsBeforeThem) {
+  NEED_GPUS(1);
+  auto world = nccl_world(nullptr, 60);
+  const Device gpu = Device::cuda(0);
+  constexpr int64_t n = int64_t(1) << 24;
+  const Tensor in = Tensor::zeros({n}, DType::f32, gpu), one = Tensor::ones({n}, DType::f32, gpu);
+  const Tensor out = Tensor::zeros({n}, DType::f32, gpu);
+  synchronize(gpu);
+  for (int i = 0; i < 20; ++i) kernels::add_(in, one, 1.0);  // 64 MiB each: still running when queued
+  world->all_gather(in, out);
+  kernels::add_(out, one, 1.0);
+  const std::vector<float> got = out.to(Device::cpu()).to_vector<float>();
+  EXPECT_EQ(std::count(got.begin(), got.end(), 21.0f), n);
 }
 
 TEST(NcclDevice, RanksOnSeveralGpusPassEveryCollective) {

@@ -38,6 +38,7 @@ std::string StepMetrics::to_json() const {
   j["tokens"] = tokens;
   j["tokens_per_s"] = tokens_per_s;
   j["step_ms"] = step_ms;
+  if (gpu_ms) j["gpu_ms"] = *gpu_ms;
   j["mem_bytes"] = mem_bytes;
   j["skipped"] = skipped;
   if (!expert_load_max_over_mean.empty()) {

@@ -28,7 +28,8 @@ struct StepMetrics {
   double grad_norm = 0;
   int64_t tokens = 0;  // tokens seen so far (all ranks)
   double tokens_per_s = 0;
-  double step_ms = 0;
+  double step_ms = 0;                             // wall clock, between two device synchronizations
+  std::optional<double> gpu_ms;                   // CUDA runs: GPU time of the step (CUDA events)
   int64_t mem_bytes = 0;                          // peak bytes of live tensors during the step (this rank's device)
   bool skipped = false;                           // non-finite gradients: no update
   std::vector<double> expert_load_max_over_mean;  // per MoE layer: max load / mean load (1 = balanced)
@@ -39,7 +40,7 @@ struct StepMetrics {
   int64_t dispatch_bytes = 0;
   int64_t combine_bytes = 0;
   int64_t backward_all_to_all_bytes = 0;
-  double all_to_all_ms = 0;                       // time in the EP all-to-all exchanges this step
+  double all_to_all_ms = 0;  // time in the EP all-to-all exchanges this step
   // First step of a fresh run only: digests that let two runs (e.g. an ablation sweep's recipes)
   // prove they started from the same weights and read the same first batch. FNV-1a 64 (hex) over
   // every parameter's name and FP32 bytes before the update, and over the first micro-batch's tokens.

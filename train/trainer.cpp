@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "autograd/allocator.h"
@@ -370,6 +371,11 @@ StepMetrics Trainer::train_step() {
   const nvtx::Range step_range("train_step");
   synchronize(device_);  // the step's time starts with an idle device (a no-op on the CPU)
   const auto t0 = Clock::now();
+  std::optional<DeviceTimer> gpu_timer;  // CUDA runs: the step's span on the device's compute stream
+  if (device_.is_cuda()) {
+    gpu_timer.emplace(device_);
+    gpu_timer->start();
+  }
   allocator_for(device_).reset_peak();
   const int64_t accum = config_.train.grad_accum_steps;
   StepMetrics m;
@@ -475,9 +481,11 @@ StepMetrics Trainer::train_step() {
   const int64_t tokens = config_.train.micro_batch_size * config_.train.seq_len * accum * world;
   tokens_seen_ += tokens;
   m.tokens = tokens_seen_;
+  if (gpu_timer) gpu_timer->stop();
   synchronize(device_);  // every kernel of the step is done before the clock stops
   const double s = seconds_since(t0);
   m.step_ms = 1e3 * s;
+  if (gpu_timer) m.gpu_ms = gpu_timer->elapsed_ms();
   m.tokens_per_s = double(tokens) / s;
   m.model_flops_per_s = model_flops_per_token() * double(tokens) / s;
   m.mem_bytes = allocator_for(device_).stats().peak_bytes;

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
 
 namespace daedalus::cuda {
@@ -61,10 +62,11 @@ void launch_map2(std::string_view name, const Tensor& out, const Tensor& a, cons
   const int64_t n = out.numel();
   if (n == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(out.device().index));
+  const cudaStream_t stream = compute_stream(out.device().index);
   dispatch_float(name, out.dtype(), [&]<typename T>() {
-    map2_kernel<T, kOp><<<blocks_for(n), kThreads>>>(static_cast<T*>(out.data_ptr()),
-                                                     static_cast<const T*>(a.data_ptr()), layout_of(a),
-                                                     static_cast<const T*>(b.data_ptr()), layout_of(b), n);
+    map2_kernel<T, kOp><<<blocks_for(n), kThreads, 0, stream>>>(static_cast<T*>(out.data_ptr()),
+                                                                static_cast<const T*>(a.data_ptr()), layout_of(a),
+                                                                static_cast<const T*>(b.data_ptr()), layout_of(b), n);
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });
 }
@@ -85,8 +87,9 @@ void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& gate,
   const int64_t n = dgate.numel();
   if (n == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(dgate.device().index));
+  const cudaStream_t stream = compute_stream(dgate.device().index);
   dispatch_float("swiglu_backward", gate.dtype(), [&]<typename T>() {
-    swiglu_backward_kernel<T><<<blocks_for(n), kThreads>>>(
+    swiglu_backward_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(
         static_cast<T*>(dgate.data_ptr()), static_cast<T*>(dup.data_ptr()), static_cast<const T*>(gate.data_ptr()),
         layout_of(gate), static_cast<const T*>(up.data_ptr()), layout_of(up), static_cast<const T*>(dy.data_ptr()),
         layout_of(dy), n);

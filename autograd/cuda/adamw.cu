@@ -20,6 +20,7 @@
 #include "autograd/cuda/accumulate.cuh"
 #include "autograd/cuda/adamw.h"
 #include "autograd/cuda/row_reduce.cuh"
+#include "autograd/cuda/stream.h"
 #include "autograd/tensor.h"
 
 namespace daedalus::cuda {
@@ -77,13 +78,14 @@ __global__ void sum_partials_kernel(double* out, const double* partial, const in
 
 void adamw_step(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, const kernels::AdamwConstants& c) {
   DAEDALUS_CUDA_CHECK(cudaSetDevice(w.device().index));
+  const cudaStream_t stream = compute_stream(w.device().index);
   const int64_t n = w.numel();
   if (m.dtype() == DType::bf16) {
-    adamw_kernel<bf16>
-        <<<blocks_for(n), kThreads>>>(w.data<float>(), g.data<float>(), m.data<bf16>(), v.data<bf16>(), n, c);
+    adamw_kernel<bf16><<<blocks_for(n), kThreads, 0, stream>>>(w.data<float>(), g.data<float>(), m.data<bf16>(),
+                                                               v.data<bf16>(), n, c);
   } else {
-    adamw_kernel<float>
-        <<<blocks_for(n), kThreads>>>(w.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), n, c);
+    adamw_kernel<float><<<blocks_for(n), kThreads, 0, stream>>>(w.data<float>(), g.data<float>(), m.data<float>(),
+                                                                v.data<float>(), n, c);
   }
   DAEDALUS_CUDA_CHECK_LAUNCH();
 }
@@ -91,6 +93,7 @@ void adamw_step(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor&
 void sum_squares(const std::vector<Tensor>& xs, std::vector<double>& out) {
   const Device device = xs.front().device();
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  const cudaStream_t stream = compute_stream(device.index);
   const int64_t tensors = int64_t(xs.size());
   std::vector<int64_t> first(xs.size() + 1, 0);
   for (size_t t = 0; t < xs.size(); ++t) first[t + 1] = first[t] + (xs[t].numel() + kNormBlock - 1) / kNormBlock;
@@ -103,12 +106,12 @@ void sum_squares(const std::vector<Tensor>& xs, std::vector<double>& out) {
   for (size_t t = 0; t < xs.size(); ++t) {
     const int64_t blocks = first[t + 1] - first[t];
     if (blocks == 0) continue;
-    sum_squares_blocks_kernel<<<unsigned(blocks), kRowThreads>>>(partial + first[t], xs[t].data<float>(),
-                                                                 xs[t].numel());
+    sum_squares_blocks_kernel<<<unsigned(blocks), kRowThreads, 0, stream>>>(partial + first[t], xs[t].data<float>(),
+                                                                            xs[t].numel());
     DAEDALUS_CUDA_CHECK_LAUNCH();
   }
-  sum_partials_kernel<<<unsigned((tensors + kThreads - 1) / kThreads), kThreads>>>(sums, partial,
-                                                                                   first_dev.data<int64_t>(), tensors);
+  sum_partials_kernel<<<unsigned((tensors + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      sums, partial, first_dev.data<int64_t>(), tensors);
   DAEDALUS_CUDA_CHECK_LAUNCH();
   out.assign(xs.size(), 0.0);
   copy_bytes(out.data(), Device::cpu(), sums, device, out.size() * sizeof(double));

@@ -29,6 +29,7 @@
 
 #include "autograd/check.h"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/stream.h"
 
 namespace daedalus::cuda {
 
@@ -424,14 +425,15 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   if (heads == 0 || d.T == 0) return;
   const int device = q.device().index;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device));
+  const cudaStream_t stream = compute_stream(device);
   const size_t smem = forward_smem(d.Dqk, d.Dv);
   const dim3 grid(tiles(d.T, kFwdQ), unsigned(heads));
   dispatch_float(op, q.dtype(), [&]<typename T>() {
     dispatch_cols(d.Dv, [&]<int kCols>() {
       set_smem(attention_forward_kernel<T, kCols>, smem, op, device);
-      attention_forward_kernel<T, kCols><<<grid, kThreads, smem>>>(heads_of(q), heads_of(k), heads_of(v),
-                                                                   static_cast<float*>(out.data_ptr()),
-                                                                   static_cast<float*>(lse.data_ptr()), d);
+      attention_forward_kernel<T, kCols><<<grid, kThreads, smem, stream>>>(heads_of(q), heads_of(k), heads_of(v),
+                                                                           static_cast<float*>(out.data_ptr()),
+                                                                           static_cast<float*>(lse.data_ptr()), d);
       DAEDALUS_CUDA_CHECK_LAUNCH();
     });
   });
@@ -448,19 +450,20 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
                  "{}: lse, dq, dk and dv must be contiguous", op);
   const int device = q.device().index;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device));
+  const cudaStream_t stream = compute_stream(device);
   const Tensor delta = Tensor::empty({heads * d.T}, DType::f32, q.device());
   const float* lse_p = static_cast<const float*>(lse.data_ptr());
   const float* delta_p = static_cast<const float*>(delta.data_ptr());
   dispatch_float(op, q.dtype(), [&]<typename T>() {
     const int64_t rows = heads * d.T;
-    attention_row_terms_kernel<T><<<unsigned((rows * 32 + kThreads - 1) / kThreads), kThreads>>>(
+    attention_row_terms_kernel<T><<<unsigned((rows * 32 + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
         heads_of(out), heads_of(dout), static_cast<float*>(delta.data_ptr()), rows, d);
     DAEDALUS_CUDA_CHECK_LAUNCH();
 
     dispatch_cols(std::max(d.Dqk, d.Dv), [&]<int kCols>() {
       const size_t smem = dk_dv_smem(d.Dqk, d.Dv);
       set_smem(attention_dk_dv_kernel<T, kCols>, smem, op, device);
-      attention_dk_dv_kernel<T, kCols><<<dim3(tiles(d.T, kDkvK), unsigned(heads)), kThreads, smem>>>(
+      attention_dk_dv_kernel<T, kCols><<<dim3(tiles(d.T, kDkvK), unsigned(heads)), kThreads, smem, stream>>>(
           heads_of(q), heads_of(k), heads_of(v), heads_of(dout), lse_p, delta_p, static_cast<T*>(dk.data_ptr()),
           static_cast<T*>(dv.data_ptr()), d);
       DAEDALUS_CUDA_CHECK_LAUNCH();
@@ -468,7 +471,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
     dispatch_cols(d.Dqk, [&]<int kCols>() {
       const size_t smem = dq_smem(d.Dqk, d.Dv);
       set_smem(attention_dq_kernel<T, kCols>, smem, op, device);
-      attention_dq_kernel<T, kCols><<<dim3(tiles(d.T, kDqQ), unsigned(heads)), kThreads, smem>>>(
+      attention_dq_kernel<T, kCols><<<dim3(tiles(d.T, kDqQ), unsigned(heads)), kThreads, smem, stream>>>(
           heads_of(q), heads_of(k), heads_of(v), heads_of(dout), lse_p, delta_p, static_cast<T*>(dq.data_ptr()), d);
       DAEDALUS_CUDA_CHECK_LAUNCH();
     });

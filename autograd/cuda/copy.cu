@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
 
 namespace daedalus::cuda {
@@ -43,15 +44,16 @@ void copy(const Tensor& dst, const Tensor& src, Fp8Overflow overflow) {
   const int64_t n = dst.numel();
   if (n == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(dst.device().index));
+  const cudaStream_t stream = compute_stream(dst.device().index);
   dispatch_all("copy", dst.dtype(), [&]<typename D>() {
     dispatch_all("copy", src.dtype(), [&]<typename S>() {
       constexpr int64_t N = 16 / int64_t(sizeof(D) > sizeof(S) ? sizeof(D) : sizeof(S));
       D* out = static_cast<D*>(dst.data_ptr());
       const S* in = static_cast<const S*>(src.data_ptr());
       if (packable({&dst}, N * sizeof(D)) && packable({&src}, N * sizeof(S))) {
-        copy_packed_kernel<D, S><<<blocks_for(n / N + 1), kThreads>>>(out, in, n, overflow);
+        copy_packed_kernel<D, S><<<blocks_for(n / N + 1), kThreads, 0, stream>>>(out, in, n, overflow);
       } else {
-        copy_kernel<D, S><<<blocks_for(n), kThreads>>>(out, layout_of(dst), in, layout_of(src), n, overflow);
+        copy_kernel<D, S><<<blocks_for(n), kThreads, 0, stream>>>(out, layout_of(dst), in, layout_of(src), n, overflow);
       }
       DAEDALUS_CUDA_CHECK_LAUNCH();
     });
@@ -62,9 +64,10 @@ void fill(const Tensor& dst, double value) {
   const int64_t n = dst.numel();
   if (n == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(dst.device().index));
+  const cudaStream_t stream = compute_stream(dst.device().index);
   dispatch_all("fill", dst.dtype(), [&]<typename T>() {
-    fill_kernel<T><<<blocks_for(n), kThreads>>>(static_cast<T*>(dst.data_ptr()), layout_of(dst), n,
-                                                element_from_double<T>(value));
+    fill_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(static_cast<T*>(dst.data_ptr()), layout_of(dst), n,
+                                                           element_from_double<T>(value));
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });
 }

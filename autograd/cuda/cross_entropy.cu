@@ -10,6 +10,7 @@
 
 #include "autograd/cuda/kernels.h"
 #include "autograd/cuda/row_reduce.cuh"
+#include "autograd/cuda/stream.h"
 
 namespace daedalus::cuda {
 
@@ -68,11 +69,12 @@ __global__ void cross_entropy_backward_kernel(T* dlogits, const T* logits, const
 void cross_entropy(const Tensor& loss, const Tensor& lse, const Tensor& logits, const Tensor& targets,
                    int64_t ignore_index, int64_t valid, int64_t rows, int64_t vocab) {
   DAEDALUS_CUDA_CHECK(cudaSetDevice(logits.device().index));
+  const cudaStream_t stream = compute_stream(logits.device().index);
   const Tensor row_loss = double_scratch(rows, logits.device());
   if (rows > 0) {
     dispatch_float("cross_entropy", logits.dtype(), [&]<typename T>() {
       dispatch_index("cross_entropy", targets.dtype(), [&]<typename I>() {
-        cross_entropy_rows_kernel<T, I><<<row_blocks(rows), kRowThreads>>>(
+        cross_entropy_rows_kernel<T, I><<<row_blocks(rows), kRowThreads, 0, stream>>>(
             lse.data<float>(), double_ptr(row_loss), static_cast<const T*>(logits.data_ptr()),
             static_cast<const I*>(targets.data_ptr()), ignore_index, rows, vocab);
         DAEDALUS_CUDA_CHECK_LAUNCH();
@@ -80,7 +82,7 @@ void cross_entropy(const Tensor& loss, const Tensor& lse, const Tensor& logits, 
     });
   }
   // Also for rows == 0: the loss is then 0.
-  cross_entropy_total_kernel<<<1, kRowThreads>>>(loss.data<float>(), double_ptr(row_loss), rows, valid);
+  cross_entropy_total_kernel<<<1, kRowThreads, 0, stream>>>(loss.data<float>(), double_ptr(row_loss), rows, valid);
   DAEDALUS_CUDA_CHECK_LAUNCH();
 }
 
@@ -89,13 +91,14 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const T
   const int64_t n = rows * vocab;
   if (n == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(logits.device().index));
+  const cudaStream_t stream = compute_stream(logits.device().index);
   const double scale = valid > 0 ? dloss / double(valid) : 0.0;
   dispatch_float("cross_entropy_backward", logits.dtype(), [&]<typename T>() {
     dispatch_index("cross_entropy_backward", targets.dtype(), [&]<typename I>() {
-      cross_entropy_backward_kernel<T, I>
-          <<<blocks_for(n), kThreads>>>(static_cast<T*>(dlogits.data_ptr()), static_cast<const T*>(logits.data_ptr()),
-                                        static_cast<const I*>(targets.data_ptr()), lse.data<float>(), scale,
-                                        /*all_zero=*/valid == 0, ignore_index, rows, vocab);
+      cross_entropy_backward_kernel<T, I><<<blocks_for(n), kThreads, 0, stream>>>(
+          static_cast<T*>(dlogits.data_ptr()), static_cast<const T*>(logits.data_ptr()),
+          static_cast<const I*>(targets.data_ptr()), lse.data<float>(), scale,
+          /*all_zero=*/valid == 0, ignore_index, rows, vocab);
       DAEDALUS_CUDA_CHECK_LAUNCH();
     });
   });

@@ -9,6 +9,7 @@
 
 #include "autograd/allocator.h"
 #include "autograd/check.h"
+#include "autograd/cuda/stream.h"
 
 namespace daedalus::cuda {
 
@@ -38,7 +39,7 @@ Cublas& cublas(int index) {
     DAEDALUS_CUDA_CHECK(cudaSetDevice(index));
     cublasHandle_t handle = nullptr;
     DAEDALUS_CUBLAS_CHECK(cublasCreate(&handle));
-    DAEDALUS_CUBLAS_CHECK(cublasSetStream(handle, cudaStream_t(0)));  // the legacy default stream, like cuBLASLt's
+    DAEDALUS_CUBLAS_CHECK(cublasSetStream(handle, compute_stream(index)));  // where every GEMM of the device runs
     DAEDALUS_CUBLAS_CHECK(cublasSetPointerMode(handle, CUBLAS_POINTER_MODE_HOST));
     DAEDALUS_CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
     s.workspace = cuda_allocator(index).allocate(kCublasWorkspaceBytes);

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
 
 namespace daedalus::cuda {
@@ -91,16 +92,17 @@ void launch(std::string_view name, const Tensor& out, const Tensor& a, const Ten
   const int64_t n = out.numel();
   if (n == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(out.device().index));
+  const cudaStream_t stream = compute_stream(out.device().index);
   dispatch_float(name, out.dtype(), [&]<typename T>() {
     T* po = static_cast<T*>(out.data_ptr());
     const T* pa = static_cast<const T*>(a.data_ptr());
     const T* pb = b ? static_cast<const T*>(b->data_ptr()) : nullptr;
     if (packable({&out, &a}, 16) && (b == nullptr || packable({b}, 16))) {
       elementwise_packed_kernel<T, kMode>
-          <<<blocks_for(n / (16 / int64_t(sizeof(T))) + 1), kThreads>>>(po, pa, pb, n, op, alpha, beta);
+          <<<blocks_for(n / (16 / int64_t(sizeof(T))) + 1), kThreads, 0, stream>>>(po, pa, pb, n, op, alpha, beta);
     } else {
-      elementwise_kernel<T, kMode><<<blocks_for(n), kThreads>>>(po, layout_of(out), pa, layout_of(a), pb,
-                                                                b ? layout_of(*b) : Layout{}, n, op, alpha, beta);
+      elementwise_kernel<T, kMode><<<blocks_for(n), kThreads, 0, stream>>>(
+          po, layout_of(out), pa, layout_of(a), pb, b ? layout_of(*b) : Layout{}, n, op, alpha, beta);
     }
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });

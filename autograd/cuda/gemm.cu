@@ -35,6 +35,7 @@
 
 #include "autograd/cuda/cublaslt.h"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/kernels/copy.h"
 
 namespace daedalus::cuda {
@@ -203,6 +204,7 @@ const Plan& cached_plan(const Problem& p) {
 
 void gemm(const Tensor& a_in, const Tensor& b_in, const Tensor& c, float alpha, float beta) {
   DAEDALUS_CUDA_CHECK(cudaSetDevice(c.device().index));
+  const cudaStream_t stream = compute_stream(c.device().index);
   const int64_t M = c.size(-2), N = c.size(-1), K = a_in.size(-1);
   const int64_t batch = c.numel() / (M * N);
   const DType in = a_in.dtype();
@@ -257,7 +259,7 @@ void gemm(const Tensor& a_in, const Tensor& b_in, const Tensor& c, float alpha, 
   const CublasLt& lt = cublaslt(p.device);
   DAEDALUS_CUBLAS_CHECK(cublasLtMatmul(lt.handle, plan.op, &alpha, b.t.data_ptr(), plan.a, a.t.data_ptr(), plan.b,
                                        &beta, out.data_ptr(), plan.c, out.data_ptr(), plan.c, &plan.algo, lt.workspace,
-                                       kCublasLtWorkspaceBytes, cudaStream_t(0)));
+                                       kCublasLtWorkspaceBytes, stream));
   if (!out.shares_storage(c)) kernels::copy(c, out);
 }
 

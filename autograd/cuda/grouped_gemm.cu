@@ -53,7 +53,8 @@
 // parameters (copied at launch: no pinned staging buffer, and no host-device synchronization,
 // which a cudaMemcpy from pageable memory would cost). The tensor is held until the GEMM has been
 // enqueued; the caching allocator may then hand its block out again, to work that runs after the
-// GEMM on the same (legacy default) stream.
+// GEMM on the same stream (the device's compute stream, autograd/cuda/stream.h: the cuBLAS
+// handle's too).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -65,6 +66,7 @@
 
 #include "autograd/cuda/cublaslt.h"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/gemm.h"
 
@@ -117,8 +119,8 @@ __global__ void store_pointers_kernel(int64_t* dst, PointerBatch batch, int coun
   if (i < count) dst[i] = batch.values[i];
 }
 
-// A device int64 tensor holding `values`, written on the legacy default stream.
-Tensor device_pointer_array(const std::vector<int64_t>& values, Device device) {
+// A device int64 tensor holding `values`, written on `stream`.
+Tensor device_pointer_array(const std::vector<int64_t>& values, Device device, cudaStream_t stream) {
   Tensor out = Tensor::empty({int64_t(values.size())}, DType::i64, device);
   auto* dst = static_cast<int64_t*>(out.data_ptr());
   for (size_t start = 0; start < values.size(); start += kPointersPerLaunch) {
@@ -126,7 +128,7 @@ Tensor device_pointer_array(const std::vector<int64_t>& values, Device device) {
     const int count = int(std::min(values.size() - start, size_t(kPointersPerLaunch)));
     std::copy_n(values.begin() + ptrdiff_t(start), count, batch.values);
     constexpr int kThreads = 128;
-    store_pointers_kernel<<<(count + kThreads - 1) / kThreads, kThreads>>>(dst + start, batch, count);
+    store_pointers_kernel<<<(count + kThreads - 1) / kThreads, kThreads, 0, stream>>>(dst + start, batch, count);
     DAEDALUS_CUDA_CHECK_LAUNCH();
   }
   return out;
@@ -212,7 +214,7 @@ void grouped_matmul(GroupedProduct product, const Tensor& c, const Tensor& a_in,
     pointers[count + i] = address(a, g.off_a, in_bytes);
     pointers[2 * count + i] = address(out, g.off_c, out_bytes);
   }
-  const Tensor device_pointers = device_pointer_array(pointers, c.device());
+  const Tensor device_pointers = device_pointer_array(pointers, c.device(), compute_stream(device));
   const auto* array = static_cast<void* const*>(device_pointers.data_ptr());
 
   const Cublas& blas = cublas(device);

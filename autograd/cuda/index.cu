@@ -15,6 +15,7 @@
 
 #include "autograd/cuda/accumulate.cuh"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
 #include "autograd/kernels/index.h"
 
@@ -86,10 +87,12 @@ void check_index_range(std::string_view op, const Tensor& index, std::string_vie
   const int64_t n = index.numel();
   if (n == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(index.device().index));
+  const cudaStream_t stream = compute_stream(index.device().index);
   const Tensor first = Tensor::from_vector<int64_t>({INT64_MAX}, {1}, index.device());
   dispatch_index(op, index.dtype(), [&]<typename I>() {
-    index_range_kernel<I><<<blocks_for(n), kThreads>>>(static_cast<const I*>(index.data_ptr()), layout_of(index), n,
-                                                       limit, static_cast<unsigned long long*>(first.data_ptr()));
+    index_range_kernel<I><<<blocks_for(n), kThreads, 0, stream>>>(static_cast<const I*>(index.data_ptr()),
+                                                                  layout_of(index), n, limit,
+                                                                  static_cast<unsigned long long*>(first.data_ptr()));
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });
   int64_t bad = 0;
@@ -104,11 +107,12 @@ void gather_rows(const Tensor& out, const Tensor& x, const Tensor& index) {
   const int64_t m = out.size(0), d = out.size(1);
   if (m * d == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(out.device().index));
+  const cudaStream_t stream = compute_stream(out.device().index);
   dispatch_index("gather_rows", index.dtype(), [&]<typename I>() {
     dispatch_bits(x.element_size(), [&]<typename E>() {
-      gather_rows_kernel<E, I>
-          <<<blocks_for(m * d), kThreads>>>(static_cast<E*>(out.data_ptr()), static_cast<const E*>(x.data_ptr()),
-                                            x.stride(0), x.stride(1), static_cast<const I*>(index.data_ptr()), m, d);
+      gather_rows_kernel<E, I><<<blocks_for(m * d), kThreads, 0, stream>>>(
+          static_cast<E*>(out.data_ptr()), static_cast<const E*>(x.data_ptr()), x.stride(0), x.stride(1),
+          static_cast<const I*>(index.data_ptr()), m, d);
       DAEDALUS_CUDA_CHECK_LAUNCH();
     });
   });
@@ -118,6 +122,7 @@ void scatter_add_rows(const Tensor& dst, const Tensor& index, const Tensor& src,
   const int64_t n = dst.size(0), d = dst.size(1), m = index.numel();
   if (m == 0 || d == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(dst.device().index));
+  const cudaStream_t stream = compute_stream(dst.device().index);
 
   // The plan, by a stable counting sort of the index on the host.
   std::vector<int64_t> count(static_cast<size_t>(n + 1), 0);
@@ -147,7 +152,7 @@ void scatter_add_rows(const Tensor& dst, const Tensor& index, const Tensor& src,
   const float* w = weight.defined() ? weight.data<float>() : nullptr;
   dispatch_float("scatter_add_rows", dst.dtype(), [&]<typename T>() {
     dispatch_float("scatter_add_rows", src.dtype(), [&]<typename S>() {
-      scatter_add_rows_kernel<T, S><<<blocks_for(r * d), kThreads>>>(
+      scatter_add_rows_kernel<T, S><<<blocks_for(r * d), kThreads, 0, stream>>>(
           static_cast<T*>(dst.data_ptr()), dst.stride(0), dst.stride(1), static_cast<const S*>(src.data_ptr()),
           src.stride(0), src.stride(1), w, device_plan.data<int64_t>(), r, d);
       DAEDALUS_CUDA_CHECK_LAUNCH();

@@ -25,6 +25,12 @@ void synchronize(Device device) {
   if (device.is_cuda()) built_without_cuda("synchronize");
 }
 
+DeviceTimer::DeviceTimer(Device device) : device_(device) { built_without_cuda("DeviceTimer"); }
+DeviceTimer::~DeviceTimer() = default;
+void DeviceTimer::start() { built_without_cuda("DeviceTimer::start"); }
+void DeviceTimer::stop() { built_without_cuda("DeviceTimer::stop"); }
+double DeviceTimer::elapsed_ms() { built_without_cuda("DeviceTimer::elapsed_ms"); }
+
 Allocator& cuda_allocator(int) { built_without_cuda("cuda_allocator"); }
 
 }  // namespace daedalus

@@ -18,6 +18,7 @@
 
 #include "autograd/cuda/accumulate.cuh"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
 
 namespace daedalus::cuda {
@@ -146,21 +147,22 @@ void launch_reduce(ReduceKind kind, const Tensor& x, int64_t outer, int64_t n, i
   if (chunks > 1)
     partial = Tensor::empty({ceil_div(outer * chunks * inner * int64_t(sizeof(Acc)), 8)}, DType::i64, x.device());
   Acc* p = chunks > 1 ? static_cast<Acc*>(partial.data_ptr()) : nullptr;
+  const cudaStream_t stream = compute_stream(x.device().index);
   dispatch_float(name, x.dtype(), [&]<typename T>() {
     dispatch_float(name, out.dtype(), [&]<typename O>() {
       const T* px = static_cast<const T*>(x.data_ptr());
       O* po = static_cast<O*>(out.data_ptr());
       if (inner == 1) {
         reduce_rows_kernel<Op, T, O>
-            <<<blocks_for(outer * chunks * 32), kThreads>>>(px, outer, n, chunk, chunks, p, po, mean);
+            <<<blocks_for(outer * chunks * 32), kThreads, 0, stream>>>(px, outer, n, chunk, chunks, p, po, mean);
       } else {
-        reduce_columns_kernel<Op, T, O>
-            <<<blocks_for(outer * chunks * inner), kThreads>>>(px, outer, n, inner, chunk, chunks, p, po, mean);
+        reduce_columns_kernel<Op, T, O><<<blocks_for(outer * chunks * inner), kThreads, 0, stream>>>(
+            px, outer, n, inner, chunk, chunks, p, po, mean);
       }
       DAEDALUS_CUDA_CHECK_LAUNCH();
       if (chunks > 1) {
         reduce_partials_kernel<Op, O>
-            <<<blocks_for(outer * inner * 32), kThreads>>>(p, outer, chunks, inner, po, mean, double(n));
+            <<<blocks_for(outer * inner * 32), kThreads, 0, stream>>>(p, outer, chunks, inner, po, mean, double(n));
         DAEDALUS_CUDA_CHECK_LAUNCH();
       }
     });

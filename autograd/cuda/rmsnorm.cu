@@ -13,6 +13,7 @@
 
 #include "autograd/cuda/kernels.h"
 #include "autograd/cuda/row_reduce.cuh"
+#include "autograd/cuda/stream.h"
 
 namespace daedalus::cuda {
 
@@ -95,10 +96,11 @@ void rmsnorm(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor&
              int64_t dim) {
   if (rows == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(x.device().index));
+  const cudaStream_t stream = compute_stream(x.device().index);
   dispatch_float("rmsnorm", x.dtype(), [&]<typename T>() {
-    rmsnorm_kernel<T><<<row_blocks(rows), kRowThreads>>>(static_cast<T*>(y.data_ptr()), rstd.data<float>(),
-                                                         static_cast<const T*>(x.data_ptr()), weight.data<float>(), eps,
-                                                         rows, dim);
+    rmsnorm_kernel<T><<<row_blocks(rows), kRowThreads, 0, stream>>>(static_cast<T*>(y.data_ptr()), rstd.data<float>(),
+                                                                    static_cast<const T*>(x.data_ptr()),
+                                                                    weight.data<float>(), eps, rows, dim);
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });
 }
@@ -107,20 +109,22 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dy,
                       const Tensor& rstd, int64_t rows, int64_t dim) {
   if (rows == 0 || dim == 0) return;  // dweight is already zeros
   DAEDALUS_CUDA_CHECK(cudaSetDevice(x.device().index));
+  const cudaStream_t stream = compute_stream(x.device().index);
   const int64_t blocks = std::min(rows, kRmsNormBlocks);
   const Tensor partial = double_scratch(blocks * dim, x.device());
   dispatch_float("rmsnorm_backward", x.dtype(), [&]<typename T>() {
     const T* px = static_cast<const T*>(x.data_ptr());
     const T* pdy = static_cast<const T*>(dy.data_ptr());
-    rmsnorm_dx_kernel<T><<<row_blocks(rows), kRowThreads>>>(static_cast<T*>(dx.data_ptr()), pdy, px,
-                                                            weight.data<float>(), rstd.data<float>(), rows, dim);
+    rmsnorm_dx_kernel<T><<<row_blocks(rows), kRowThreads, 0, stream>>>(
+        static_cast<T*>(dx.data_ptr()), pdy, px, weight.data<float>(), rstd.data<float>(), rows, dim);
     DAEDALUS_CUDA_CHECK_LAUNCH();
     const dim3 grid(unsigned((dim + kThreads - 1) / kThreads), unsigned(blocks));
     rmsnorm_dweight_partial_kernel<T>
-        <<<grid, kThreads>>>(double_ptr(partial), pdy, px, rstd.data<float>(), rows, dim, blocks);
+        <<<grid, kThreads, 0, stream>>>(double_ptr(partial), pdy, px, rstd.data<float>(), rows, dim, blocks);
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });
-  rmsnorm_dweight_sum_kernel<<<blocks_for(dim), kThreads>>>(dweight.data<float>(), double_ptr(partial), dim, blocks);
+  rmsnorm_dweight_sum_kernel<<<blocks_for(dim), kThreads, 0, stream>>>(dweight.data<float>(), double_ptr(partial), dim,
+                                                                       blocks);
   DAEDALUS_CUDA_CHECK_LAUNCH();
 }
 

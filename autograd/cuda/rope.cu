@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
 
 namespace daedalus::cuda {
@@ -37,12 +38,14 @@ void rope(const Tensor& y, const Tensor& x, const Tensor& cos_sin, int64_t seq, 
   const int64_t pairs = x.numel() / 2;
   if (pairs == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(x.device().index));
+  const cudaStream_t stream = compute_stream(x.device().index);
   const bool interleaved = layout == kernels::RopeLayout::interleaved;
   dispatch_float("rope", x.dtype(), [&]<typename T>() {
-    rope_kernel<T><<<blocks_for(pairs), kThreads>>>(static_cast<T*>(y.data_ptr()), static_cast<const T*>(x.data_ptr()),
-                                                    cos_sin.data<float>(), pairs, seq, heads, half,
-                                                    /*step=*/interleaved ? 2 : 1,
-                                                    /*second=*/interleaved ? 1 : half, inverse ? -1.0f : 1.0f);
+    rope_kernel<T>
+        <<<blocks_for(pairs), kThreads, 0, stream>>>(static_cast<T*>(y.data_ptr()), static_cast<const T*>(x.data_ptr()),
+                                                     cos_sin.data<float>(), pairs, seq, heads, half,
+                                                     /*step=*/interleaved ? 2 : 1,
+                                                     /*second=*/interleaved ? 1 : half, inverse ? -1.0f : 1.0f);
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });
 }

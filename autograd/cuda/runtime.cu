@@ -1,4 +1,5 @@
-// CUDA runtime entry points: device count, copies between devices, the device allocator.
+// CUDA runtime entry points: device count, the compute stream of each device, copies between
+// devices, synchronization, event timing, the device allocator.
 #include <cuda_runtime.h>
 
 #include <cstring>
@@ -8,6 +9,7 @@
 
 #include "autograd/allocator.h"
 #include "autograd/check.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/device.h"
 
 namespace daedalus {
@@ -24,6 +26,27 @@ int cuda_device_count() {
   return count;
 }
 
+namespace cuda {
+
+cudaStream_t compute_stream(int index) {
+  static std::mutex mutex;
+  static std::vector<cudaStream_t> streams;
+  std::lock_guard lock(mutex);
+  if (streams.size() <= size_t(index)) streams.resize(size_t(index) + 1, nullptr);
+  cudaStream_t& s = streams[size_t(index)];
+  if (s == nullptr) {
+    // A stream belongs to the device current at its creation: make it `index`, then restore.
+    int current = 0;
+    DAEDALUS_CUDA_CHECK(cudaGetDevice(&current));
+    DAEDALUS_CUDA_CHECK(cudaSetDevice(index));
+    DAEDALUS_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamDefault));  // blocking: orders with stream 0
+    DAEDALUS_CUDA_CHECK(cudaSetDevice(current));
+  }
+  return s;
+}
+
+}  // namespace cuda
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t n) {
   if (n == 0) return;
   if (dst_device.is_cpu() && src_device.is_cpu()) {
@@ -31,13 +54,62 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
     return;
   }
   // Unified addressing: the runtime infers the direction from the pointers.
-  DAEDALUS_CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDefault));
+  if (dst_device.is_cuda() && src_device.is_cuda()) {
+    if (dst_device == src_device) {  // queued in order on the device's stream; the caller need not wait
+      DAEDALUS_CUDA_CHECK(cudaSetDevice(dst_device.index));
+      DAEDALUS_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, cuda::compute_stream(dst_device.index)));
+      return;
+    }
+    // Between two devices: after the source's queued work, and complete on return (the source
+    // device's allocator may reuse `src` as soon as its owner releases it).
+    DAEDALUS_CUDA_CHECK(cudaStreamSynchronize(cuda::compute_stream(src_device.index)));
+  }
+  // With the host (or between devices, the source's work done): on the CUDA side's stream, then wait.
+  const int index = dst_device.is_cuda() ? dst_device.index : src_device.index;
+  const cudaStream_t stream = cuda::compute_stream(index);
+  DAEDALUS_CUDA_CHECK(cudaSetDevice(index));
+  DAEDALUS_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, stream));
+  DAEDALUS_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+// The whole device, not only its compute stream: NCCL's internal streams and anything on the
+// legacy default stream are waited for too (at the same cost when the compute stream is all there is).
 void synchronize(Device device) {
   if (device.is_cpu()) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
   DAEDALUS_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+DeviceTimer::DeviceTimer(Device device) : device_(device) {
+  DAEDALUS_CHECK(device.is_cuda(), "DeviceTimer: times a CUDA device's stream, got {}", device.str());
+  DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  DAEDALUS_CUDA_CHECK(cudaEventCreate(&start_));
+  const cudaError_t created = cudaEventCreate(&stop_);
+  if (created != cudaSuccess) cudaEventDestroy(start_);  // no destructor runs after a throwing constructor
+  DAEDALUS_CUDA_CHECK(created);
+}
+
+DeviceTimer::~DeviceTimer() {
+  // Best effort: an event still pending is released by the runtime once it completes.
+  if (start_ != nullptr) cudaEventDestroy(start_);
+  if (stop_ != nullptr) cudaEventDestroy(stop_);
+}
+
+void DeviceTimer::start() {
+  DAEDALUS_CUDA_CHECK(cudaSetDevice(device_.index));
+  DAEDALUS_CUDA_CHECK(cudaEventRecord(start_, cuda::compute_stream(device_.index)));
+}
+
+void DeviceTimer::stop() {
+  DAEDALUS_CUDA_CHECK(cudaSetDevice(device_.index));
+  DAEDALUS_CUDA_CHECK(cudaEventRecord(stop_, cuda::compute_stream(device_.index)));
+}
+
+double DeviceTimer::elapsed_ms() {
+  DAEDALUS_CUDA_CHECK(cudaEventSynchronize(stop_));
+  float ms = 0.0f;
+  DAEDALUS_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+  return double(ms);
 }
 
 namespace {

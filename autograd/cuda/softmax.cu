@@ -7,6 +7,7 @@
 
 #include "autograd/cuda/kernels.h"
 #include "autograd/cuda/row_reduce.cuh"
+#include "autograd/cuda/stream.h"
 
 namespace daedalus::cuda {
 
@@ -67,9 +68,10 @@ template <Kind kKind>
 void launch_forward(std::string_view name, const Tensor& y, const Tensor& x, int64_t rows, int64_t cols) {
   if (rows == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(x.device().index));
+  const cudaStream_t stream = compute_stream(x.device().index);
   dispatch_float(name, x.dtype(), [&]<typename T>() {
-    softmax_kernel<T, kKind><<<row_blocks(rows), kRowThreads>>>(static_cast<T*>(y.data_ptr()),
-                                                                static_cast<const T*>(x.data_ptr()), rows, cols);
+    softmax_kernel<T, kKind><<<row_blocks(rows), kRowThreads, 0, stream>>>(
+        static_cast<T*>(y.data_ptr()), static_cast<const T*>(x.data_ptr()), rows, cols);
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });
 }
@@ -79,10 +81,11 @@ void launch_backward(std::string_view name, const Tensor& dx, const Tensor& y, c
                      int64_t cols) {
   if (rows == 0) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(y.device().index));
+  const cudaStream_t stream = compute_stream(y.device().index);
   dispatch_float(name, y.dtype(), [&]<typename T>() {
-    softmax_backward_kernel<T, kKind>
-        <<<row_blocks(rows), kRowThreads>>>(static_cast<T*>(dx.data_ptr()), static_cast<const T*>(y.data_ptr()),
-                                            static_cast<const T*>(dy.data_ptr()), rows, cols);
+    softmax_backward_kernel<T, kKind><<<row_blocks(rows), kRowThreads, 0, stream>>>(
+        static_cast<T*>(dx.data_ptr()), static_cast<const T*>(y.data_ptr()), static_cast<const T*>(dy.data_ptr()), rows,
+        cols);
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
 
 namespace daedalus::cuda {
@@ -116,19 +117,20 @@ void topk_sorted(const T* x, int64_t rows, int64_t n, int64_t k, T* values, int6
   for (int64_t b = 0; b <= batch; ++b) host_offsets[size_t(b)] = int32_t(b * n);
   const Tensor offsets = Tensor::from_vector(host_offsets, {batch + 1}, device);
   const int32_t* off = offsets.data<int32_t>();
+  const cudaStream_t stream = compute_stream(device.index);
   size_t temp_bytes = 0;
-  DAEDALUS_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
-      nullptr, temp_bytes, in, out, int(batch * n), int(batch), off, off + 1, 0, 64, cudaStream_t(0)));
+  DAEDALUS_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(nullptr, temp_bytes, in, out, int(batch * n),
+                                                                        int(batch), off, off + 1, 0, 64, stream));
   const Tensor temp = Tensor::empty({int64_t(temp_bytes / 8 + 1)}, DType::i64, device);
   for (int64_t r0 = 0; r0 < rows; r0 += batch) {
     const int64_t nr = std::min(batch, rows - r0);
-    topk_keys_kernel<T><<<blocks_for(nr * n), kThreads>>>(x + r0 * n, n, nr * n, in);
+    topk_keys_kernel<T><<<blocks_for(nr * n), kThreads, 0, stream>>>(x + r0 * n, n, nr * n, in);
     DAEDALUS_CUDA_CHECK_LAUNCH();
     size_t bytes = temp_bytes;
-    DAEDALUS_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
-        temp.data_ptr(), bytes, in, out, int(nr * n), int(nr), off, off + 1, 0, 64, cudaStream_t(0)));
+    DAEDALUS_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(temp.data_ptr(), bytes, in, out, int(nr * n),
+                                                                          int(nr), off, off + 1, 0, 64, stream));
     topk_decode_kernel<T>
-        <<<blocks_for(nr * k), kThreads>>>(out, x + r0 * n, nr, n, k, values + r0 * k, indices + r0 * k);
+        <<<blocks_for(nr * k), kThreads, 0, stream>>>(out, x + r0 * n, nr, n, k, values + r0 * k, indices + r0 * k);
     DAEDALUS_CUDA_CHECK_LAUNCH();
   }
 }
@@ -140,6 +142,7 @@ void topk(const Tensor& values, const Tensor& indices, const Tensor& x, int64_t 
   if (rows == 0) return;
   DAEDALUS_ASSERT(x.is_contiguous() && values.is_contiguous() && indices.is_contiguous());
   DAEDALUS_CUDA_CHECK(cudaSetDevice(x.device().index));
+  const cudaStream_t stream = compute_stream(x.device().index);
   dispatch_float("topk", x.dtype(), [&]<typename T>() {
     const T* px = static_cast<const T*>(x.data_ptr());
     T* pv = static_cast<T*>(values.data_ptr());
@@ -148,7 +151,8 @@ void topk(const Tensor& values, const Tensor& indices, const Tensor& x, int64_t 
       const int npad = next_pow2(n);
       const int threads = std::min(kBitonicThreads, std::max(32, npad / 2));
       DAEDALUS_CHECK(rows <= int64_t(INT32_MAX), "topk: {} rows exceed one CUDA grid", rows);
-      topk_bitonic_kernel<T><<<unsigned(rows), threads, size_t(npad) * sizeof(uint64_t)>>>(px, n, k, npad, pv, pi);
+      topk_bitonic_kernel<T>
+          <<<unsigned(rows), threads, size_t(npad) * sizeof(uint64_t), stream>>>(px, n, k, npad, pv, pi);
       DAEDALUS_CUDA_CHECK_LAUNCH();
     } else {
       topk_sorted<T>(px, rows, n, k, pv, pi, x.device());

@@ -5,27 +5,34 @@
 // Results are bit-identical to the CPU quantizer: the amax is an exact maximum, the scale comes
 // from compute_scale / compute_mx_scale_inv (fp8/format.h: the __host__ __device__ arithmetic
 // behind fp8::scale_from_amax, shared with the CPU quantizer), the cast is the shared codec
-// (autograd/dtype_codec.h) on a product rounded once (__fmul_rn, no FMA contraction), stochastic
+// (autograd/dtype_codec.h: on the device the hardware convert, equal to the CPU's integer encoder
+// for every float) on a product rounded once (__fmul_rn, no FMA contraction), stochastic
 // rounding draws the same Philox word per element (stochastic_word_hd), and scale_inv = 1 / scale
 // in IEEE float (mx_1x32: the power of two itself).
 //
 // x [rows, cols] fp32 | bf16 -> q [rows, cols] fp8 (contiguous), scale_inv fp32 row-major:
 //   tile_1x128  [rows, ceil(cols/128)]  row-major x (unit column stride, any row stride): one warp
-//                                       per tile. Transposed x (unit ROW stride: the Wgrad operands
+//                                       per 4 tiles, 4 elements per lane and access when cols and
+//                                       the row stride are multiples of 4 (else one warp per tile,
+//                                       element by element). Transposed x (unit ROW stride: the Wgrad operands
 //                                       dYᵀ, Xᵀ as views of row-major dY, X): one 256-thread block
 //                                       per 32 rows x 128 cols, staged through shared memory so
 //                                       that reads and writes are both coalesced (no transpose copy)
 //   mx_1x32     [rows, ceil(cols/32)]   one warp per 1x32 tile, one element per lane
-//   block_128x128 [ceil(rows/128), ceil(cols/128)]  one 256-thread block per block, any strides
-//                                       (the Dgrad operand Wᵀ is read in W's order, coalesced)
+//   block_128x128 [ceil(rows/128), ceil(cols/128)]  one 256-thread block per block: row-major x
+//                                       (multiples of 4 as above) read once into registers, 4 per
+//                                       access; any other strides element by element (the Dgrad
+//                                       operand Wᵀ is read in W's order, coalesced)
 //   row         [rows]                  one 256-thread block per row (contiguous copy first)
-//   tensor      [1]                     amax kernel (atomicMax), then a cast kernel; or the given
+//   tensor      [1]                     amax kernel (atomicMax), then a cast kernel (4 per access
+//                                       when the size is a multiple of 4); or the given
 //                                       scale (delayed scaling) and the cast kernel alone
 // The amax is taken over |x| as IEEE bit patterns (unsigned max): for finite non-negative floats
 // the order is the float order, and a NaN anywhere gives a NaN amax (scale 1), never a hidden one.
 #include <cuda_runtime.h>
 
 #include "autograd/check.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
 #include "fp8/cuda/scaled_gemm_cuda.h"
 #include "fp8/format.h"
@@ -101,6 +108,96 @@ __device__ __forceinline__ Q quantize_element(float v, float scale, const Roundi
   return from_float<Q>(scaled);
 }
 
+// ---- 4-wide access (the vector kernels) -------------------------------------------------------
+// Four consecutive elements in one load (16 bytes of fp32, 8 of bf16) and four FP8 codes in one
+// 4-byte store. Callers guarantee the alignment (vector_ok below); `live` false loads zeros.
+
+template <typename S>
+__device__ __forceinline__ void load4(const S* p, bool live, float (&v)[4]) {
+  if (!live) {
+    v[0] = v[1] = v[2] = v[3] = 0.0f;
+  } else if constexpr (std::is_same_v<S, float>) {
+    const float4 f = *reinterpret_cast<const float4*>(p);
+    v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+  } else {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);  // four bf16, little-endian
+    v[0] = to_float(bf16{uint16_t(u.x & 0xFFFFu)}), v[1] = to_float(bf16{uint16_t(u.x >> 16)});
+    v[2] = to_float(bf16{uint16_t(u.y & 0xFFFFu)}), v[3] = to_float(bf16{uint16_t(u.y >> 16)});
+  }
+}
+
+__device__ __forceinline__ uint32_t max_abs4(const float (&v)[4]) {
+  return max(max(abs_bits(v[0]), abs_bits(v[1])), max(abs_bits(v[2]), abs_bits(v[3])));
+}
+
+// q[index .. index + 3] = the four values quantized (index is a multiple of 4).
+template <typename Q>
+__device__ __forceinline__ void quantize_store4(Q* q, int64_t index, const float (&v)[4], float scale,
+                                                const Rounding& rounding) {
+  uint32_t packed = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) packed |= uint32_t(quantize_element<Q>(v[j], scale, rounding, index + j).bits) << (8 * j);
+  *reinterpret_cast<uint32_t*>(q + index) = packed;
+}
+
+// Row-wise 1x128 tiles, vectorized: x [rows, cols] at x[r * ld + c] with cols and ld multiples of
+// 4 and x 4-element aligned. Lane l holds columns 4l .. 4l+3 of a tile; a warp quantizes kTiles
+// consecutive tiles (row-major order: usually one contiguous stretch of a row) and issues all of
+// their loads before the first reduction, so that each warp keeps 2 KiB (fp32) in flight.
+template <int kTiles, typename S, typename Q>
+__global__ void quantize_1x128_vec_kernel(const S* x, int64_t ld, Q* q, float* scale_inv, int64_t rows, int64_t cols,
+                                          int64_t tiles_per_row, ScaleParams p, Rounding rounding) {
+  const int64_t total = rows * tiles_per_row;
+  const int64_t first = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32 * kTiles;
+  const int lane = int(threadIdx.x) % 32;
+  if (first >= total) return;  // whole warps leave together
+  float v[kTiles][4];
+  uint32_t m[kTiles];
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i) {
+    const int64_t tile = first + i, r = tile / tiles_per_row, c = (tile % tiles_per_row) * 128 + 4 * lane;
+    load4(x + r * ld + c, tile < total && c < cols, v[i]);
+    m[i] = max_abs4(v[i]);
+  }
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i) {
+    const int64_t tile = first + i;
+    if (tile >= total) break;  // warp-uniform
+    const BlockScale s = scale_of(warp_max(m[i]), p);
+    const int64_t r = tile / tiles_per_row, c = (tile % tiles_per_row) * 128 + 4 * lane;
+    if (c < cols) quantize_store4(q, r * cols + c, v[i], s.scale, rounding);
+    if (lane == 0) scale_inv[tile] = s.scale_inv;
+  }
+}
+
+// 128x128 blocks of a row-major x (x[r * ld + c], cols and ld multiples of 4, x aligned),
+// vectorized: one 256-thread block per block; thread t holds columns 4 (t % 32) .. +3 of rows
+// t / 32 + 8 i, i < 16 — 64 values in registers, read once, so the scale's reduction and the
+// cast need a single pass over memory.
+template <typename S, typename Q>
+__global__ void quantize_128x128_vec_kernel(const S* x, int64_t ld, Q* q, float* scale_inv, int64_t rows, int64_t cols,
+                                            int64_t tiles_c, ScaleParams p, Rounding rounding) {
+  static_assert(kThreads == 256, "8 rows of 32 four-column groups per pass, 16 passes per 128x128 block");
+  constexpr int kPasses = 128 / (kThreads / 32);
+  const int64_t r0 = (blockIdx.x / tiles_c) * 128, c = (blockIdx.x % tiles_c) * 128 + 4 * (threadIdx.x % 32);
+  const int64_t rt = r0 + int(threadIdx.x) / 32;
+  float v[kPasses][4];
+  uint32_t m = 0;
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    const int64_t r = rt + 8 * i;
+    load4(x + r * ld + c, r < rows && c < cols, v[i]);
+    m = max(m, max_abs4(v[i]));
+  }
+  const BlockScale s = scale_of(block_max(m), p);
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    const int64_t r = rt + 8 * i;
+    if (r < rows && c < cols) quantize_store4(q, r * cols + c, v[i], s.scale, rounding);
+  }
+  if (threadIdx.x == 0) scale_inv[blockIdx.x] = s.scale_inv;
+}
+
 // x [rows, cols] with element (r, c) at x[r * ld + c]; q [rows, cols] contiguous; scale_inv
 // [rows, tiles_per_row]. Tiles of kWidth (128 or 32) columns; warp w quantizes tile
 // (w / tiles_per_row, w % tiles_per_row); lane l holds columns l, l+32, ... of it (coalesced).
@@ -132,16 +229,35 @@ __global__ void quantize_rowwise_tiles_kernel(const S* x, int64_t ld, Q* q, floa
   if (lane == 0) scale_inv[warp] = s.scale_inv;
 }
 
-// The transposed 1x128 quantizer ("1x128 becomes 128x1" for Wgrad): x is a [rows, cols] view with
-// unit row stride, element (r, c) at x[c * ld + r] — the transpose of a row-major [cols, rows]
-// tensor with leading dimension ld. One block covers rows [r0, r0 + 32) x the 128 columns of tile
-// t: it reads the 128 x 32 patch of the source row by row (lanes along r: coalesced) into shared
-// memory, then each warp quantizes 4 of the 32 tiles (lanes along c: coalesced writes of q).
+// The transposed 1x128 quantizer ("1x128 becomes 128x1" for Wgrad): the [rows, cols] operand is
+// the transpose of a row-major [cols, rows] source, element (r, c) = source(c, r) at c * ld + r.
+// One block covers rows [r0, r0 + 32) x the 128 columns of tile t: it reads the 128 x 32 patch of
+// the source row by row (lanes along r: coalesced) into shared memory, then each warp quantizes 4
+// of the 32 tiles (lanes along c: coalesced writes of q). The source is a Source functor: a plain
+// fp32/bf16 tensor, or FP8 codes with their 1x128 scales dequantized on the fly.
+template <typename S>
+struct PlainSource {
+  const S* x;
+  int64_t ld;
+  __device__ float operator()(int64_t c, int64_t r) const { return to_float(x[c * ld + r]); }
+};
+
+// q(X) [cols, rows] with 1x128 tiles along rows, scale_inv [cols, nbc]: the value is
+// dequantize()'s single float product q * scale_inv (quantized.cpp, cuda_dequantize_kernel).
+template <typename Q>
+struct Dequantized1x128Source {
+  const Q* q;
+  const float* scale_inv;
+  int64_t ld, nbc;
+  __device__ float operator()(int64_t c, int64_t r) const {
+    return __fmul_rn(to_float(q[c * ld + r]), scale_inv[c * nbc + r / 128]);
+  }
+};
+
 constexpr int kTransposeRows = 32;
-template <typename S, typename Q>
-__global__ void quantize_1x128_transposed_kernel(const S* x, int64_t ld, Q* q, float* scale_inv, int64_t rows,
-                                                 int64_t cols, int64_t tiles_per_row, ScaleParams p,
-                                                 Rounding rounding) {
+template <typename Source, typename Q>
+__global__ void quantize_1x128_transposed_kernel(Source source, Q* q, float* scale_inv, int64_t rows, int64_t cols,
+                                                 int64_t tiles_per_row, ScaleParams p, Rounding rounding) {
   static_assert(kThreads == 256, "8 warps: 16 source rows per warp to load, 4 tiles per warp to quantize");
   __shared__ float patch[128][kTransposeRows + 1];  // [c - c0][r - r0], padded: conflict-free both ways
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
@@ -151,7 +267,7 @@ __global__ void quantize_1x128_transposed_kernel(const S* x, int64_t ld, Q* q, f
 #pragma unroll 4
   for (int i = warp; i < 128; i += kThreads / 32) {
     const int64_t c = c0 + i;
-    patch[i][lane] = (r < rows && c < cols) ? to_float(x[c * ld + r]) : 0.0f;
+    patch[i][lane] = (r < rows && c < cols) ? source(c, r) : 0.0f;
   }
   __syncthreads();
   const int64_t width = min(int64_t(128), cols - c0);
@@ -219,6 +335,33 @@ __global__ void amax_kernel(const S* x, int64_t n, uint32_t* amax_bits) {
   if (threadIdx.x == 0) atomicMax(amax_bits, m);
 }
 
+// The same two kernels, 4 elements per load and store (n a multiple of 4, x aligned).
+template <typename S>
+__global__ void amax_vec_kernel(const S* x, int64_t n, uint32_t* amax_bits) {
+  uint32_t m = 0;
+  for (int64_t i = 4 * (blockIdx.x * int64_t(blockDim.x) + threadIdx.x); i < n;
+       i += 4 * int64_t(gridDim.x) * blockDim.x) {
+    float v[4];
+    load4(x + i, true, v);
+    m = max(m, max_abs4(v));
+  }
+  m = block_max(m);
+  if (threadIdx.x == 0) atomicMax(amax_bits, m);
+}
+
+template <typename S, typename Q>
+__global__ void quantize_tensor_vec_kernel(const S* x, Q* q, float* scale_inv, int64_t n, const uint32_t* amax_bits,
+                                           float given_scale, ScaleParams p, Rounding rounding) {
+  const float scale = amax_bits != nullptr ? scale_of(*amax_bits, p).scale : given_scale;
+  for (int64_t i = 4 * (blockIdx.x * int64_t(blockDim.x) + threadIdx.x); i < n;
+       i += 4 * int64_t(gridDim.x) * blockDim.x) {
+    float v[4];
+    load4(x + i, true, v);
+    quantize_store4(q, i, v, scale, rounding);
+  }
+  if (blockIdx.x == 0 && threadIdx.x == 0) *scale_inv = 1.0f / scale;
+}
+
 // x, q [n] contiguous. The scale comes from *amax_bits (current scaling) or, when amax_bits is
 // null, is `given_scale` (delayed scaling: quantize_with_scale stores 1 / scale as scale_inv).
 template <typename S, typename Q>
@@ -243,6 +386,12 @@ __global__ void dequantize_kernel(const Q* q, const float* s, float* y, int64_t 
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Whether the 4-wide kernels may read x (row stride `ld` in elements; cols per row) and write q.
+template <typename S>
+bool vector_ok(const S* x, int64_t ld, int64_t cols) {
+  return cols % 4 == 0 && ld % 4 == 0 && reinterpret_cast<uintptr_t>(x) % (4 * sizeof(S)) == 0;
+}
 
 unsigned grid_of(int64_t blocks, const char* what) {
   DAEDALUS_CHECK(blocks < (int64_t(1) << 31), "cuda_quantize: {} needs {} blocks, more than a grid holds", what,
@@ -276,6 +425,7 @@ QuantizedTensor cuda_quantize(const Tensor& x_in, Granularity granularity, Forma
   const int64_t rows = x_in.size(0), cols = x_in.size(1);
   const Device device = x_in.device();
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  const cudaStream_t stream = cuda::compute_stream(device.index);
 
   QuantizedTensor out;
   out.granularity = granularity;
@@ -318,36 +468,53 @@ QuantizedTensor cuda_quantize(const Tensor& x_in, Granularity granularity, Forma
     switch (granularity) {
       case Granularity::tile_1x128:
         if (transposed) {
-          quantize_1x128_transposed_kernel<S, Q>
-              <<<grid_of(ceil_div(rows, kTransposeRows) * tiles_c, "tile_1x128 (transposed)"), kThreads>>>(
-                  src, cs, dst, scale_inv, rows, cols, tiles_c, p, rounding);
+          quantize_1x128_transposed_kernel<PlainSource<S>, Q>
+              <<<grid_of(ceil_div(rows, kTransposeRows) * tiles_c, "tile_1x128 (transposed)"), kThreads, 0, stream>>>(
+                  PlainSource<S>{src, cs}, dst, scale_inv, rows, cols, tiles_c, p, rounding);
+        } else if (vector_ok(src, rs, cols)) {
+          constexpr int kTiles = 4;
+          quantize_1x128_vec_kernel<kTiles, S, Q>
+              <<<grid_of(ceil_div(rows * tiles_c, kTiles * kThreads / 32), "tile_1x128"), kThreads, 0, stream>>>(
+                  src, rs, dst, scale_inv, rows, cols, tiles_c, p, rounding);
         } else {
           quantize_rowwise_tiles_kernel<128, S, Q>
-              <<<grid_of(ceil_div(rows * tiles_c, kThreads / 32), "tile_1x128"), kThreads>>>(
+              <<<grid_of(ceil_div(rows * tiles_c, kThreads / 32), "tile_1x128"), kThreads, 0, stream>>>(
                   src, rs, dst, scale_inv, rows, cols, tiles_c, p, rounding);
         }
         break;
       case Granularity::mx_1x32: {
         const int64_t tiles = ceil_div(cols, 32);
         quantize_rowwise_tiles_kernel<32, S, Q>
-            <<<grid_of(ceil_div(rows * tiles, kThreads / 32), "mx_1x32"), kThreads>>>(src, rs, dst, scale_inv, rows,
-                                                                                      cols, tiles, p, rounding);
+            <<<grid_of(ceil_div(rows * tiles, kThreads / 32), "mx_1x32"), kThreads, 0, stream>>>(
+                src, rs, dst, scale_inv, rows, cols, tiles, p, rounding);
         break;
       }
       case Granularity::block_128x128:
-        quantize_tile_kernel<S, Q><<<grid_of(tiles_r * tiles_c, "block_128x128"), kThreads>>>(
-            src, rs, cs, transposed, dst, scale_inv, rows, cols, 128, 128, tiles_c, p, rounding);
+        if (!transposed && vector_ok(src, rs, cols)) {
+          quantize_128x128_vec_kernel<S, Q><<<grid_of(tiles_r * tiles_c, "block_128x128"), kThreads, 0, stream>>>(
+              src, rs, dst, scale_inv, rows, cols, tiles_c, p, rounding);
+        } else {
+          quantize_tile_kernel<S, Q><<<grid_of(tiles_r * tiles_c, "block_128x128"), kThreads, 0, stream>>>(
+              src, rs, cs, transposed, dst, scale_inv, rows, cols, 128, 128, tiles_c, p, rounding);
+        }
         break;
       case Granularity::row:
-        quantize_tile_kernel<S, Q><<<grid_of(rows, "row"), kThreads>>>(src, cols, 1, /*rows_fastest=*/false, dst,
-                                                                       scale_inv, rows, cols, 1, cols, 1, p, rounding);
+        quantize_tile_kernel<S, Q><<<grid_of(rows, "row"), kThreads, 0, stream>>>(
+            src, cols, 1, /*rows_fastest=*/false, dst, scale_inv, rows, cols, 1, cols, 1, p, rounding);
         break;
       case Granularity::tensor: {
         auto* amax_bits = static_cast<uint32_t*>(amax.data_ptr());
-        amax_kernel<S><<<cuda::blocks_for(n), kThreads>>>(src, n, amax_bits);
-        DAEDALUS_CUDA_CHECK_LAUNCH();
-        quantize_tensor_kernel<S, Q>
-            <<<cuda::blocks_for(n), kThreads>>>(src, dst, scale_inv, n, amax_bits, 1.0f, p, rounding);
+        if (vector_ok(src, n, n)) {
+          amax_vec_kernel<S><<<cuda::blocks_for(n / 4), kThreads, 0, stream>>>(src, n, amax_bits);
+          DAEDALUS_CUDA_CHECK_LAUNCH();
+          quantize_tensor_vec_kernel<S, Q>
+              <<<cuda::blocks_for(n / 4), kThreads, 0, stream>>>(src, dst, scale_inv, n, amax_bits, 1.0f, p, rounding);
+        } else {
+          amax_kernel<S><<<cuda::blocks_for(n), kThreads, 0, stream>>>(src, n, amax_bits);
+          DAEDALUS_CUDA_CHECK_LAUNCH();
+          quantize_tensor_kernel<S, Q>
+              <<<cuda::blocks_for(n), kThreads, 0, stream>>>(src, dst, scale_inv, n, amax_bits, 1.0f, p, rounding);
+        }
         break;
       }
     }
@@ -362,6 +529,7 @@ QuantizedTensor cuda_quantize_with_scale(const Tensor& x_in, float scale, Format
   const int64_t rows = x.size(0), cols = x.size(1), n = rows * cols;
   const Device device = x.device();
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  const cudaStream_t stream = cuda::compute_stream(device.index);
   QuantizedTensor out;
   out.granularity = Granularity::tensor;
   out.format = format;
@@ -370,11 +538,61 @@ QuantizedTensor cuda_quantize_with_scale(const Tensor& x_in, float scale, Format
   if (n == 0) return out;
   const ScaleParams p{float(max_finite(format)), 0, false, false};
   dispatch_source_and_format("cuda_quantize_with_scale", x.dtype(), format, [&]<typename S, typename Q>() {
-    quantize_tensor_kernel<S, Q>
-        <<<cuda::blocks_for(n), kThreads>>>(static_cast<const S*>(x.data_ptr()), static_cast<Q*>(out.data.data_ptr()),
-                                            out.scale_inv.data<float>(), n, nullptr, scale, p, Rounding{false, 0});
+    const S* src = static_cast<const S*>(x.data_ptr());
+    Q* dst = static_cast<Q*>(out.data.data_ptr());
+    if (vector_ok(src, n, n)) {
+      quantize_tensor_vec_kernel<S, Q><<<cuda::blocks_for(n / 4), kThreads, 0, stream>>>(
+          src, dst, out.scale_inv.data<float>(), n, nullptr, scale, p, Rounding{false, 0});
+    } else {
+      quantize_tensor_kernel<S, Q><<<cuda::blocks_for(n), kThreads, 0, stream>>>(
+          src, dst, out.scale_inv.data<float>(), n, nullptr, scale, p, Rounding{false, 0});
+    }
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });
+  return out;
+}
+
+QuantizedTensor cuda_requantize_transposed(const QuantizedTensor& q, Format format, const ScaleOptions& options) {
+  DAEDALUS_CHECK(q.granularity == Granularity::tile_1x128 && q.data.device().is_cuda(),
+                 "cuda_requantize_transposed: needs 1x128 tiles on a CUDA device, got {} on {}",
+                 granularity_name(q.granularity), q.data.device().str());
+  const Tensor data = q.data.contiguous(), s = q.scale_inv.contiguous();
+  const int64_t rows = data.size(1), cols = data.size(0);  // of the transpose
+  const int64_t tiles_c = ceil_div(cols, 128);
+  const Device device = data.device();
+  DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  const cudaStream_t stream = cuda::compute_stream(device.index);
+  QuantizedTensor out;
+  out.granularity = Granularity::tile_1x128;
+  out.format = format;
+  out.data = Tensor::empty({rows, cols}, dtype_of(format), device);
+  out.scale_inv = Tensor::empty({rows, tiles_c}, DType::f32, device);
+  if (rows * cols == 0) {
+    out.scale_inv.fill_(1.0);
+    return out;
+  }
+  const ScaleParams p{float(max_finite(format)), options.margin, options.power_of_two, false};
+  const Rounding rounding{options.stochastic_rounding, options.seed};
+  const auto launch = [&]<typename QS>() {
+    const Dequantized1x128Source<QS> source{static_cast<const QS*>(data.data_ptr()), s.data<float>(), rows,
+                                            ceil_div(rows, 128)};
+    const unsigned grid = grid_of(ceil_div(rows, kTransposeRows) * tiles_c, "requantize (transposed)");
+    if (format == Format::e4m3) {
+      quantize_1x128_transposed_kernel<<<grid, kThreads, 0, stream>>>(
+          source, static_cast<fp8e4m3*>(out.data.data_ptr()), out.scale_inv.data<float>(), rows, cols, tiles_c, p,
+          rounding);
+    } else {
+      quantize_1x128_transposed_kernel<<<grid, kThreads, 0, stream>>>(
+          source, static_cast<fp8e5m2*>(out.data.data_ptr()), out.scale_inv.data<float>(), rows, cols, tiles_c, p,
+          rounding);
+    }
+    DAEDALUS_CUDA_CHECK_LAUNCH();
+  };
+  if (q.format == Format::e4m3) {
+    launch.template operator()<fp8e4m3>();
+  } else {
+    launch.template operator()<fp8e5m2>();
+  }
   return out;
 }
 
@@ -382,12 +600,13 @@ Tensor cuda_dequantize(const QuantizedTensor& q, int64_t block_rows, int64_t blo
   const Tensor data = q.data.contiguous(), s = q.scale_inv.contiguous();
   const int64_t rows = data.size(0), cols = data.size(1);
   DAEDALUS_CUDA_CHECK(cudaSetDevice(data.device().index));
+  const cudaStream_t stream = cuda::compute_stream(data.device().index);
   Tensor y = Tensor::empty({rows, cols}, DType::f32, data.device());
   if (rows * cols == 0) return y;
   const auto launch = [&]<typename Q>() {
-    dequantize_kernel<Q><<<cuda::blocks_for(rows * cols), kThreads>>>(static_cast<const Q*>(data.data_ptr()),
-                                                                      s.data<float>(), y.data<float>(), rows, cols,
-                                                                      block_rows, block_cols, blocks_per_row);
+    dequantize_kernel<Q><<<cuda::blocks_for(rows * cols), kThreads, 0, stream>>>(
+        static_cast<const Q*>(data.data_ptr()), s.data<float>(), y.data<float>(), rows, cols, block_rows, block_cols,
+        blocks_per_row);
     DAEDALUS_CUDA_CHECK_LAUNCH();
   };
   if (q.format == Format::e4m3) {

@@ -24,9 +24,9 @@
 // The scale pointers hold dequantization factors (D = scale_A·scale_B·(A·B)): our scale_inv.
 //
 // Caches: the shared cuBLASLt handle and 32 MiB workspace per device (autograd/cuda/cublaslt.h),
-// the heuristic's algorithm per (device, shape, types, scale modes). Everything runs on the legacy
-// default stream (0) like the other CUDA kernels, so temporary scale buffers may be freed to the
-// stream-ordered allocator right after the matmul is queued.
+// the heuristic's algorithm per (device, shape, types, scale modes). Everything runs on the device's
+// compute stream (autograd/cuda/stream.h) like the other CUDA kernels, so temporary scale buffers
+// may go back to the caching allocator right after the matmul is queued: their next user runs after it.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -39,6 +39,7 @@
 #include "autograd/allocator.h"
 #include "autograd/check.h"
 #include "autograd/cuda/cublaslt.h"
+#include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
 #include "fp8/cuda/scaled_gemm_cuda.h"
 
@@ -166,7 +167,8 @@ void run_lt_gemm(const LtGemm& g) {
   }
   const float alpha = 1.0f, beta = 0.0f;
   DAEDALUS_CUBLAS_CHECK(cublasLtMatmul(state.handle, desc.op, &alpha, g.a, desc.a, g.b, desc.b, &beta, g.d, desc.d, g.d,
-                                       desc.d, &algo, state.workspace, cuda::kCublasLtWorkspaceBytes, cudaStream_t(0)));
+                                       desc.d, &algo, state.workspace, cuda::kCublasLtWorkspaceBytes,
+                                       cuda::compute_stream(g.device)));
 }
 
 // ---- scale layout conversion --------------------------------------------------------------
@@ -194,19 +196,20 @@ __global__ void scales_128x128_kernel(const float* src, float* dst, int64_t rb, 
 const void* lt_scales(const QuantizedTensor& q, Tensor& keep) {
   const Tensor s = q.scale_inv.contiguous();
   const int64_t rows = q.rows(), kb = ceil_div(q.cols(), 128);
+  const cudaStream_t stream = cuda::compute_stream(s.device().index);
   switch (q.granularity) {
     case Granularity::tile_1x128: {
       keep = Tensor::empty({kb, rows}, DType::f32, s.device());
-      scales_1x128_kernel<<<cuda::blocks_for(rows * kb), cuda::kThreads>>>(s.data<float>(), keep.data<float>(), rows,
-                                                                           kb);
+      scales_1x128_kernel<<<cuda::blocks_for(rows * kb), cuda::kThreads, 0, stream>>>(s.data<float>(),
+                                                                                      keep.data<float>(), rows, kb);
       DAEDALUS_CUDA_CHECK_LAUNCH();
       return keep.data_ptr();
     }
     case Granularity::block_128x128: {
       const int64_t rb = ceil_div(rows, 128), kb_padded = round_up(kb, 4);
       keep = Tensor::empty({rb, kb_padded}, DType::f32, s.device());
-      scales_128x128_kernel<<<cuda::blocks_for(rb * kb_padded), cuda::kThreads>>>(s.data<float>(), keep.data<float>(),
-                                                                                  rb, kb, kb_padded);
+      scales_128x128_kernel<<<cuda::blocks_for(rb * kb_padded), cuda::kThreads, 0, stream>>>(
+          s.data<float>(), keep.data<float>(), rb, kb, kb_padded);
       DAEDALUS_CUDA_CHECK_LAUNCH();
       return keep.data_ptr();
     }

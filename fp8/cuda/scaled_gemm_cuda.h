@@ -36,6 +36,11 @@ QuantizedTensor cuda_quantize(const Tensor& x, Granularity granularity, Format f
 // (positive and finite with a finite inverse; checked by the caller); scale_inv = 1 / scale.
 QuantizedTensor cuda_quantize_with_scale(const Tensor& x, float scale, Format format);
 
+// fp8::requantize_transposed's fused CUDA path: q(Xᵀ) in 1x128 tiles (along X's rows) straight from
+// q = 1x128-tiled q(X), the dequantized values formed on the fly: one read of the FP8 codes instead
+// of an fp32 copy of X written and read back. Bit-identical to quantize(q.dequantize().t(), ...).
+QuantizedTensor cuda_requantize_transposed(const QuantizedTensor& q, Format format, const ScaleOptions& options);
+
 // QuantizedTensor::dequantize's twin: fp32 [rows, cols] = q * scale_inv of its block, the block of
 // (r, c) being scale_inv[(r / block_rows) * blocks_per_row + c / block_cols] (shape checked by the
 // caller).
