@@ -5,12 +5,16 @@
 // loop. The quantizers (1x128, 128x128, tensor, and the transposed 1x128 of the Wgrad operands) are
 // reported in GB/s next to a plain device copy of the same fp32 tensor (target: >= 70% of it).
 // The grouped expert GEMM (8 experts, 256..1024 tokens each, 7168 -> 2048) is fp8::grouped_scaled_gemm
-// on CUDA — one cuBLASLt call per non-empty expert — against the same loop in BF16. Without a CUDA
-// device every benchmark reports an error and the program exits 0.
+// on CUDA — one cuBLASLt call per non-empty expert — against the same loop in BF16 and against
+// BF16 in ONE grouped cuBLAS call (kernels::grouped_matmul, what grouped_linear runs for the bf16
+// recipe): into fp32 (the forward; operands widened, TF32 tensor cores) and into bf16 (Dgrad's
+// and Wgrad's output dtype). Without a CUDA device every benchmark reports an error and the
+// program exits 0.
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
 #include "autograd/generator.h"
+#include "autograd/kernels/grouped_gemm.h"
 #include "autograd/tensor.h"
 #if DAEDALUS_WITH_CUDA
 #include "fp8/cuda/scaled_gemm_cuda.h"
@@ -188,6 +192,23 @@ void BM_Bf16GroupedGemm(benchmark::State& state) {
   set_grouped_tflops(state, offsets.back(), n, k);
 }
 
+// args: N, K, output (0 fp32, 1 bf16). The same experts and shapes as BM_Bf16GroupedGemm, in ONE
+// cublasGemmGroupedBatchedEx call writing y's rows (fp32 output: the operands are widened to fp32
+// and multiplied with TF32, inside the timed loop as in training).
+void BM_Bf16GroupedGemmOneCall(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const int64_t n = state.range(0), k = state.range(1);
+  const DType out = state.range(2) == 0 ? DType::f32 : DType::bf16;
+  const std::vector<int64_t> offsets = expert_offsets();
+  const Tensor x = random_on_gpu({offsets.back(), k}, DType::bf16, 5);
+  const Tensor w = random_on_gpu({int64_t(kExpertTokens.size()), n, k}, DType::bf16, 10);
+  run(state,
+      [&] { benchmark::DoNotOptimize(kernels::grouped_matmul(kernels::GroupedProduct::a_bt, x, w, offsets, out)); });
+  set_grouped_tflops(state, offsets.back(), n, k);
+  state.SetLabel(fmt::format("{} experts, {} tokens, K={} -> N={}, one call -> {}", kExpertTokens.size(),
+                             offsets.back(), k, n, dtype_name(out)));
+}
+
 #else
 
 void BM_Fp8GemmTile1x128Block128(benchmark::State& state) { have_gpu(state); }
@@ -197,6 +218,7 @@ void BM_Fp8Quantize(benchmark::State& state) { have_gpu(state); }
 void BM_DeviceCopy(benchmark::State& state) { have_gpu(state); }
 void BM_Fp8GroupedGemm(benchmark::State& state) { have_gpu(state); }
 void BM_Bf16GroupedGemm(benchmark::State& state) { have_gpu(state); }
+void BM_Bf16GroupedGemmOneCall(benchmark::State& state) { have_gpu(state); }
 
 #endif  // DAEDALUS_WITH_CUDA
 
@@ -212,6 +234,11 @@ BENCHMARK(BM_DeviceCopy)->UseRealTime()->Unit(benchmark::kMillisecond);
 // The MoE expert projection (7168 -> 2048) over 8 experts with 256..1024 tokens each.
 BENCHMARK(BM_Fp8GroupedGemm)->Args({2048, 7168})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Bf16GroupedGemm)->Args({2048, 7168})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Bf16GroupedGemmOneCall)
+    ->Args({2048, 7168, 0})
+    ->Args({2048, 7168, 1})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace daedalus

@@ -3,6 +3,7 @@
 
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/gemm.h"
+#include "autograd/kernels/grouped_gemm.h"
 #include "autograd/kernels/reduce.h"
 #include "autograd/ops/arithmetic.h"
 #include "autograd/ops/linear.h"
@@ -141,6 +142,35 @@ struct HighGemms {
   }
 };
 
+// HighGemms over every group at once (grouped_linear on CUDA): each pass is ONE grouped GEMM
+// (autograd/kernels/grouped_gemm.h: one cuBLAS call) instead of one GEMM and one copy per group.
+// The same numerics as HighGemms per group: operands rounded to `dtype`, fp32 accumulation, y in
+// fp32, gradients rounded to `dtype` (the GEMM stores them so, rounded once) and returned in fp32;
+// a group without rows gets a zero weight gradient.
+struct GroupedHighGemms {
+  DType dtype;
+  std::vector<int64_t> offsets;
+  SavedTensor keep_x, keep_w;
+
+  // x [R, K], w [G, N, K] -> y [R, N] fp32, rows of group g = x_g · w_gᵀ.
+  Tensor forward(const Tensor& x, const Tensor& w, bool keep_for_wgrad, bool keep_for_dgrad) {
+    const Tensor xd = as_dtype(x, dtype), wd = as_dtype(w, dtype);
+    if (keep_for_wgrad) keep_x = save(xd);
+    if (keep_for_dgrad) keep_w = save(wd);
+    return kernels::grouped_matmul(kernels::GroupedProduct::a_bt, xd, wd, offsets);
+  }
+  // dy [R, N] fp32 -> dx [R, K] (dx_g = dy_g · w_g) and dw [G, N, K] (dw_g = dy_gᵀ · x_g), fp32.
+  void backward(const Tensor& dy, Tensor* dx, Tensor* dw) const {
+    const Tensor g = as_dtype(dy, dtype);
+    if (dx != nullptr)
+      *dx =
+          as_dtype(kernels::grouped_matmul(kernels::GroupedProduct::a_b, g, keep_w.get(), offsets, dtype), DType::f32);
+    if (dw != nullptr)
+      *dw =
+          as_dtype(kernels::grouped_matmul(kernels::GroupedProduct::at_b, g, keep_x.get(), offsets, dtype), DType::f32);
+  }
+};
+
 }  // namespace
 
 Var linear(const Var& x, const Var& weight, const Recipe& recipe, LinearState* state) {
@@ -184,6 +214,17 @@ Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& 
                  "grouped linear: recipe {} needs one LinearState per group ({})", recipe_name(recipe.kind), groups);
 
   const bool fp8 = recipe.is_fp8();
+  if (!fp8 && xv.device().is_cuda()) {
+    // High precision on CUDA: one grouped GEMM per pass over all groups. The CPU keeps the
+    // per-group loop below (the reference: its results stay bit for bit what they were).
+    auto gemms = std::make_shared<GroupedHighGemms>(GroupedHighGemms{recipe.high_precision_dtype(), offsets, {}, {}});
+    const Tensor y = gemms->forward(xv, wv, weight.requires_grad(), x.requires_grad());
+    return record1("grouped_linear", {x, weight}, y, [gemms](const BackwardContext& ctx) {
+      std::vector<Tensor> grads(2);
+      gemms->backward(ctx.grad(), ctx.needs_grad(0) ? &grads[0] : nullptr, ctx.needs_grad(1) ? &grads[1] : nullptr);
+      return grads;
+    });
+  }
   // One GEMM triple per non-empty group, run over its contiguous rows.
   auto fp8_groups = std::make_shared<std::vector<Fp8Gemms>>();
   auto high_groups = std::make_shared<std::vector<HighGemms>>();

@@ -38,7 +38,9 @@ Var linear(const Var& x, const Var& weight, const Recipe& recipe, LinearState* s
 // under `recipe` (its own scales, and its own LinearState in `states` — one per group — for
 // delayed scaling and statistics); empty groups cost nothing and get a zero weight gradient.
 // One tape node for all groups (not G nodes of slices): backward writes each group's dX rows and
-// dW[g] in place.
+// dW[g] in place. GEMMs: FP8 recipes, one grouped_scaled_gemm forward (one cuBLASLt call per
+// non-empty group on CUDA) and per-group Dgrad/Wgrad; fp32 and bf16 recipes on CUDA, ONE grouped
+// GEMM per pass (autograd/kernels/grouped_gemm.h), on the CPU one GEMM per group per pass.
 Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& offsets, const Recipe& recipe,
                    std::vector<LinearState>* states = nullptr);
 

@@ -33,7 +33,9 @@ Tensor scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Acc
 // scaled_gemm(a[g], b[g]) — a[g] [M_g, K] the group's rows, b[g] [N, K] its weight, each with its own
 // scales. Empty groups are skipped (a[g] may be undefined). CPU: one scaled_gemm per group (the
 // reference). CUDA: fp8/cuda's cuda_grouped_scaled_gemm, which writes each group's rows in place —
-// one cuBLASLt call per non-empty group (cuBLASLt 13 has no variable-M grouped FP8 GEMM).
+// one cuBLASLt call per non-empty group: cuBLASLt 13 has no variable-M grouped GEMM, and cuBLAS's
+// grouped call (cublasGemmGroupedBatchedEx) takes no FP8 operands or scales. The fp32 and bf16
+// recipes' grouped Linear is one call per pass (autograd/kernels/grouped_gemm.h).
 Tensor grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std::vector<QuantizedTensor>& b,
                            const std::vector<int64_t>& offsets, const Accumulator& accumulator = {});
 

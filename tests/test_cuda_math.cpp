@@ -1,18 +1,22 @@
-// The CUDA math kernels (reduce, gather/scatter_add_rows, index range check, topk, cuBLASLt gemm)
+// The CUDA math kernels (reduce, gather/scatter_add_rows, index range check, topk, cuBLASLt gemm,
+// the grouped cuBLAS GEMM)
 // against their CPU twins on ragged shapes, strided views, NaN and ties. Skips with a reason on
 // machines without a CUDA device; scripts/gpu-check runs it on one.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autograd/device_checks.h"
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/elementwise.h"
 #include "autograd/kernels/gemm.h"
+#include "autograd/kernels/grouped_gemm.h"
 #include "autograd/kernels/index.h"
 #include "autograd/kernels/reduce.h"
 #include "autograd/kernels/topk.h"
@@ -430,6 +434,77 @@ TEST_F(CudaMath, GemmWritesStridedOutputsThroughATemporary) {
   const Tensor y = kernels::matmul(a.to(gpu), b.to(gpu), DType::bf16);
   EXPECT_EQ(y.device(), gpu);
   EXPECT_EQ(y.dtype(), DType::bf16);
+}
+
+// ---- grouped GEMM --------------------------------------------------------------------------------
+
+// kernels::grouped_matmul on CUDA (one cublasGemmGroupedBatchedEx call) against its CPU twin (one
+// oneDNN GEMM per group): every product, fp32 and bf16 operands into fp32 and bf16, groups of 0, 1
+// and uneven rows. Tolerance (testing::gemm_sums_close): both sides sum the same exact products in
+// fp32 in different orders, k of them (a_bt: K, a_b: N, at_b: the group's rows): (2k + 4)·u·S, S =
+// Σ|a·b| from the CPU kernel on absolute values; a bf16 output adds one bf16 ulp (2^-7·|y|). The
+// bf16 -> fp32 case runs the operands widened through TF32 (grouped_gemm.cu): exact for bf16 values,
+// so it passes the same fp32 bound, which a lossy TF32 rounding (~2^-11·S) would fail by far.
+// Shapes: N, K multiples of 8 take the grouped call; the ragged ones (13, 9) its fallback, one
+// cuBLASLt GEMM per group (pointers not 16-byte aligned).
+TEST_F(CudaMath, GroupedMatmulMatchesCpuPerGroupProducts) {
+  using kernels::GroupedProduct;
+  const std::vector<int64_t> offsets = {0, 0, 37, 38, 38, 103, 104, 232};  // 0, 37, 1, 0, 65, 1, 128 rows
+  const int64_t groups = int64_t(offsets.size()) - 1, rows = offsets.back();
+  int64_t max_rows = 0;
+  for (size_t g = 0; g + 1 < offsets.size(); ++g) max_rows = std::max(max_rows, offsets[g + 1] - offsets[g]);
+  const auto abs32 = [](const Tensor& t) {
+    return kernels::unary(kernels::UnaryOp::abs, kernels::cast(t, DType::f32));
+  };
+  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{64, 96}, std::pair<int64_t, int64_t>{13, 9}}) {
+    for (GroupedProduct p : {GroupedProduct::a_bt, GroupedProduct::a_b, GroupedProduct::at_b}) {
+      for (DType in : {DType::f32, DType::bf16}) {
+        for (DType out : {DType::f32, DType::bf16}) {
+          SCOPED_TRACE(::testing::Message() << "product " << int(p) << " " << dtype_name(in) << ">" << dtype_name(out)
+                                            << " N " << n << " K " << k);
+          const Tensor a = random_tensor({rows, p == GroupedProduct::a_bt ? k : n}, 1100, in);
+          const Tensor b =
+              p == GroupedProduct::at_b ? random_tensor({rows, k}, 1101, in) : random_tensor({groups, n, k}, 1102, in);
+          const Tensor want = kernels::grouped_matmul(p, a, b, offsets, out);
+          const Tensor got = kernels::grouped_matmul(p, a.to(gpu), b.to(gpu), offsets, out);
+          ASSERT_EQ(got.device(), gpu);
+          ASSERT_EQ(got.dtype(), out);
+          const Tensor s = kernels::grouped_matmul(p, abs32(a), abs32(b), offsets);
+          const double sum_len = p == GroupedProduct::a_bt  ? double(k)
+                                 : p == GroupedProduct::a_b ? double(n)
+                                                            : double(max_rows);
+          EXPECT_TRUE(testing::gemm_sums_close(got, want, s, sum_len, out == DType::bf16 ? 0x1p-7 : 0.0));
+          if (p == GroupedProduct::at_b) {  // groups 0 and 3 have no rows: exact zeros
+            EXPECT_TRUE(testing::bit_identical(host(got.select(0, 0).contiguous()), Tensor::zeros({n, k}, out)));
+            EXPECT_TRUE(testing::bit_identical(host(got.select(0, 3).contiguous()), Tensor::zeros({n, k}, out)));
+          }
+        }
+      }
+    }
+  }
+}
+
+// 300 groups of 0 to 3 rows: 3 x ~225 device pointers, more than one launch of the kernel that
+// writes them (480 per launch, grouped_gemm.cu). Same tolerance as above.
+TEST_F(CudaMath, GroupedMatmulWithManyGroups) {
+  using kernels::GroupedProduct;
+  std::vector<int64_t> offsets = {0};
+  for (int64_t g = 0; g < 300; ++g) offsets.push_back(offsets.back() + g % 4);
+  const int64_t groups = 300, rows = offsets.back(), n = 16, k = 32;
+  const auto abs32 = [](const Tensor& t) {
+    return kernels::unary(kernels::UnaryOp::abs, kernels::cast(t, DType::f32));
+  };
+  for (GroupedProduct p : {GroupedProduct::a_bt, GroupedProduct::a_b, GroupedProduct::at_b}) {
+    SCOPED_TRACE(::testing::Message() << "product " << int(p));
+    const Tensor a = random_tensor({rows, p == GroupedProduct::a_bt ? k : n}, 1200, DType::bf16);
+    const Tensor b = p == GroupedProduct::at_b ? random_tensor({rows, k}, 1201, DType::bf16)
+                                               : random_tensor({groups, n, k}, 1202, DType::bf16);
+    const Tensor want = kernels::grouped_matmul(p, a, b, offsets, DType::bf16);
+    const Tensor got = kernels::grouped_matmul(p, a.to(gpu), b.to(gpu), offsets, DType::bf16);
+    const Tensor s = kernels::grouped_matmul(p, abs32(a), abs32(b), offsets);
+    const double sum_len = p == GroupedProduct::a_bt ? double(k) : p == GroupedProduct::a_b ? double(n) : 3.0;
+    EXPECT_TRUE(testing::gemm_sums_close(got, want, s, sum_len, 0x1p-7));
+  }
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 // mx_1x32 and stochastic rounding bit-identical; the transposed (Wgrad) quantizer bit-identical to
 // quantizing the transposed copy; scaled_gemm on shapes cuBLASLt cannot take directly (padding);
 // fp8::linear forward + backward per recipe; fp8::grouped_linear forward + backward with empty
-// experts. The CPU-only tests (padding, the device Philox word, the grouped forward's bits) run
+// experts; with the fp32 and bf16 recipes (one grouped cuBLAS GEMM per pass) against the CPU's
+// per-group loop. The CPU-only tests (padding, the device Philox word, the grouped forward's bits) run
 // everywhere; the GPU ones skip without a CUDA device.
 #include <gtest/gtest.h>
 
@@ -10,8 +11,12 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "autograd/kernels/copy.h"
+#include "autograd/kernels/elementwise.h"
+#include "autograd/kernels/grouped_gemm.h"
 #include "autograd/tape.h"
 #include "fp8/format.h"
 #include "fp8/linear.h"
@@ -354,6 +359,53 @@ TEST_F(Fp8CudaRecipes, GroupedLinearForwardBackwardMatchesCpu) {
       }
     }
     for (size_t e = 0; e < size_t(G); ++e) EXPECT_EQ(gpu_states[e].x.values(), cpu_states[e].x.values()) << e;
+  }
+}
+
+// fp8::grouped_linear with the high-precision recipes on CUDA — one grouped cuBLAS GEMM per pass
+// (forward, Dgrad, Wgrad; autograd/kernels/grouped_gemm.h) — against the CPU's per-group loop:
+// groups of 0, 1 and uneven rows; N, K = 64, 96 (every pass one grouped call) and 20, 36 (the bf16
+// recipe's Dgrad and Wgrad rows are not 16-byte aligned there: the per-group fallback). Tolerance
+// (testing::gemm_sums_close): both devices sum the same exact products of the rounded operands in
+// fp32, in other orders, k = K (y), N (dx) or the group's rows (dW): (2k + 4)·u·S with S = Σ|a·b|
+// of the rounded operands; the bf16 recipe rounds dx and dW to bf16, + 2^-7·|reference| for those.
+// y is fp32 in both recipes (the bf16 one multiplies through TF32 on CUDA, exact on bf16 values):
+// no extra term, so a lossy TF32 product (~2^-11·S) would fail.
+TEST_F(Fp8CudaRecipes, GroupedLinearHighPrecisionMatchesCpu) {
+  using kernels::GroupedProduct;
+  const std::vector<int64_t> offsets = {0, 1, 1, 41, 41, 58, 186};  // 1, 0, 40, 0, 17 and 128 rows
+  const int64_t G = 6, R = offsets.back(), max_rows = 128;
+  for (const auto& [N, K] : {std::pair<int64_t, int64_t>{64, 96}, std::pair<int64_t, int64_t>{20, 36}}) {
+    for (RecipeKind kind : {RecipeKind::fp32, RecipeKind::bf16}) {
+      SCOPED_TRACE(::testing::Message() << recipe_name(kind) << " N " << N << " K " << K);
+      const Recipe r = Recipe{}.with_kind(kind);
+      const DType dt = r.high_precision_dtype();
+      const Tensor x = scaled_normal(R, K, 80), w = scaled_normal(G * N, K, 81).view({G, N, K});
+      const Tensor g = scaled_normal(R, N, 82);
+      LinearRun runs[2];
+      for (int d = 0; d < 2; ++d) {
+        const Device dev = d == 0 ? Device::cpu() : gpu;
+        Var xv(x.to(dev), true), wv(w.to(dev), true);
+        const Var y = grouped_linear(xv, wv, offsets, r);
+        current_tape().backward(y, g.to(dev));
+        runs[d] = {y.value(), xv.grad(), wv.grad()};
+      }
+      const LinearRun& cpu = runs[0];
+      const LinearRun& cuda = runs[1];
+      ASSERT_EQ(cuda.y.device(), gpu);
+      const auto abs_rounded = [&](const Tensor& t) {
+        return kernels::unary(kernels::UnaryOp::abs, kernels::cast(kernels::cast(t, dt), DType::f32));
+      };
+      const Tensor sy = kernels::grouped_matmul(GroupedProduct::a_bt, abs_rounded(x), abs_rounded(w), offsets);
+      const Tensor sdx = kernels::grouped_matmul(GroupedProduct::a_b, abs_rounded(g), abs_rounded(w), offsets);
+      const Tensor sdw = kernels::grouped_matmul(GroupedProduct::at_b, abs_rounded(g), abs_rounded(x), offsets);
+      const double rel = kind == RecipeKind::bf16 ? 0x1p-7 : 0.0;
+      EXPECT_TRUE(testing::gemm_sums_close(cuda.y, cpu.y, sy, double(K)));
+      EXPECT_TRUE(testing::gemm_sums_close(cuda.dx, cpu.dx, sdx, double(N), rel));
+      EXPECT_TRUE(testing::gemm_sums_close(cuda.dw, cpu.dw, sdw, double(max_rows), rel));
+      for (int64_t e : {1, 3})  // no rows: a zero weight gradient, as on the CPU
+        EXPECT_TRUE(bit_identical(cuda.dw.select(0, e).contiguous().to(Device::cpu()), Tensor::zeros({N, K})));
+    }
   }
 }
 

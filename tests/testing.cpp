@@ -57,6 +57,28 @@ namespace daedalus::testing {
   return all_close(actual, expected.to_doubles(), rtol, atol);
 }
 
+::testing::AssertionResult gemm_sums_close(const Tensor& actual, const Tensor& reference, const Tensor& abs_product,
+                                           double k, double rel) {
+  if (actual.shape() != reference.shape() || abs_product.shape() != reference.shape())
+    return ::testing::AssertionFailure() << "shapes " << actual.describe() << ", reference " << reference.describe()
+                                         << ", S " << abs_product.describe();
+  const std::vector<double> got = actual.to(Device::cpu()).to_doubles(),
+                            want = reference.to(Device::cpu()).to_doubles();
+  const std::vector<double> s = abs_product.to(Device::cpu()).to_doubles();
+  int64_t failures = 0, first = -1;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double tol = (2.0 * k + 4.0) * kU32 * s[i] * 1.001 + rel * std::fabs(want[i]);
+    if (!(std::fabs(got[i] - want[i]) <= tol)) {
+      if (failures++ == 0) first = int64_t(i);
+    }
+  }
+  if (failures == 0) return ::testing::AssertionSuccess();
+  const size_t f = size_t(first);
+  return ::testing::AssertionFailure() << failures << " of " << got.size() << " elements out of bounds; first ["
+                                       << first << "] = " << got[f] << ", reference " << want[f] << ", S " << s[f]
+                                       << ", k " << k << ", rel " << rel;
+}
+
 double unit_roundoff(DType dtype) {
   switch (dtype) {
     case DType::f32: return std::ldexp(1.0, -24);

@@ -31,6 +31,14 @@ double unit_roundoff(DType dtype);
 inline constexpr double kU32 = 0x1p-24;  // fp32 unit roundoff
 inline constexpr double kU16 = 0x1p-8;   // bf16 unit roundoff: 8 significant bits, 1 + 2^-8 rounds to 1
 
+// Two GEMM results that sum the same exact products in different orders (CUDA against the CPU):
+// passes when |actual - reference| <= (2k + 4)·2^-24·S + rel·|reference| element-wise, with
+// S = abs_product, each element's Σ|a·b|. Each fp32 sum of k products lies within (k + 2)·u·S of
+// the exact one (Higham, 3.1), hence the first term; rel covers a last rounding to a narrower
+// dtype, where the two sums may straddle a boundary (one bf16 ulp <= 2^-7·|y|: rel = 2^-7).
+::testing::AssertionResult gemm_sums_close(const Tensor& actual, const Tensor& reference, const Tensor& abs_product,
+                                           double k, double rel = 0.0);
+
 // Seeded normal tensor, and the doubles it holds (the exact inputs a reference sees).
 Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::f32, double std = 1.0);
 

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <string_view>
+#include <vector>
 
 #include "autograd/kernels/elementwise.h"
+#include "autograd/kernels/grouped_gemm.h"
 #include "autograd/kernels/reduce.h"
 #include "autograd/kernels/rope.h"
 #include "autograd/tensor.h"
@@ -56,7 +58,7 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const T
 // every target is in [0, vocab) or == ignore_index.
 void check_targets(std::string_view op, const Tensor& targets, int64_t vocab, int64_t ignore_index);
 
-// ---- reduce.cu, index.cu, topk.cu, gemm.cu -----------------------------------------------------
+// ---- reduce.cu, index.cu, topk.cu, gemm.cu, grouped_gemm.cu ----------------------------------
 // x contiguous [outer, n, inner] reduced over n -> out contiguous [outer * inner] (any shape), x's
 // dtype or fp32.
 void reduce(kernels::ReduceKind kind, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out);
@@ -74,6 +76,11 @@ void scatter_add_rows(const Tensor& dst, const Tensor& index, const Tensor& src,
 void topk(const Tensor& values, const Tensor& indices, const Tensor& x, int64_t k);
 // c = alpha * a·b + beta * c; operands checked by the dispatcher (K >= 1, c non-empty).
 void gemm(const Tensor& a, const Tensor& b, const Tensor& c, float alpha, float beta);
+// grouped_gemm.cu: every non-empty group's product (kernels/grouped_gemm.h) in ONE
+// cublasGemmGroupedBatchedEx call, written into c's rows / matrices. a, b contiguous and checked by
+// the dispatcher (R >= 1, inner dims >= 1); c contiguous, allocated (and zeroed where needed) by it.
+void grouped_matmul(kernels::GroupedProduct product, const Tensor& c, const Tensor& a, const Tensor& b,
+                    const std::vector<int64_t>& offsets);
 
 // ---- attention.cu ------------------------------------------------------------------------------
 // (kernels/attention.h; head dims up to 256) q, k [B, H, T, Dqk], v [B, H, T, Dv] of

@@ -50,9 +50,11 @@ Tensor cuda_dequantize(const QuantizedTensor& q, int64_t block_rows, int64_t blo
 // offsets[g+1]) = a[g] · b[g]ᵀ, with a[g] [M_g, K] and b[g] [N, K] quantized operands on one CUDA
 // device (any pair cuda_scaled_gemm takes; empty groups are skipped and may hold undefined
 // tensors). cuBLASLt 13 has no grouped (variable-M) FP8 GEMM with block scales — its pointer-array
-// batch mode needs one m, n, k for the whole batch and cublasGemmGroupedBatchedEx takes no scale
-// modes — so this issues ONE cuBLASLt call per non-empty group, writing straight into y's rows
-// when M_g is a multiple of 8 (else through a padded temporary).
+// batch mode needs one m, n, k for the whole batch, and cublasGemmGroupedBatchedEx (which the fp32
+// and bf16 recipes' grouped Linear uses: autograd/cuda/grouped_gemm.cu) takes only fp16, bf16, fp32
+// and fp64 operands, no FP8 and no scale modes — so this issues ONE cuBLASLt call per non-empty
+// group, writing straight into y's rows when M_g is a multiple of 8 (else through a padded
+// temporary).
 Tensor cuda_grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std::vector<QuantizedTensor>& b,
                                 const std::vector<int64_t>& offsets);
 
