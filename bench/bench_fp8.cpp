@@ -1,6 +1,7 @@
 // FP8 quantize throughput on this machine (fp8/quantized.h): an fp32 [4096, 7168] operand (a
 // DeepSeek-V3 hidden-size activation batch) quantized to E4M3 at every granularity, plus the
-// transposed view (the Wgrad "128x1" axis) and stochastic rounding at 1x128. GB/s = bytes read
+// transposed view (the Wgrad "128x1" axis) and stochastic rounding at 1x128, and Wgrad's requantize
+// of a 1x128 q(X) along the other axis, fused and composed. GB/s = bytes read
 // (fp32 input) + written (FP8 data + fp32 scale_inv) per second, 10^9. Takes well under a minute.
 //
 //   build/bench/bench_fp8 [--benchmark_filter=tile]
@@ -46,6 +47,23 @@ void BM_Quantize(benchmark::State& state, Granularity g, bool transposed, bool s
       benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
+// Wgrad's q(Xqᵀ) from the 1x128 q(X) of the same [4096, 7168] input: fused (requantize_transposed)
+// or the composition it replaces (dequantize, quantize the transposed view). GB/s counts the fused
+// pass's bytes (FP8 and scales in and out) for both, so the ratio is the speed-up.
+void BM_RequantizeTransposed(benchmark::State& state, bool fused) {
+  const QuantizedTensor q = quantize(input(), Granularity::tile_1x128, Format::e4m3);
+  QuantizedTensor out;
+  for (auto _ : state) {
+    out = fused ? requantize_transposed(q, Granularity::tile_1x128, Format::e4m3)
+                : quantize(q.dequantize().t(), Granularity::tile_1x128, Format::e4m3);
+    benchmark::DoNotOptimize(out.data.data_ptr());
+    benchmark::ClobberMemory();
+  }
+  const double bytes = 2.0 * double(q.data.numel()) + double(q.scale_inv.numel() + out.scale_inv.numel()) * 4;
+  state.counters["GB/s"] =
+      benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+
 void register_all() {
   const struct {
     const char* name;
@@ -69,6 +87,13 @@ void register_all() {
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime()
       ->MinTime(kMinTime);
+  for (const bool fused : {true, false}) {
+    benchmark::RegisterBenchmark(fused ? "RequantizeTransposed/e4m3/fused" : "RequantizeTransposed/e4m3/composition",
+                                 BM_RequantizeTransposed, fused)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()
+        ->MinTime(kMinTime);
+  }
 }
 
 [[maybe_unused]] const bool kRegistered = (register_all(), true);

@@ -263,6 +263,40 @@ void cpu_quantize(const Tensor& x, Granularity g, Format f, const ScaleOptions& 
   }
 }
 
+// quantize(q.dequantize().t(), tile_1x128, ...) for a 1x128 q [M, K], without the two fp32 copies
+// (dequantized, then transposed to row-major). Per 128 x 128 block of q, each output tile (one
+// column of the block: 128 values of X along M) is gathered into a row of floats, dequantize()'s
+// table value times its scale_inv, and quantized with cpu_quantize's own amax scan, scale and
+// encode — the same floats through the same functions, so the same bits. The block's 128 source
+// rows (8 KiB) stay in L1 while its columns are gathered. Round to nearest only (stochastic words
+// follow the output index; the caller runs the composition for them).
+template <typename Qin, typename Qout>
+void cpu_requantize_transposed(const QuantizedTensor& q, Format f, const ScaleOptions& options, QuantizedTensor& out) {
+  const int64_t m = q.rows(), k = q.cols(), nbk = ceil_div(k, 128), nbm = ceil_div(m, 128);
+  const Tensor data = q.data.contiguous(), scales = q.scale_inv.contiguous();
+  const Qin* src = data.data<Qin>();
+  const float* s = scales.data<float>();
+  Qout* dst = out.data.data<Qout>();
+  float* dst_scale_inv = out.scale_inv.data<float>();
+  const std::array<float, 256>& value = decode_table<Qin>();
+  const int64_t tasks = nbm * nbk;
+#pragma omp parallel for schedule(static) if (m * k >= cpu::kParallelThreshold && tasks > 1)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t t = task / nbk, kb = task % nbk;
+    const int64_t m0 = t * 128, w = std::min<int64_t>(128, m - m0), k0 = kb * 128, h = std::min<int64_t>(128, k - k0);
+    float scale_inv[128], tile[128];
+    for (int64_t i = 0; i < w; ++i) scale_inv[i] = s[(m0 + i) * nbk + kb];
+    const Operand<float> row{tile, 128, 1};
+    for (int64_t j = 0; j < h; ++j) {
+      const Qin* column = src + m0 * k + k0 + j;
+      for (int64_t i = 0; i < w; ++i) tile[i] = value[column[i * k].bits] * scale_inv[i];
+      const BlockScale bs = block_scale(block_amax(row, 0, 1, 0, w), Granularity::tile_1x128, f, options);
+      dst_scale_inv[(k0 + j) * nbm + t] = bs.scale_inv;
+      scale_encode(tile, bs.scale, dst + (k0 + j) * m + m0, w);
+    }
+  }
+}
+
 QuantizedTensor quantize_impl(const Tensor& x, Granularity g, Format f, const ScaleOptions& options,
                               const float* given_scale) {
   constexpr std::string_view op = "quantize";
@@ -404,12 +438,42 @@ QuantizedTensor transpose_quantized(const QuantizedTensor& q) {
 
 QuantizedTensor requantize_transposed(const QuantizedTensor& q, Granularity granularity, Format format,
                                       const ScaleOptions& options) {
+  constexpr std::string_view op = "requantize_transposed";
+  const bool fused = q.data.defined() && q.scale_inv.defined() && q.data.dim() == 2 &&
+                     q.data.dtype() == dtype_of(q.format) && q.scale_inv.dtype() == DType::f32 &&
+                     q.granularity == Granularity::tile_1x128 && granularity == Granularity::tile_1x128 &&
+                     q.scale_inv.shape() == grid_of(q.granularity, q.rows(), q.cols()).shape &&
+                     q.data.device() == q.scale_inv.device();
+  if (!fused) return quantize(q.dequantize().t(), granularity, format, options);  // checks and names the input
+  if (q.data.device().is_cuda()) {
 #if DAEDALUS_WITH_CUDA
-  if (q.data.device().is_cuda() && q.granularity == Granularity::tile_1x128 && granularity == Granularity::tile_1x128 &&
-      q.scale_inv.shape() == grid_of(q.granularity, q.rows(), q.cols()).shape)
     return cuda_requantize_transposed(q, format, options);
+#else
+    kernels::throw_built_without_cuda(op);
 #endif
-  return quantize(q.dequantize().t(), granularity, format, options);
+  }
+  if (options.stochastic_rounding) return quantize(q.dequantize().t(), granularity, format, options);
+  DAEDALUS_CHECK(std::abs(options.margin) <= 64, "{}: margin {} is outside [-64, 64]", op, options.margin);
+  const int64_t rows = q.cols(), cols = q.rows();  // of the transpose
+  QuantizedTensor out;
+  out.granularity = Granularity::tile_1x128;
+  out.format = format;
+  out.data = Tensor::empty({rows, cols}, dtype_of(format));
+  out.scale_inv = Tensor::empty(grid_of(Granularity::tile_1x128, rows, cols).shape, DType::f32);
+  out.scale_inv.fill_(1.0);  // an empty operand keeps scale 1
+  const auto run = [&]<typename Qin>() {
+    if (format == Format::e4m3) {
+      cpu_requantize_transposed<Qin, fp8e4m3>(q, format, options, out);
+    } else {
+      cpu_requantize_transposed<Qin, fp8e5m2>(q, format, options, out);
+    }
+  };
+  if (q.format == Format::e4m3) {
+    run.template operator()<fp8e4m3>();
+  } else {
+    run.template operator()<fp8e5m2>();
+  }
+  return out;
 }
 
 void AmaxHistory::push(float amax) {

@@ -88,9 +88,10 @@ bool transposes_exactly(Granularity g);
 QuantizedTensor transpose_quantized(const QuantizedTensor& q);
 
 // quantize(q.dequantize().t(), granularity, format, options): the Wgrad operand q(Xqᵀ) made from
-// the q(X) that Fprop used (its cached FP8 copy, or X quantized again). On CUDA, with 1x128 tiles
-// on both sides, one fused kernel reads the FP8 codes and forms the dequantized values on the fly
-// (no fp32 copy of X written and read back); every other case runs the composition. The result is
+// the q(X) that Fprop used (its cached FP8 copy, or X quantized again). With 1x128 tiles on both
+// sides it is fused — on CUDA one kernel, on the CPU one pass per 128x128 block (stochastic
+// rounding excepted) — reading the FP8 codes and forming the dequantized values on the fly, with
+// no fp32 copy of X written and read back; every other case runs the composition. The result is
 // the same bits either way.
 QuantizedTensor requantize_transposed(const QuantizedTensor& q, Granularity granularity, Format format,
                                       const ScaleOptions& options = {});

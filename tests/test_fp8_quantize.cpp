@@ -341,6 +341,43 @@ TEST(Fp8Quantize, TransposeQuantizedEqualsQuantizingTheTranspose) {
   }
 }
 
+TEST(Fp8Quantize, RequantizeTransposedEqualsDequantizeTransposeQuantize) {
+  // Wgrad's q(Xqᵀ) from Fprop's 1x128 q(X), fused (one pass per 128x128 block, no fp32 copies):
+  // the bytes and scales of the composition it replaces, on ragged shapes (edge blocks both ways,
+  // one large enough to run threaded), with a NaN and an inf, both formats on each side, a margin
+  // and power-of-two scales; and stochastic rounding, which takes the composition.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{300, 129}, {1, 128}, {129, 1}, {700, 1000}};
+  std::vector<ScaleOptions> options = {{}, {/*margin=*/2, /*power_of_two=*/true}};
+  options.push_back({});
+  options.back().stochastic_rounding = true;
+  options.back().seed = 5;
+  uint64_t seed = 40;
+  for (const auto& [rows, cols] : shapes) {
+    std::vector<double> v = make_input(rows, cols, 0, seed++).to_doubles();
+    if (rows * cols > 200) {
+      v[7] = std::nan("");
+      v[size_t(rows * cols - 3)] = -INFINITY;
+    }
+    const Tensor x = Tensor::from_values(v, {rows, cols});
+    for (Format from : kFormats) {
+      const QuantizedTensor q = quantize(x, Granularity::tile_1x128, from);
+      for (Format to : kFormats) {
+        for (const ScaleOptions& o : options) {
+          SCOPED_TRACE(::testing::Message()
+                       << "[" << rows << ", " << cols << "] " << format_name(from) << " -> " << format_name(to)
+                       << " margin " << o.margin << (o.stochastic_rounding ? " stochastic" : ""));
+          const QuantizedTensor a = requantize_transposed(q, Granularity::tile_1x128, to, o);
+          const QuantizedTensor b = quantize(q.dequantize().t(), Granularity::tile_1x128, to, o);
+          EXPECT_EQ(a.data.shape(), (Shape{cols, rows}));
+          EXPECT_EQ(a.scale_inv.shape(), b.scale_inv.shape());
+          EXPECT_EQ(testing::bytes(a.data), testing::bytes(b.data));
+          EXPECT_EQ(testing::bytes(a.scale_inv), testing::bytes(b.scale_inv));
+        }
+      }
+    }
+  }
+}
+
 TEST(Fp8Quantize, NanAndInfShowInTheData) {
   // A block holding NaN or inf gets scale 1 (scale_from_amax of a non-finite amax); NaN stays NaN,
   // inf saturates to the largest finite value, and the block's other elements are cast unscaled.
