@@ -6,7 +6,8 @@
 // from compute_scale / compute_mx_scale_inv (fp8/format.h: the __host__ __device__ arithmetic
 // behind fp8::scale_from_amax, shared with the CPU quantizer), the cast is the shared codec
 // (autograd/dtype_codec.h: on the device the hardware convert, equal to the CPU's integer encoder
-// for every float) on a product rounded once (__fmul_rn, no FMA contraction), stochastic
+// for every float) on a product rounded once (__fmul_rn, no FMA contraction; a NaN input kept
+// with its sign, mul_keep_nan), stochastic
 // rounding draws the same Philox word per element (stochastic_word_hd), and scale_inv = 1 / scale
 // in IEEE float (mx_1x32: the power of two itself).
 //
@@ -93,10 +94,16 @@ __device__ __forceinline__ BlockScale scale_of(uint32_t amax_bits, const ScalePa
   return {scale, 1.0f / scale};
 }
 
-// The product is rounded to float once (no FMA contraction), as on the CPU; `index` = r * cols + c.
+// v * s rounded to float once (no FMA contraction), as on the CPU — and a NaN v kept as it is:
+// the GPU's multiply returns the canonical NaN 0x7FFFFFFF (positive) for any NaN input, where the
+// CPU's keeps the input NaN and its sign, which the FP8 NaN code carries (0x7F / 0xFF). s is
+// finite here (a scale or a scale_inv), so only a NaN v can give a NaN product.
+__device__ __forceinline__ float mul_keep_nan(float v, float s) { return isnan(v) ? v : __fmul_rn(v, s); }
+
+// The product is rounded to float once, as on the CPU; `index` = r * cols + c.
 template <typename Q>
 __device__ __forceinline__ Q quantize_element(float v, float scale, const Rounding& rounding, int64_t index) {
-  const float scaled = __fmul_rn(v, scale);
+  const float scaled = mul_keep_nan(v, scale);
   if (rounding.stochastic) {
     const uint32_t word = stochastic_word_hd(rounding.seed, uint64_t(index));
     if constexpr (std::is_same_v<Q, fp8e4m3>) {
@@ -250,7 +257,7 @@ struct Dequantized1x128Source {
   const float* scale_inv;
   int64_t ld, nbc;
   __device__ float operator()(int64_t c, int64_t r) const {
-    return __fmul_rn(to_float(q[c * ld + r]), scale_inv[c * nbc + r / 128]);
+    return mul_keep_nan(to_float(q[c * ld + r]), scale_inv[c * nbc + r / 128]);
   }
 };
 
@@ -381,7 +388,7 @@ __global__ void dequantize_kernel(const Q* q, const float* s, float* y, int64_t 
   const int64_t n = rows * cols;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / cols, c = i % cols;
-    y[i] = __fmul_rn(to_float(q[i]), s[(r / br) * nbc + c / bc]);
+    y[i] = mul_keep_nan(to_float(q[i]), s[(r / br) * nbc + c / bc]);
   }
 }
 
