@@ -1,10 +1,12 @@
 // The FP8 Linear and grouped Linear ops on the tape (autograd's record() extension point).
 #include "fp8/linear.h"
 
+#include "autograd/kernels/activation.h"
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/gemm.h"
 #include "autograd/kernels/grouped_gemm.h"
 #include "autograd/kernels/reduce.h"
+#include "autograd/ops/activation.h"
 #include "autograd/ops/arithmetic.h"
 #include "autograd/ops/linear.h"
 #include "fp8/scaled_gemm.h"
@@ -65,15 +67,23 @@ struct Fp8Gemms {
     QuantizedTensor x, w;
   };
   Operands quantize_forward(const Tensor& x, const Tensor& w, bool keep_for_wgrad, bool keep_for_dgrad) {
-    const GemmSpec fprop = recipe.fprop();
+    QuantizedTensor qx =
+        quantize_operand(x, recipe.fprop().a, recipe, state ? &state->x : nullptr, state, "x", &x_scale);
+    return adopt_forward(std::move(qx), &x, w, keep_for_wgrad, keep_for_dgrad);
+  }
+
+  // The same with Fprop's q(X) made by the caller (a fused producer, fuses_swiglu): X itself is
+  // never formed, so backward keeps q(X) — what re-quantizing X would give, bit for bit.
+  Operands adopt_forward(QuantizedTensor qx, const Tensor* x, const Tensor& w, bool keep_for_wgrad,
+                         bool keep_for_dgrad) {
     Operands q;
-    q.x = quantize_operand(x, fprop.a, recipe, state ? &state->x : nullptr, state, "x", &x_scale);
-    q.w = quantize_operand(w, fprop.b, recipe, state ? &state->w : nullptr, state, "w");
+    q.x = std::move(qx);
+    q.w = quantize_operand(w, recipe.fprop().b, recipe, state ? &state->w : nullptr, state, "w");
     if (keep_for_wgrad) {
-      if (recipe.cache_fp8) {
+      if (recipe.cache_fp8 || x == nullptr) {
         cached_qx = std::make_shared<QuantizedTensor>(q.x);  // shares the FP8 data the GEMM reads
       } else {
-        keep_x = save(x);
+        keep_x = save(*x);
       }
     }
     if (keep_for_dgrad) {
@@ -171,6 +181,105 @@ struct GroupedHighGemms {
   }
 };
 
+// Rows [begin, end) of a 1x128-tiled operand: its data rows and their scale rows (a 1x128 tile
+// never spans rows, so this is what quantizing those rows alone gives, round to nearest).
+QuantizedTensor slice_rows(const QuantizedTensor& q, int64_t begin, int64_t end) {
+  QuantizedTensor out = q;
+  out.data = q.data.slice(0, begin, end);
+  out.scale_inv = q.scale_inv.slice(0, begin, end);
+  return out;
+}
+
+// grouped_linear's per-group GEMM triples, on plain tensors: one Fp8Gemms or HighGemms per group
+// (empty groups included, so that group g is entry g), run over each group's contiguous rows.
+struct GroupedGemms {
+  bool fp8 = false;
+  std::vector<int64_t> offsets;
+  Shape x_shape, w_shape;
+  std::vector<Fp8Gemms> fp8_groups;
+  std::vector<HighGemms> high_groups;
+
+  // x [R, K], w [G, N, K] -> y [R, N] fp32. With `qx` (Fprop's 1x128 q(X) of all R rows, made by
+  // a fused producer; FP8 recipes only) x may be undefined: each group adopts its rows of qx.
+  Tensor forward(const Tensor& x, const QuantizedTensor* qx, const Tensor& w, const std::vector<int64_t>& group_offsets,
+                 const Recipe& recipe, std::vector<LinearState>* states, bool keep_for_wgrad, bool keep_for_dgrad) {
+    fp8 = recipe.is_fp8();
+    offsets = group_offsets;
+    const int64_t groups = w.size(0), rows = offsets.back(), out = w.size(1);
+    x_shape = {rows, w.size(2)};
+    w_shape = w.shape();
+    if (fp8) {
+      // Each group quantized on its own (its own scales and amax history), then one grouped GEMM
+      // writes every group's rows (fp8/scaled_gemm.h).
+      std::vector<QuantizedTensor> qxs(static_cast<size_t>(groups)), qw(static_cast<size_t>(groups));
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t begin = offsets[size_t(g)], end = offsets[size_t(g) + 1];
+        LinearState* state = states != nullptr ? &(*states)[size_t(g)] : nullptr;
+        fp8_groups.push_back(Fp8Gemms{recipe, state, {}, {}, {}});
+        if (begin == end) {  // no rows: only the weight's shape matters to the grouped GEMM
+          qw[size_t(g)].data = Tensor::empty({out, w.size(2)}, DType::f8e4m3, w.device());
+          qw[size_t(g)].scale_inv = Tensor::ones({1}, DType::f32, w.device());
+          continue;
+        }
+        auto q = qx != nullptr ? fp8_groups.back().adopt_forward(slice_rows(*qx, begin, end), nullptr, w.select(0, g),
+                                                                 keep_for_wgrad, keep_for_dgrad)
+                               : fp8_groups.back().quantize_forward(x.slice(0, begin, end), w.select(0, g),
+                                                                    keep_for_wgrad, keep_for_dgrad);
+        qxs[size_t(g)] = std::move(q.x);
+        qw[size_t(g)] = std::move(q.w);
+      }
+      return grouped_scaled_gemm(qxs, qw, offsets, recipe.accumulator);
+    }
+    Tensor y = Tensor::empty({rows, out}, DType::f32, x.device());
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t begin = offsets[size_t(g)], end = offsets[size_t(g) + 1];
+      high_groups.push_back(HighGemms{recipe.high_precision_dtype(), {}, {}});
+      if (begin < end)
+        y.slice(0, begin, end)
+            .copy_(high_groups.back().forward(x.slice(0, begin, end), w.select(0, g), keep_for_wgrad, keep_for_dgrad));
+    }
+    return y;
+  }
+
+  // dy [R, N] fp32 -> dx [R, K] and dw [G, N, K] fp32, each when asked; a group without rows
+  // gets a zero weight gradient.
+  void backward(const Tensor& dy, Tensor* dx, Tensor* dw) const {
+    if (dx != nullptr) *dx = Tensor::zeros(x_shape, DType::f32, dy.device());
+    if (dw != nullptr) *dw = Tensor::zeros(w_shape, DType::f32, dy.device());
+    for (size_t g = 0; g + 1 < offsets.size(); ++g) {
+      const int64_t begin = offsets[g], end = offsets[g + 1];
+      if (begin == end) continue;  // no rows: no gradient for this group's weight
+      Tensor dxg, dwg;
+      const Tensor dyg = dy.slice(0, begin, end);
+      Tensor* want_dx = dx != nullptr ? &dxg : nullptr;
+      Tensor* want_dw = dw != nullptr ? &dwg : nullptr;
+      if (fp8) {
+        fp8_groups[g].backward(dyg, want_dx, want_dw);
+      } else {
+        high_groups[g].backward(dyg, want_dx, want_dw);
+      }
+      if (want_dx) dx->slice(0, begin, end).copy_(dxg);
+      if (want_dw) dw->select(0, int64_t(g)).copy_(dwg);
+    }
+  }
+};
+
+// grouped_linear's argument checks, for x [R, K] (or the SwiGLU inputs it stands for).
+void check_grouped(const Tensor& xv, const Tensor& wv, const std::vector<int64_t>& offsets, const Recipe& recipe,
+                   const std::vector<LinearState>* states) {
+  DAEDALUS_CHECK(xv.dim() == 2 && wv.dim() == 3 && xv.size(1) == wv.size(2),
+                 "grouped linear: input {} and weight {}: expected x [rows, K] and weight [groups, out, K]",
+                 shape_str(xv.shape()), shape_str(wv.shape()));
+  const int64_t groups = wv.size(0), rows = xv.size(0);
+  DAEDALUS_CHECK(int64_t(offsets.size()) == groups + 1 && offsets.front() == 0 && offsets.back() == rows,
+                 "grouped linear: {} offsets for {} groups and {} rows: expected groups + 1 offsets from 0 to rows",
+                 offsets.size(), groups, rows);
+  for (int64_t g = 0; g < groups; ++g)
+    DAEDALUS_CHECK(offsets[size_t(g)] <= offsets[size_t(g) + 1], "grouped linear: offsets decrease at group {}", g);
+  DAEDALUS_CHECK(!recipe.delayed() || (states != nullptr && int64_t(states->size()) == groups),
+                 "grouped linear: recipe {} needs one LinearState per group ({})", recipe_name(recipe.kind), groups);
+}
+
 }  // namespace
 
 Var linear(const Var& x, const Var& weight, const Recipe& recipe, LinearState* state) {
@@ -201,20 +310,8 @@ Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& 
                    std::vector<LinearState>* states) {
   const Tensor& xv = x.value();
   const Tensor& wv = weight.value();
-  DAEDALUS_CHECK(xv.dim() == 2 && wv.dim() == 3 && xv.size(1) == wv.size(2),
-                 "grouped linear: input {} and weight {}: expected x [rows, K] and weight [groups, out, K]",
-                 shape_str(xv.shape()), shape_str(wv.shape()));
-  const int64_t groups = wv.size(0), rows = xv.size(0), out = wv.size(1);
-  DAEDALUS_CHECK(int64_t(offsets.size()) == groups + 1 && offsets.front() == 0 && offsets.back() == rows,
-                 "grouped linear: {} offsets for {} groups and {} rows: expected groups + 1 offsets from 0 to rows",
-                 offsets.size(), groups, rows);
-  for (int64_t g = 0; g < groups; ++g)
-    DAEDALUS_CHECK(offsets[size_t(g)] <= offsets[size_t(g) + 1], "grouped linear: offsets decrease at group {}", g);
-  DAEDALUS_CHECK(!recipe.delayed() || (states != nullptr && int64_t(states->size()) == groups),
-                 "grouped linear: recipe {} needs one LinearState per group ({})", recipe_name(recipe.kind), groups);
-
-  const bool fp8 = recipe.is_fp8();
-  if (!fp8 && xv.device().is_cuda()) {
+  check_grouped(xv, wv, offsets, recipe, states);
+  if (!recipe.is_fp8() && xv.device().is_cuda()) {
     // High precision on CUDA: one grouped GEMM per pass over all groups. The CPU keeps the
     // per-group loop below (the reference: its results stay bit for bit what they were).
     auto gemms = std::make_shared<GroupedHighGemms>(GroupedHighGemms{recipe.high_precision_dtype(), offsets, {}, {}});
@@ -225,62 +322,83 @@ Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& 
       return grads;
     });
   }
-  // One GEMM triple per non-empty group, run over its contiguous rows.
-  auto fp8_groups = std::make_shared<std::vector<Fp8Gemms>>();
-  auto high_groups = std::make_shared<std::vector<HighGemms>>();
-  Tensor y;
-  if (fp8) {
-    // Each group quantized on its own (its own scales and amax history), then one grouped GEMM
-    // writes every group's rows (fp8/scaled_gemm.h).
-    std::vector<QuantizedTensor> qx(static_cast<size_t>(groups)), qw(static_cast<size_t>(groups));
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t begin = offsets[size_t(g)], end = offsets[size_t(g) + 1];
-      LinearState* state = states != nullptr ? &(*states)[size_t(g)] : nullptr;
-      fp8_groups->push_back(Fp8Gemms{recipe, state, {}, {}, {}});
-      if (begin == end) {  // no rows: only the weight's shape matters to the grouped GEMM
-        qw[size_t(g)].data = Tensor::empty({out, wv.size(2)}, DType::f8e4m3, wv.device());
-        qw[size_t(g)].scale_inv = Tensor::ones({1}, DType::f32, wv.device());
-        continue;
-      }
-      auto q = fp8_groups->back().quantize_forward(xv.slice(0, begin, end), wv.select(0, g), weight.requires_grad(),
-                                                   x.requires_grad());
-      qx[size_t(g)] = std::move(q.x);
-      qw[size_t(g)] = std::move(q.w);
-    }
-    y = grouped_scaled_gemm(qx, qw, offsets, recipe.accumulator);
-  } else {
-    y = Tensor::empty({rows, out}, DType::f32, xv.device());
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t begin = offsets[size_t(g)], end = offsets[size_t(g) + 1];
-      high_groups->push_back(HighGemms{recipe.high_precision_dtype(), {}, {}});
-      if (begin < end)
-        y.slice(0, begin, end)
-            .copy_(high_groups->back().forward(xv.slice(0, begin, end), wv.select(0, g), weight.requires_grad(),
-                                               x.requires_grad()));
-    }
+  auto gemms = std::make_shared<GroupedGemms>();
+  const Tensor y = gemms->forward(xv, nullptr, wv, offsets, recipe, states, weight.requires_grad(), x.requires_grad());
+  return record1("grouped_linear", {x, weight}, y, [gemms](const BackwardContext& ctx) {
+    std::vector<Tensor> grads(2);
+    gemms->backward(ctx.grad(), ctx.needs_grad(0) ? &grads[0] : nullptr, ctx.needs_grad(1) ? &grads[1] : nullptr);
+    return grads;
+  });
+}
+
+bool fuses_swiglu(const Recipe& recipe, const Var& gate, const Var& up, const std::vector<LinearState*>& states) {
+  for (const LinearState* state : states)
+    if (state != nullptr && state->collect_stats) return false;
+  return recipe.is_fp8() && !recipe.delayed() && !recipe.scale.stochastic_rounding &&
+         recipe.fprop().a.granularity == Granularity::tile_1x128 && gate.value().dtype() == DType::f32 &&
+         up.value().dtype() == DType::f32 && gate.shape() == up.shape() && gate.value().dim() >= 1;
+}
+
+namespace {
+
+// The SwiGLU's gradients from dh (what the down projection's backward gave for h): the swiglu
+// node's backward, inside the fused node.
+std::vector<Tensor> swiglu_linear_grads(const BackwardContext& ctx, const SavedTensor& gate, const SavedTensor& up,
+                                        const Tensor& dh, Tensor dw) {
+  std::vector<Tensor> grads(3);
+  if (dh.defined()) {
+    kernels::SwigluGrads g = kernels::swiglu_backward(gate.get(), up.get(), dh);
+    if (ctx.needs_grad(0)) grads[0] = std::move(g.dgate);
+    if (ctx.needs_grad(1)) grads[1] = std::move(g.dup);
   }
-  return record1("grouped_linear", {x, weight}, y,
-                 [fp8_groups, high_groups, fp8, offsets, sx = xv.shape(), sw = wv.shape()](const BackwardContext& ctx) {
-                   const Tensor& dy = ctx.grad();
-                   std::vector<Tensor> grads(2);
-                   if (ctx.needs_grad(0)) grads[0] = Tensor::zeros(sx, DType::f32, dy.device());
-                   if (ctx.needs_grad(1)) grads[1] = Tensor::zeros(sw, DType::f32, dy.device());
-                   for (size_t g = 0; g + 1 < offsets.size(); ++g) {
-                     const int64_t begin = offsets[g], end = offsets[g + 1];
-                     if (begin == end) continue;  // no rows: no gradient for this group's weight
-                     Tensor dx, dw;
-                     const Tensor dyg = dy.slice(0, begin, end);
-                     Tensor* want_dx = ctx.needs_grad(0) ? &dx : nullptr;
-                     Tensor* want_dw = ctx.needs_grad(1) ? &dw : nullptr;
-                     if (fp8) {
-                       (*fp8_groups)[g].backward(dyg, want_dx, want_dw);
-                     } else {
-                       (*high_groups)[g].backward(dyg, want_dx, want_dw);
-                     }
-                     if (want_dx) grads[0].slice(0, begin, end).copy_(dx);
-                     if (want_dw) grads[1].select(0, int64_t(g)).copy_(dw);
-                   }
-                   return grads;
+  grads[2] = std::move(dw);
+  return grads;
+}
+
+}  // namespace
+
+Var swiglu_linear(const Var& gate, const Var& up, const Var& weight, const Recipe& recipe, LinearState* state) {
+  if (!fuses_swiglu(recipe, gate, up, {state})) return linear(ops::swiglu(gate, up), weight, recipe, state);
+  const Tensor& wv = weight.value();
+  DAEDALUS_CHECK(wv.dim() == 2 && gate.value().size(-1) == wv.size(1),
+                 "fp8 linear: input {} and weight {}: expected weight [out, {}]", shape_str(gate.shape()),
+                 shape_str(wv.shape()), gate.value().size(-1));
+  const bool need_dh = gate.requires_grad() || up.requires_grad();
+  const Tensor g = rows_of(gate.value()), u = rows_of(up.value());
+  auto gemms = std::make_shared<Fp8Gemms>(Fp8Gemms{recipe, state, {}, {}, {}});
+  const Fp8Gemms::Operands q = gemms->adopt_forward(swiglu_quantize(g, u, recipe.fprop().a.format, recipe.scale),
+                                                    nullptr, wv, weight.requires_grad(), need_dh);
+  Shape out_shape = gate.shape();
+  out_shape.back() = wv.size(0);
+  const Tensor y = scaled_gemm(q.x, q.w, recipe.accumulator).view(out_shape);
+  return record1("swiglu_fp8_linear", {gate, up, weight}, y,
+                 [gemms, keep_gate = save(gate.value()), keep_up = save(up.value()),
+                  sh = gate.shape()](const BackwardContext& ctx) {
+                   Tensor dh, dw;
+                   const bool want_dh = ctx.needs_grad(0) || ctx.needs_grad(1);
+                   gemms->backward(rows_of(ctx.grad()), want_dh ? &dh : nullptr, ctx.needs_grad(2) ? &dw : nullptr);
+                   return swiglu_linear_grads(ctx, keep_gate, keep_up, dh.defined() ? dh.view(sh) : dh, dw);
+                 });
+}
+
+Var swiglu_grouped_linear(const Var& gate, const Var& up, const Var& weight, const std::vector<int64_t>& offsets,
+                          const Recipe& recipe, std::vector<LinearState>* states) {
+  std::vector<LinearState*> state_ptrs;
+  if (states != nullptr)
+    for (LinearState& st : *states) state_ptrs.push_back(&st);
+  if (!fuses_swiglu(recipe, gate, up, state_ptrs) || gate.value().dim() != 2)
+    return grouped_linear(ops::swiglu(gate, up), weight, offsets, recipe, states);
+  check_grouped(gate.value(), weight.value(), offsets, recipe, states);
+  const QuantizedTensor qh = swiglu_quantize(gate.value(), up.value(), recipe.fprop().a.format, recipe.scale);
+  auto gemms = std::make_shared<GroupedGemms>();
+  const Tensor y = gemms->forward(Tensor(), &qh, weight.value(), offsets, recipe, states, weight.requires_grad(),
+                                  gate.requires_grad() || up.requires_grad());
+  return record1("swiglu_grouped_linear", {gate, up, weight}, y,
+                 [gemms, keep_gate = save(gate.value()), keep_up = save(up.value())](const BackwardContext& ctx) {
+                   Tensor dh, dw;
+                   const bool want_dh = ctx.needs_grad(0) || ctx.needs_grad(1);
+                   gemms->backward(ctx.grad(), want_dh ? &dh : nullptr, ctx.needs_grad(2) ? &dw : nullptr);
+                   return swiglu_linear_grads(ctx, keep_gate, keep_up, dh, dw);
                  });
 }
 

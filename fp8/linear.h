@@ -44,4 +44,18 @@ Var linear(const Var& x, const Var& weight, const Recipe& recipe, LinearState* s
 Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& offsets, const Recipe& recipe,
                    std::vector<LinearState>* states = nullptr);
 
+// The SwiGLU feed-forward's down projection with the SwiGLU fused into its Fprop quantization:
+// linear(ops::swiglu(gate, up), weight, ...) and grouped_linear(ops::swiglu(gate, up), ...), the
+// same values and gradients bit for bit, as one tape node. When fuses_swiglu holds, q(h) comes
+// from swiglu_quantize (fp8/quantized.h: on CUDA one kernel that never writes h) and backward keeps
+// q(h) (what re-quantizing h gives) with gate and up; otherwise these are the two ops in sequence.
+Var swiglu_linear(const Var& gate, const Var& up, const Var& weight, const Recipe& recipe,
+                  LinearState* state = nullptr);
+Var swiglu_grouped_linear(const Var& gate, const Var& up, const Var& weight, const std::vector<int64_t>& offsets,
+                          const Recipe& recipe, std::vector<LinearState>* states = nullptr);
+// Whether the fused path applies: an FP8 recipe whose Fprop X operand is 1x128 tiles with current
+// scaling and round-to-nearest (so that the rows of q(h) are what quantizing any group of rows
+// gives), fp32 gate and up of one shape, and no statistics being collected (they need h itself).
+bool fuses_swiglu(const Recipe& recipe, const Var& gate, const Var& up, const std::vector<LinearState*>& states);
+
 }  // namespace daedalus::fp8

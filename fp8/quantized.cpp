@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/kernels/activation.h"
 #include "autograd/kernels/cpu_clones.h"
 #include "autograd/kernels/dispatch.h"
 #include "autograd/kernels/strided.h"
@@ -474,6 +475,17 @@ QuantizedTensor requantize_transposed(const QuantizedTensor& q, Granularity gran
     run.template operator()<fp8e5m2>();
   }
   return out;
+}
+
+QuantizedTensor swiglu_quantize(const Tensor& gate, const Tensor& up, Format format, const ScaleOptions& options) {
+  if (gate.defined() && up.defined() && gate.device().is_cuda() && up.device() == gate.device()) {
+#if DAEDALUS_WITH_CUDA
+    return cuda_swiglu_quantize(gate, up, format, options);
+#else
+    kernels::throw_built_without_cuda("swiglu_quantize");
+#endif
+  }
+  return quantize(kernels::swiglu(gate, up), Granularity::tile_1x128, format, options);
 }
 
 void AmaxHistory::push(float amax) {

@@ -96,6 +96,12 @@ QuantizedTensor transpose_quantized(const QuantizedTensor& q);
 QuantizedTensor requantize_transposed(const QuantizedTensor& q, Granularity granularity, Format format,
                                       const ScaleOptions& options = {});
 
+// quantize(kernels::swiglu(gate, up), tile_1x128, format, options): the down projection's Fprop
+// operand straight from the SwiGLU's inputs (gate, up [rows, cols], one float dtype). On CUDA one
+// kernel reads gate and up and writes only the FP8 codes and scales (h is never stored); on the
+// CPU the composition. The same bits either way.
+QuantizedTensor swiglu_quantize(const Tensor& gate, const Tensor& up, Format format, const ScaleOptions& options = {});
+
 // Delayed scaling (TE DelayedScaling): the scale for step t comes from the max of the amaxes of
 // the last `length` steps, and this step's amax is recorded after quantizing.
 class AmaxHistory {

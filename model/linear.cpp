@@ -27,6 +27,10 @@ Linear::Linear(const BuildContext& ctx, const std::string& module, const Var& we
 
 Var Linear::forward(const Var& x) { return fp8::linear(x, weight_, recipe_, &state_); }
 
+Var Linear::forward_swiglu(const Var& gate, const Var& up) {
+  return fp8::swiglu_linear(gate, up, weight_, recipe_, &state_);
+}
+
 GroupedLinear::GroupedLinear(const BuildContext& ctx, const std::string& module, int64_t local, int64_t offset,
                              int64_t num_experts, int64_t in, int64_t out)
     : module_(module),
@@ -36,6 +40,10 @@ GroupedLinear::GroupedLinear(const BuildContext& ctx, const std::string& module,
 
 Var GroupedLinear::forward(const Var& x, const std::vector<int64_t>& offsets) {
   return fp8::grouped_linear(x, weight_, offsets, recipe_, &states_);
+}
+
+Var GroupedLinear::forward_swiglu(const Var& gate, const Var& up, const std::vector<int64_t>& offsets) {
+  return fp8::swiglu_grouped_linear(gate, up, weight_, offsets, recipe_, &states_);
 }
 
 }  // namespace daedalus::model

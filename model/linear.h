@@ -29,6 +29,9 @@ class Linear {
 
   // x [..., in] -> [..., out] fp32, through fp8::linear under this module's recipe.
   Var forward(const Var& x);
+  // forward(ops::swiglu(gate, up)), the SwiGLU fused into the FP8 quantization where the recipe
+  // allows (fp8::swiglu_linear).
+  Var forward_swiglu(const Var& gate, const Var& up);
 
   const std::string& name() const { return module_; }
   const Var& weight() const { return weight_; }
@@ -52,6 +55,8 @@ class GroupedLinear {
 
   // x [R, in] grouped by local expert (offsets [local + 1]) -> [R, out] fp32.
   Var forward(const Var& x, const std::vector<int64_t>& offsets);
+  // forward(ops::swiglu(gate, up), offsets), fused where the recipe allows (fp8::swiglu_grouped_linear).
+  Var forward_swiglu(const Var& gate, const Var& up, const std::vector<int64_t>& offsets);
 
   const std::string& name() const { return module_; }
   const Var& weight() const { return weight_; }

@@ -1,8 +1,6 @@
 // SwiGLU MLP.
 #include "model/mlp.h"
 
-#include "autograd/ops/activation.h"
-
 namespace daedalus::model {
 
 Mlp::Mlp(const BuildContext& ctx, const std::string& module, int64_t hidden, int64_t intermediate)
@@ -10,6 +8,6 @@ Mlp::Mlp(const BuildContext& ctx, const std::string& module, int64_t hidden, int
       up_proj_(ctx, module + ".up_proj", hidden, intermediate),
       down_proj_(ctx, module + ".down_proj", intermediate, hidden) {}
 
-Var Mlp::forward(const Var& x) { return down_proj_.forward(ops::swiglu(gate_proj_.forward(x), up_proj_.forward(x))); }
+Var Mlp::forward(const Var& x) { return down_proj_.forward_swiglu(gate_proj_.forward(x), up_proj_.forward(x)); }
 
 }  // namespace daedalus::model

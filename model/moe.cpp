@@ -35,8 +35,8 @@ Moe::Moe(const BuildContext& ctx, const ModelConfig& config, const MoeConfig& mo
 }
 
 Var Moe::run_experts(const Var& grouped_rows, const std::vector<int64_t>& offsets) {
-  const Var h = ops::swiglu(gate_proj_.forward(grouped_rows, offsets), up_proj_.forward(grouped_rows, offsets));
-  return down_proj_.forward(h, offsets);
+  return down_proj_.forward_swiglu(gate_proj_.forward(grouped_rows, offsets), up_proj_.forward(grouped_rows, offsets),
+                                   offsets);
 }
 
 // All experts here: the kept (token, slot) pairs sorted by (expert, token, slot), gathered, run,

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "autograd/kernels/activation.h"
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/elementwise.h"
 #include "autograd/kernels/grouped_gemm.h"
@@ -209,6 +210,29 @@ TEST_F(Fp8CudaRecipes, RequantizeTransposedEqualsDequantizeTransposeQuantize) {
           EXPECT_EQ(fused.data.device(), gpu);
           EXPECT_TRUE(same_quantization(fused, expected));
         }
+      }
+    }
+  }
+}
+
+// The fused SwiGLU -> 1x128 quantizer (h never written) against the two kernels it replaces, on
+// the device, bit for bit: the same activation formula (autograd/cuda/swiglu.cuh) and the same
+// rounding of h to the operands' dtype. Ragged shapes; 30 columns is not a multiple of 4 and takes
+// the composition itself. (Against the CPU, h may differ by an expf ulp: the training tests cover
+// that with their tolerances.)
+TEST_F(Fp8CudaRecipes, SwigluQuantizeEqualsSwigluThenQuantize) {
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{65, 384}, {3, 128}, {130, 260}, {7, 30}};
+  uint64_t seed = 80;
+  for (const auto& [rows, cols] : shapes) {
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      const Tensor gate = scaled_normal(rows, cols, seed++, dtype).to(gpu),
+                   up = scaled_normal(rows, cols, seed++, dtype).to(gpu);
+      for (Format f : {Format::e4m3, Format::e5m2}) {
+        SCOPED_TRACE(::testing::Message()
+                     << "[" << rows << ", " << cols << "] " << dtype_name(dtype) << " " << format_name(f));
+        const QuantizedTensor fused = swiglu_quantize(gate, up, f);
+        EXPECT_EQ(fused.data.device(), gpu);
+        EXPECT_TRUE(same_quantization(fused, quantize(kernels::swiglu(gate, up), Granularity::tile_1x128, f)));
       }
     }
   }

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "autograd/ops/activation.h"
 #include "autograd/ops/arithmetic.h"
 #include "autograd/ops/linear.h"
 #include "fp8/linear.h"
@@ -114,6 +115,50 @@ TEST(Fp8Linear, CachingXInFp8GivesIdenticalGradients) {
   const LinearRun c = run_linear(x, w, g, high_wgrad);
   const std::vector<double> dw32 = matmul_nt(g.t().contiguous(), x.t().contiguous());
   EXPECT_LT(relative_error(c.dw, dw32), relative_error(a.dw, dw32));
+}
+
+// The SwiGLU fused into the down projection's Fprop quantization (swiglu_linear and
+// swiglu_grouped_linear) is ops::swiglu then the Linear: the output and the gradients of gate, up
+// and W bit for bit, for every recipe (fp8_block takes the fused path, the others the sequence),
+// with activations cached in FP8 or not, and grouped with an empty expert and a one-row expert.
+TEST(Fp8Linear, SwigluLinearEqualsSwigluThenLinearBitForBit) {
+  const std::vector<RecipeKind> kinds = {RecipeKind::fp32,
+                                         RecipeKind::bf16,
+                                         RecipeKind::fp8_tensor_delayed,
+                                         RecipeKind::fp8_tensor_current,
+                                         RecipeKind::fp8_row,
+                                         RecipeKind::fp8_block,
+                                         RecipeKind::mxfp8};
+  const std::vector<int64_t> offsets = {0, 20, 20, 64, 65};  // kM rows in 4 groups
+  const Tensor gate = random_tensor({kM, kK}, 20), up = random_tensor({kM, kK}, 21),
+               w = random_tensor({kN, kK}, 22, DType::f32, 0.05), w4 = random_tensor({4, kN, kK}, 24, DType::f32, 0.05),
+               dy = random_tensor({kM, kN}, 23);
+  for (RecipeKind kind : kinds) {
+    for (bool cache : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << recipe_name(kind) << (cache ? " cache_fp8" : ""));
+      Recipe r = recipe_of(kind);
+      r.cache_fp8 = cache;
+      const auto compare = [&](bool grouped) {
+        LinearState s1, s2;
+        std::vector<LinearState> st1(4), st2(4);
+        Var g1(gate, true), u1(up, true), w1(grouped ? w4 : w, true);
+        Var g2(gate, true), u2(up, true), w2(grouped ? w4 : w, true);
+        const Var y1 =
+            grouped ? swiglu_grouped_linear(g1, u1, w1, offsets, r, &st1) : swiglu_linear(g1, u1, w1, r, &s1);
+        current_tape().backward(y1, dy);  // one backward per forward: it releases the tape
+        const Var h = ops::swiglu(g2, u2);
+        const Var y2 = grouped ? grouped_linear(h, w2, offsets, r, &st2) : linear(h, w2, r, &s2);
+        current_tape().backward(y2, dy);
+        EXPECT_EQ(fuses_swiglu(r, g1, u1, {&s1}), kind == RecipeKind::fp8_block);
+        EXPECT_EQ(testing::bytes(y1.value()), testing::bytes(y2.value())) << (grouped ? "grouped" : "");
+        EXPECT_EQ(testing::bytes(g1.grad()), testing::bytes(g2.grad())) << (grouped ? "grouped" : "");
+        EXPECT_EQ(testing::bytes(u1.grad()), testing::bytes(u2.grad())) << (grouped ? "grouped" : "");
+        EXPECT_EQ(testing::bytes(w1.grad()), testing::bytes(w2.grad())) << (grouped ? "grouped" : "");
+      };
+      compare(false);
+      compare(true);
+    }
+  }
 }
 
 TEST(Fp8Linear, HighPrecisionRecipesAreThePlainLinear) {

@@ -7,12 +7,11 @@
 #include "autograd/cuda/kernels.h"
 #include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
+#include "autograd/cuda/swiglu.cuh"
 
 namespace daedalus::cuda {
 
 namespace {
-
-__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }  // expf overflow -> 0
 
 // s (1 + x (1 - s)) with s = sigma(x), 1 - s taken from exp(-|x|), never as a difference.
 __device__ __forceinline__ float silu_grad(float x) {
@@ -35,7 +34,7 @@ template <Op kOp>
 __device__ __forceinline__ float apply(float a, float b) {
   if constexpr (kOp == Op::silu_backward) return b * silu_grad(a);       // a = x, b = dy
   if constexpr (kOp == Op::sigmoid_backward) return b * a * (1.0f - a);  // a = y, b = dy
-  return a * sigmoid(a) * b;                                             // a = gate, b = up
+  return swiglu_value(a, b);                                             // a = gate, b = up
 }
 
 // out[i] (contiguous) = f(a[i], b[i]) over strided a, b.

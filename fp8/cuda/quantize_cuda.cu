@@ -35,6 +35,8 @@
 #include "autograd/check.h"
 #include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
+#include "autograd/cuda/swiglu.cuh"
+#include "autograd/kernels/activation.h"
 #include "fp8/cuda/scaled_gemm_cuda.h"
 #include "fp8/format.h"
 
@@ -147,12 +149,37 @@ __device__ __forceinline__ void quantize_store4(Q* q, int64_t index, const float
   *reinterpret_cast<uint32_t*>(q + index) = packed;
 }
 
-// Row-wise 1x128 tiles, vectorized: x [rows, cols] at x[r * ld + c] with cols and ld multiples of
-// 4 and x 4-element aligned. Lane l holds columns 4l .. 4l+3 of a tile; a warp quantizes kTiles
-// consecutive tiles (row-major order: usually one contiguous stretch of a row) and issues all of
-// their loads before the first reduction, so that each warp keeps 2 KiB (fp32) in flight.
-template <int kTiles, typename S, typename Q>
-__global__ void quantize_1x128_vec_kernel(const S* x, int64_t ld, Q* q, float* scale_inv, int64_t rows, int64_t cols,
+// Where the 4-wide 1x128 kernel reads its values: Rows4, a row-major fp32/bf16 x; Swiglu4, the
+// SwiGLU of row-major gate and up (the fused SwiGLU -> 1x128 quantizer: h is never written), each
+// value rounded to S as kernels::swiglu stores it, with the activation kernel's own formula.
+template <typename S>
+struct Rows4 {
+  const S* x;
+  int64_t ld;
+  __device__ void operator()(int64_t r, int64_t c, bool live, float (&v)[4]) const { load4(x + r * ld + c, live, v); }
+};
+
+template <typename S>
+struct Swiglu4 {
+  const S* gate;
+  const S* up;
+  int64_t ld;
+  __device__ void operator()(int64_t r, int64_t c, bool live, float (&v)[4]) const {
+    float g[4], u[4];
+    load4(gate + r * ld + c, live, g);
+    load4(up + r * ld + c, live, u);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = to_float(from_float<S>(cuda::swiglu_value(g[j], u[j])));
+  }
+};
+
+// Row-wise 1x128 tiles, vectorized: [rows, cols] values from `load` (cols and the row stride
+// multiples of 4, the source 4-element aligned). Lane l holds columns 4l .. 4l+3 of a tile; a warp
+// quantizes kTiles consecutive tiles (row-major order: usually one contiguous stretch of a row) and
+// issues all of their loads before the first reduction, so that each warp keeps 2 KiB (fp32) in
+// flight.
+template <int kTiles, typename Load, typename Q>
+__global__ void quantize_1x128_vec_kernel(Load load, Q* q, float* scale_inv, int64_t rows, int64_t cols,
                                           int64_t tiles_per_row, ScaleParams p, Rounding rounding) {
   const int64_t total = rows * tiles_per_row;
   const int64_t first = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32 * kTiles;
@@ -163,7 +190,7 @@ __global__ void quantize_1x128_vec_kernel(const S* x, int64_t ld, Q* q, float* s
 #pragma unroll
   for (int i = 0; i < kTiles; ++i) {
     const int64_t tile = first + i, r = tile / tiles_per_row, c = (tile % tiles_per_row) * 128 + 4 * lane;
-    load4(x + r * ld + c, tile < total && c < cols, v[i]);
+    load(r, c, tile < total && c < cols, v[i]);
     m[i] = max_abs4(v[i]);
   }
 #pragma unroll
@@ -176,6 +203,8 @@ __global__ void quantize_1x128_vec_kernel(const S* x, int64_t ld, Q* q, float* s
     if (lane == 0) scale_inv[tile] = s.scale_inv;
   }
 }
+
+constexpr int kVecTiles = 4;  // tiles per warp of quantize_1x128_vec_kernel
 
 // 128x128 blocks of a row-major x (x[r * ld + c], cols and ld multiples of 4, x aligned),
 // vectorized: one 256-thread block per block; thread t holds columns 4 (t % 32) .. +3 of rows
@@ -406,6 +435,10 @@ unsigned grid_of(int64_t blocks, const char* what) {
   return unsigned(blocks);
 }
 
+unsigned vec_1x128_grid(int64_t rows, int64_t tiles_per_row) {
+  return grid_of(ceil_div(rows * tiles_per_row, kVecTiles * kThreads / 32), "tile_1x128");
+}
+
 // Calls fn.template operator()<S, Q>() for x's dtype and the format.
 template <typename Fn>
 void dispatch_source_and_format(const char* op, DType source, Format format, Fn&& fn) {
@@ -479,10 +512,8 @@ QuantizedTensor cuda_quantize(const Tensor& x_in, Granularity granularity, Forma
               <<<grid_of(ceil_div(rows, kTransposeRows) * tiles_c, "tile_1x128 (transposed)"), kThreads, 0, stream>>>(
                   PlainSource<S>{src, cs}, dst, scale_inv, rows, cols, tiles_c, p, rounding);
         } else if (vector_ok(src, rs, cols)) {
-          constexpr int kTiles = 4;
-          quantize_1x128_vec_kernel<kTiles, S, Q>
-              <<<grid_of(ceil_div(rows * tiles_c, kTiles * kThreads / 32), "tile_1x128"), kThreads, 0, stream>>>(
-                  src, rs, dst, scale_inv, rows, cols, tiles_c, p, rounding);
+          quantize_1x128_vec_kernel<kVecTiles><<<vec_1x128_grid(rows, tiles_c), kThreads, 0, stream>>>(
+              Rows4<S>{src, rs}, dst, scale_inv, rows, cols, tiles_c, p, rounding);
         } else {
           quantize_rowwise_tiles_kernel<128, S, Q>
               <<<grid_of(ceil_div(rows * tiles_c, kThreads / 32), "tile_1x128"), kThreads, 0, stream>>>(
@@ -554,6 +585,40 @@ QuantizedTensor cuda_quantize_with_scale(const Tensor& x_in, float scale, Format
       quantize_tensor_kernel<S, Q><<<cuda::blocks_for(n), kThreads, 0, stream>>>(
           src, dst, out.scale_inv.data<float>(), n, nullptr, scale, p, Rounding{false, 0});
     }
+    DAEDALUS_CUDA_CHECK_LAUNCH();
+  });
+  return out;
+}
+
+QuantizedTensor cuda_swiglu_quantize(const Tensor& gate, const Tensor& up, Format format, const ScaleOptions& options) {
+  check_input(gate, "cuda_swiglu_quantize");
+  DAEDALUS_CHECK(up.shape() == gate.shape() && up.dtype() == gate.dtype() && up.device() == gate.device(),
+                 "cuda_swiglu_quantize: gate {} and up {} must match", gate.describe(), up.describe());
+  const int64_t rows = gate.size(0), cols = gate.size(1);
+  const bool row_major = (gate.stride(1) == 1 || cols == 1) && (up.stride(1) == 1 || cols == 1) &&
+                         (rows == 1 || gate.stride(0) == up.stride(0));
+  const int64_t ld = rows == 1 ? cols : gate.stride(0);
+  bool fused = row_major && rows * cols > 0;
+  dispatch_float("cuda_swiglu_quantize", gate.dtype(), [&]<typename S>() {
+    fused = fused && vector_ok(static_cast<const S*>(gate.data_ptr()), ld, cols) &&
+            vector_ok(static_cast<const S*>(up.data_ptr()), ld, cols);
+  });
+  if (!fused) return cuda_quantize(kernels::swiglu(gate, up), Granularity::tile_1x128, format, options);
+  const Device device = gate.device();
+  DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  const cudaStream_t stream = cuda::compute_stream(device.index);
+  const int64_t tiles_c = ceil_div(cols, 128);
+  QuantizedTensor out;
+  out.granularity = Granularity::tile_1x128;
+  out.format = format;
+  out.data = Tensor::empty({rows, cols}, dtype_of(format), device);
+  out.scale_inv = Tensor::empty({rows, tiles_c}, DType::f32, device);
+  const ScaleParams p{float(max_finite(format)), options.margin, options.power_of_two, false};
+  const Rounding rounding{options.stochastic_rounding, options.seed};
+  dispatch_source_and_format("cuda_swiglu_quantize", gate.dtype(), format, [&]<typename S, typename Q>() {
+    quantize_1x128_vec_kernel<kVecTiles><<<vec_1x128_grid(rows, tiles_c), kThreads, 0, stream>>>(
+        Swiglu4<S>{static_cast<const S*>(gate.data_ptr()), static_cast<const S*>(up.data_ptr()), ld},
+        static_cast<Q*>(out.data.data_ptr()), out.scale_inv.data<float>(), rows, cols, tiles_c, p, rounding);
     DAEDALUS_CUDA_CHECK_LAUNCH();
   });
   return out;

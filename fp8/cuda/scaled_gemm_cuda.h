@@ -36,6 +36,14 @@ QuantizedTensor cuda_quantize(const Tensor& x, Granularity granularity, Format f
 // (positive and finite with a finite inverse; checked by the caller); scale_inv = 1 / scale.
 QuantizedTensor cuda_quantize_with_scale(const Tensor& x, float scale, Format format);
 
+// fp8::swiglu_quantize's CUDA path: q(swiglu(gate, up)) in 1x128 tiles from gate and up [rows, cols]
+// (fp32 or bf16, one dtype) in one kernel that never writes h: each h value is the activation
+// kernel's (autograd/cuda/swiglu.cuh) rounded to the operands' dtype, so the result is
+// cuda_quantize(kernels::swiglu(gate, up), tile_1x128, ...) bit for bit. Operands that are not
+// row-major with 4-aligned rows take that composition.
+QuantizedTensor cuda_swiglu_quantize(const Tensor& gate, const Tensor& up, Format format,
+                                     const ScaleOptions& options = {});
+
 // fp8::requantize_transposed's fused CUDA path: q(Xᵀ) in 1x128 tiles (along X's rows) straight from
 // q = 1x128-tiled q(X), the dequantized values formed on the fly: one read of the FP8 codes instead
 // of an fp32 copy of X written and read back. Bit-identical to quantize(q.dequantize().t(), ...).
