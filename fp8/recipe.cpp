@@ -29,6 +29,12 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 
 std::string_view recipe_name(RecipeKind kind) { return kNames[size_t(kind)].second; }
 
+std::vector<RecipeKind> all_recipe_kinds() {
+  std::vector<RecipeKind> kinds;
+  for (const auto& entry : kNames) kinds.push_back(entry.first);
+  return kinds;
+}
+
 RecipeKind parse_recipe(std::string_view name) {
   for (const auto& [kind, n] : kNames)
     if (n == name) return kind;

@@ -21,6 +21,7 @@ namespace daedalus::fp8 {
 enum class RecipeKind : uint8_t { fp32, bf16, fp8_tensor_delayed, fp8_tensor_current, fp8_row, fp8_block, mxfp8 };
 
 std::string_view recipe_name(RecipeKind kind);
+std::vector<RecipeKind> all_recipe_kinds();      // every recipe, in the enum's order
 RecipeKind parse_recipe(std::string_view name);  // InputError listing the valid names
 
 // precision.fp8_format: e4m3 everywhere, or hybrid (E4M3 forward operands, E5M2 gradients).

@@ -294,13 +294,7 @@ LinearRun run_linear(const Tensor& x, const Tensor& w, const Tensor& g, const Re
   return {y.value(), xv.grad(), wv.grad()};
 }
 
-const std::vector<RecipeKind> kAllRecipes = {RecipeKind::fp32,
-                                             RecipeKind::bf16,
-                                             RecipeKind::fp8_tensor_delayed,
-                                             RecipeKind::fp8_tensor_current,
-                                             RecipeKind::fp8_row,
-                                             RecipeKind::fp8_block,
-                                             RecipeKind::mxfp8};
+const std::vector<RecipeKind> kAllRecipes = all_recipe_kinds();
 
 // fp8::linear forward + backward (Fprop, Dgrad, Wgrad) on CUDA against the CPU, every recipe, with
 // FP8-cached activations for fp8_block, two steps for delayed scaling (the second uses the

@@ -122,18 +122,11 @@ TEST(Fp8Linear, CachingXInFp8GivesIdenticalGradients) {
 // and W bit for bit, for every recipe (fp8_block takes the fused path, the others the sequence),
 // with activations cached in FP8 or not, and grouped with an empty expert and a one-row expert.
 TEST(Fp8Linear, SwigluLinearEqualsSwigluThenLinearBitForBit) {
-  const std::vector<RecipeKind> kinds = {RecipeKind::fp32,
-                                         RecipeKind::bf16,
-                                         RecipeKind::fp8_tensor_delayed,
-                                         RecipeKind::fp8_tensor_current,
-                                         RecipeKind::fp8_row,
-                                         RecipeKind::fp8_block,
-                                         RecipeKind::mxfp8};
   const std::vector<int64_t> offsets = {0, 20, 20, 64, 65};  // kM rows in 4 groups
   const Tensor gate = random_tensor({kM, kK}, 20), up = random_tensor({kM, kK}, 21),
                w = random_tensor({kN, kK}, 22, DType::f32, 0.05), w4 = random_tensor({4, kN, kK}, 24, DType::f32, 0.05),
                dy = random_tensor({kM, kN}, 23);
-  for (RecipeKind kind : kinds) {
+  for (RecipeKind kind : all_recipe_kinds()) {
     for (bool cache : {false, true}) {
       SCOPED_TRACE(::testing::Message() << recipe_name(kind) << (cache ? " cache_fp8" : ""));
       Recipe r = recipe_of(kind);

@@ -103,42 +103,31 @@ TEST(GroupedGemm, NoRowsAtAll) {
   EXPECT_TRUE(bit_identical(dw, Tensor::zeros({2, kN, kK})));
 }
 
-void expect_input_error(const std::function<void()>& call, const std::vector<std::string>& fragments) {
-  try {
-    call();
-    ADD_FAILURE() << "no InputError; expected one mentioning " << fragments.front();
-  } catch (const InputError& e) {
-    const std::string message = e.what();
-    for (const std::string& f : fragments)
-      EXPECT_NE(message.find(f), std::string::npos) << message << "\nmissing: " << f;
-  }
-}
-
 TEST(GroupedGemm, ErrorsNameTheOpAndTheOperands) {
   const Tensor x = Tensor::zeros({6, 4}), w = Tensor::zeros({2, 3, 4});
   const std::vector<int64_t> offsets = {0, 2, 6};
   using P = GroupedProduct;
-  expect_input_error(
+  testing::expect_error(
       [&] {
         kernels::grouped_matmul(P::a_bt, x, w, {0, 2, 5});
       },
       {"grouped_matmul", "[6, 4]", "[2, 3, 4]", "R = 5"});
-  expect_input_error([&] { kernels::grouped_matmul(P::a_bt, x, w, {0, 4, 2, 6}); }, {"offsets decrease at group 1"});
-  expect_input_error([&] { kernels::grouped_matmul(P::a_bt, x, w, {1, 6}); }, {"starting at 0"});
-  expect_input_error([&] { kernels::grouped_matmul(P::a_bt, x, w, {0, 6}); }, {"G = 1"});
-  expect_input_error([&] { kernels::grouped_matmul(P::a_b, x, w, offsets); }, {"a's columns 4 must match b's N"});
-  expect_input_error(
+  testing::expect_error([&] { kernels::grouped_matmul(P::a_bt, x, w, {0, 4, 2, 6}); }, {"offsets decrease at group 1"});
+  testing::expect_error([&] { kernels::grouped_matmul(P::a_bt, x, w, {1, 6}); }, {"starting at 0"});
+  testing::expect_error([&] { kernels::grouped_matmul(P::a_bt, x, w, {0, 6}); }, {"G = 1"});
+  testing::expect_error([&] { kernels::grouped_matmul(P::a_b, x, w, offsets); }, {"a's columns 4 must match b's N"});
+  testing::expect_error(
       [&] {
         kernels::grouped_matmul(P::at_b, x, Tensor::zeros({5, 4}), offsets);
       },
       {"b must be [R, K]"});
-  expect_input_error(
+  testing::expect_error(
       [&] {
         kernels::grouped_matmul(P::a_bt, x, Tensor::zeros({2, 3, 4}, DType::bf16), offsets);
       },
       {"fp32[6, 4]", "bf16[2, 3, 4]", "both fp32 or both bf16"});
-  expect_input_error([&] { kernels::grouped_matmul(P::a_bt, x, w, offsets, DType::i32); },
-                     {"unsupported output dtype int32"});
+  testing::expect_error([&] { kernels::grouped_matmul(P::a_bt, x, w, offsets, DType::i32); },
+                        {"unsupported output dtype int32"});
 }
 
 }  // namespace

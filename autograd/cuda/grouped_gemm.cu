@@ -68,7 +68,6 @@
 #include "autograd/cuda/kernels.h"
 #include "autograd/cuda/stream.h"
 #include "autograd/kernels/copy.h"
-#include "autograd/kernels/gemm.h"
 
 namespace daedalus::cuda {
 
@@ -141,21 +140,6 @@ int blas_int(int64_t v) {
   return int(v);
 }
 
-// The fallback: one cuBLASLt GEMM per non-empty group, into c's views.
-void per_group_gemms(GroupedProduct product, const Tensor& c, const Tensor& a, const Tensor& b,
-                     const std::vector<int64_t>& offsets) {
-  for (size_t g = 0; g + 1 < offsets.size(); ++g) {
-    const int64_t begin = offsets[g], end = offsets[g + 1];
-    if (begin == end) continue;
-    const Tensor a_g = a.slice(0, begin, end);
-    switch (product) {
-      case GroupedProduct::a_bt: kernels::gemm(a_g, b.select(0, int64_t(g)).t(), c.slice(0, begin, end)); break;
-      case GroupedProduct::a_b: kernels::gemm(a_g, b.select(0, int64_t(g)), c.slice(0, begin, end)); break;
-      case GroupedProduct::at_b: kernels::gemm(a_g.t(), b.slice(0, begin, end), c.select(0, int64_t(g))); break;
-    }
-  }
-}
-
 }  // namespace
 
 void grouped_matmul(GroupedProduct product, const Tensor& c, const Tensor& a_in, const Tensor& b_in,
@@ -179,7 +163,7 @@ void grouped_matmul(GroupedProduct product, const Tensor& c, const Tensor& a_in,
   for (const Group& g : groups)
     aligned = aligned && g.off_a * in_bytes % 16 == 0 && g.off_b * in_bytes % 16 == 0 && g.off_c * out_bytes % 16 == 0;
   if (!aligned) {
-    per_group_gemms(product, c, a_in, b_in, offsets);
+    kernels::grouped_matmul_per_group(product, c, a_in, b_in, offsets);  // one cuBLASLt GEMM per group
     return;
   }
 

@@ -11,25 +11,23 @@
 
 namespace daedalus {
 
-namespace cpu {
+namespace kernels {
 
-// Operands checked and contiguous, c allocated (zeroed where a group has no rows, for at_b).
-void grouped_matmul(kernels::GroupedProduct product, const Tensor& c, const Tensor& a, const Tensor& b,
-                    const std::vector<int64_t>& offsets) {
-  using kernels::GroupedProduct;
+void grouped_matmul_per_group(GroupedProduct product, const Tensor& c, const Tensor& a, const Tensor& b,
+                              const std::vector<int64_t>& offsets) {
   for (size_t g = 0; g + 1 < offsets.size(); ++g) {
     const int64_t begin = offsets[g], end = offsets[g + 1];
     if (begin == end) continue;
     const Tensor a_g = a.slice(0, begin, end);
     switch (product) {
-      case GroupedProduct::a_bt: kernels::gemm(a_g, b.select(0, int64_t(g)).t(), c.slice(0, begin, end)); break;
-      case GroupedProduct::a_b: kernels::gemm(a_g, b.select(0, int64_t(g)), c.slice(0, begin, end)); break;
-      case GroupedProduct::at_b: kernels::gemm(a_g.t(), b.slice(0, begin, end), c.select(0, int64_t(g))); break;
+      case GroupedProduct::a_bt: gemm(a_g, b.select(0, int64_t(g)).t(), c.slice(0, begin, end)); break;
+      case GroupedProduct::a_b: gemm(a_g, b.select(0, int64_t(g)), c.slice(0, begin, end)); break;
+      case GroupedProduct::at_b: gemm(a_g.t(), b.slice(0, begin, end), c.select(0, int64_t(g))); break;
     }
   }
 }
 
-}  // namespace cpu
+}  // namespace kernels
 
 namespace kernels {
 
@@ -85,7 +83,7 @@ Tensor grouped_matmul(GroupedProduct product, const Tensor& a, const Tensor& b, 
   if (c.numel() == 0 || rows == 0 || no_inner) return c;
   const Tensor ac = a.contiguous(), bc = b.contiguous();
   switch (device.type) {
-    case DeviceType::cpu: cpu::grouped_matmul(product, c, ac, bc, offsets); break;
+    case DeviceType::cpu: grouped_matmul_per_group(product, c, ac, bc, offsets); break;
     case DeviceType::cuda: DAEDALUS_CUDA_KERNEL("grouped_matmul", grouped_matmul(product, c, ac, bc, offsets)); break;
   }
   return c;

@@ -31,4 +31,10 @@ enum class GroupedProduct {
 Tensor grouped_matmul(GroupedProduct product, const Tensor& a, const Tensor& b, const std::vector<int64_t>& offsets,
                       DType out = DType::f32);
 
+// The same products as one kernels::gemm per non-empty group, written into c's rows or matrices
+// (c allocated, and zeroed for at_b; operands checked): the CPU kernel, and the CUDA path's
+// fallback for operands the grouped cuBLAS call cannot take. Any device.
+void grouped_matmul_per_group(GroupedProduct product, const Tensor& c, const Tensor& a, const Tensor& b,
+                              const std::vector<int64_t>& offsets);
+
 }  // namespace daedalus::kernels

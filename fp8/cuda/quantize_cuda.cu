@@ -439,16 +439,21 @@ unsigned vec_1x128_grid(int64_t rows, int64_t tiles_per_row) {
   return grid_of(ceil_div(rows * tiles_per_row, kVecTiles * kThreads / 32), "tile_1x128");
 }
 
+// Calls fn.template operator()<Q>() with Q the storage type of `format`.
+template <typename Fn>
+void dispatch_format(Format format, Fn&& fn) {
+  if (format == Format::e4m3) {
+    fn.template operator()<fp8e4m3>();
+  } else {
+    fn.template operator()<fp8e5m2>();
+  }
+}
+
 // Calls fn.template operator()<S, Q>() for x's dtype and the format.
 template <typename Fn>
 void dispatch_source_and_format(const char* op, DType source, Format format, Fn&& fn) {
-  dispatch_float(op, source, [&]<typename S>() {
-    if (format == Format::e4m3) {
-      fn.template operator()<S, fp8e4m3>();
-    } else {
-      fn.template operator()<S, fp8e5m2>();
-    }
-  });
+  dispatch_float(op, source,
+                 [&]<typename S>() { dispatch_format(format, [&]<typename Q>() { fn.template operator()<S, Q>(); }); });
 }
 
 void check_input(const Tensor& x, const char* op) {
@@ -649,22 +654,13 @@ QuantizedTensor cuda_requantize_transposed(const QuantizedTensor& q, Format form
     const Dequantized1x128Source<QS> source{static_cast<const QS*>(data.data_ptr()), s.data<float>(), rows,
                                             ceil_div(rows, 128)};
     const unsigned grid = grid_of(ceil_div(rows, kTransposeRows) * tiles_c, "requantize (transposed)");
-    if (format == Format::e4m3) {
+    dispatch_format(format, [&]<typename Q>() {
       quantize_1x128_transposed_kernel<<<grid, kThreads, 0, stream>>>(
-          source, static_cast<fp8e4m3*>(out.data.data_ptr()), out.scale_inv.data<float>(), rows, cols, tiles_c, p,
-          rounding);
-    } else {
-      quantize_1x128_transposed_kernel<<<grid, kThreads, 0, stream>>>(
-          source, static_cast<fp8e5m2*>(out.data.data_ptr()), out.scale_inv.data<float>(), rows, cols, tiles_c, p,
-          rounding);
-    }
+          source, static_cast<Q*>(out.data.data_ptr()), out.scale_inv.data<float>(), rows, cols, tiles_c, p, rounding);
+    });
     DAEDALUS_CUDA_CHECK_LAUNCH();
   };
-  if (q.format == Format::e4m3) {
-    launch.template operator()<fp8e4m3>();
-  } else {
-    launch.template operator()<fp8e5m2>();
-  }
+  dispatch_format(q.format, launch);
   return out;
 }
 
@@ -681,11 +677,7 @@ Tensor cuda_dequantize(const QuantizedTensor& q, int64_t block_rows, int64_t blo
         blocks_per_row);
     DAEDALUS_CUDA_CHECK_LAUNCH();
   };
-  if (q.format == Format::e4m3) {
-    launch.template operator()<fp8e4m3>();
-  } else {
-    launch.template operator()<fp8e5m2>();
-  }
+  dispatch_format(q.format, launch);
   return y;
 }
 
