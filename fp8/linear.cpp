@@ -1,6 +1,8 @@
 // The FP8 Linear and grouped Linear ops on the tape (autograd's record() extension point).
 #include "fp8/linear.h"
 
+#include <algorithm>
+
 #include "autograd/kernels/activation.h"
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/gemm.h"
@@ -74,11 +76,12 @@ struct Fp8Gemms {
 
   // The same with Fprop's q(X) made by the caller (a fused producer, fuses_swiglu): X itself is
   // never formed, so backward keeps q(X) — what re-quantizing X would give, bit for bit.
-  Operands adopt_forward(QuantizedTensor qx, const Tensor* x, const Tensor& w, bool keep_for_wgrad,
-                         bool keep_for_dgrad) {
+  // With `qw` the caller's q(W) too (grouped_linear quantizing all experts' weights at once).
+  Operands adopt_forward(QuantizedTensor qx, const Tensor* x, const Tensor& w, bool keep_for_wgrad, bool keep_for_dgrad,
+                         const QuantizedTensor* qw = nullptr) {
     Operands q;
     q.x = std::move(qx);
-    q.w = quantize_operand(w, recipe.fprop().b, recipe, state ? &state->w : nullptr, state, "w");
+    q.w = qw != nullptr ? *qw : quantize_operand(w, recipe.fprop().b, recipe, state ? &state->w : nullptr, state, "w");
     if (keep_for_wgrad) {
       if (recipe.cache_fp8 || x == nullptr) {
         cached_qx = std::make_shared<QuantizedTensor>(q.x);  // shares the FP8 data the GEMM reads
@@ -181,13 +184,33 @@ struct GroupedHighGemms {
   }
 };
 
-// Rows [begin, end) of a 1x128-tiled operand: its data rows and their scale rows (a 1x128 tile
-// never spans rows, so this is what quantizing those rows alone gives, round to nearest).
-QuantizedTensor slice_rows(const QuantizedTensor& q, int64_t begin, int64_t end) {
+// Rows [begin, end) of a quantized operand whose scale blocks are `block_rows` tall (1x128: 1;
+// 128x128: 128, begin and end multiples of it): its data rows and their scale rows. No block
+// spans the cut, so this is what quantizing those rows alone gives (round to nearest).
+QuantizedTensor slice_rows(const QuantizedTensor& q, int64_t begin, int64_t end, int64_t block_rows = 1) {
   QuantizedTensor out = q;
   out.data = q.data.slice(0, begin, end);
-  out.scale_inv = q.scale_inv.slice(0, begin, end);
+  out.scale_inv = q.scale_inv.slice(0, begin / block_rows, end / block_rows);
   return out;
+}
+
+// Whether Fprop's q(X) of a set of rows is the rows of q(X) of any larger set: per-row 1x128
+// tiles with current scaling and round to nearest (stochastic words follow the row index), and
+// no statistics to collect (they are per Linear and need X itself).
+bool row_local_fprop_x(const Recipe& recipe, bool collecting_stats) {
+  return recipe.is_fp8() && !recipe.delayed() && !recipe.scale.stochastic_rounding &&
+         recipe.fprop().a.granularity == Granularity::tile_1x128 && !collecting_stats;
+}
+
+bool collecting_stats(const std::vector<LinearState>* states) {
+  return states != nullptr &&
+         std::any_of(states->begin(), states->end(), [](const LinearState& s) { return s.collect_stats; });
+}
+
+// Whether grouped_linear may quantize X for all groups at once (and W, with 128x128 blocks that
+// line up with the experts).
+bool quantizes_groups_together(const Recipe& recipe, const std::vector<LinearState>* states) {
+  return row_local_fprop_x(recipe, collecting_stats(states));
 }
 
 // grouped_linear's per-group GEMM triples, on plain tensors: one Fp8Gemms or HighGemms per group
@@ -201,30 +224,45 @@ struct GroupedGemms {
 
   // x [R, K], w [G, N, K] -> y [R, N] fp32. With `qx` (Fprop's 1x128 q(X) of all R rows, made by
   // a fused producer; FP8 recipes only) x may be undefined: each group adopts its rows of qx.
+  // Where the recipe's blocks never straddle two groups (quantizes_groups_together), X — and W
+  // when N is a multiple of 128 — are quantized once for all groups and sliced: the same bits as
+  // quantizing each group alone, in one launch instead of one per expert.
   Tensor forward(const Tensor& x, const QuantizedTensor* qx, const Tensor& w, const std::vector<int64_t>& group_offsets,
                  const Recipe& recipe, std::vector<LinearState>* states, bool keep_for_wgrad, bool keep_for_dgrad) {
     fp8 = recipe.is_fp8();
     offsets = group_offsets;
-    const int64_t groups = w.size(0), rows = offsets.back(), out = w.size(1);
-    x_shape = {rows, w.size(2)};
+    const int64_t groups = w.size(0), rows = offsets.back(), out = w.size(1), k = w.size(2);
+    x_shape = {rows, k};
     w_shape = w.shape();
     if (fp8) {
-      // Each group quantized on its own (its own scales and amax history), then one grouped GEMM
-      // writes every group's rows (fp8/scaled_gemm.h).
+      const bool together = quantizes_groups_together(recipe, states);
+      QuantizedTensor qx_all, qw_all;
+      if (qx == nullptr && together && rows > 0) {
+        qx_all = quantize(x, Granularity::tile_1x128, recipe.fprop().a.format, recipe.scale);
+        qx = &qx_all;
+      }
+      const bool w_together = together && recipe.fprop().b.granularity == Granularity::block_128x128 && out % 128 == 0;
+      if (w_together && rows > 0)
+        qw_all =
+            quantize(w.reshape({groups * out, k}), Granularity::block_128x128, recipe.fprop().b.format, recipe.scale);
+      // Each group has its own scales (and amax history), then one grouped GEMM writes every
+      // group's rows (fp8/scaled_gemm.h).
       std::vector<QuantizedTensor> qxs(static_cast<size_t>(groups)), qw(static_cast<size_t>(groups));
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t begin = offsets[size_t(g)], end = offsets[size_t(g) + 1];
         LinearState* state = states != nullptr ? &(*states)[size_t(g)] : nullptr;
         fp8_groups.push_back(Fp8Gemms{recipe, state, {}, {}, {}});
         if (begin == end) {  // no rows: only the weight's shape matters to the grouped GEMM
-          qw[size_t(g)].data = Tensor::empty({out, w.size(2)}, DType::f8e4m3, w.device());
+          qw[size_t(g)].data = Tensor::empty({out, k}, DType::f8e4m3, w.device());
           qw[size_t(g)].scale_inv = Tensor::ones({1}, DType::f32, w.device());
           continue;
         }
-        auto q = qx != nullptr ? fp8_groups.back().adopt_forward(slice_rows(*qx, begin, end), nullptr, w.select(0, g),
-                                                                 keep_for_wgrad, keep_for_dgrad)
-                               : fp8_groups.back().quantize_forward(x.slice(0, begin, end), w.select(0, g),
-                                                                    keep_for_wgrad, keep_for_dgrad);
+        const Tensor xg = x.defined() ? x.slice(0, begin, end) : Tensor();
+        const QuantizedTensor wg = w_together ? slice_rows(qw_all, g * out, (g + 1) * out, 128) : QuantizedTensor{};
+        auto q = qx != nullptr ? fp8_groups.back().adopt_forward(
+                                     slice_rows(*qx, begin, end), x.defined() ? &xg : nullptr, w.select(0, g),
+                                     keep_for_wgrad, keep_for_dgrad, w_together ? &wg : nullptr)
+                               : fp8_groups.back().quantize_forward(xg, w.select(0, g), keep_for_wgrad, keep_for_dgrad);
         qxs[size_t(g)] = std::move(q.x);
         qw[size_t(g)] = std::move(q.w);
       }
@@ -332,11 +370,10 @@ Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& 
 }
 
 bool fuses_swiglu(const Recipe& recipe, const Var& gate, const Var& up, const std::vector<LinearState*>& states) {
-  for (const LinearState* state : states)
-    if (state != nullptr && state->collect_stats) return false;
-  return recipe.is_fp8() && !recipe.delayed() && !recipe.scale.stochastic_rounding &&
-         recipe.fprop().a.granularity == Granularity::tile_1x128 && gate.value().dtype() == DType::f32 &&
-         up.value().dtype() == DType::f32 && gate.shape() == up.shape() && gate.value().dim() >= 1;
+  const bool stats =
+      std::any_of(states.begin(), states.end(), [](const LinearState* s) { return s != nullptr && s->collect_stats; });
+  return row_local_fprop_x(recipe, stats) && gate.value().dtype() == DType::f32 && up.value().dtype() == DType::f32 &&
+         gate.shape() == up.shape() && gate.value().dim() >= 1;
 }
 
 namespace {

@@ -39,8 +39,10 @@ Var linear(const Var& x, const Var& weight, const Recipe& recipe, LinearState* s
 // delayed scaling and statistics); empty groups cost nothing and get a zero weight gradient.
 // One tape node for all groups (not G nodes of slices): backward writes each group's dX rows and
 // dW[g] in place. GEMMs: FP8 recipes, one grouped_scaled_gemm forward (one cuBLASLt call per
-// non-empty group on CUDA) and per-group Dgrad/Wgrad; fp32 and bf16 recipes on CUDA, ONE grouped
-// GEMM per pass (autograd/kernels/grouped_gemm.h), on the CPU one GEMM per group per pass.
+// non-empty group on CUDA) and per-group Dgrad/Wgrad; with 1x128 X tiles and current scaling X is
+// quantized once for all groups (and W too when its 128x128 blocks line up with the experts: N a
+// multiple of 128), the same bits as per group; fp32 and bf16 recipes on CUDA, ONE grouped GEMM
+// per pass (autograd/kernels/grouped_gemm.h), on the CPU one GEMM per group per pass.
 Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& offsets, const Recipe& recipe,
                    std::vector<LinearState>* states = nullptr);
 
