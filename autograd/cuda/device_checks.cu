@@ -128,7 +128,7 @@ void enqueue_range_check(const Tensor& values, int64_t limit, std::optional<int6
   });
 }
 
-void raise_device_check_errors(int index, bool all_done) {
+void raise_device_check_errors(int index) {
   std::unique_lock lock(state_mutex());
   DeviceState* found = find_state_locked(index);
   if (found == nullptr || found->pending.empty()) return;
@@ -143,13 +143,9 @@ void raise_device_check_errors(int index, bool all_done) {
   ErrorRecord host{};
   read(&host);
   if (host.key == kNoError) {
-    if (all_done) state.pending.clear();
+    state.pending.clear();
     return;
   }
-  // A violation. Let every queued check finish before resetting, so that none records into the
-  // fresh record a slot of the table that is about to be cleared.
-  if (!all_done) DAEDALUS_CUDA_CHECK(cudaDeviceSynchronize());
-  read(&host);
   const uint64_t slot = host.key >> kSlotShift;
   const int64_t position = int64_t(host.key & kPositionMask);
   const DeviceCheckDescription* check = state.pending.find(slot);

@@ -30,10 +30,9 @@ namespace daedalus::cuda {
 void enqueue_range_check(const Tensor& values, int64_t limit, std::optional<int64_t> ignore,
                          DeviceCheckDescription check);
 
-// Reads device `index`'s error record if checks are pending; throws InputError for a violation.
-// all_done: every kernel queued so far has finished (after cudaDeviceSynchronize), so a clean
-// record means every pending check passed and the table is emptied; otherwise (after a copy that
-// waited only for part of the work) the checks stay pending until the next full synchronization.
-void raise_device_check_errors(int index, bool all_done);
+// Reads device `index`'s error record if checks are pending — on the compute stream, after every
+// check queued there (all of them are) — and throws InputError for a violation. Either way the
+// pending table is emptied: a clean record means every pending check passed.
+void raise_device_check_errors(int index);
 
 }  // namespace daedalus::cuda

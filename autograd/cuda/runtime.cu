@@ -74,7 +74,7 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
   DAEDALUS_CUDA_CHECK(cudaStreamSynchronize(stream));
   // The host waited for the compute stream anyway, and every deferred input check runs on it: raise
   // what they found.
-  if (dst_device.is_cpu()) cuda::raise_device_check_errors(src_device.index, /*all_done=*/true);
+  if (dst_device.is_cpu()) cuda::raise_device_check_errors(src_device.index);
 }
 
 // The whole device, not only its compute stream: NCCL's internal streams and anything on the
@@ -83,7 +83,7 @@ void synchronize(Device device) {
   if (device.is_cpu()) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
   DAEDALUS_CUDA_CHECK(cudaDeviceSynchronize());
-  cuda::raise_device_check_errors(device.index, /*all_done=*/true);
+  cuda::raise_device_check_errors(device.index);
 }
 
 DeviceTimer::DeviceTimer(Device device) : device_(device) {
