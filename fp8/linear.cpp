@@ -207,12 +207,6 @@ bool collecting_stats(const std::vector<LinearState>* states) {
          std::any_of(states->begin(), states->end(), [](const LinearState& s) { return s.collect_stats; });
 }
 
-// Whether grouped_linear may quantize X for all groups at once (and W, with 128x128 blocks that
-// line up with the experts).
-bool quantizes_groups_together(const Recipe& recipe, const std::vector<LinearState>* states) {
-  return row_local_fprop_x(recipe, collecting_stats(states));
-}
-
 // grouped_linear's per-group GEMM triples, on plain tensors: one Fp8Gemms or HighGemms per group
 // (empty groups included, so that group g is entry g), run over each group's contiguous rows.
 struct GroupedGemms {
@@ -224,7 +218,7 @@ struct GroupedGemms {
 
   // x [R, K], w [G, N, K] -> y [R, N] fp32. With `qx` (Fprop's 1x128 q(X) of all R rows, made by
   // a fused producer; FP8 recipes only) x may be undefined: each group adopts its rows of qx.
-  // Where the recipe's blocks never straddle two groups (quantizes_groups_together), X — and W
+  // Where the recipe's blocks never straddle two groups (row_local_fprop_x), X — and W
   // when N is a multiple of 128 — are quantized once for all groups and sliced: the same bits as
   // quantizing each group alone, in one launch instead of one per expert.
   Tensor forward(const Tensor& x, const QuantizedTensor* qx, const Tensor& w, const std::vector<int64_t>& group_offsets,
@@ -235,7 +229,8 @@ struct GroupedGemms {
     x_shape = {rows, k};
     w_shape = w.shape();
     if (fp8) {
-      const bool together = quantizes_groups_together(recipe, states);
+      // X for all groups at once (and W, with 128x128 blocks that line up with the experts).
+      const bool together = row_local_fprop_x(recipe, collecting_stats(states));
       QuantizedTensor qx_all, qw_all;
       if (qx == nullptr && together && rows > 0) {
         qx_all = quantize(x, Granularity::tile_1x128, recipe.fprop().a.format, recipe.scale);
@@ -302,6 +297,16 @@ struct GroupedGemms {
   }
 };
 
+// The grouped_linear tape node: y from `gemms`, whose backward(dy, dx*, dw*) gives the gradients.
+template <typename Gemms>
+Var record_grouped(const Var& x, const Var& weight, const Tensor& y, std::shared_ptr<Gemms> gemms) {
+  return record1("grouped_linear", {x, weight}, y, [gemms](const BackwardContext& ctx) {
+    std::vector<Tensor> grads(2);
+    gemms->backward(ctx.grad(), ctx.needs_grad(0) ? &grads[0] : nullptr, ctx.needs_grad(1) ? &grads[1] : nullptr);
+    return grads;
+  });
+}
+
 // grouped_linear's argument checks, for x [R, K] (or the SwiGLU inputs it stands for).
 void check_grouped(const Tensor& xv, const Tensor& wv, const std::vector<int64_t>& offsets, const Recipe& recipe,
                    const std::vector<LinearState>* states) {
@@ -353,20 +358,12 @@ Var grouped_linear(const Var& x, const Var& weight, const std::vector<int64_t>& 
     // High precision on CUDA: one grouped GEMM per pass over all groups. The CPU keeps the
     // per-group loop below (the reference: its results stay bit for bit what they were).
     auto gemms = std::make_shared<GroupedHighGemms>(GroupedHighGemms{recipe.high_precision_dtype(), offsets, {}, {}});
-    const Tensor y = gemms->forward(xv, wv, weight.requires_grad(), x.requires_grad());
-    return record1("grouped_linear", {x, weight}, y, [gemms](const BackwardContext& ctx) {
-      std::vector<Tensor> grads(2);
-      gemms->backward(ctx.grad(), ctx.needs_grad(0) ? &grads[0] : nullptr, ctx.needs_grad(1) ? &grads[1] : nullptr);
-      return grads;
-    });
+    return record_grouped(x, weight, gemms->forward(xv, wv, weight.requires_grad(), x.requires_grad()), gemms);
   }
   auto gemms = std::make_shared<GroupedGemms>();
-  const Tensor y = gemms->forward(xv, nullptr, wv, offsets, recipe, states, weight.requires_grad(), x.requires_grad());
-  return record1("grouped_linear", {x, weight}, y, [gemms](const BackwardContext& ctx) {
-    std::vector<Tensor> grads(2);
-    gemms->backward(ctx.grad(), ctx.needs_grad(0) ? &grads[0] : nullptr, ctx.needs_grad(1) ? &grads[1] : nullptr);
-    return grads;
-  });
+  return record_grouped(
+      x, weight, gemms->forward(xv, nullptr, wv, offsets, recipe, states, weight.requires_grad(), x.requires_grad()),
+      gemms);
 }
 
 bool fuses_swiglu(const Recipe& recipe, const Var& gate, const Var& up, const std::vector<LinearState*>& states) {
