@@ -182,12 +182,18 @@ TEST_F(CudaMath, IndexRangeErrorsMatchCpu) {
         {"embedding: ids[1, 1] = 70000 is out of range [0, 32000) (vocab 32000)"});
     kernels::check_index_range("embedding", grid, "ids", 70001, "vocab 70001");  // in range: no error
     synchronize(gpu);
-    // scatter_add_rows checks the host copy its plan needs: it throws from the call.
+    // scatter_add_rows defers its check too, and meanwhile adds only the in-range sources.
+    const Tensor src = random_tensor({5, 4}, 2);
+    const Tensor dst = Tensor::zeros({10, 4}, DType::f32, gpu);
     testing::expect_error(
         [&] {
-          kernels::scatter_add_rows(Tensor::zeros({10, 4}, DType::f32, gpu), too_big, random_tensor({5, 4}, 2).to(gpu));
+          kernels::scatter_add_rows(dst, too_big, src.to(gpu));
+          synchronize(gpu);
         },
         {"scatter_add_rows", "index[3] = 10", "[0, 10)", "dst [10, 4]"});
+    Tensor want = Tensor::zeros({10, 4});
+    kernels::scatter_add_rows(want, too_big.to(Device::cpu()).slice(0, 0, 3), src.slice(0, 0, 3));
+    EXPECT_EQ(bytes(dst.to(Device::cpu())), bytes(want)) << "only index[0..3) is in range";
   }
 }
 
@@ -264,6 +270,29 @@ TEST_F(CudaMath, ScatterAddRowsIsBitIdenticalToCpu) {
           }
         }
       }
+    }
+  }
+}
+
+// The device plan's sort on a real MoE combine shape: many sources per row in random order (its
+// stability decides the order of the sums), rows without sources, and a bf16 destination, where a
+// different order would round differently.
+TEST_F(CudaMath, ScatterAddRowsRandomIndexIsBitIdenticalToCpu) {
+  const int64_t n = 3000, m = 24000, d = 67;
+  std::vector<int64_t> rows(static_cast<size_t>(m));
+  Generator gen(11);
+  for (int64_t& r : rows) r = int64_t(gen.next_u64() % uint64_t(n - 100));  // rows >= n - 100 get nothing
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    for (DType index_dtype : {DType::i32, DType::i64}) {
+      const Tensor index = index_dtype == DType::i64
+                               ? Tensor::from_vector(rows, {m})
+                               : Tensor::from_vector(std::vector<int32_t>(rows.begin(), rows.end()), {m});
+      const Tensor src = random_tensor({m, d}, 12, dtype), weight = random_tensor({m}, 13);
+      const Tensor init = random_tensor({n, d}, 14, dtype);
+      Tensor a = init.clone(), b = init.to(gpu);
+      kernels::scatter_add_rows(a, index, src, weight);
+      kernels::scatter_add_rows(b, index.to(gpu), src.to(gpu), weight.to(gpu));
+      EXPECT_EQ(bytes(b), bytes(a)) << dtype_name(dtype) << " index " << dtype_name(index_dtype);
     }
   }
 }

@@ -1,22 +1,25 @@
 // CUDA twins of autograd/kernels/index: the index range check, row gather and row scatter-add.
 //
-// The range check is deferred (autograd/cuda/device_checks.h): it queues a check kernel and
-// returns; a bad index surfaces as the CPU check's InputError at the next synchronize() or
+// The range checks are deferred (autograd/cuda/device_checks.h): they queue a check kernel and
+// return; a bad index surfaces as the CPU check's InputError at the next synchronize() or
 // device-to-host copy. Until then gather_rows writes zeros for out-of-range rows instead of
-// reading outside x.
+// reading outside x, and scatter_add_rows skips out-of-range sources.
 //
-// scatter_add_rows is deterministic the CPU's way: a plan built on the host from a copy of the
-// index (small: [M]) lists, for each destination row that has sources, its sources in increasing
-// i; one thread owns one (destination row, column) element, starts from its old value, adds its
-// sources in that order in double and rounds once. No atomics; rows without sources are never
-// written. Each product weight·src is exact in double and each sum rounds the same way in the same
-// order as the CPU kernel, so the result is bit-identical to the CPU's.
-// Cost: the plan needs the index on the host, a device synchronization per call; the range check
-// runs on that host copy (the CPU check, immediate), so it costs no second one.
+// scatter_add_rows is deterministic the CPU's way, and the host never waits for it: its plan is
+// built on the device. A stable radix sort (CUB) of (destination row, source i) pairs by row lists
+// each destination row's sources in increasing i — the CPU's counting-sort order — and a binary
+// search gives each row its segment. One thread owns one (destination row, column) element,
+// starts from its old value, adds its sources in that order in double and rounds once. No
+// atomics; rows without sources are never written. Each product weight·src is exact in double
+// and each sum rounds the same way in the same order as the CPU kernel, so the result is
+// bit-identical to the CPU's.
 #include <cuda_runtime.h>
 
+#include <cub/device/device_radix_sort.cuh>
+
+#include <algorithm>
+#include <bit>
 #include <cstdint>
-#include <vector>
 
 #include "autograd/cuda/accumulate.cuh"
 #include "autograd/cuda/device_checks.h"
@@ -43,20 +46,48 @@ __global__ void gather_rows_kernel(E* out, const E* x, int64_t n, int64_t rs, in
   }
 }
 
-// plan = [rows (R) | seg (R + 1) | sources (M)]: destination row rows[q] takes sources
-// sources[seg[q] .. seg[q + 1]), in increasing order. One thread per (q, column j).
+// The sort's input: key = destination row, with out-of-range rows mapped to n (sorted last and
+// never searched for), value = i.
+template <typename I>
+__global__ void scatter_keys_kernel(const I* index, int64_t m, uint32_t n, uint32_t* keys, int32_t* sources) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < m; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = int64_t(index[i]);
+    keys[i] = row >= 0 && row < int64_t(n) ? uint32_t(row) : n;
+    sources[i] = int32_t(i);
+  }
+}
+
+// start[r] (r in [0, n]) = the first position of the sorted keys that is >= r, so that row r's
+// sources are sorted_sources[start[r] .. start[r + 1]).
+__global__ void scatter_segments_kernel(const uint32_t* sorted_keys, int64_t m, uint32_t n, int32_t* start) {
+  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r <= int64_t(n);
+       r += int64_t(gridDim.x) * blockDim.x) {
+    int64_t lo = 0, hi = m;
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      if (sorted_keys[mid] < uint32_t(r)) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    start[r] = int32_t(lo);
+  }
+}
+
+// One thread per (destination row q, column j); rows without sources are left untouched.
 template <typename T, typename S>
 __global__ void scatter_add_rows_kernel(T* dst, int64_t drs, int64_t dcs, const S* src, int64_t srs, int64_t scs,
-                                        const float* weight, const int64_t* plan, int64_t r, int64_t d) {
-  const int64_t* rows = plan;
-  const int64_t* seg = plan + r;
-  const int64_t* sources = plan + 2 * r + 1;
-  const int64_t total = r * d;
+                                        const float* weight, const int32_t* start, const int32_t* sources, int64_t n,
+                                        int64_t d) {
+  const int64_t total = n * d;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t q = t / d, j = t % d;
-    T* y = dst + rows[q] * drs + j * dcs;
+    const int32_t begin = start[q], end = start[q + 1];
+    if (begin == end) continue;
+    T* y = dst + q * drs + j * dcs;
     double acc = double(to_float(*y));
-    for (int64_t s = seg[q]; s < seg[q + 1]; ++s) {
+    for (int32_t s = begin; s < end; ++s) {
       const int64_t i = sources[s];
       const double w = weight != nullptr ? double(weight[i]) : 1.0;
       acc += w * double(to_float(src[i * srs + j * scs]));
@@ -111,42 +142,40 @@ void gather_rows(const Tensor& out, const Tensor& x, const Tensor& index) {
 void scatter_add_rows(const Tensor& dst, const Tensor& index, const Tensor& src, const Tensor& weight) {
   const int64_t n = dst.size(0), d = dst.size(1), m = index.numel();
   if (m == 0 || d == 0) return;
-  DAEDALUS_CUDA_CHECK(cudaSetDevice(dst.device().index));
-  const cudaStream_t stream = compute_stream(dst.device().index);
+  DAEDALUS_CHECK(n < int64_t(UINT32_MAX) && m <= int64_t(INT32_MAX),
+                 "scatter_add_rows: dst {} with {} sources exceeds the CUDA plan's 32-bit rows and positions",
+                 shape_str(dst.shape()), m);
+  const Device device = dst.device();
+  DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  const cudaStream_t stream = compute_stream(device.index);
 
-  // The plan, by a stable counting sort of the index on the host.
-  std::vector<int64_t> count(static_cast<size_t>(n + 1), 0);
-  std::vector<int64_t> idx(static_cast<size_t>(m));
-  const Tensor host_index = index.to(Device::cpu());
-  // The range check on the copy the plan needs anyway: the CPU check, its message, no second sync.
-  kernels::check_index_range("scatter_add_rows", host_index, "index", n, fmt::format("dst {}", shape_str(dst.shape())));
-  dispatch_index("scatter_add_rows", host_index.dtype(), [&]<typename I>() {
-    const I* p = static_cast<const I*>(host_index.data_ptr());
-    for (int64_t i = 0; i < m; ++i) idx[size_t(i)] = int64_t(p[i]);
+  // The plan: (row, i) pairs sorted by row, stably, then each row's segment.
+  const Tensor keys = Tensor::empty({m}, DType::i32, device), sorted_keys = Tensor::empty({m}, DType::i32, device);
+  const Tensor sources = Tensor::empty({m}, DType::i32, device), sorted = Tensor::empty({m}, DType::i32, device);
+  const Tensor start = Tensor::empty({n + 1}, DType::i32, device);
+  auto* k_in = reinterpret_cast<uint32_t*>(keys.data_ptr());
+  auto* k_out = reinterpret_cast<uint32_t*>(sorted_keys.data_ptr());
+  dispatch_index("scatter_add_rows", index.dtype(), [&]<typename I>() {
+    scatter_keys_kernel<I><<<blocks_for(m), kThreads, 0, stream>>>(static_cast<const I*>(index.data_ptr()), m,
+                                                                   uint32_t(n), k_in, sources.data<int32_t>());
+    DAEDALUS_CUDA_CHECK_LAUNCH();
   });
-  for (int64_t v : idx) ++count[size_t(v) + 1];
-  for (int64_t r = 0; r < n; ++r) count[size_t(r + 1)] += count[size_t(r)];  // count[r]: first slot of row r
-  std::vector<int64_t> rows, seg;
-  for (int64_t r = 0; r < n; ++r) {
-    if (count[size_t(r + 1)] == count[size_t(r)]) continue;
-    rows.push_back(r);
-    seg.push_back(count[size_t(r)]);
-  }
-  seg.push_back(m);
-  const int64_t r = int64_t(rows.size());
-  std::vector<int64_t> plan(rows);
-  plan.insert(plan.end(), seg.begin(), seg.end());
-  plan.resize(size_t(2 * r + 1 + m));
-  std::vector<int64_t> cursor(count.begin(), count.end() - 1);
-  for (int64_t i = 0; i < m; ++i) plan[size_t(2 * r + 1 + cursor[size_t(idx[size_t(i)])]++)] = i;
-  const Tensor device_plan = Tensor::from_vector(plan, {int64_t(plan.size())}, dst.device());
+  const int end_bit = std::max(1, int(std::bit_width(uint64_t(n))));  // keys lie in [0, n]
+  size_t temp_bytes = 0;
+  DAEDALUS_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, k_in, k_out, sources.data<int32_t>(),
+                                                      sorted.data<int32_t>(), int(m), 0, end_bit, stream));
+  const Tensor temp = Tensor::empty({int64_t(temp_bytes / 8 + 1)}, DType::i64, device);
+  DAEDALUS_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes, k_in, k_out, sources.data<int32_t>(),
+                                                      sorted.data<int32_t>(), int(m), 0, end_bit, stream));
+  scatter_segments_kernel<<<blocks_for(n + 1), kThreads, 0, stream>>>(k_out, m, uint32_t(n), start.data<int32_t>());
+  DAEDALUS_CUDA_CHECK_LAUNCH();
 
   const float* w = weight.defined() ? weight.data<float>() : nullptr;
   dispatch_float("scatter_add_rows", dst.dtype(), [&]<typename T>() {
     dispatch_float("scatter_add_rows", src.dtype(), [&]<typename S>() {
-      scatter_add_rows_kernel<T, S><<<blocks_for(r * d), kThreads, 0, stream>>>(
+      scatter_add_rows_kernel<T, S><<<blocks_for(n * d), kThreads, 0, stream>>>(
           static_cast<T*>(dst.data_ptr()), dst.stride(0), dst.stride(1), static_cast<const S*>(src.data_ptr()),
-          src.stride(0), src.stride(1), w, device_plan.data<int64_t>(), r, d);
+          src.stride(0), src.stride(1), w, start.data<int32_t>(), sorted.data<int32_t>(), n, d);
       DAEDALUS_CUDA_CHECK_LAUNCH();
     });
   });

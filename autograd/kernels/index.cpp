@@ -155,9 +155,8 @@ void scatter_add_rows_impl(const Tensor& dst, const Tensor& index, const Tensor&
     DAEDALUS_CHECK(weight.size(0) == index.size(0), "{}: weight {} and index {} must have one entry per source row", op,
                    shape_str(weight.shape()), shape_str(index.shape()));
   }
-  // CUDA checks the host copy of the index that its plan needs (autograd/cuda/index.cu).
-  if (device.is_cpu())
-    check_index_range(op, index, "index", dst.size(0), fmt::format("dst {}", shape_str(dst.shape())));
+  // Deferred on CUDA: out-of-range sources are skipped until the error surfaces.
+  check_index_range(op, index, "index", dst.size(0), fmt::format("dst {}", shape_str(dst.shape())));
   const Tensor idx = index.contiguous();
   const Tensor w = weight.defined() ? weight.contiguous() : Tensor();
   switch (device.type) {

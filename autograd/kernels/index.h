@@ -7,8 +7,8 @@
 // and the valid range. On the CPU it is thrown by the call and nothing is written. On CUDA the
 // gather's check is deferred (autograd/device_checks.h): the call returns, the same InputError is
 // thrown at the next synchronize() or device-to-host copy, and meanwhile the out-of-range rows of
-// the gather's output are zeros (nothing is read or written out of bounds); scatter_add_rows
-// checks the host copy of the index its plan needs, so it throws from the call on both devices.
+// the gather's output are zeros and the scatter-add skips those sources (nothing is read or
+// written out of bounds).
 #pragma once
 
 #include <string_view>
