@@ -105,34 +105,40 @@ struct Fp8Gemms {
     return scaled_gemm(q.x, q.w, recipe.accumulator);
   }
 
+  // Dgrad's second operand q(Wᵀ) [K, N]: Fprop's q(W) transposed where that is exact, else Wᵀ
+  // quantized.
+  QuantizedTensor dgrad_weight() const {
+    if (fprop_qw.data.defined()) return transpose_quantized(fprop_qw);
+    return quantize(keep_w.get().t(), recipe.dgrad().b.granularity, recipe.dgrad().b.format, recipe.scale);
+  }
+
   // dy [M, N] fp32 -> dx [M, K] (when asked) and dw [N, K] (when asked), fp32.
   void backward(const Tensor& dy, Tensor* dx, Tensor* dw) const {
-    const Recipe& r = recipe;
-    const GemmSpec fprop = r.fprop(), dgrad = r.dgrad(), wgrad = r.wgrad();
+    // Without Dgrad, q(dY) is still made where it is observed: dY's amax history (delayed scaling)
+    // and its statistics.
+    const bool observed = recipe.wgrad_fp8 && (recipe.delayed() || (state != nullptr && state->collect_stats));
     QuantizedTensor qdy;
-    if (dx != nullptr || (dw != nullptr && r.wgrad_fp8))
-      qdy = quantize_operand(dy, dgrad.a, r, state ? &state->dy : nullptr, state, "dy");
-    if (dx != nullptr) {  // dX [M, K] = q(dY) [M, N] · q(Wᵀ) [K, N]ᵀ
-      const QuantizedTensor qwt = fprop_qw.data.defined()
-                                      ? transpose_quantized(fprop_qw)
-                                      : quantize(keep_w.get().t(), dgrad.b.granularity, dgrad.b.format, r.scale);
-      *dx = scaled_gemm(qdy, qwt, r.accumulator);
-    }
-    if (dw != nullptr) {
-      // The quantized X that Fprop used [M, K]: its FP8 copy, or X quantized again the same way.
-      const auto fprop_qx = [&] {
-        if (cached_qx) return *cached_qx;
-        if (r.delayed()) return quantize_with_scale(keep_x.get(), x_scale, fprop.a.format);
-        return quantize(keep_x.get(), fprop.a.granularity, fprop.a.format, r.scale);
-      };
-      if (r.wgrad_fp8) {  // dW [N, K] = q(dYᵀ) [N, M] · q(Xqᵀ) [K, M]ᵀ, Xq = dequantized q(X)
-        const QuantizedTensor a = quantize(dy.t(), wgrad.a.granularity, wgrad.a.format, r.scale);
-        const QuantizedTensor b = requantize_transposed(fprop_qx(), wgrad.b.granularity, wgrad.b.format, r.scale);
-        *dw = scaled_gemm(a, b, r.accumulator);
-      } else {
-        *dw = kernels::matmul(dy.t(), fprop_qx().dequantize());
-      }
-    }
+    if (dx != nullptr || (dw != nullptr && observed))
+      qdy = quantize_operand(dy, recipe.dgrad().a, recipe, state ? &state->dy : nullptr, state, "dy");
+    if (dx != nullptr) *dx = scaled_gemm(qdy, dgrad_weight(), recipe.accumulator);  // q(dY) [M, N] · q(Wᵀ) [K, N]ᵀ
+    if (dw != nullptr) *dw = wgrad(dy);
+  }
+
+  // dW [N, K] fp32 from dy [M, N].
+  Tensor wgrad(const Tensor& dy) const {
+    const Recipe& r = recipe;
+    const GemmSpec fprop = r.fprop(), wgrad = r.wgrad();
+    // The quantized X that Fprop used [M, K]: its FP8 copy, or X quantized again the same way.
+    const auto fprop_qx = [&] {
+      if (cached_qx) return *cached_qx;
+      if (r.delayed()) return quantize_with_scale(keep_x.get(), x_scale, fprop.a.format);
+      return quantize(keep_x.get(), fprop.a.granularity, fprop.a.format, r.scale);
+    };
+    if (!r.wgrad_fp8) return kernels::matmul(dy.t(), fprop_qx().dequantize());
+    // dW [N, K] = q(dYᵀ) [N, M] · q(Xqᵀ) [K, M]ᵀ, Xq = dequantized q(X)
+    const QuantizedTensor a = quantize(dy.t(), wgrad.a.granularity, wgrad.a.format, r.scale);
+    const QuantizedTensor b = requantize_transposed(fprop_qx(), wgrad.b.granularity, wgrad.b.format, r.scale);
+    return scaled_gemm(a, b, r.accumulator);
   }
 };
 
@@ -194,12 +200,25 @@ QuantizedTensor slice_rows(const QuantizedTensor& q, int64_t begin, int64_t end,
   return out;
 }
 
-// Whether Fprop's q(X) of a set of rows is the rows of q(X) of any larger set: per-row 1x128
-// tiles with current scaling and round to nearest (stochastic words follow the row index), and
-// no statistics to collect (they are per Linear and need X itself).
-bool row_local_fprop_x(const Recipe& recipe, bool collecting_stats) {
+// Whether an operand quantized along its rows as `spec` says gives, for a set of rows, the rows
+// of the quantization of any larger set: per-row 1x128 tiles with current scaling and round to
+// nearest (stochastic words follow the row index), and no statistics to collect (they are per
+// Linear and need the whole operand).
+bool row_local(const Recipe& recipe, const OperandSpec& spec, bool collecting_stats) {
   return recipe.is_fp8() && !recipe.delayed() && !recipe.scale.stochastic_rounding &&
-         recipe.fprop().a.granularity == Granularity::tile_1x128 && !collecting_stats;
+         spec.granularity == Granularity::tile_1x128 && !collecting_stats;
+}
+
+bool row_local_fprop_x(const Recipe& recipe, bool collecting_stats) {
+  return recipe.is_fp8() && row_local(recipe, recipe.fprop().a, collecting_stats);
+}
+
+// A stand-in operand for a group without rows: the grouped GEMM reads only its shape.
+QuantizedTensor empty_operand(int64_t rows, int64_t cols, Device device) {
+  QuantizedTensor q;
+  q.data = Tensor::empty({rows, cols}, DType::f8e4m3, device);
+  q.scale_inv = Tensor::ones({1}, DType::f32, device);
+  return q;
 }
 
 bool collecting_stats(const std::vector<LinearState>* states) {
@@ -215,6 +234,7 @@ struct GroupedGemms {
   Shape x_shape, w_shape;
   std::vector<Fp8Gemms> fp8_groups;
   std::vector<HighGemms> high_groups;
+  bool dgrad_together = false;  // Dgrad's q(dY) is row-local: one quantization and one grouped GEMM
 
   // x [R, K], w [G, N, K] -> y [R, N] fp32. With `qx` (Fprop's 1x128 q(X) of all R rows, made by
   // a fused producer; FP8 recipes only) x may be undefined: each group adopts its rows of qx.
@@ -231,6 +251,7 @@ struct GroupedGemms {
     if (fp8) {
       // X for all groups at once (and W, with 128x128 blocks that line up with the experts).
       const bool together = row_local_fprop_x(recipe, collecting_stats(states));
+      dgrad_together = row_local(recipe, recipe.dgrad().a, collecting_stats(states));
       QuantizedTensor qx_all, qw_all;
       if (qx == nullptr && together && rows > 0) {
         qx_all = quantize(x, Granularity::tile_1x128, recipe.fprop().a.format, recipe.scale);
@@ -248,8 +269,7 @@ struct GroupedGemms {
         LinearState* state = states != nullptr ? &(*states)[size_t(g)] : nullptr;
         fp8_groups.push_back(Fp8Gemms{recipe, state, {}, {}, {}});
         if (begin == end) {  // no rows: only the weight's shape matters to the grouped GEMM
-          qw[size_t(g)].data = Tensor::empty({out, k}, DType::f8e4m3, w.device());
-          qw[size_t(g)].scale_inv = Tensor::ones({1}, DType::f32, w.device());
+          qw[size_t(g)] = empty_operand(out, k, w.device());
           continue;
         }
         const Tensor xg = x.defined() ? x.slice(0, begin, end) : Tensor();
@@ -275,17 +295,21 @@ struct GroupedGemms {
   }
 
   // dy [R, N] fp32 -> dx [R, K] and dw [G, N, K] fp32, each when asked; a group without rows
-  // gets a zero weight gradient.
+  // gets a zero weight gradient. FP8 Dgrad with a row-local q(dY) is one quantization of dY and one
+  // grouped GEMM over all groups, like the forward; the rest is per group.
   void backward(const Tensor& dy, Tensor* dx, Tensor* dw) const {
-    if (dx != nullptr) *dx = Tensor::zeros(x_shape, DType::f32, dy.device());
+    const bool grouped_dgrad = fp8 && dgrad_together && dx != nullptr && x_shape[0] > 0;
+    if (grouped_dgrad) *dx = grouped_fp8_dgrad(dy);
+    if (dx != nullptr && !grouped_dgrad) *dx = Tensor::zeros(x_shape, DType::f32, dy.device());
     if (dw != nullptr) *dw = Tensor::zeros(w_shape, DType::f32, dy.device());
     for (size_t g = 0; g + 1 < offsets.size(); ++g) {
       const int64_t begin = offsets[g], end = offsets[g + 1];
       if (begin == end) continue;  // no rows: no gradient for this group's weight
       Tensor dxg, dwg;
       const Tensor dyg = dy.slice(0, begin, end);
-      Tensor* want_dx = dx != nullptr ? &dxg : nullptr;
+      Tensor* want_dx = dx != nullptr && !grouped_dgrad ? &dxg : nullptr;
       Tensor* want_dw = dw != nullptr ? &dwg : nullptr;
+      if (want_dx == nullptr && want_dw == nullptr) continue;
       if (fp8) {
         fp8_groups[g].backward(dyg, want_dx, want_dw);
       } else {
@@ -294,6 +318,25 @@ struct GroupedGemms {
       if (want_dx) dx->slice(0, begin, end).copy_(dxg);
       if (want_dw) dw->select(0, int64_t(g)).copy_(dwg);
     }
+  }
+
+  // dx [R, K] = each group's q(dY_g) · q(W_gᵀ)ᵀ: q(dY) of all rows sliced per group — the bits each
+  // group's own quantization gives (row_local) — and one grouped GEMM.
+  Tensor grouped_fp8_dgrad(const Tensor& dy) const {
+    const Recipe& recipe = fp8_groups.front().recipe;
+    const QuantizedTensor qdy = quantize(dy, Granularity::tile_1x128, recipe.dgrad().a.format, recipe.scale);
+    const size_t groups = fp8_groups.size();
+    std::vector<QuantizedTensor> a(groups), b(groups);
+    for (size_t g = 0; g < groups; ++g) {
+      const int64_t begin = offsets[g], end = offsets[g + 1];
+      if (begin == end) {
+        b[g] = empty_operand(x_shape[1], w_shape[1], dy.device());
+        continue;
+      }
+      a[g] = slice_rows(qdy, begin, end);
+      b[g] = fp8_groups[g].dgrad_weight();
+    }
+    return grouped_scaled_gemm(a, b, offsets, recipe.accumulator);
   }
 };
 

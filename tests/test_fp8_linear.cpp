@@ -154,6 +154,44 @@ TEST(Fp8Linear, SwigluLinearEqualsSwigluThenLinearBitForBit) {
   }
 }
 
+// grouped_linear is fp8::linear on each group's rows with its own weight and state: the output and
+// the gradients of x and of every expert's weight bit for bit, for every recipe, with an empty and
+// a one-row expert, for N that is a multiple of 128 (the weights quantized together) and N that
+// is not. (fp8_block quantizes X and dY once for all groups and runs Fprop and Dgrad as grouped
+// GEMMs; the bits must be each group's own.)
+TEST(Fp8Linear, GroupedLinearEqualsLinearPerGroupBitForBit) {
+  const std::vector<int64_t> offsets = {0, 20, 20, 64, 65};  // kM rows in 4 groups
+  const Tensor x = random_tensor({kM, kK}, 30);
+  for (int64_t n : {kN, int64_t(256)}) {
+    const Tensor w = random_tensor({4, n, kK}, 31, DType::f32, 0.05), dy = random_tensor({kM, n}, 32);
+    for (RecipeKind kind : all_recipe_kinds()) {
+      for (bool cache : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << recipe_name(kind) << (cache ? " cache_fp8" : "") << " N=" << n);
+        Recipe r = recipe_of(kind);
+        r.cache_fp8 = cache;
+        std::vector<LinearState> grouped_states(4), own_states(4);
+        Var xg(x, true), wg(w, true);
+        const Var y = grouped_linear(xg, wg, offsets, r, &grouped_states);
+        current_tape().backward(y, dy);
+        for (size_t g = 0; g < 4; ++g) {
+          const int64_t begin = offsets[g], end = offsets[g + 1];
+          Var xs(x.slice(0, begin, end).contiguous(), true), ws(w.select(0, int64_t(g)).contiguous(), true);
+          const Var ys = linear(xs, ws, r, &own_states[g]);
+          if (begin < end) current_tape().backward(ys, dy.slice(0, begin, end).contiguous());
+          EXPECT_EQ(testing::bytes(y.value().slice(0, begin, end)), testing::bytes(ys.value())) << "group " << g;
+          if (begin == end) {
+            EXPECT_EQ(testing::bytes(wg.grad().select(0, int64_t(g))), testing::bytes(Tensor::zeros({n, kK})))
+                << "group " << g;
+            continue;
+          }
+          EXPECT_EQ(testing::bytes(xg.grad().slice(0, begin, end)), testing::bytes(xs.grad())) << "group " << g;
+          EXPECT_EQ(testing::bytes(wg.grad().select(0, int64_t(g))), testing::bytes(ws.grad())) << "group " << g;
+        }
+      }
+    }
+  }
+}
+
 TEST(Fp8Linear, HighPrecisionRecipesAreThePlainLinear) {
   const Tensor x = random_tensor({7, 33}, 10), w = random_tensor({5, 33}, 11), g = random_tensor({7, 5}, 12);
   const LinearRun r = run_linear(x, w, g, recipe_of(RecipeKind::bf16));
