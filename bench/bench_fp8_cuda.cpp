@@ -8,19 +8,25 @@
 // on CUDA — one cuBLASLt call per non-empty expert — against the same loop in BF16 and against
 // BF16 in ONE grouped cuBLAS call (kernels::grouped_matmul, what grouped_linear runs for the bf16
 // recipe): into fp32 (the forward; operands widened, TF32 tensor cores) and into bf16 (Dgrad's
-// and Wgrad's output dtype). Without a CUDA device every benchmark reports an error and the
-// program exits 0.
+// and Wgrad's output dtype). The grouped FP8 forward on DeepSeek-V3-like expert shapes (8 and 32
+// experts, 128..1024 tokens each, 7168 -> 2048 and 2048 -> 7168) runs twice: one cuBLASLt call per
+// expert (BM_Fp8GroupedGemmLtLoop, the default) and our one-launch kernel
+// (BM_Fp8GroupedGemmKernel, DAEDALUS_FP8_GROUPED_GEMM=kernel); the pair decides the default.
+// Without a CUDA device every benchmark reports an error and the program exits 0.
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
 #include "autograd/generator.h"
+#include "autograd/kernels/elementwise.h"
 #include "autograd/kernels/grouped_gemm.h"
 #include "autograd/tensor.h"
 #if DAEDALUS_WITH_CUDA
+#include "fp8/cuda/grouped_gemm_kernel.h"
 #include "fp8/cuda/scaled_gemm_cuda.h"
 #include "fp8/scaled_gemm.h"
 #endif
 
+#include <string>
 #include <vector>
 
 namespace daedalus {
@@ -209,6 +215,46 @@ void BM_Bf16GroupedGemmOneCall(benchmark::State& state) {
                              offsets.back(), k, n, dtype_name(out)));
 }
 
+// args: experts, N, K. Expert e gets 128 + (389·e) % 897 tokens
+// (128..1024, ragged: most counts are not multiples of 128). x [R, K] quantized once in 1x128 tiles
+// and sliced per expert, as fp8::grouped_linear does; W_e [N, K] in 128x128 blocks, each expert its
+// own buffer (one random source scaled per expert on the device: drawing 32 random 7168 x 2048
+// weights on the host would dominate the setup).
+void grouped_backend(benchmark::State& state, fp8::GroupedGemmBackend backend) {
+  if (!have_gpu(state)) return;
+  const int64_t experts = state.range(0), n = state.range(1), k = state.range(2);
+  std::vector<int64_t> offsets = {0};
+  for (int64_t e = 0; e < experts; ++e) offsets.push_back(offsets.back() + 128 + (389 * e) % 897);
+  const fp8::QuantizedTensor qx = fp8::cuda_quantize(random_on_gpu({offsets.back(), k}, DType::f32, 5),
+                                                     fp8::Granularity::tile_1x128, fp8::Format::e4m3);
+  const Tensor w = random_on_gpu({n, k}, DType::f32, 10);
+  std::vector<fp8::QuantizedTensor> a(static_cast<size_t>(experts)), b(static_cast<size_t>(experts));
+  for (size_t e = 0; e < a.size(); ++e) {
+    a[e] = qx;
+    a[e].data = qx.data.slice(0, offsets[e], offsets[e + 1]);
+    a[e].scale_inv = qx.scale_inv.slice(0, offsets[e], offsets[e + 1]);
+    b[e] = fp8::cuda_quantize(kernels::affine(w, 1.0 + 0.125 * double(e)), fp8::Granularity::block_128x128,
+                              fp8::Format::e4m3);
+  }
+  if (backend == fp8::GroupedGemmBackend::kernel) {
+    const std::string why = fp8::grouped_gemm_1x128_128x128_unsupported(a, b, offsets);
+    if (!why.empty()) {
+      state.SkipWithError(why.c_str());
+      return;
+    }
+  }
+  run(state, [&] { benchmark::DoNotOptimize(fp8::cuda_grouped_scaled_gemm(a, b, offsets, backend)); });
+  set_tflops(state, offsets.back(), n, k);
+  state.SetLabel(
+      fmt::format("{} experts, {} tokens, K={} -> N={}, {}", experts, offsets.back(), k, n,
+                  backend == fp8::GroupedGemmBackend::kernel ? "one launch" : "one cuBLASLt call per expert"));
+}
+
+void BM_Fp8GroupedGemmLtLoop(benchmark::State& state) {
+  grouped_backend(state, fp8::GroupedGemmBackend::cublaslt_per_group);
+}
+void BM_Fp8GroupedGemmKernel(benchmark::State& state) { grouped_backend(state, fp8::GroupedGemmBackend::kernel); }
+
 #else
 
 void BM_Fp8GemmTile1x128Block128(benchmark::State& state) { have_gpu(state); }
@@ -219,6 +265,8 @@ void BM_DeviceCopy(benchmark::State& state) { have_gpu(state); }
 void BM_Fp8GroupedGemm(benchmark::State& state) { have_gpu(state); }
 void BM_Bf16GroupedGemm(benchmark::State& state) { have_gpu(state); }
 void BM_Bf16GroupedGemmOneCall(benchmark::State& state) { have_gpu(state); }
+void BM_Fp8GroupedGemmLtLoop(benchmark::State& state) { have_gpu(state); }
+void BM_Fp8GroupedGemmKernel(benchmark::State& state) { have_gpu(state); }
 
 #endif  // DAEDALUS_WITH_CUDA
 
@@ -239,6 +287,17 @@ BENCHMARK(BM_Bf16GroupedGemmOneCall)
     ->Args({2048, 7168, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+// The grouped FP8 forward, cuBLASLt loop against the one-launch kernel: experts, N, K (gate/up
+// projection 7168 -> 2048 and down projection 2048 -> 7168).
+#define DAEDALUS_GROUPED_SHAPES \
+  ->Args({8, 2048, 7168})       \
+      ->Args({8, 7168, 2048})   \
+      ->Args({32, 2048, 7168})  \
+      ->Args({32, 7168, 2048})  \
+      ->UseRealTime()           \
+      ->Unit(benchmark::kMillisecond)
+BENCHMARK(BM_Fp8GroupedGemmLtLoop) DAEDALUS_GROUPED_SHAPES;
+BENCHMARK(BM_Fp8GroupedGemmKernel) DAEDALUS_GROUPED_SHAPES;
 
 }  // namespace
 }  // namespace daedalus

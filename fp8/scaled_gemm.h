@@ -34,8 +34,11 @@ Tensor scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Acc
 // scales. Empty groups are skipped (a[g] may be undefined). CPU: one scaled_gemm per group (the
 // reference). CUDA: fp8/cuda's cuda_grouped_scaled_gemm, which writes each group's rows in place —
 // one cuBLASLt call per non-empty group: cuBLASLt 13 has no variable-M grouped GEMM, and cuBLAS's
-// grouped call (cublasGemmGroupedBatchedEx) takes no FP8 operands or scales. The fp32 and bf16
-// recipes' grouped Linear is one call per pass (autograd/kernels/grouped_gemm.h).
+// grouped call (cublasGemmGroupedBatchedEx) takes no FP8 operands or scales; with
+// DAEDALUS_FP8_GROUPED_GEMM=kernel, DeepSeek-V3's pair (1x128 x 128x128, N and K multiples of 128)
+// runs in one launch of a kernel of our own instead (fp8/cuda/grouped_gemm_kernel.h; unmeasured,
+// docs/gpu.md). The fp32 and bf16 recipes' grouped Linear is one call per pass
+// (autograd/kernels/grouped_gemm.h).
 Tensor grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std::vector<QuantizedTensor>& b,
                            const std::vector<int64_t>& offsets, const Accumulator& accumulator = {});
 

@@ -30,8 +30,10 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -41,6 +43,7 @@
 #include "autograd/cuda/cublaslt.h"
 #include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
+#include "fp8/cuda/grouped_gemm_kernel.h"
 #include "fp8/cuda/scaled_gemm_cuda.h"
 
 namespace daedalus::fp8 {
@@ -337,8 +340,23 @@ Tensor cuda_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b) {
   return y;
 }
 
+GroupedGemmBackend parse_grouped_gemm_backend(const char* value) {
+  const std::string v = value == nullptr ? "" : value;
+  if (v.empty() || v == "cublaslt") return GroupedGemmBackend::cublaslt_per_group;
+  if (v == "kernel") return GroupedGemmBackend::kernel;
+  DAEDALUS_FAIL(
+      "DAEDALUS_FP8_GROUPED_GEMM={}: expected \"cublaslt\" (one cuBLASLt call per group, the default) or "
+      "\"kernel\" (the one-launch grouped FP8 kernel, fp8/cuda/grouped_gemm_kernel.h)",
+      v);
+}
+
+GroupedGemmBackend grouped_gemm_backend() {
+  static const GroupedGemmBackend backend = parse_grouped_gemm_backend(std::getenv("DAEDALUS_FP8_GROUPED_GEMM"));
+  return backend;
+}
+
 Tensor cuda_grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std::vector<QuantizedTensor>& b,
-                                const std::vector<int64_t>& offsets) {
+                                const std::vector<int64_t>& offsets, GroupedGemmBackend backend) {
   const size_t groups = b.size();
   DAEDALUS_CHECK(groups >= 1 && a.size() == groups && offsets.size() == groups + 1 && offsets.front() == 0,
                  "cuda_grouped_scaled_gemm: {} a operands, {} b operands and {} offsets: expected G, G and G + 1 "
@@ -349,6 +367,9 @@ Tensor cuda_grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std
   DAEDALUS_CHECK(device.is_cuda(), "cuda_grouped_scaled_gemm: operands must be on a CUDA device, got {}",
                  b[0].data.describe());
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  // The one-launch kernel where it takes the operands; everything else stays on the cuBLASLt loop.
+  if (backend == GroupedGemmBackend::kernel && grouped_gemm_1x128_128x128_unsupported(a, b, offsets).empty())
+    return grouped_gemm_1x128_128x128(a, b, offsets);
   Tensor y = Tensor::zeros({rows, n}, DType::f32, device);
   for (size_t g = 0; g < groups; ++g) {
     const int64_t begin = offsets[g], end = offsets[g + 1];

@@ -63,7 +63,21 @@ Tensor cuda_dequantize(const QuantizedTensor& q, int64_t block_rows, int64_t blo
 // and fp64 operands, no FP8 and no scale modes — so this issues ONE cuBLASLt call per non-empty
 // group, writing straight into y's rows when M_g is a multiple of 8 (else through a padded
 // temporary).
+//
+// GroupedGemmBackend::kernel instead runs fp8/cuda/grouped_gemm_kernel.h's kernel of our own: the
+// whole grouped GEMM in ONE launch, for DeepSeek-V3's pair (a tile_1x128 x b block_128x128, N and K
+// multiples of 128; e4m3 x e4m3, e5m2 x e4m3 or e4m3 x e5m2); any other operands take the cuBLASLt
+// loop anyway. The default backend comes from the environment (grouped_gemm_backend below).
+enum class GroupedGemmBackend { cublaslt_per_group, kernel };
+
+// DAEDALUS_FP8_GROUPED_GEMM, read at the first call and kept for the process: unset, "" or
+// "cublaslt" -> cublaslt_per_group (the default: the kernel has not been measured yet); "kernel" ->
+// kernel. Anything else is an InputError naming the variable and its values.
+GroupedGemmBackend grouped_gemm_backend();
+GroupedGemmBackend parse_grouped_gemm_backend(const char* value);  // the parser (nullptr = unset)
+
 Tensor cuda_grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std::vector<QuantizedTensor>& b,
-                                const std::vector<int64_t>& offsets);
+                                const std::vector<int64_t>& offsets,
+                                GroupedGemmBackend backend = grouped_gemm_backend());
 
 }  // namespace daedalus::fp8
