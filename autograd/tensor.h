@@ -17,10 +17,12 @@
 #include "autograd/check.h"
 #include "autograd/device.h"
 #include "autograd/dtype.h"
+#include "autograd/small_vector.h"
 
 namespace daedalus {
 
-using Shape = std::vector<int64_t>;
+// Sizes or strides of a tensor; up to six dims live inline (no heap allocation per view or copy).
+using Shape = SmallVector<int64_t, 6>;
 
 std::string shape_str(const Shape& shape);  // "[3, 4]"
 int64_t shape_numel(const Shape& shape);

@@ -155,8 +155,6 @@ void write_fp8(hid_t group, model::CausalLM& model, const parallel::ProcessGroup
   }
 }
 
-std::string shape_str(const Shape& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
-
 // Reads rows [row0, row0 + local.size(0)) of `dataset` into `target` (any dtype and device).
 void read_into(hid_t file, const std::string& dataset_path, const std::string& path, int64_t row0, Tensor target) {
   h5::Handle d = h5::open_dataset(file, dataset_path);

@@ -14,8 +14,6 @@ namespace daedalus::train {
 
 namespace {
 
-std::string shape_str(const Shape& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
-
 std::string config_summary(const std::string& yaml, const std::string& path) {
   if (yaml.empty()) return "(no config stored)";
   try {

@@ -6,11 +6,17 @@
 // with its own scratch memory (oneDNN's library-managed scratchpad is shared by all primitives
 // and unsafe once a primitive runs on a thread other than the one that created it).
 // oneDNN threads with OpenMP (OMP_NUM_THREADS), like the rest of the CPU kernels.
+// Once a thread has seen a problem, a call makes no heap allocation of its own (oneDNN's execute
+// still makes a few): layouts and cache keys are fixed-size, and each thread keeps its oneDNN
+// memory objects per primitive and points them at the call's buffers. A CPU training step makes
+// over a thousand GEMM calls.
 #include "autograd/kernels/gemm.h"
 
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
+#include <bit>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -31,17 +37,25 @@ namespace {
 using dnnl_dims = dnnl::memory::dims;
 using dnnl_type = dnnl::memory::data_type;
 
-// An operand as oneDNN sees it: dims and strides (in elements), all operands of one rank.
+// An operand as oneDNN sees it: dims and strides (in elements) of its first `rank` entries, all
+// operands of one rank; the entries beyond rank stay zero.
 struct Layout {
-  dnnl_dims dims;
-  dnnl_dims strides;
+  int rank = 0;
+  int64_t dims[DNNL_MAX_NDIMS] = {};
+  int64_t strides[DNNL_MAX_NDIMS] = {};
+
+  dnnl_dims dims_vector() const { return dnnl_dims(dims, dims + rank); }
+  dnnl_dims strides_vector() const { return dnnl_dims(strides, strides + rank); }
+  bool operator==(const Layout&) const = default;
 };
 
 // t's layout at `rank` dims: missing leading batch dims are size-1 (oneDNN broadcasts them), and
 // so are an input's stride-0 (expanded) batch dims. Size-1 dims get the stride a dense layout
 // would give them, so equivalent views share one cache entry and oneDNN sees a plain layout.
 Layout layout_of(const Tensor& t, int rank, bool is_input) {
-  Layout l{dnnl_dims(size_t(rank), 1), dnnl_dims(size_t(rank), 0)};
+  Layout l;
+  l.rank = rank;
+  std::fill(l.dims, l.dims + rank, int64_t{1});
   const int pad = rank - t.dim();
   for (int d = 0; d < t.dim(); ++d) {
     const bool broadcast = is_input && d < t.dim() - 2 && t.stride(d) == 0;
@@ -62,31 +76,54 @@ Layout layout_of(const Tensor& t, int rank, bool is_input) {
 // Batch strides pass through as they are: oneDNN's jit gemm takes any of them (a batch inside the
 // rows, permuted batch dims), so only the last two dims decide.
 bool is_blas_matrix(const Layout& l) {
-  const size_t r = l.dims.size() - 2, c = r + 1;
+  const size_t r = size_t(l.rank) - 2, c = r + 1;
   return (l.strides[c] == 1 && l.strides[r] >= l.dims[c]) || (l.strides[r] == 1 && l.strides[c] >= l.dims[r]);
 }
 
 // The output must be row-major (oneDNN has only its reference kernel for a column-major one).
 bool is_row_major_matrix(const Layout& l) {
-  const size_t r = l.dims.size() - 2, c = r + 1;
+  const size_t r = size_t(l.rank) - 2, c = r + 1;
   return l.strides[c] == 1 && l.strides[r] >= l.dims[c];
 }
 
 dnnl_type dnnl_type_of(DType t) { return t == DType::bf16 ? dnnl_type::bf16 : dnnl_type::f32; }
 
-// Everything a primitive is specialized on.
+// Everything a primitive is specialized on; the primitive cache's key. alpha and beta compare by
+// their bits (distinct floats, distinct primitives).
 struct Problem {
   Layout a, b, c;
   DType in, out;
   float alpha, beta;
 
-  std::string key() const {
+  bool operator==(const Problem& o) const {
+    return a == o.a && b == o.b && c == o.c && in == o.in && out == o.out &&
+           std::bit_cast<uint32_t>(alpha) == std::bit_cast<uint32_t>(o.alpha) &&
+           std::bit_cast<uint32_t>(beta) == std::bit_cast<uint32_t>(o.beta);
+  }
+
+  // For error messages: "bf16>fp32 a1 b0|4:64,64:1,|..."
+  std::string str() const {
     std::string k = fmt::format("{}>{} a{} b{}", dtype_name(in), dtype_name(out), alpha, beta);
     for (const Layout* l : {&a, &b, &c}) {
       k += '|';
-      for (size_t d = 0; d < l->dims.size(); ++d) k += fmt::format("{}:{},", l->dims[d], l->strides[d]);
+      for (int d = 0; d < l->rank; ++d) k += fmt::format("{}:{},", l->dims[d], l->strides[d]);
     }
     return k;
+  }
+};
+
+struct ProblemHash {
+  size_t operator()(const Problem& p) const {
+    size_t h = std::hash<int>()(int(p.in)) ^ (std::hash<int>()(int(p.out)) << 8);
+    const auto mix = [&h](uint64_t v) { h ^= std::hash<uint64_t>()(v) + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2); };
+    mix(std::bit_cast<uint32_t>(p.alpha));
+    mix(std::bit_cast<uint32_t>(p.beta));
+    for (const Layout* l : {&p.a, &p.b, &p.c})
+      for (int d = 0; d < l->rank; ++d) {
+        mix(uint64_t(l->dims[d]));
+        mix(uint64_t(l->strides[d]));
+      }
+    return h;
   }
 };
 
@@ -141,9 +178,9 @@ void* thread_scratchpad(size_t bytes) {
 
 Primitive create_primitive(const Problem& p) {
   Primitive prim;
-  prim.a = dnnl::memory::desc(p.a.dims, dnnl_type_of(p.in), p.a.strides);
-  prim.b = dnnl::memory::desc(p.b.dims, dnnl_type_of(p.in), p.b.strides);
-  prim.c = dnnl::memory::desc(p.c.dims, dnnl_type_of(p.out), p.c.strides);
+  prim.a = dnnl::memory::desc(p.a.dims_vector(), dnnl_type_of(p.in), p.a.strides_vector());
+  prim.b = dnnl::memory::desc(p.b.dims_vector(), dnnl_type_of(p.in), p.b.strides_vector());
+  prim.c = dnnl::memory::desc(p.c.dims_vector(), dnnl_type_of(p.out), p.c.strides_vector());
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);               // each call passes its thread's scratchpad
   if (p.alpha != 1.0f) attr.set_output_scales(/*mask=*/0, {p.alpha});  // one scale for the whole output
@@ -157,7 +194,7 @@ Primitive create_primitive(const Problem& p) {
     prim.scratchpad = pd.scratchpad_desc();
     prim.matmul = dnnl::matmul(pd);
   } catch (const dnnl::error& e) {
-    throw Error(fmt::format("gemm: oneDNN has no matmul for {} ({})", p.key(), e.what()));
+    throw Error(fmt::format("gemm: oneDNN has no matmul for {} ({})", p.str(), e.what()));
   }
   return prim;
 }
@@ -166,15 +203,33 @@ Primitive create_primitive(const Problem& p) {
 // race on one problem, the first entry stored wins and both use it. Entries live for the process.
 std::shared_ptr<const Primitive> cached_primitive(const Problem& p) {
   static std::mutex mutex;
-  static std::unordered_map<std::string, std::shared_ptr<const Primitive>> cache;
-  std::string key = p.key();
+  static std::unordered_map<Problem, std::shared_ptr<const Primitive>, ProblemHash> cache;
   {
     const std::lock_guard<std::mutex> lock(mutex);
-    if (auto it = cache.find(key); it != cache.end()) return it->second;
+    if (auto it = cache.find(p); it != cache.end()) return it->second;
   }
   auto prim = std::make_shared<const Primitive>(create_primitive(p));
   const std::lock_guard<std::mutex> lock(mutex);
-  return cache.try_emplace(std::move(key), std::move(prim)).first->second;
+  return cache.try_emplace(p, std::move(prim)).first->second;
+}
+
+// The calling thread's memory objects for one primitive's operands, made on its first call there
+// and pointed at each call's buffers (a oneDNN memory object costs several heap allocations).
+// Primitives live for the process, so their addresses are stable keys.
+struct Operands {
+  dnnl::memory a, b, c, scratchpad;
+};
+
+Operands& thread_operands(const Primitive& prim) {
+  thread_local std::unordered_map<const Primitive*, Operands> operands;
+  auto [it, inserted] = operands.try_emplace(&prim);
+  if (inserted) {
+    dnnl::engine& engine = cpu_engine();
+    it->second = Operands{
+        dnnl::memory(prim.a, engine, DNNL_MEMORY_NONE), dnnl::memory(prim.b, engine, DNNL_MEMORY_NONE),
+        dnnl::memory(prim.c, engine, DNNL_MEMORY_NONE), dnnl::memory(prim.scratchpad, engine, DNNL_MEMORY_NONE)};
+  }
+  return it->second;
 }
 
 }  // namespace
@@ -207,14 +262,19 @@ void gemm(const Tensor& a_in, const Tensor& b_in, const Tensor& c, float alpha, 
 
   const std::shared_ptr<const Primitive> prim = cached_primitive(p);
 
-  dnnl::engine& engine = cpu_engine();
   dnnl::stream& stream = thread_stream();
-  const dnnl::memory ma(prim->a, engine, a.data_ptr());
-  const dnnl::memory mb(prim->b, engine, b.data_ptr());
-  const dnnl::memory mc(prim->c, engine, out.data_ptr());
-  const dnnl::memory scratch(prim->scratchpad, engine, thread_scratchpad(prim->scratchpad.get_size()));
-  prim->matmul.execute(
-      stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, scratch}});
+  const Operands& m = thread_operands(*prim);
+  m.a.set_data_handle(a.data_ptr());
+  m.b.set_data_handle(b.data_ptr());
+  m.c.set_data_handle(out.data_ptr());
+  m.scratchpad.set_data_handle(thread_scratchpad(prim->scratchpad.get_size()));
+  // The C API takes the arguments as an array; primitive::execute would build a hash map of them.
+  const dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, m.a.get()},
+                                  {DNNL_ARG_WEIGHTS, m.b.get()},
+                                  {DNNL_ARG_DST, m.c.get()},
+                                  {DNNL_ARG_SCRATCHPAD, m.scratchpad.get()}};
+  dnnl::error::wrap_c_api(dnnl_primitive_execute(prim->matmul.get(), stream.get(), int(std::size(args)), args),
+                          "gemm: could not execute the oneDNN matmul");
   stream.wait();
   if (!out.shares_storage(c)) kernels::copy(c, out);
 }
