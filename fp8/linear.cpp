@@ -213,14 +213,6 @@ bool row_local_fprop_x(const Recipe& recipe, bool collecting_stats) {
   return recipe.is_fp8() && row_local(recipe, recipe.fprop().a, collecting_stats);
 }
 
-// A stand-in operand for a group without rows: the grouped GEMM reads only its shape.
-QuantizedTensor empty_operand(int64_t rows, int64_t cols, Device device) {
-  QuantizedTensor q;
-  q.data = Tensor::empty({rows, cols}, DType::f8e4m3, device);
-  q.scale_inv = Tensor::ones({1}, DType::f32, device);
-  return q;
-}
-
 bool collecting_stats(const std::vector<LinearState>* states) {
   return states != nullptr &&
          std::any_of(states->begin(), states->end(), [](const LinearState& s) { return s.collect_stats; });
@@ -269,7 +261,7 @@ struct GroupedGemms {
         LinearState* state = states != nullptr ? &(*states)[size_t(g)] : nullptr;
         fp8_groups.push_back(Fp8Gemms{recipe, state, {}, {}, {}});
         if (begin == end) {  // no rows: only the weight's shape matters to the grouped GEMM
-          qw[size_t(g)] = empty_operand(out, k, w.device());
+          qw[size_t(g)] = empty_group_operand(out, k, w.device());
           continue;
         }
         const Tensor xg = x.defined() ? x.slice(0, begin, end) : Tensor();
@@ -330,7 +322,7 @@ struct GroupedGemms {
     for (size_t g = 0; g < groups; ++g) {
       const int64_t begin = offsets[g], end = offsets[g + 1];
       if (begin == end) {
-        b[g] = empty_operand(x_shape[1], w_shape[1], dy.device());
+        b[g] = empty_group_operand(x_shape[1], w_shape[1], dy.device());
         continue;
       }
       a[g] = slice_rows(qdy, begin, end);

@@ -355,14 +355,25 @@ Tensor grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std::vec
   const int64_t Np = round_up(N, 8);
   for (size_t g = 0; g < groups; ++g) {
     const int64_t Kp = round_up(b[g].cols(), k_alignment(b[g].granularity));
+    if (offsets[g] == offsets[g + 1]) {
+      bp[g] = empty_group_operand(Np, Kp, device);
+      continue;
+    }
     bp[g] = pad_quantized(b[g], Np, Kp);
-    if (offsets[g] < offsets[g + 1]) ap[g] = pad_quantized(a[g], a[g].rows(), Kp);
+    ap[g] = pad_quantized(a[g], a[g].rows(), Kp);
   }
   const Tensor y = cuda_grouped_scaled_gemm(ap, bp, offsets);
   return Np == N ? y : y.slice(1, 0, N).contiguous();
 #else
   kernels::throw_built_without_cuda(op);
 #endif
+}
+
+QuantizedTensor empty_group_operand(int64_t rows, int64_t cols, Device device) {
+  QuantizedTensor q;
+  q.data = Tensor::empty({1, 1}, DType::f8e4m3, device).expand({rows, cols});
+  q.scale_inv = Tensor::ones({1}, DType::f32, device);
+  return q;
 }
 
 Tensor scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Accumulator& accumulator) {

@@ -42,4 +42,8 @@ Tensor scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Acc
 Tensor grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std::vector<QuantizedTensor>& b,
                            const std::vector<int64_t>& offsets, const Accumulator& accumulator = {});
 
+// b[g] for a group without rows, whose shape is all grouped_scaled_gemm reads: [rows, cols] as a
+// zero-stride view of one FP8 byte (nothing of that size is allocated), tensor scale 1.
+QuantizedTensor empty_group_operand(int64_t rows, int64_t cols, Device device);
+
 }  // namespace daedalus::fp8

@@ -274,9 +274,9 @@ TEST_F(CudaMath, ScatterAddRowsIsBitIdenticalToCpu) {
   }
 }
 
-// The device plan's sort on a real MoE combine shape: many sources per row in random order (its
-// stability decides the order of the sums), rows without sources, and a bf16 destination, where a
-// different order would round differently.
+// The device plan on an MoE combine's shape: many sources per row in random order and rows without
+// sources — each row gets exactly its own sources, and the others stay untouched. (The sums of
+// exact double products hardly depend on their order; the next test checks the order.)
 TEST_F(CudaMath, ScatterAddRowsRandomIndexIsBitIdenticalToCpu) {
   const int64_t n = 3000, m = 24000, d = 67;
   std::vector<int64_t> rows(static_cast<size_t>(m));
@@ -293,6 +293,27 @@ TEST_F(CudaMath, ScatterAddRowsRandomIndexIsBitIdenticalToCpu) {
       kernels::scatter_add_rows(a, index, src, weight);
       kernels::scatter_add_rows(b, index.to(gpu), src.to(gpu), weight.to(gpu));
       EXPECT_EQ(bytes(b), bytes(a)) << dtype_name(dtype) << " index " << dtype_name(index_dtype);
+    }
+  }
+}
+
+// The order of each row's sums (testing::scatter_order_probe: another order gives other bits;
+// ScatterAddRows.ProbeSeesTheOrderOfTheSums checks that on the CPU).
+TEST_F(CudaMath, ScatterAddRowsSumsEachRowInIncreasingSourceOrder) {
+  const testing::ScatterOrderProbe probe = testing::scatter_order_probe(300, 2400, 21);
+  const int64_t n = 300, m = probe.src.size(0), d = probe.src.size(1);
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    for (bool weighted : {false, true}) {
+      const Tensor init = random_tensor({n, d}, 23, dtype), ones = Tensor::ones({m});
+      Tensor a = init.clone(), b = init.to(gpu);
+      if (weighted) {
+        kernels::scatter_add_rows(a, probe.index, probe.src, ones);
+        kernels::scatter_add_rows(b, probe.index.to(gpu), probe.src.to(gpu), ones.to(gpu));
+      } else {
+        kernels::scatter_add_rows(a, probe.index, probe.src);
+        kernels::scatter_add_rows(b, probe.index.to(gpu), probe.src.to(gpu));
+      }
+      EXPECT_EQ(bytes(b), bytes(a)) << dtype_name(dtype) << (weighted ? " weighted" : "");
     }
   }
 }

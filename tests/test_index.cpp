@@ -136,6 +136,32 @@ TEST(Index, ScatterAddRowsWithRepeatsMatchesDoubleReference) {
   check_scatter(1, kRaggedSizes[4], kRaggedSizes[4], 1, DType::f32, DType::bf16, DType::i64, false, true, 7);
 }
 
+// The CPU kernel sums each row's sources in increasing index order — it equals that sum in double
+// rounded once, bit for bit — and testing::scatter_order_probe sees the order: the same sources in
+// the opposite order give other bits (the CUDA twin is held to the CPU's bits with this probe).
+TEST(Index, ScatterAddRowsSumsInIncreasingSourceOrderAndTheProbeSeesIt) {
+  const int64_t n = 300;
+  const testing::ScatterOrderProbe probe = testing::scatter_order_probe(n, 2400, 21);
+  const int64_t m = probe.src.size(0), d = probe.src.size(1);
+  const std::vector<int64_t> rows = probe.index.to_vector<int64_t>();
+  const std::vector<double> src = probe.src.to_doubles();
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const Tensor init = testing::random_tensor({n, d}, 23, dtype);
+    const std::vector<double> old = init.to_doubles();
+    // Increasing source order, then the reverse, in double from the old value, rounded once.
+    std::vector<std::vector<double>> sums(2, old);
+    for (int64_t step = 0; step < m; ++step)
+      for (int order = 0; order < 2; ++order) {
+        const int64_t i = order == 0 ? step : m - 1 - step;
+        for (int64_t j = 0; j < d; ++j) sums[size_t(order)][size_t(rows[size_t(i)] * d + j)] += src[size_t(i * d + j)];
+      }
+    Tensor got = init.clone();
+    kernels::scatter_add_rows(got, probe.index, probe.src);
+    EXPECT_EQ(bytes(got), bytes(Tensor::from_values(sums[0], {n, d}, dtype))) << dtype_name(dtype);
+    EXPECT_NE(bytes(got), bytes(Tensor::from_values(sums[1], {n, d}, dtype))) << dtype_name(dtype);
+  }
+}
+
 TEST(Index, PermuteThenCombineWithGateWeights) {
   // MoE round trip: 65 tokens, top-2 of 7 experts. Slot s = 2t + c holds token t; sort the slots by
   // expert (stable), gather the token rows into that order, then combine them back with the gates.

@@ -133,6 +133,25 @@ Tensor cancelling_sources(int64_t m, int64_t d, int64_t first, uint64_t seed, DT
   return Tensor::from_values(v, {m, d}, dtype);
 }
 
+ScatterOrderProbe scatter_order_probe(int64_t n, int64_t m, uint64_t seed) {
+  std::vector<int64_t> rows(static_cast<size_t>(m)), position(static_cast<size_t>(m));
+  std::vector<int64_t> count(static_cast<size_t>(n), 0);
+  Generator gen(seed);
+  for (int64_t i = 0; i < m; ++i) {
+    rows[size_t(i)] = int64_t(gen.next_u64() % uint64_t(n));
+    position[size_t(i)] = count[size_t(rows[size_t(i)])]++;
+  }
+  const int64_t period = std::max<int64_t>(1, *std::max_element(count.begin(), count.end()) - 1), d = period + 3;
+  std::vector<double> v = random_tensor({m, d}, seed + 1).to_doubles();
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < d; ++j) {
+      const int64_t p = position[size_t(i)];
+      if (p == j % period) v[size_t(i * d + j)] = std::ldexp(1.0, 60);
+      if (p == j % period + 1) v[size_t(i * d + j)] = -std::ldexp(1.0, 60);
+    }
+  return {Tensor::from_vector(rows, {m}), Tensor::from_values(v, {m, d}, DType::f32)};
+}
+
 Tensor cyclic_index(int64_t m, int64_t k, DType dtype) {
   std::vector<double> v(static_cast<size_t>(m));
   for (int64_t i = 0; i < m; ++i) v[size_t(i)] = double(i % k);
@@ -184,9 +203,9 @@ Tensor scaled_normal(int64_t rows, int64_t cols, uint64_t seed, DType dtype) {
   const std::vector<uint8_t> a = bytes(actual.to(Device::cpu())), e = bytes(expected.to(Device::cpu()));
   for (size_t i = 0; i < a.size(); ++i)
     if (a[i] != e[i])
-      return ::testing::AssertionFailure() << "byte " << i << " (element " << i / actual.element_size()
-                                           << ") differs: 0x" << std::hex << int(a[i]) << " vs 0x" << int(e[i])
-                                           << std::dec << " in " << actual.describe();
+      return ::testing::AssertionFailure()
+             << "byte " << i << " (element " << i / actual.element_size() << ") differs: 0x" << std::hex << int(a[i])
+             << " vs 0x" << int(e[i]) << std::dec << " in " << actual.describe();
   return ::testing::AssertionSuccess();
 }
 

@@ -91,6 +91,16 @@ Tensor random_view(int64_t rows, int64_t cols, uint64_t seed, DType dtype, int l
 // its negation last; which small rows the giant absorbs depends on the order of the double sum,
 // and the cancellation shows it in the rounded result. A thread-count-dependent order changes bits.
 Tensor cancelling_sources(int64_t m, int64_t d, int64_t first, uint64_t seed, DType dtype);
+// A scatter-add whose result shows the order of every row's sums: index [m] int64 of random rows
+// in [0, n), src [m, d] fp32. Source s, at position p among its row's sources (in increasing s),
+// holds +2^60 in column j where p == j % P, -2^60 where p == j % P + 1 (P: the longest row's source
+// count - 1; d = P + 3), a normal value elsewhere. Summed in increasing s, column j of a row is
+// the sum of its small values after position j % P + 1 (2^60 absorbs the old value and everything
+// before), so another order (reversed, unstable) gives other bits.
+struct ScatterOrderProbe {
+  Tensor index, src;
+};
+ScatterOrderProbe scatter_order_probe(int64_t n, int64_t m, uint64_t seed);
 // 0, 1, .., k-1, 0, 1, ...: m indices of `dtype`.
 Tensor cyclic_index(int64_t m, int64_t k, DType dtype);
 // The tensor's elements as raw bytes in row-major order (bit-exact comparisons).

@@ -141,7 +141,7 @@ void gather_rows(const Tensor& out, const Tensor& x, const Tensor& index) {
 
 void scatter_add_rows(const Tensor& dst, const Tensor& index, const Tensor& src, const Tensor& weight) {
   const int64_t n = dst.size(0), d = dst.size(1), m = index.numel();
-  if (m == 0 || d == 0) return;
+  if (m == 0 || d == 0 || n == 0) return;  // (n == 0: every source is out of range, reported by the check)
   DAEDALUS_CHECK(n < int64_t(UINT32_MAX) && m <= int64_t(INT32_MAX),
                  "scatter_add_rows: dst {} with {} sources exceeds the CUDA plan's 32-bit rows and positions",
                  shape_str(dst.shape()), m);
