@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <limits>
 
@@ -102,62 +103,52 @@ struct Operand {
 // encode rate of plain avx512f). Integer codec and max only, no additions: no FMA contraction can
 // make a clone's bits differ.
 
-// max |x| over n contiguous elements into *amax, NaN seen into *nan. Sixteen running maxima so
-// that the scan vectorizes: max is exact and does not depend on the order, so the result is the
-// sequential scan's. (A NaN never wins `a > m`; it is tracked on the side.)
+// The amax scan works on bit patterns: for floats that are not NaN, |x|'s bits (the sign bit
+// cleared) order like |x| itself, and every NaN's lie above infinity's (0x7F800000). So one
+// unsigned max over the patterns is max |x|, exactly, or says that a NaN was seen — an integer
+// max, which vectorizes (the float compare-and-select with its NaN bookkeeping did not).
+inline constexpr uint32_t kAbsMask = 0x7FFFFFFFu, kInfBits = 0x7F800000u;
+
 template <typename T>
-void span_amax(const T* p, int64_t n, float* amax, bool* nan) {
-  constexpr int kLanes = 16;
-  float lane_max[kLanes] = {};
-  uint32_t lane_nan[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      const float a = std::fabs(to_float(p[i + j]));
-      lane_max[j] = a > lane_max[j] ? a : lane_max[j];
-      lane_nan[j] |= a != a ? 1u : 0u;
-    }
-  }
-  float m = *amax;
-  bool seen_nan = *nan;
-  for (; i < n; ++i) {
-    const float a = std::fabs(to_float(p[i]));
-    m = a > m ? a : m;
-    seen_nan |= a != a;
-  }
-  for (int j = 0; j < kLanes; ++j) {
-    m = lane_max[j] > m ? lane_max[j] : m;
-    seen_nan |= lane_nan[j] != 0;
-  }
-  *amax = m;
-  *nan = seen_nan;
+uint32_t abs_bits(T x) {
+  return std::bit_cast<uint32_t>(to_float(x)) & kAbsMask;
 }
-DAEDALUS_CPU_CLONES void span_amax_f32(const float* p, int64_t n, float* amax, bool* nan) {
-  span_amax(p, n, amax, nan);
+
+// max(top, the |x| patterns of n contiguous elements). Sixteen running maxima so that the scan
+// vectorizes. Always inlined, so that span_abs_max_f32's clones compile it for their own
+// instruction sets (a call would run the baseline code from every clone).
+template <typename T>
+[[gnu::always_inline]] inline uint32_t span_abs_max(const T* p, int64_t n, uint32_t top) {
+  constexpr int kLanes = 16;
+  uint32_t lane[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) lane[j] = std::max(lane[j], abs_bits(p[i + j]));
+  for (; i < n; ++i) top = std::max(top, abs_bits(p[i]));
+  for (int j = 0; j < kLanes; ++j) top = std::max(top, lane[j]);
+  return top;
+}
+DAEDALUS_CPU_CLONES uint32_t span_abs_max_f32(const float* p, int64_t n, uint32_t top) {
+  return span_abs_max(p, n, top);
 }
 
 // max |x| over rows [r0, r1) x cols [c0, c1) in float; NaN if any element is NaN.
 template <typename T>
 float block_amax(const Operand<T>& x, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-  float amax = 0.0f;
-  bool nan = false;
+  uint32_t top = 0;
   for (int64_t r = r0; r < r1; ++r) {
     const T* row = x.p + r * x.rs;
     if (x.cs == 1) {
       if constexpr (std::is_same_v<T, float>) {
-        span_amax_f32(row + c0, c1 - c0, &amax, &nan);
+        top = span_abs_max_f32(row + c0, c1 - c0, top);
       } else {
-        span_amax(row + c0, c1 - c0, &amax, &nan);
+        top = span_abs_max(row + c0, c1 - c0, top);
       }
     } else {
-      for (int64_t c = c0; c < c1; ++c) {
-        const float a = std::fabs(to_float(row[c * x.cs]));
-        amax = a > amax ? a : amax;
-        nan |= a != a;
-      }
+      for (int64_t c = c0; c < c1; ++c) top = std::max(top, abs_bits(row[c * x.cs]));
     }
   }
-  return nan ? std::numeric_limits<float>::quiet_NaN() : amax;
+  return top > kInfBits ? std::numeric_limits<float>::quiet_NaN() : std::bit_cast<float>(top);
 }
 
 // The value of every FP8 code (the codec's to_float), for table-driven decoding.

@@ -35,12 +35,14 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "autograd/kernels/copy.h"
+#include "autograd/kernels/cpu_clones.h"
 #include "autograd/kernels/dispatch.h"
 #include "autograd/kernels/gemm.h"
 #include "autograd/kernels/strided.h"
@@ -248,27 +250,59 @@ void cpu_gemm_limited(const Tensor& a, const Tensor& b, const Scales& sa, const 
   }
 }
 
-// FP8 codes -> BF16, exactly (E4M3 and E5M2 values have at most 3 mantissa bits and exponents
-// inside BF16's range; NaN stays NaN): one lookup in a 256-entry table per element.
+// One FP8 code -> the BF16 bits of its value, exactly what codec::float_to_bf16 of the codec's
+// decode gives (every FP8 value is a BF16 value: at most 3 mantissa bits, exponents inside BF16's
+// range), with integer operations and selects only, so that loops over it vectorize. kMant
+// mantissa bits, exponent bias kBias; kInf: the all-ones exponent holds inf (mantissa 0) and NaNs
+// (E5M2), else only the all-ones code is NaN (E4M3).
+template <int kMant, int kBias, bool kInf>
+[[gnu::always_inline]] inline uint16_t fp8_bf16_bits(uint8_t code) {
+  const uint32_t sign = uint32_t(code & 0x80u) << 8, mag = code & 0x7Fu;
+  // Normal: the exponent and mantissa fields move up into BF16's and the bias changes.
+  const uint32_t normal = (mag << (7 - kMant)) + (uint32_t(127 - kBias) << 7);
+  // Subnormal (exponent field 0, mantissa m = mag): m * 2^(1 - bias - kMant), normalized by m's
+  // highest set bit p: exponent 1 - bias - kMant + p, mantissa (m - 2^p) shifted up. The selects
+  // run p upwards, so the last one taken is m's highest bit; m = 0 stays 0.
+  uint32_t subnormal = 0;
+  for (int p = 0; p < kMant; ++p)
+    subnormal =
+        (mag >> p) != 0 ? (uint32_t(127 + 1 - kBias - kMant + p) << 7) | ((mag - (1u << p)) << (7 - p)) : subnormal;
+  uint32_t bits = mag < (1u << kMant) ? subnormal : normal;
+  if constexpr (kInf) {
+    const uint32_t top = 0x7Fu & ~((1u << kMant) - 1u);  // exponent all ones, mantissa 0
+    bits = mag == top ? 0x7F80u : bits;
+    bits = mag > top ? 0x7FC0u : bits;
+  } else {
+    bits = mag == 0x7Fu ? 0x7FC0u : bits;
+  }
+  return uint16_t(sign | bits);
+}
+
+DAEDALUS_CPU_CLONES void e4m3_to_bf16_span(const uint8_t* in, uint16_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = fp8_bf16_bits<3, 7, false>(in[i]);
+}
+DAEDALUS_CPU_CLONES void e5m2_to_bf16_span(const uint8_t* in, uint16_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = fp8_bf16_bits<2, 15, true>(in[i]);
+}
+
+}  // namespace
+
 Tensor fp8_to_bf16(const Tensor& q) {
-  static const auto tables = [] {
-    std::array<std::array<uint16_t, 256>, 2> t{};
-    for (uint32_t c = 0; c < 256; ++c) {
-      t[0][c] = codec::float_to_bf16(codec::e4m3_to_float(fp8e4m3{uint8_t(c)})).bits;
-      t[1][c] = codec::float_to_bf16(codec::e5m2_to_float(fp8e5m2{uint8_t(c)})).bits;
-    }
-    return t;
-  }();
-  const std::array<uint16_t, 256>& table = tables[q.dtype() == DType::f8e4m3 ? 0 : 1];
+  DAEDALUS_CHECK(q.device().is_cpu() && (q.dtype() == DType::f8e4m3 || q.dtype() == DType::f8e5m2),
+                 "fp8_to_bf16: expected FP8 codes on the CPU, got {}", q.describe());
   const Tensor src = q.contiguous();
   Tensor out = Tensor::empty(q.shape(), DType::bf16);
   const uint8_t* in = static_cast<const uint8_t*>(src.data_ptr());
   uint16_t* o = static_cast<uint16_t*>(out.data_ptr());
-  const int64_t n = src.numel();
+  const auto span = q.dtype() == DType::f8e4m3 ? e4m3_to_bf16_span : e5m2_to_bf16_span;
+  constexpr int64_t kChunk = int64_t(1) << 16;
+  const int64_t n = src.numel(), chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (n >= cpu::kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) o[i] = table[in[i]];
+  for (int64_t c = 0; c < chunks; ++c) span(in + c * kChunk, o + c * kChunk, std::min(kChunk, n - c * kChunk));
   return out;
 }
+
+namespace {
 
 Tensor cpu_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Accumulator& acc) {
   const Scales sa(a, "a"), sb(b, "b");

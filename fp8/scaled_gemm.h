@@ -42,6 +42,11 @@ Tensor scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Acc
 Tensor grouped_scaled_gemm(const std::vector<QuantizedTensor>& a, const std::vector<QuantizedTensor>& b,
                            const std::vector<int64_t>& offsets, const Accumulator& accumulator = {});
 
+// FP8 codes (fp8e4m3|fp8e5m2, CPU, any shape and strides) -> their values in BF16, contiguous:
+// exact, NaN and inf included (every FP8 value is a BF16 value). The CPU GEMM's operand
+// conversion: FP8 x FP8 products are BF16 GEMMs with FP32 accumulation.
+Tensor fp8_to_bf16(const Tensor& q);
+
 // b[g] for a group without rows, whose shape is all grouped_scaled_gemm reads: [rows, cols] as a
 // zero-stride view of one FP8 byte (nothing of that size is allocated), tensor scale 1.
 QuantizedTensor empty_group_operand(int64_t rows, int64_t cols, Device device);

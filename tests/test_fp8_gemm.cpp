@@ -88,8 +88,8 @@ int64_t block_width(G g, int64_t K) {
 // error measured in units of u·S (worst_units, for the record).
 ::testing::AssertionResult within(const Tensor& y, const Reference& ref, double units, double* worst_units = nullptr) {
   if (y.shape() != Shape{ref.M, ref.N})
-    return ::testing::AssertionFailure() << "shape " << shape_str(y.shape()) << ", expected [" << ref.M << ", "
-                                         << ref.N << "]";
+    return ::testing::AssertionFailure() << "shape " << shape_str(y.shape()) << ", expected [" << ref.M << ", " << ref.N
+                                         << "]";
   const std::vector<double> got = y.to_doubles();
   double worst = 0;
   size_t worst_i = 0;
@@ -118,13 +118,38 @@ double exact_units(int64_t K, int64_t block) {
 struct Pair {
   G a, b;
 };
-const std::vector<Pair> kPairs = {{G::tensor, G::tensor},         {G::row, G::row},
-                                  {G::tile_1x128, G::block_128x128}, {G::block_128x128, G::tile_1x128},
-                                  {G::tile_1x128, G::tile_1x128},  {G::mx_1x32, G::mx_1x32}};
+const std::vector<Pair> kPairs = {{G::tensor, G::tensor},
+                                  {G::row, G::row},
+                                  {G::tile_1x128, G::block_128x128},
+                                  {G::block_128x128, G::tile_1x128},
+                                  {G::tile_1x128, G::tile_1x128},
+                                  {G::mx_1x32, G::mx_1x32}};
 const std::vector<std::pair<Format, Format>> kFormats = {
     {Format::e4m3, Format::e4m3}, {Format::e4m3, Format::e5m2}, {Format::e5m2, Format::e4m3}};
 const std::vector<std::pair<int64_t, int64_t>> kMN = {{1, 1}, {1, 129}, {7, 65}, {65, 7}, {129, 129}};
 const std::vector<int64_t> kK = {32, 100, 128, 300, 1000};
+
+// The CPU GEMM's operand conversion on every FP8 code of both formats (zeros, subnormals, the
+// largest normals, inf, NaN, both signs), through a strided view with a code in every position:
+// the BF16 bits of the codec's value, codec::float_to_bf16(e4m3_to_float / e5m2_to_float).
+TEST(Fp8Gemm, Fp8ToBf16IsExactOnEveryCode) {
+  std::vector<uint8_t> codes(512);
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = uint8_t(i % 256);
+  for (DType dtype : {DType::f8e4m3, DType::f8e5m2}) {
+    Tensor q = Tensor::empty({2, 256}, dtype);
+    std::copy(codes.begin(), codes.end(), static_cast<uint8_t*>(q.data_ptr()));
+    const Tensor bf = fp8_to_bf16(q.t());  // [256, 2], read through strides
+    ASSERT_EQ(bf.shape(), Shape({256, 2}));
+    const uint16_t* got = static_cast<const uint16_t*>(bf.data_ptr());
+    for (int c = 0; c < 256; ++c) {
+      const float value = dtype == DType::f8e4m3 ? codec::e4m3_to_float(fp8e4m3{uint8_t(c)})
+                                                 : codec::e5m2_to_float(fp8e5m2{uint8_t(c)});
+      const uint16_t want = codec::float_to_bf16(value).bits;
+      for (int col = 0; col < 2; ++col)
+        EXPECT_EQ(got[c * 2 + col], want) << dtype_name(dtype) << " code 0x" << std::hex << c;
+    }
+  }
+}
 
 TEST(Fp8Gemm, EveryPairMatchesDoubleReference) {
   double worst_seen = 0;
@@ -187,7 +212,8 @@ TEST(Fp8Gemm, LinearFpropDgradWgrad) {
   const Tensor dy = random_tensor({M, N}, 13, DType::f32, 1e-3);
   {
     SCOPED_TRACE("Fprop: Y [M, N] = X·Wᵀ, X 1x128 along K, W 128x128");
-    const QuantizedTensor qa = quantize(x, G::tile_1x128, Format::e4m3), qb = quantize(w, G::block_128x128, Format::e4m3);
+    const QuantizedTensor qa = quantize(x, G::tile_1x128, Format::e4m3),
+                          qb = quantize(w, G::block_128x128, Format::e4m3);
     const Tensor y = scaled_gemm(qa, qb);
     EXPECT_TRUE(within(y, reference_gemm(qa, qb), exact_units(K, 128)));
     EXPECT_LT(relative_to_unquantized(y, x, w), 0.1);
@@ -279,9 +305,10 @@ TEST(Fp8Gemm, DeepSeekPromotionExperiment) {
   const double exact = max_row_relative_error(scaled_gemm(a, b), ref);
   const double promoted = max_row_relative_error(scaled_gemm(a, b, {.mantissa_bits = 14, .promote_every = 128}), ref);
   const double unpromoted = max_row_relative_error(scaled_gemm(a, b, {.mantissa_bits = 14, .promote_every = 0}), ref);
-  std::printf("[ DeepSeek ] K = %lld, max row relative error: exact fp32 %.3g, 14 bits promoted every 128 %.3g, "
-              "14 bits never promoted %.3g\n",
-              static_cast<long long>(K), exact, promoted, unpromoted);
+  std::printf(
+      "[ DeepSeek ] K = %lld, max row relative error: exact fp32 %.3g, 14 bits promoted every 128 %.3g, "
+      "14 bits never promoted %.3g\n",
+      static_cast<long long>(K), exact, promoted, unpromoted);
   RecordProperty("exact", std::to_string(exact));
   RecordProperty("promoted_128", std::to_string(promoted));
   RecordProperty("unpromoted", std::to_string(unpromoted));
