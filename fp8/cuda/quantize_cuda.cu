@@ -463,15 +463,9 @@ void check_input(const Tensor& x, const char* op) {
                  x.describe());
 }
 
-}  // namespace
-
-QuantizedTensor cuda_quantize(const Tensor& x_in, Granularity granularity, Format format, const ScaleOptions& options) {
-  check_input(x_in, "cuda_quantize");
-  const int64_t rows = x_in.size(0), cols = x_in.size(1);
-  const Device device = x_in.device();
-  DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
-  const cudaStream_t stream = cuda::compute_stream(device.index);
-
+// The output of a quantizer of x [rows, cols]: codes and scale_inv (its shape per granularity,
+// fp8/quantized.h) allocated on `device`, unwritten.
+QuantizedTensor empty_quantized(int64_t rows, int64_t cols, Granularity granularity, Format format, Device device) {
   QuantizedTensor out;
   out.granularity = granularity;
   out.format = format;
@@ -484,6 +478,20 @@ QuantizedTensor cuda_quantize(const Tensor& x_in, Granularity granularity, Forma
     case Granularity::mx_1x32: out.scale_inv = Tensor::empty({rows, ceil_div(cols, 32)}, DType::f32, device); break;
     case Granularity::block_128x128: out.scale_inv = Tensor::empty({tiles_r, tiles_c}, DType::f32, device); break;
   }
+  return out;
+}
+
+}  // namespace
+
+QuantizedTensor cuda_quantize(const Tensor& x_in, Granularity granularity, Format format, const ScaleOptions& options) {
+  check_input(x_in, "cuda_quantize");
+  const int64_t rows = x_in.size(0), cols = x_in.size(1);
+  const Device device = x_in.device();
+  DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  const cudaStream_t stream = cuda::compute_stream(device.index);
+
+  QuantizedTensor out = empty_quantized(rows, cols, granularity, format, device);
+  const int64_t tiles_c = ceil_div(cols, 128), tiles_r = ceil_div(rows, 128);
   const int64_t n = rows * cols;
   if (n == 0) {
     out.scale_inv.fill_(1.0);  // an empty operand keeps scale 1 (as on the CPU)
@@ -573,11 +581,8 @@ QuantizedTensor cuda_quantize_with_scale(const Tensor& x_in, float scale, Format
   const Device device = x.device();
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
   const cudaStream_t stream = cuda::compute_stream(device.index);
-  QuantizedTensor out;
-  out.granularity = Granularity::tensor;
-  out.format = format;
-  out.data = Tensor::empty({rows, cols}, dtype_of(format), device);
-  out.scale_inv = Tensor::full({1}, double(1.0f / scale), DType::f32, device);  // exact: 1/scale is a float
+  QuantizedTensor out = empty_quantized(rows, cols, Granularity::tensor, format, device);
+  out.scale_inv.fill_(double(1.0f / scale));  // exact: 1/scale is a float
   if (n == 0) return out;
   const ScaleParams p{float(max_finite(format)), 0, false, false};
   dispatch_source_and_format("cuda_quantize_with_scale", x.dtype(), format, [&]<typename S, typename Q>() {
@@ -613,11 +618,7 @@ QuantizedTensor cuda_swiglu_quantize(const Tensor& gate, const Tensor& up, Forma
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
   const cudaStream_t stream = cuda::compute_stream(device.index);
   const int64_t tiles_c = ceil_div(cols, 128);
-  QuantizedTensor out;
-  out.granularity = Granularity::tile_1x128;
-  out.format = format;
-  out.data = Tensor::empty({rows, cols}, dtype_of(format), device);
-  out.scale_inv = Tensor::empty({rows, tiles_c}, DType::f32, device);
+  QuantizedTensor out = empty_quantized(rows, cols, Granularity::tile_1x128, format, device);
   const ScaleParams p{float(max_finite(format)), options.margin, options.power_of_two, false};
   const Rounding rounding{options.stochastic_rounding, options.seed};
   dispatch_source_and_format("cuda_swiglu_quantize", gate.dtype(), format, [&]<typename S, typename Q>() {
@@ -639,11 +640,7 @@ QuantizedTensor cuda_requantize_transposed(const QuantizedTensor& q, Format form
   const Device device = data.device();
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
   const cudaStream_t stream = cuda::compute_stream(device.index);
-  QuantizedTensor out;
-  out.granularity = Granularity::tile_1x128;
-  out.format = format;
-  out.data = Tensor::empty({rows, cols}, dtype_of(format), device);
-  out.scale_inv = Tensor::empty({rows, tiles_c}, DType::f32, device);
+  QuantizedTensor out = empty_quantized(rows, cols, Granularity::tile_1x128, format, device);
   if (rows * cols == 0) {
     out.scale_inv.fill_(1.0);
     return out;
