@@ -17,6 +17,7 @@
 namespace daedalus {
 namespace {
 
+using kernels::cpu_has_bf16_matmul;
 using kernels::gemm;
 using kernels::matmul;
 using testing::all_close;
@@ -167,7 +168,9 @@ TEST(Gemm, TransposedAndSlicedOperandsAreReadInPlace) {
       gemm(x, y, c);  // first call builds the primitive
       const int64_t before = cpu_allocations();
       gemm(x, y, c);
-      EXPECT_EQ(cpu_allocations(), before) << what << ": an operand was copied";
+      if (dt == DType::f32 || cpu_has_bf16_matmul()) {  // without a BF16 matmul, BF16 operands are widened
+        EXPECT_EQ(cpu_allocations(), before) << what << ": an operand was copied";
+      }
       EXPECT_TRUE(matches(c, reference_gemm(x, y, {M, N}))) << what << " " << dtype_name(dt);
     }
   }

@@ -14,6 +14,7 @@
 
 #include "autograd/check.h"
 #include "autograd/device.h"
+#include "autograd/kernels/gemm.h"
 #include "data/prepare.h"
 #include "parallel/communicator.h"
 #include "parallel/watchdog.h"
@@ -43,8 +44,9 @@ void print_info() {
   fmt::print("daedalus {}\n", DAEDALUS_VERSION);
   fmt::print("  CUDA backend : {}\n", cuda_built() ? fmt::format("built, {} device(s) visible", cuda_device_count())
                                                    : std::string("built without CUDA"));
-  fmt::print("  oneDNN       : {}.{}.{} (CPU runtime threads: {})\n", dnnl->major, dnnl->minor, dnnl->patch,
-             omp_get_max_threads());
+  fmt::print("  oneDNN       : {}.{}.{} (CPU runtime threads: {}, BF16 matmul: {})\n", dnnl->major, dnnl->minor,
+             dnnl->patch, omp_get_max_threads(),
+             daedalus::kernels::cpu_has_bf16_matmul() ? "native" : "none on this CPU, widened to FP32");
   fmt::print("  MPI          : {}\n", mpi);
   fmt::print("  HDF5         : {}.{}.{}{}\n", h5_major, h5_minor, h5_release,
 #ifdef H5_HAVE_PARALLEL

@@ -232,19 +232,38 @@ Operands& thread_operands(const Primitive& prim) {
   return it->second;
 }
 
+// Whether oneDNN has a BF16 matmul on this CPU, probed once by building a one-element product.
+bool probe_bf16_matmul() {
+  static const bool has = [] {
+    const dnnl::memory::desc one({1, 1}, dnnl_type::bf16, dnnl_dims{1, 1});
+    const dnnl::memory::desc out({1, 1}, dnnl_type::f32, dnnl_dims{1, 1});
+    try {
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(one, one, out), cpu_engine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return has;
+}
+
 }  // namespace
 
 // a [..., M, K] · b [..., K, N] -> c [..., M, N], K >= 1, c non-empty; operands checked by the
-// dispatcher. Inputs oneDNN cannot read in place are copied to contiguous; an output it cannot
+// dispatcher. On a CPU without a BF16 matmul, BF16 operands are widened to FP32 (exactly) and
+// multiplied there: every product of two BF16 values is exact in FP32 and the sums accumulate in
+// FP32 either way, so only the order of the additions can differ from a BF16 kernel. Inputs oneDNN cannot read in place are copied to contiguous; an output it cannot
 // write (not row-major, or bf16 from fp32 inputs, which oneDNN lacks) goes through a contiguous
 // temporary of the accumulation dtype that is copied (rounded once) into c at the end.
 void gemm(const Tensor& a_in, const Tensor& b_in, const Tensor& c, float alpha, float beta) {
   const int rank = c.dim();
   DAEDALUS_CHECK(rank <= DNNL_MAX_NDIMS, "gemm: a {} and b {}: at most {} dims (oneDNN), c is {}",
                  shape_str(a_in.shape()), shape_str(b_in.shape()), DNNL_MAX_NDIMS, shape_str(c.shape()));
-  const DType out_dtype = a_in.dtype() == DType::f32 ? DType::f32 : c.dtype();
+  const bool widen = a_in.dtype() == DType::bf16 && !probe_bf16_matmul();
+  Tensor a = widen ? kernels::cast(a_in, DType::f32) : a_in, b = widen ? kernels::cast(b_in, DType::f32) : b_in;
+  const DType out_dtype = a.dtype() == DType::f32 ? DType::f32 : c.dtype();
 
-  Tensor a = a_in, b = b_in, out = c;
+  Tensor out = c;
   Problem p{
       layout_of(a, rank, true), layout_of(b, rank, true), layout_of(c, rank, false), a.dtype(), out_dtype, alpha, beta};
   if (!is_blas_matrix(p.a)) {
@@ -282,6 +301,8 @@ void gemm(const Tensor& a_in, const Tensor& b_in, const Tensor& c, float alpha, 
 }  // namespace cpu
 
 namespace kernels {
+
+bool cpu_has_bf16_matmul() { return cpu::probe_bf16_matmul(); }
 
 namespace {
 

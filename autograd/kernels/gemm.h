@@ -25,4 +25,9 @@ void gemm(const Tensor& a, const Tensor& b, const Tensor& c, double alpha = 1.0,
 // (batch dims from whichever operand has them; the same rules as gemm).
 Tensor matmul(const Tensor& a, const Tensor& b, DType out = DType::f32);
 
+// Whether oneDNN has a BF16 matmul on this CPU (it needs AVX512; AVX2-only CPUs have none). Without
+// one, the CPU gemm widens BF16 operands to FP32 first: the same products (exact in FP32) and FP32
+// sums, at the cost of a copy of each operand.
+bool cpu_has_bf16_matmul();
+
 }  // namespace daedalus::kernels
