@@ -2,6 +2,7 @@
 #include "train/trainer.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -19,12 +20,15 @@
 #include "autograd/kernels/elementwise.h"
 #include "autograd/nvtx.h"
 #include "autograd/ops/arithmetic.h"
+#include "data/chat.h"
+#include "data/tokenizer.h"
 #include "model/param_count.h"
 #include "parallel/communicator.h"
 #include "parallel/config_check.h"
 #include "parallel/grad_sync.h"
 #include "parallel/watchdog.h"
 #include "train/generate.h"
+#include "train/text_commands.h"
 
 namespace daedalus::train {
 
@@ -46,10 +50,23 @@ std::unique_ptr<data::TokenSource> open_source(const DataConfig& d, const std::v
   switch (d.format) {
     case DataFormat::llmc: return data::open_llmc(files);
     case DataFormat::hdf5: return data::open_hdf5(files);
-    case DataFormat::text: return data::open_text(files);
-    case DataFormat::synthetic: break;
+    case DataFormat::text:
+      return d.tokenizer.empty() ? data::open_text(files) : data::open_text(files, data::Tokenizer::load(d.tokenizer));
+    case DataFormat::synthetic:
+    case DataFormat::chat: break;
   }
-  DAEDALUS_FAIL("data: a synthetic source has no files");
+  DAEDALUS_FAIL("data: a {} source is not a token stream", d.format == DataFormat::chat ? "chat" : "synthetic");
+}
+
+// data.format chat: the conversations of `patterns` rendered, packed into seq_len windows (padding
+// with EOS, whose targets carry no loss). InputError when the tokenizer's ids do not fit the model.
+std::unique_ptr<data::PackedWindows> open_chat(const DataConfig& d, const std::vector<std::string>& patterns,
+                                               int64_t seq_len, int64_t vocab_size) {
+  const data::Tokenizer tokenizer = data::Tokenizer::load(d.tokenizer);
+  DAEDALUS_CHECK(tokenizer.vocab_size() <= vocab_size, "model.vocab_size: {}, but data.tokenizer {} has {} tokens",
+                 vocab_size, d.tokenizer, tokenizer.vocab_size());
+  return std::make_unique<data::PackedWindows>(
+      data::pack_samples(data::read_chat(patterns, tokenizer), seq_len, *tokenizer.eos_id()));
 }
 
 // Validation share of a synthetic stream: its last 5% (at least a few windows).
@@ -219,6 +236,10 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
     const int64_t n = train_source_->size(), nv = synthetic_val_tokens(n, seq);
     val_source_ = data::slice_of(*train_source_, n - nv, n);
     train_view_ = data::slice_of(*train_source_, 0, n - nv);
+  } else if (d.format == DataFormat::chat) {
+    const int64_t vocab = config_.model.vocab_size;
+    if (mode_ == TrainerMode::train) train_packed_ = open_chat(d, d.train, seq, vocab);
+    if (!d.val.empty()) val_packed_ = open_chat(d, d.val, seq, vocab);
   } else {
     if (mode_ == TrainerMode::train) train_source_ = open_source(d, d.train);  // evaluation needs only data.val
     if (!d.val.empty()) val_source_ = open_source(d, d.val);
@@ -232,9 +253,11 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
   lo.rank = rank;
   lo.world = world;
   if (train_source_) train_loader_ = std::make_unique<data::Loader>(train_view_ ? *train_view_ : *train_source_, lo);
-  if (val_source_ && (config_.train.eval_every > 0 || mode_ == TrainerMode::evaluate)) {
+  if (train_packed_) train_loader_ = std::make_unique<data::Loader>(*train_packed_, lo);
+  if ((val_source_ || val_packed_) && (config_.train.eval_every > 0 || mode_ == TrainerMode::evaluate)) {
     lo.shuffle = false;
-    val_loader_ = std::make_unique<data::Loader>(*val_source_, lo);
+    val_loader_ = val_packed_ ? std::make_unique<data::Loader>(*val_packed_, lo)
+                              : std::make_unique<data::Loader>(*val_source_, lo);
   }
 
   const bool tty = isatty(fileno(stderr)) != 0;
@@ -293,9 +316,17 @@ std::string Trainer::banner() const {
                    overrides.empty() ? "" : " (overrides: " + overrides + ")");
   s += fmt::format("  parallel   world {}, expert parallel {}, {} replica(s)\n", world, groups_.ep_size,
                    world / groups_.ep_size);
-  s += fmt::format("  data       {}\n",
-                   train_loader_ ? (train_view_ ? train_view_->describe() : train_source_->describe()) : "");
+  const auto packed = [&](const data::PackedWindows& w, const std::vector<std::string>& files) {
+    return fmt::format("chat {} ({} conversations, {} cut, in {} windows; {} loss tokens{})", fmt::join(files, " "),
+                       w.samples, w.split_samples, w.count, w.loss_tokens,
+                       config_.data.document_mask ? ", document mask" : "");
+  };
+  s += fmt::format("  data       {}\n", train_packed_ ? packed(*train_packed_, config_.data.train)
+                                        : train_loader_
+                                            ? (train_view_ ? train_view_->describe() : train_source_->describe())
+                                            : "");
   if (val_source_) s += fmt::format("  validation {}\n", val_source_->describe());
+  if (val_packed_) s += fmt::format("  validation {}\n", packed(*val_packed_, config_.data.val));
   s += fmt::format("  batch      {} x {} tokens x {} accum x {} rank(s) = {} tokens/step, {} steps\n",
                    config_.train.micro_batch_size, config_.train.seq_len, config_.train.grad_accum_steps, world,
                    tokens_per_step, config_.train.steps);
@@ -392,8 +423,30 @@ StepMetrics Trainer::train_step() {
   const bool stats = config_.precision.stats_every > 0 && m.step % config_.precision.stats_every == 0;
   if (stats) set_fp8_stats(/*collect=*/true);
   double loss = 0, lm = 0, mtp = 0, aux = 0;
+  // Chat data masks targets, so micro-batches and ranks hold different numbers of loss tokens: the
+  // LM loss of a step is then the mean over all of the step's loss tokens (every rank, every
+  // micro-batch), not a mean of per-micro-batch means. Micro-batch a of a rank weighs its own mean
+  // by w_a = n_a · accum · world / N (n_a its loss tokens, N the step's total): with the 1/accum
+  // scaling and the gradient mean over ranks, Σ w_a · mean_a / (accum · world) = Σ loss / N. A
+  // step with N = 0 contributes nothing (w = 0). Unmasked data has w_a = 1 and skips the count.
+  std::vector<data::Batch> batches;
+  for (int64_t a = 0; a < accum; ++a) batches.push_back(train_loader_->next());
+  std::vector<double> lm_weight(size_t(accum), 1.0);
+  if (config_.data.format == DataFormat::chat) {
+    std::vector<double> counts;
+    for (const data::Batch& b : batches) counts.push_back(double(b.loss_tokens()));
+    double total = 0;
+    for (double n : counts) total += n;
+    if (groups_.world->size() > 1) {
+      Tensor t = Tensor::from_values({total}, {1});
+      groups_.world->all_reduce(t);
+      total = t.item();
+    }
+    for (int64_t a = 0; a < accum; ++a)
+      lm_weight[size_t(a)] = total > 0 ? counts[size_t(a)] * double(accum * groups_.world->size()) / total : 0.0;
+  }
   for (int64_t a = 0; a < accum; ++a) {
-    const data::Batch batch = train_loader_->next();
+    const data::Batch& batch = batches[size_t(a)];
     if (step_ == 0 && a == 0) {
       const std::vector<int64_t> t = batch.inputs.to_vector<int64_t>();
       Fnv1a h;
@@ -401,17 +454,21 @@ StepMetrics Trainer::train_step() {
       m.batch_digest = h.hex();
     }
     std::optional<nvtx::Range> phase(std::in_place, "forward");
-    const model::LmOutput out = model_->forward(batch.inputs.to(device_), batch.targets.to(device_));
+    const model::LmOutput out = model_->forward(batch.inputs.to(device_), batch.targets.to(device_),
+                                                config_.data.document_mask ? batch.positions : Tensor());
     phase.emplace("backward");
     double scale = 1.0 / double(accum);
     if (inject_nan_at_ && *inject_nan_at_ == m.step && a == 0) scale = std::nan("");  // test hook
     if (inject_hang_at_ && *inject_hang_at_ == m.step && groups_.world->rank() == groups_.world->size() - 1)
       for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // test hook: the last rank hangs
-    backward(ops::affine(out.loss, scale));
+    const double w = lm_weight[size_t(a)];
+    backward(w == 1.0 ? ops::affine(out.loss, scale)
+                      : ops::add(ops::affine(out.loss, scale), ops::affine(out.lm_loss, (w - 1.0) * scale)));
     phase.reset();
     // The losses come to the host for logging (one small copy each; the last waits for the step).
-    loss += out.loss.value().item() / double(accum);
-    lm += out.lm_loss.value().item() / double(accum);
+    const double lm_a = out.lm_loss.value().item();
+    loss += (out.loss.value().item() + (w - 1.0) * lm_a) / double(accum);
+    lm += w * lm_a / double(accum);
     if (out.mtp_loss.defined()) mtp += out.mtp_loss.value().item() / double(accum);
     if (out.aux_loss.defined()) aux += out.aux_loss.value().item() / double(accum);
     if (a == 0) {
@@ -511,7 +568,11 @@ EvalMetrics Trainer::evaluate() {
   double sum = 0;
   for (int64_t i = 0; i < batches; ++i) {
     const data::Batch batch = val_loader_->next();
-    sum += model_->forward(batch.inputs.to(device_), batch.targets.to(device_)).lm_loss.value().item();
+    sum += model_
+               ->forward(batch.inputs.to(device_), batch.targets.to(device_),
+                         config_.data.document_mask ? batch.positions : Tensor())
+               .lm_loss.value()
+               .item();
   }
   double mean = sum / double(batches);
   if (groups_.world->size() > 1) {
@@ -620,10 +681,16 @@ StopReason Trainer::poll_stop(double step_s) {
 }
 
 void Trainer::print_sample() {
-  // Byte-level corpora (vocab 256, as prepare-data writes) print as text; others as token ids.
+  // Byte-level corpora (vocab 256, as prepare-data writes) and runs with a data.tokenizer print as
+  // text; others as token ids.
   const bool bytes = config_.model.vocab_size == 256 && config_.data.format != DataFormat::synthetic;
+  const bool chat = config_.data.format == DataFormat::chat;
+  std::unique_ptr<PromptCodec> codec;
+  if (!config_.data.tokenizer.empty()) codec = std::make_unique<PromptCodec>(config_.data.tokenizer);
   std::vector<int64_t> prompt;
-  if (bytes) {
+  if (codec) {
+    prompt = codec->encode(chat ? "Tell me something about life." : "The ", chat);
+  } else if (bytes) {
     for (char ch : std::string("The ")) prompt.push_back(int64_t(uint8_t(ch)));
   } else {
     prompt.push_back(0);
@@ -636,7 +703,15 @@ void Trainer::print_sample() {
   const std::vector<int64_t> tokens = sample(*model_, prompt, o);
   kept.restore(*model_);
   if (groups_.world->rank() != 0) return;
-  if (bytes) {
+  if (codec) {
+    std::string text;  // a plain prompt is shown before its continuation; a chat reply alone
+    if (!chat) {
+      for (int64_t t : prompt) text += codec->text(t);
+    }
+    for (int64_t t : tokens) text += codec->text(t);
+    progress_->message(std::string("sample (temperature 0.8") + (chat ? ", reply to a chat prompt" : "") +
+                       "): " + text);
+  } else if (bytes) {
     progress_->message("sample (temperature 0.8): " + bytes_to_text(prompt) + bytes_to_text(tokens));
   } else {
     std::string ids;
