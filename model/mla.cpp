@@ -18,7 +18,11 @@ constexpr double kLatentNormEps = 1e-6;
 }  // namespace
 
 Mla::Mla(const BuildContext& ctx, const ModelConfig& config, const std::string& module, kernels::RopeLayout rope_layout)
-    : config_(config), module_(module), rope_layout_(rope_layout) {
+    : config_(config),
+      module_(module),
+      rope_layout_(rope_layout),
+      rope_(rope_frequencies(config)),
+      softmax_scale_(attention_softmax_scale(config)) {
   const int64_t d = config.hidden_size, h = config.num_attention_heads;
   if (config.q_lora_rank) {
     q_a_proj_ = Linear(ctx, module + ".q_a_proj", d, *config.q_lora_rank);
@@ -68,10 +72,9 @@ Var Mla::forward(const Var& x, const Tensor& positions) {
     for (int64_t i = 0; i < b * t; ++i) doc_start.data<int64_t>()[i] = i % t - pos.data<int64_t>()[i];
   }
   const auto apply_rope = [&](const Var& v) {  // v [B, T, heads, rope]
-    if (!packed) return ops::rope(v, positions, c.rope_theta, rope_layout_);
+    if (!packed) return ops::rope(v, positions, rope_, rope_layout_);
     const int64_t n = v.value().size(2);
-    const Var flat =
-        ops::rope(ops::reshape(v, {1, b * t, n, rope}), positions.reshape({b * t}), c.rope_theta, rope_layout_);
+    const Var flat = ops::rope(ops::reshape(v, {1, b * t, n, rope}), positions.reshape({b * t}), rope_, rope_layout_);
     return ops::reshape(flat, {b, t, n, rope});
   };
 
@@ -90,8 +93,7 @@ Var Mla::forward(const Var& x, const Tensor& positions) {
   const Var qh = heads_first(ops::concat({q_parts[0], q_pe}, 3));
   const Var kh = heads_first(ops::concat({kv_parts[0], ops::expand(k_pe, {b, t, h, rope})}, 3));
   const Var vh = heads_first(kv_parts[1]);
-  const double scale = 1.0 / std::sqrt(double(nope + rope));
-  const Var attn = ops::attention(qh, kh, vh, scale, /*causal=*/true, doc_start);  // [B, H, T, v] fp32
+  const Var attn = ops::attention(qh, kh, vh, softmax_scale_, /*causal=*/true, doc_start);  // [B, H, T, v] fp32
   return o_proj_.forward(ops::reshape(ops::transpose(attn, 1, 2), {b, t, h * vd}));
 }
 
