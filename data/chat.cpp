@@ -86,13 +86,7 @@ std::vector<ChatSample> read_chat(const std::vector<std::string>& patterns, cons
     while (reader.next(line)) {
       if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
       const std::string where = fmt::format("{}:{}", path, reader.line_number());
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error& e) {
-        DAEDALUS_FAIL("{}: not valid JSON: {}", where, e.what());
-      }
-      DAEDALUS_CHECK(j.is_object(), "{}: expected a JSON object, got {}", where, j.type_name());
+      const nlohmann::json j = parse_object_line(line, where);
       const auto list = j.find("messages");
       DAEDALUS_CHECK(list != j.end() && list->is_array(), "{}: messages: expected an array of messages", where);
       std::vector<ChatMessage> messages;

@@ -146,4 +146,15 @@ bool LineReader::next(std::string_view& line) {
   }
 }
 
+nlohmann::json parse_object_line(std::string_view line, const std::string& where) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::parse_error& e) {
+    DAEDALUS_FAIL("{}: not valid JSON: {}", where, e.what());
+  }
+  DAEDALUS_CHECK(j.is_object(), "{}: expected a JSON object, got {}", where, j.type_name());
+  return j;
+}
+
 }  // namespace daedalus::data

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 
@@ -43,5 +44,9 @@ class LineReader {
   bool eof_ = false;
   int64_t line_number_ = 0;
 };
+
+// One JSONL line as a JSON object; InputError "where: not valid JSON: ..." or "where: expected a
+// JSON object, got array" (where = "file:line").
+nlohmann::json parse_object_line(std::string_view line, const std::string& where);
 
 }  // namespace daedalus::data

@@ -9,7 +9,6 @@
 #include <fstream>
 
 #if !DAEDALUS_MINIMAL  // the GPU-test build has no nlohmann-json
-#include <nlohmann/json.hpp>
 #define DAEDALUS_HAVE_JSON 1
 #endif
 
@@ -60,6 +59,23 @@ void write_summary(const std::string& out_dir, const std::string& json_text) {
   DAEDALUS_CHECK(out.good(), "{}: write failed", path);
 }
 
+#ifdef DAEDALUS_HAVE_JSON
+nlohmann::json summary_json(const std::vector<std::string>& files, const PrepareSummary& summary, double val_fraction,
+                            const ShardSet& train, const ShardSet& valid) {
+  nlohmann::json j;
+  j["inputs"] = files;
+  j["files"] = summary.files;
+  j["bytes"] = summary.bytes;
+  j["tokens"] = summary.train_tokens + summary.val_tokens;
+  j["train_tokens"] = summary.train_tokens;
+  j["val_tokens"] = summary.val_tokens;
+  j["val_fraction"] = val_fraction;
+  j["train_shards"] = train.names();
+  j["val_shards"] = valid.names();
+  return j;
+}
+#endif
+
 }  // namespace detail
 
 PrepareSummary prepare_data(const std::vector<std::string>& inputs, const std::string& out_dir, double val_fraction,
@@ -105,20 +121,11 @@ PrepareSummary prepare_data(const std::vector<std::string>& inputs, const std::s
   detail::finish_shards(train, valid, out_dir, summary);
 
 #ifdef DAEDALUS_HAVE_JSON
-  nlohmann::json j;
+  nlohmann::json j = detail::summary_json(files, summary, val_fraction, train, valid);
   j["format"] = "llm.c version 1 (uint16 tokens)";
   j["tokenizer"] = "bytes";
   j["vocab_size"] = 256;
-  j["inputs"] = files;
-  j["files"] = summary.files;
-  j["bytes"] = summary.bytes;
   j["separator"] = "\n";
-  j["tokens"] = total;
-  j["train_tokens"] = summary.train_tokens;
-  j["val_tokens"] = summary.val_tokens;
-  j["val_fraction"] = val_fraction;
-  j["train_shards"] = train.names();
-  j["val_shards"] = valid.names();
   detail::write_summary(out_dir, j.dump(2));
 #endif
   return summary;

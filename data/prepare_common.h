@@ -6,6 +6,10 @@
 #include <string>
 #include <vector>
 
+#if !DAEDALUS_MINIMAL
+#include <nlohmann/json.hpp>
+#endif
+
 #include "data/prepare.h"
 #include "data/shard_writer.h"
 
@@ -21,5 +25,11 @@ void make_output_dir(const std::string& out_dir);
 void finish_shards(ShardSet& train, ShardSet& valid, const std::string& out_dir, PrepareSummary& summary);
 // out_dir/summary.json := json_text.
 void write_summary(const std::string& out_dir, const std::string& json_text);
+
+#if !DAEDALUS_MINIMAL  // the GPU-test build has no nlohmann-json
+// The summary.json keys both paths write: inputs, files, bytes, tokens, the split, the shards.
+nlohmann::json summary_json(const std::vector<std::string>& files, const PrepareSummary& summary, double val_fraction,
+                            const ShardSet& train, const ShardSet& valid);
+#endif
 
 }  // namespace daedalus::data::detail

@@ -16,6 +16,7 @@
 #include "data/mapped_file.h"
 #include "data/prepare.h"
 #include "data/prepare_common.h"
+#include "data/shard_writer.h"
 #include "data/source.h"
 #include "data/tokenizer.h"
 
@@ -49,13 +50,7 @@ bool document_of_line(const std::string& line, const Batch& batch, size_t k, con
                       std::string& text) {
   if (line.find_first_not_of(" \t\r") == std::string::npos) return false;
   const std::string where = fmt::format("{}:{}", *batch.file, batch.line_numbers[k]);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    DAEDALUS_FAIL("{}: not valid JSON: {}", where, e.what());
-  }
-  DAEDALUS_CHECK(j.is_object(), "{}: expected a JSON object, got {}", where, j.type_name());
+  const nlohmann::json j = parse_object_line(line, where);
   const auto it = j.find(key);
   DAEDALUS_CHECK(it != j.end(), "{}: no key \"{}\" (--text-key) in the object", where, key);
   DAEDALUS_CHECK(it->is_string(), "{}: key \"{}\" is a {}, not a string", where, key, it->type_name());
@@ -94,16 +89,7 @@ class TokenFile {
     std::remove(path_.c_str());
   }
   void append(const std::vector<int32_t>& ids) {
-    buffer_.resize(ids.size() * size_t(width_));
-    for (size_t i = 0; i < ids.size(); ++i) {
-      const auto v = uint32_t(ids[i]);
-      if (width_ == 2) {
-        const auto u = uint16_t(v);
-        std::memcpy(buffer_.data() + 2 * i, &u, 2);
-      } else {
-        std::memcpy(buffer_.data() + 4 * i, &v, 4);
-      }
-    }
+    detail::pack_tokens(ids.data(), int64_t(ids.size()), width_, buffer_);
     DAEDALUS_CHECK(buffer_.empty() || std::fwrite(buffer_.data(), buffer_.size(), 1, file_) == 1,
                    "{}: write failed: {}", path_, std::strerror(errno));
     count_ += int64_t(ids.size());
@@ -257,7 +243,7 @@ PrepareSummary prepare_tokenized(const std::vector<std::string>& inputs, const s
   }
   detail::finish_shards(train, valid, out_dir, summary);
 
-  nlohmann::json j;
+  nlohmann::json j = detail::summary_json(files, summary, val_fraction, train, valid);
   j["format"] = summary.version == 1 ? "llm.c version 1 (uint16 tokens)" : "llm.c version 7 (uint32 tokens)";
   j["tokenizer"] = options.tokenizer;
   j["tokenizer_sha256"] = sha256_hex(options.tokenizer);
@@ -265,17 +251,8 @@ PrepareSummary prepare_tokenized(const std::vector<std::string>& inputs, const s
   j["bos_id"] = enc.bos >= 0 ? nlohmann::json(enc.bos) : nlohmann::json();
   j["eos_id"] = enc.eos;
   j["text_key"] = options.text_key;
-  j["inputs"] = files;
-  j["files"] = summary.files;
-  j["bytes"] = summary.bytes;
   j["text_bytes"] = summary.text_bytes;
   j["documents"] = summary.documents;
-  j["tokens"] = total;
-  j["train_tokens"] = summary.train_tokens;
-  j["val_tokens"] = summary.val_tokens;
-  j["val_fraction"] = val_fraction;
-  j["train_shards"] = train.names();
-  j["val_shards"] = valid.names();
   detail::write_summary(out_dir, j.dump(2));
   return summary;
 }

@@ -67,23 +67,39 @@ void ShardSet::append_tokens(const T* tokens, int64_t n) {
   while (n > 0) {
     if (file_ == nullptr) open_next();
     const int64_t take = std::min(n, max_tokens_ - count_);
-    buffer_.resize(size_t(take * width));
-    for (int64_t i = 0; i < take; ++i) {
-      const auto v = uint32_t(tokens[i]);  // little-endian host (static_assert in source.cpp)
-      if (width == 2) {
-        DAEDALUS_ASSERT(v < 65536);
-        const auto u = uint16_t(v);
-        std::memcpy(buffer_.data() + 2 * i, &u, 2);
-      } else {
-        std::memcpy(buffer_.data() + 4 * i, &v, 4);
-      }
-    }
+    pack_tokens(tokens, take, width, buffer_);
     check(take == 0 || std::fwrite(buffer_.data(), buffer_.size(), 1, file_) == 1);
     count_ += take;
     tokens += take;
     n -= take;
     if (count_ == max_tokens_) close_current();
   }
+}
+
+namespace {
+
+template <typename T>
+void pack(const T* tokens, int64_t n, int width, std::vector<uint8_t>& out) {
+  out.resize(size_t(n * width));
+  for (int64_t i = 0; i < n; ++i) {
+    const auto v = uint32_t(tokens[i]);  // little-endian host (static_assert in source.cpp)
+    if (width == 2) {
+      DAEDALUS_ASSERT(v < 65536);
+      const auto u = uint16_t(v);
+      std::memcpy(out.data() + 2 * i, &u, 2);
+    } else {
+      std::memcpy(out.data() + 4 * i, &v, 4);
+    }
+  }
+}
+
+}  // namespace
+
+void pack_tokens(const uint8_t* tokens, int64_t n, int width, std::vector<uint8_t>& out) {
+  pack(tokens, n, width, out);
+}
+void pack_tokens(const int32_t* tokens, int64_t n, int width, std::vector<uint8_t>& out) {
+  pack(tokens, n, width, out);
 }
 
 void ShardSet::append(const uint8_t* bytes, int64_t n) { append_tokens(bytes, n); }

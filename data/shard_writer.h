@@ -44,6 +44,11 @@ class ShardSet {
   bool committed_ = false;
 };
 
+// n tokens as little-endian integers of `width` bytes into out (resized to n · width): 2 = uint16
+// (each token < 2^16, asserted), 4 = uint32. The shards' and the temporary token file's layout.
+void pack_tokens(const uint8_t* tokens, int64_t n, int width, std::vector<uint8_t>& out);
+void pack_tokens(const int32_t* tokens, int64_t n, int width, std::vector<uint8_t>& out);
+
 // Removes train_NNNNNN.bin / val_NNNNNN.bin files in dir that are not in `keep` (shards of an
 // earlier, larger run: a glob must see only this run's).
 void remove_stale_shards(const std::string& dir, const std::vector<std::string>& keep);

@@ -17,11 +17,13 @@
 #include "data/prepare.h"
 #include "data/source.h"
 #include "data/tokenizer.h"
+#include "tests/testing.h"
 
 namespace daedalus::data {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::error_of;
 
 const std::string kTokenizer = std::string(DAEDALUS_SOURCE_DIR) + "/tests/tokenizer/deepseek/tokenizer.json";
 
@@ -66,15 +68,6 @@ std::string sha256sum(const std::string& path) {
   const size_t n = p != nullptr ? std::fread(hex, 1, 64, p) : 0;
   if (p != nullptr) pclose(p);
   return std::string(hex, n);
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(PrepareTokens, DocumentsFromEveryInputKindInOrder) {

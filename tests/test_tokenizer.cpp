@@ -49,9 +49,13 @@ std::string tiny_json(const std::string& merges, const std::string& extra_vocab 
 }
 
 class TokenizerFixture : public ::testing::TestWithParam<std::string> {};
+class TokenizerSmallFixture : public ::testing::TestWithParam<std::string> {};
 
-// Every document of the small corpus (20 kB: every generator branch) gives tokenizers' ids.
-TEST_P(TokenizerFixture, SmallCorpusIdsEqualHuggingFace) {
+// Every document of the small corpus (20 kB: every generator branch) gives tokenizers' ids. The
+// "variety" fixture covers the pre-tokenizer options the other two do not (a String split,
+// merged_with_previous / merged_with_next, invert, Punctuation, Digits, removed, add_prefix_space
+// with the ByteLevel regex).
+TEST_P(TokenizerSmallFixture, SmallCorpusIdsEqualHuggingFace) {
   const Tokenizer tok = Tokenizer::load(fixture(GetParam() + "/tokenizer.json"));
   const auto& exp = expected();
   EXPECT_EQ(tok.vocab_size(), exp[GetParam()]["vocab_size"].get<int64_t>());
@@ -98,6 +102,7 @@ TEST_P(TokenizerFixture, LargeCorpusIdsEqualHuggingFaceAndRoundTrip) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerFixture, ::testing::Values("deepseek", "gpt2"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerSmallFixture, ::testing::Values("deepseek", "gpt2", "variety"));
 
 TEST(Tokenizer, ConfigGivesBosEosAndSpecialTokens) {
   const Tokenizer tok = Tokenizer::load(fixture("deepseek/tokenizer.json"));

@@ -77,6 +77,28 @@ case $case in
     set -e
     [ $rc -eq 1 ] && [[ $out == *"bad.jsonl:1: messages[1].role: unknown role \"wizard\""* ]] || fail "role: rc $rc: $out"
     ;;
+  chat_mean)
+    # The LM loss of a step is the mean over all its loss tokens, however the step's windows are cut
+    # into micro-batches and ranks: one step as 1 x 4 windows, 2 micro-batches x 2, and 2 ranks x 2
+    # gives the same lm_loss (fp32; only GEMM shapes differ: 1e-5 relative). A mean of per-micro-
+    # batch means would differ (the windows hold 50 to 110 loss tokens).
+    common=(--config "$src/configs/tiny.yaml" --set data.format=chat --set data.tokenizer="$tok"
+            --set model.vocab_size=6000 --set data.document_mask=true --set train.seq_len=64
+            --set model.num_hidden_layers=2 --set train.steps=1 --set schedule.warmup_steps=0 --set train.log_every=1
+            --set precision.recipe=fp32 --set checkpoint.every=0 --set data.train="[$src/tests/tokenizer/chat.jsonl]")
+    "$daedalus" train "${common[@]}" --set run.dir="$work/a" --set train.micro_batch_size=4 > a.log 2>&1 ||
+      fail "1 x 4: $(cat a.log)"
+    "$daedalus" train "${common[@]}" --set run.dir="$work/b" --set train.micro_batch_size=2 \
+      --set train.grad_accum_steps=2 > b.log 2>&1 || fail "2 x 2: $(cat b.log)"
+    mpirun -np 2 --oversubscribe --bind-to none "$daedalus" train "${common[@]}" --set run.dir="$work/c" \
+      --set train.micro_batch_size=2 > c.log 2>&1 || fail "2 ranks: $(cat c.log)"
+    lm() { grep -o '"lm_loss":[^,}]*' "$work/$1/metrics.jsonl" | head -1 | cut -d: -f2; }
+    a=$(lm a) b=$(lm b) c=$(lm c)
+    awk -v a="$a" -v b="$b" -v c="$c" 'function abs(x) { return x < 0 ? -x : x }
+      BEGIN { exit !(a > 0 && abs(a - b) <= 1e-5 * a && abs(a - c) <= 1e-5 * a) }' ||
+      fail "lm_loss 1x4 $a, 2x2 $b, 2 ranks $c"
+    echo "lm_loss 1x4 $a, 2x2 $b, 2 ranks $c"
+    ;;
   *) fail "unknown case" ;;
 esac
 echo "PASS: $case"
