@@ -193,6 +193,24 @@ TEST(Tokenizer, WhitespaceClassFollowsOniguruma) {
             "c");
 }
 
+// \p{Hiragana} is Oniguruma's Script property: U+30FC (prolonged sound mark, Script Common) is not
+// in it, though PCRE2's default Script_Extensions would take it.
+TEST(Tokenizer, ScriptClassesFollowOniguruma) {
+  const std::string pre = R"({"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"\\p{Hiragana}+"},)"
+                          R"("behavior":"Removed","invert":false},)"
+                          R"({"type":"ByteLevel","add_prefix_space":false,"use_regex":false}]})";
+  const Tokenizer tok = Tokenizer::from_json(tiny_json("", "", pre));
+  detail::MatchState state;
+  std::vector<std::pair<int64_t, int64_t>> scratch;
+  std::vector<std::string_view> out;
+  detail::apply_split(tok.model().pre_tokenizer[0], "a\u3042\u30FCb", state, scratch, out);  // a あ ー b
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0], "a");
+  EXPECT_EQ(out[1],
+            "\u30FC"
+            "b");
+}
+
 TEST(Tokenizer, BadInputNamesFileAndJsonPath) {
   EXPECT_NE(input_error([] { Tokenizer::from_json("{\"model\": [", "", "x.json"); }).find("x.json: not valid JSON"),
             std::string::npos);

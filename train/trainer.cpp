@@ -20,13 +20,12 @@
 #include "autograd/kernels/elementwise.h"
 #include "autograd/nvtx.h"
 #include "autograd/ops/arithmetic.h"
-#include "data/chat.h"
-#include "data/tokenizer.h"
 #include "model/param_count.h"
 #include "parallel/communicator.h"
 #include "parallel/config_check.h"
 #include "parallel/grad_sync.h"
 #include "parallel/watchdog.h"
+#include "train/chat_training.h"
 #include "train/generate.h"
 #include "train/text_commands.h"
 
@@ -56,17 +55,6 @@ std::unique_ptr<data::TokenSource> open_source(const DataConfig& d, const std::v
     case DataFormat::chat: break;
   }
   DAEDALUS_FAIL("data: a {} source is not a token stream", d.format == DataFormat::chat ? "chat" : "synthetic");
-}
-
-// data.format chat: the conversations of `patterns` rendered, packed into seq_len windows (padding
-// with EOS, whose targets carry no loss). InputError when the tokenizer's ids do not fit the model.
-std::unique_ptr<data::PackedWindows> open_chat(const DataConfig& d, const std::vector<std::string>& patterns,
-                                               int64_t seq_len, int64_t vocab_size) {
-  const data::Tokenizer tokenizer = data::Tokenizer::load(d.tokenizer);
-  DAEDALUS_CHECK(tokenizer.vocab_size() <= vocab_size, "model.vocab_size: {}, but data.tokenizer {} has {} tokens",
-                 vocab_size, d.tokenizer, tokenizer.vocab_size());
-  return std::make_unique<data::PackedWindows>(
-      data::pack_samples(data::read_chat(patterns, tokenizer), seq_len, *tokenizer.eos_id()));
 }
 
 // Validation share of a synthetic stream: its last 5% (at least a few windows).
@@ -423,28 +411,12 @@ StepMetrics Trainer::train_step() {
   const bool stats = config_.precision.stats_every > 0 && m.step % config_.precision.stats_every == 0;
   if (stats) set_fp8_stats(/*collect=*/true);
   double loss = 0, lm = 0, mtp = 0, aux = 0;
-  // Chat data masks targets, so micro-batches and ranks hold different numbers of loss tokens: the
-  // LM loss of a step is then the mean over all of the step's loss tokens (every rank, every
-  // micro-batch), not a mean of per-micro-batch means. Micro-batch a of a rank weighs its own mean
-  // by w_a = n_a · accum · world / N (n_a its loss tokens, N the step's total): with the 1/accum
-  // scaling and the gradient mean over ranks, Σ w_a · mean_a / (accum · world) = Σ loss / N. A
-  // step with N = 0 contributes nothing (w = 0). Unmasked data has w_a = 1 and skips the count.
   std::vector<data::Batch> batches;
   for (int64_t a = 0; a < accum; ++a) batches.push_back(train_loader_->next());
-  std::vector<double> lm_weight(size_t(accum), 1.0);
-  if (config_.data.format == DataFormat::chat) {
-    std::vector<double> counts;
-    for (const data::Batch& b : batches) counts.push_back(double(b.loss_tokens()));
-    double total = 0;
-    for (double n : counts) total += n;
-    if (groups_.world->size() > 1) {
-      Tensor t = Tensor::from_values({total}, {1});
-      groups_.world->all_reduce(t);
-      total = t.item();
-    }
-    for (int64_t a = 0; a < accum; ++a)
-      lm_weight[size_t(a)] = total > 0 ? counts[size_t(a)] * double(accum * groups_.world->size()) / total : 0.0;
-  }
+  // Masked (chat) targets: the LM loss is the mean over the step's loss tokens (chat_training.h).
+  const std::vector<double> lm_weight = config_.data.format == DataFormat::chat
+                                            ? loss_token_weights(batches, *groups_.world)
+                                            : std::vector<double>(size_t(accum), 1.0);
   for (int64_t a = 0; a < accum; ++a) {
     const data::Batch& batch = batches[size_t(a)];
     if (step_ == 0 && a == 0) {

@@ -85,7 +85,8 @@ case $case in
     common=(--config "$src/configs/tiny.yaml" --set data.format=chat --set data.tokenizer="$tok"
             --set model.vocab_size=6000 --set data.document_mask=true --set train.seq_len=64
             --set model.num_hidden_layers=2 --set train.steps=1 --set schedule.warmup_steps=0 --set train.log_every=1
-            --set precision.recipe=fp32 --set checkpoint.every=0 --set data.train="[$src/tests/tokenizer/chat.jsonl]")
+            --set precision.recipe=fp32 --set checkpoint.every=0 --set data.train="[$src/tests/tokenizer/chat.jsonl]"
+            --set "data.val=[]")
     "$daedalus" train "${common[@]}" --set run.dir="$work/a" --set train.micro_batch_size=4 > a.log 2>&1 ||
       fail "1 x 4: $(cat a.log)"
     "$daedalus" train "${common[@]}" --set run.dir="$work/b" --set train.micro_batch_size=2 \
