@@ -88,6 +88,22 @@ class Writer {
     }
   }
 
+  // ZeRO-1: every rank writes the element ranges `file_ranges` of the dataset (global `shape`) from
+  // `data` (their elements back to back); the ranges of all ranks together tile the tensor.
+  void sharded(hid_t group, const std::string& name, const Shape& shape, const std::vector<ElementRange>& file_ranges,
+               const Tensor& data) {
+    h5::Handle d = h5::create_f32_dataset(group, name, shape, h5::chunk_shape(shape, /*one_row_per_chunk=*/false));
+    const Tensor host = host_f32(data);
+    // Every rank makes the same number of (collective) calls, each under kMaxPieceBytes.
+    const int64_t calls = std::max<int64_t>(1, (shape_numel(shape) * 4 + h5::kMaxPieceBytes - 1) / h5::kMaxPieceBytes);
+    const float* base = host.numel() > 0 ? host.data<float>() : nullptr;  // a rank may own none of it
+    int64_t at = 0;
+    for (const auto& ranges : h5::split_ranges(file_ranges, calls)) {
+      h5::write_elements(d.get(), xfer_, shape, ranges, base == nullptr ? nullptr : base + at);
+      for (const auto& [b, e] : ranges) at += e - b;
+    }
+  }
+
  private:
   hid_t xfer_;
   int rank_, world_, replica_, replicas_;
@@ -153,6 +169,35 @@ void write_fp8(hid_t group, model::CausalLM& model, const parallel::ProcessGroup
     w.replicated(group, d.name, t);
     at += n;
   }
+}
+
+// The element ranges of the checkpoint's tensor that a ZeRO-1 rank's `owned` ranges of parameter
+// `p` are: shifted by the expert slice's first element for stacked experts.
+std::vector<ElementRange> file_ranges(const model::Parameter& p, const std::vector<ElementRange>& owned) {
+  const int64_t shift = p.expert ? p.expert_offset * row_elems(p.global_shape()) : 0;
+  std::vector<ElementRange> out;
+  for (const auto& [b, e] : owned) out.emplace_back(b + shift, e + shift);
+  return out;
+}
+
+// Reads the element ranges `ranges` of `dataset` into `target` (their elements back to back).
+void read_ranges_into(hid_t file, const std::string& dataset_path, const std::string& path,
+                      const std::vector<ElementRange>& ranges, Tensor target) {
+  h5::Handle d = h5::open_dataset(file, dataset_path);
+  if (!d.valid())
+    throw CheckpointReadError(fmt::format("{}: {}: cannot open: {}", path, dataset_path, h5::take_error_stack()));
+  const Shape file_shape = h5::dataset_shape(d.get());
+  if (target.numel() == 0) return;  // this rank owns none of it
+  Tensor host = Tensor::empty({target.numel()});
+  const int64_t calls = std::max<int64_t>(1, (host.numel() * 4 + h5::kMaxPieceBytes - 1) / h5::kMaxPieceBytes);
+  int64_t at = 0;
+  std::string error;
+  for (const auto& piece : h5::split_ranges(ranges, calls)) {
+    if (!h5::read_elements(d.get(), file_shape, piece, host.data<float>() + at, &error))
+      throw CheckpointReadError(fmt::format("{}: {}: {}", path, dataset_path, h5::read_failure(error)));
+    for (const auto& [b, e] : piece) at += e - b;
+  }
+  target.copy_(host.view(target.shape()));
 }
 
 // Reads rows [row0, row0 + local.size(0)) of `dataset` into `target` (any dtype and device).
@@ -224,7 +269,9 @@ SaveStats save_checkpoint(const std::string& path, model::CausalLM& model, AdamW
           const std::pair<const char*, Tensor*> moments[] = {{"exp_avg", &optimizer->exp_avg(op.name)},
                                                              {"exp_avg_sq", &optimizer->exp_avg_sq(op.name)}};
           for (const auto& [key, t] : moments) {
-            if (p.expert) {
+            if (op.owned) {  // ZeRO-1: each rank its shard
+              w.sharded(pg.get(), key, p.global_shape(), file_ranges(p, *op.owned), *t);
+            } else if (p.expert) {
               w.experts(pg.get(), key, *t, p.expert_offset, p.num_experts);
             } else {
               w.replicated(pg.get(), key, *t);
@@ -335,7 +382,11 @@ TrainerState load_checkpoint(const std::string& path, model::CausalLM& model, Ad
           throw InputError(fmt::format("{}: {} has shape {}, this model's {} has {}", path, name, shape_str(file_shape),
                                        op.name, shape_str(p.global_shape())));
         Tensor& moment = key == std::string("exp_avg") ? optimizer->exp_avg(op.name) : optimizer->exp_avg_sq(op.name);
-        read_into(file.get(), name, path, p.expert ? p.expert_offset : 0, moment);
+        if (op.owned) {  // ZeRO-1: this rank's shard, whatever layout wrote the file
+          read_ranges_into(file.get(), name, path, file_ranges(p, *op.owned), moment);
+        } else {
+          read_into(file.get(), name, path, p.expert ? p.expert_offset : 0, moment);
+        }
       }
     }
     optimizer->set_step_count(*step);
