@@ -93,6 +93,13 @@ bool read_elements(hid_t dataset, const Shape& shape, const std::vector<Range>& 
   return false;
 }
 
+std::vector<Range> zero_file_ranges(const model::Parameter& p, const std::vector<Range>& owned) {
+  const int64_t shift = p.expert ? p.expert_offset * row_elems(p.global_shape()) : 0;
+  std::vector<Range> out;
+  for (const auto& [b, e] : owned) out.emplace_back(b + shift, e + shift);
+  return out;
+}
+
 std::vector<std::vector<Range>> split_ranges(const std::vector<Range>& ranges, int64_t calls) {
   DAEDALUS_CHECK(calls >= 1, "split_ranges: {} calls", calls);
   int64_t total = 0;
