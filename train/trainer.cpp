@@ -2,7 +2,6 @@
 #include "train/trainer.h"
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -28,6 +27,7 @@
 #include "train/chat_training.h"
 #include "train/generate.h"
 #include "train/text_commands.h"
+#include "train/zero.h"
 
 namespace daedalus::train {
 
@@ -272,8 +272,14 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
 void Trainer::build_model() {
   model_ = std::make_unique<model::CausalLM>(lm_options(config_, &groups_, device_));
   std::vector<Param> params;
-  for (const model::Parameter& p : model_->parameters().all())
-    if (p.trainable) params.push_back(Param{p.name, p.var, p.weight_decay, p.expert && groups_.ep_size > 1});
+  std::vector<bool> expert;
+  for (const model::Parameter& p : model_->parameters().all()) {
+    if (!p.trainable) continue;
+    params.push_back(Param{p.name, p.var, p.weight_decay, p.expert && groups_.ep_size > 1});
+    expert.push_back(p.expert);
+  }
+  if (config_.parallel.zero_stage == 1) zero_ = std::make_unique<ZeroShards>(params, expert, groups_);
+  expert_ = std::move(expert);
   optimizer_ = std::make_unique<AdamW>(std::move(params), config_.optimizer);
 }
 
@@ -302,12 +308,12 @@ std::string Trainer::banner() const {
                    format_count(double(p.activated)), format_count(double(p.mtp_trained)));
   s += fmt::format("  precision  {}{}\n", fp8::recipe_name(config_.precision.recipe.kind),
                    overrides.empty() ? "" : " (overrides: " + overrides + ")");
-  s += fmt::format("  parallel   world {}, expert parallel {}, {} replica(s)\n", world, groups_.ep_size,
-                   world / groups_.ep_size);
+  s += fmt::format("  parallel   world {}, expert parallel {}, {} replica(s), ZeRO stage {}\n", world, groups_.ep_size,
+                   world / groups_.ep_size, config_.parallel.zero_stage);
+  s += fmt::format("  optimizer  AdamW, {} moments: {} per rank\n", dtype_name(config_.optimizer.state_dtype),
+                   format_bytes(double(optimizer_->state_bytes())));
   const auto packed = [&](const data::PackedWindows& w, const std::vector<std::string>& files) {
-    return fmt::format("chat {} ({} conversations, {} cut, in {} windows; {} loss tokens{})", fmt::join(files, " "),
-                       w.samples, w.split_samples, w.count, w.loss_tokens,
-                       config_.data.document_mask ? ", document mask" : "");
+    return describe_chat(w, files, config_.data.document_mask);
   };
   s += fmt::format("  data       {}\n", train_packed_ ? packed(*train_packed_, config_.data.train)
                                         : train_loader_
@@ -331,22 +337,26 @@ double Trainer::model_flops_per_token() const {
 }
 
 void Trainer::sync_gradients() {
+  if (zero_) return zero_->reduce_scatter_gradients(optimizer_->params(), device_);
   const int world = groups_.world->size();
   if (world == 1) return;
   const nvtx::Range range("sync_gradients");
+  // Dense weights over the world, routed experts over their replicas (the world when ep_size is 1):
+  // the same two groups and buckets as ZeRO-1's, so both stages add in the same order.
   std::vector<Tensor> dense, experts;
-  for (const Param& p : optimizer_->params()) {
+  for (size_t i = 0; i < optimizer_->params().size(); ++i) {
+    const Param& p = optimizer_->params()[i];
     if (!p.var.grad().defined())
       p.var.slot()->accumulate("grad sync", Tensor::zeros(p.var.shape(), DType::f32, device_));
-    (p.sharded ? experts : dense).push_back(p.var.grad());
+    (expert_[i] ? experts : dense).push_back(p.var.grad());
   }
   parallel::all_reduce_gradients(*groups_.world, dense);
-  if (!experts.empty()) {
-    // An expert's gradient already sums its whole EP group's tokens; averaging over replicas leaves
-    // a factor ep_size against the world mean the dense weights get.
-    parallel::all_reduce_gradients(*groups_.replicas, experts);
+  if (experts.empty()) return;
+  parallel::all_reduce_gradients(*groups_.replicas, experts);
+  // An expert's gradient already sums its whole EP group's tokens; averaging over replicas leaves
+  // a factor ep_size against the world mean the dense weights get.
+  if (groups_.ep_size > 1)
     for (Tensor g : experts) g.copy_(kernels::affine(g, 1.0 / double(groups_.ep_size)));
-  }
 }
 
 void Trainer::sum_router_loads() {
@@ -479,11 +489,9 @@ StepMetrics Trainer::train_step() {
   }
 
   parallel::Communicator* ep = groups_.ep_size > 1 ? groups_.ep.get() : nullptr;
-  m.grad_norm = optimizer_->grad_norm([ep](double sq) {
-    if (ep == nullptr) return sq;
-    Tensor t = Tensor::from_values({sq}, {1}, DType::f32);
-    ep->all_reduce(t);
-    return t.item();
+  m.grad_norm = optimizer_->grad_norm([this, ep](double sq) {
+    if (zero_) return zero_->sum_over_world(sq);  // ZeRO-1: every rank's owned elements, once each
+    return ep == nullptr ? sq : parallel::sum_in_rank_order(*ep, sq);
   });
   m.lr = learning_rate(config_.schedule, config_.optimizer.lr, step_, config_.train.steps);
   if (!std::isfinite(m.grad_norm)) {
@@ -504,6 +512,7 @@ StepMetrics Trainer::train_step() {
     consecutive_skips_ = 0;
     model_->update_router_biases();
     optimizer_->clip_and_step(m.lr, m.grad_norm);
+    if (zero_) zero_->all_gather_weights(optimizer_->params());
   }
   optimizer_->zero_grad();
   ++step_;
@@ -653,20 +662,14 @@ StopReason Trainer::poll_stop(double step_s) {
 }
 
 void Trainer::print_sample() {
-  // Byte-level corpora (vocab 256, as prepare-data writes) and runs with a data.tokenizer print as
-  // text; others as token ids.
-  const bool bytes = config_.model.vocab_size == 256 && config_.data.format != DataFormat::synthetic;
+  // Runs with a data.tokenizer and byte-level corpora (vocab 256, as prepare-data writes) print
+  // text, others token ids; a chat run samples the reply to a user turn.
   const bool chat = config_.data.format == DataFormat::chat;
-  std::unique_ptr<PromptCodec> codec;
-  if (!config_.data.tokenizer.empty()) codec = std::make_unique<PromptCodec>(config_.data.tokenizer);
-  std::vector<int64_t> prompt;
-  if (codec) {
-    prompt = codec->encode(chat ? "Tell me something about life." : "The ", chat);
-  } else if (bytes) {
-    for (char ch : std::string("The ")) prompt.push_back(int64_t(uint8_t(ch)));
-  } else {
-    prompt.push_back(0);
-  }
+  const bool text = !config_.data.tokenizer.empty() ||
+                    (config_.model.vocab_size == 256 && config_.data.format != DataFormat::synthetic);
+  const PromptCodec codec(config_.data.tokenizer);  // bytes without one
+  const std::vector<int64_t> prompt =
+      text ? codec.encode(chat ? "Tell me something about life." : "The ", chat) : std::vector<int64_t>{0};
   SampleOptions o;
   o.max_new_tokens = 96;
   o.seed = uint64_t(config_.run.seed);
@@ -675,16 +678,9 @@ void Trainer::print_sample() {
   const std::vector<int64_t> tokens = sample(*model_, prompt, o);
   kept.restore(*model_);
   if (groups_.world->rank() != 0) return;
-  if (codec) {
-    std::string text;  // a plain prompt is shown before its continuation; a chat reply alone
-    if (!chat) {
-      for (int64_t t : prompt) text += codec->text(t);
-    }
-    for (int64_t t : tokens) text += codec->text(t);
+  if (text) {
     progress_->message(std::string("sample (temperature 0.8") + (chat ? ", reply to a chat prompt" : "") +
-                       "): " + text);
-  } else if (bytes) {
-    progress_->message("sample (temperature 0.8): " + bytes_to_text(prompt) + bytes_to_text(tokens));
+                       "): " + (chat ? "" : codec.text(prompt)) + codec.text(tokens));
   } else {
     std::string ids;
     for (int64_t t : tokens) ids += fmt::format("{} ", t);
