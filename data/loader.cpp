@@ -19,7 +19,8 @@ constexpr int kFeistelRounds = 6;  // >= 4 rounds: a pseudorandom permutation (L
 
 }  // namespace
 
-Loader::Loader(const TokenSource& source, const LoaderOptions& options) : source_(source), options_(options) {
+void Loader::check_options() const {
+  const LoaderOptions& options = options_;
   DAEDALUS_CHECK(options.seq_len > 0, "Loader: seq_len {} must be positive", options.seq_len);
   DAEDALUS_CHECK(options.global_batch > 0, "Loader: global_batch {} must be positive", options.global_batch);
   DAEDALUS_CHECK(options.world > 0, "Loader: world size {} must be positive", options.world);
@@ -27,12 +28,32 @@ Loader::Loader(const TokenSource& source, const LoaderOptions& options) : source
                  "Loader: rank {} is outside [0, {}) (world size {})", options.rank, options.world, options.world);
   DAEDALUS_CHECK(options.global_batch % options.world == 0, "Loader: global_batch {} is not divisible by world size {}",
                  options.global_batch, options.world);
+}
+
+Loader::Loader(const TokenSource& source, const LoaderOptions& options) : source_(&source), options_(options) {
+  check_options();
   const int64_t tokens = source.size();
   samples_ = tokens > 0 ? (tokens - 1) / options.seq_len : 0;
   DAEDALUS_CHECK(samples_ > 0,
                  "Loader: {} has {} tokens: corpus shorter than one window of {} tokens (seq_len {} + 1 target)",
                  source.describe(), tokens, options.seq_len + 1, options.seq_len);
   while ((int64_t{1} << (2 * half_bits_)) < samples_) ++half_bits_;
+}
+
+Loader::Loader(const PackedWindows& windows, const LoaderOptions& options) : packed_(&windows), options_(options) {
+  check_options();
+  DAEDALUS_CHECK(windows.seq_len == options.seq_len, "Loader: packed windows of {} positions for seq_len {}",
+                 windows.seq_len, options.seq_len);
+  samples_ = windows.count;
+  DAEDALUS_CHECK(samples_ > 0, "Loader: no packed windows");
+  while ((int64_t{1} << (2 * half_bits_)) < samples_) ++half_bits_;
+}
+
+int64_t Batch::loss_tokens() const {
+  int64_t n = 0;
+  const int64_t* t = targets.data<int64_t>();
+  for (int64_t i = 0; i < targets.numel(); ++i) n += t[i] != -100;
+  return n;
 }
 
 int64_t Loader::permute(int64_t position, uint64_t epoch) const {
@@ -68,9 +89,23 @@ Batch Loader::next() {
   batch.targets = Tensor::empty({local, seq}, DType::i64);
   int64_t* inputs = batch.inputs.data<int64_t>();
   int64_t* targets = batch.targets.data<int64_t>();
+  if (packed_ != nullptr) {
+    batch.positions = Tensor::empty({local, seq}, DType::i64);
+    int64_t* positions = batch.positions.data<int64_t>();
+    for (int64_t i = 0; i < local; ++i) {
+      const size_t row = size_t(window_start(batch.first_sample + i));  // window index · seq_len
+      for (int64_t t = 0; t < seq; ++t) {
+        inputs[i * seq + t] = packed_->inputs[row + size_t(t)];
+        targets[i * seq + t] = packed_->targets[row + size_t(t)];
+        positions[i * seq + t] = packed_->positions[row + size_t(t)];
+      }
+    }
+    consumed_ += options_.global_batch;
+    return batch;
+  }
   std::vector<int32_t> window(static_cast<size_t>(seq + 1));
   for (int64_t i = 0; i < local; ++i) {
-    source_.read(window_start(batch.first_sample + i), seq + 1, window.data());
+    source_->read(window_start(batch.first_sample + i), seq + 1, window.data());
     for (int64_t t = 0; t < seq; ++t) {
       inputs[i * seq + t] = window[size_t(t)];
       targets[i * seq + t] = window[size_t(t + 1)];

@@ -1,5 +1,8 @@
 // The rank-sharded batch loader that resumes exactly at any world size.
 //
+// Over a token stream (pretraining) or over packed windows (fine-tuning, packing.h: the same
+// order, with each window as one sample).
+//
 // Samples are windows of seq_len + 1 tokens starting at multiples of seq_len (inputs are the first
 // seq_len, targets the last seq_len: the usual shift by one), so a source of S tokens holds
 // N = (S - 1) / seq_len windows. The sample at global index g (g counts samples consumed since
@@ -18,6 +21,7 @@
 #include <cstdint>
 
 #include "autograd/tensor.h"
+#include "data/packing.h"
 #include "data/source.h"
 
 namespace daedalus::data {
@@ -33,8 +37,11 @@ struct LoaderOptions {
 
 struct Batch {
   Tensor inputs;             // int64 [local_batch, seq_len]
-  Tensor targets;            // int64 [local_batch, seq_len]
+  Tensor targets;            // int64 [local_batch, seq_len]; -100 where no loss (packed windows)
+  Tensor positions;          // int64 [local_batch, seq_len] for packed windows: restarting per sample
   int64_t first_sample = 0;  // global index of this rank's first sample
+  // Targets that carry loss (not -100) in this batch.
+  int64_t loss_tokens() const;
 };
 
 class Loader {
@@ -43,6 +50,9 @@ class Loader {
   // positive, global_batch is not divisible by world, or rank is outside [0, world).
   // The source is read on every next() and must outlive the Loader.
   Loader(const TokenSource& source, const LoaderOptions& options);
+  // Packed windows (packing.h) instead of a token stream: sample g is window permute(g) of
+  // `windows` (its seq_len must equal options.seq_len), with its masked targets and positions.
+  Loader(const PackedWindows& windows, const LoaderOptions& options);
 
   int64_t samples_per_epoch() const { return samples_; }
   int64_t local_batch() const { return options_.global_batch / options_.world; }
@@ -58,7 +68,10 @@ class Loader {
  private:
   int64_t permute(int64_t position, uint64_t epoch) const;  // the bijection of [0, N) for one epoch
 
-  const TokenSource& source_;
+  void check_options() const;
+
+  const TokenSource* source_ = nullptr;
+  const PackedWindows* packed_ = nullptr;
   LoaderOptions options_;
   int64_t samples_ = 0;
   int half_bits_ = 1;  // Feistel halves: the network permutes [0, 2^(2·half_bits)) ⊇ [0, N)

@@ -32,6 +32,10 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& patterns)
 std::unique_ptr<TokenSource> open_llmc(const std::vector<std::string>& files);
 std::unique_ptr<TokenSource> open_hdf5(const std::vector<std::string>& files, const std::string& dataset = "tokens");
 std::unique_ptr<TokenSource> open_text(const std::vector<std::string>& files);
+// Text through a tokenizer: each file one document followed by EOS, encoded into memory
+// (tokenized_text.cpp).
+class Tokenizer;
+std::unique_ptr<TokenSource> open_text(const std::vector<std::string>& files, const Tokenizer& tokenizer);
 
 // Tokens [begin, end) of `source` as a source of their own (e.g. a held-out tail of a synthetic
 // stream for validation). `source` must outlive it; InputError for a range outside the source.

@@ -15,7 +15,8 @@
 // cut through a multi-byte character stays byte-exact (`tokenizers` would print U+FFFD there).
 //
 // Regexes run through PCRE2 (JIT-compiled where the platform has it) with Unicode properties;
-// NFC through ICU. Differences from `tokenizers`' Oniguruma regexes: PCRE2 10.42 uses Unicode 14
+// NFC through ICU. Escapes read differently by the two engines are rewritten to Oniguruma's meaning
+// (tokenizer_split.cpp). Differences from `tokenizers`' Oniguruma regexes: PCRE2 10.42 uses Unicode 14
 // tables (code points first assigned after Unicode 14 may fall in other classes), and a pattern
 // with \w, \d, \b (whose Unicode meanings differ between the two engines) is refused. Anything
 // else not supported (another model type, normalizer or pre-tokenizer, dropout, lstrip on an

@@ -7,6 +7,8 @@
 //   \S   its complement (outside a class; inside one it cannot be spelled: refused)
 //   \v   Oniguruma: the vertical tab U+000B. PCRE2: any vertical space.     -> \x{0B}
 //   \uHHHH  Oniguruma's code point escape.                                   -> \x{HHHH}
+//   \p{Han}  Oniguruma: the Script property. PCRE2: Script_Extensions (so it takes U+30FC, U+3002
+//            and other shared marks too).                                    -> \p{sc:Han}
 // \w \W \d \D \b \B \h \H (Unicode meanings differ between the engines, or unlike letters) and
 // escapes not listed in supported_escape are refused with the pattern's JSON path.
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -31,6 +33,18 @@ std::string pcre2_message(int code) {
   PCRE2_UCHAR buffer[256];
   pcre2_get_error_message(code, buffer, sizeof(buffer));
   return reinterpret_cast<const char*>(buffer);
+}
+
+// True when PCRE2 reads `name` as a script (it compiles as \p{sc:name}): general categories and
+// binary properties do not.
+bool is_script(const std::string& name) {
+  const std::string probe = "\\p{sc:" + name + "}";
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(probe.data()), probe.size(), PCRE2_UTF, &error, &offset, nullptr);
+  pcre2_code_free(code);
+  return code != nullptr;
 }
 
 bool supported_escape(char c) {
@@ -84,6 +98,22 @@ std::string translate(std::string_view pattern, const std::string& where) {
         i += 4;
         break;
       }
+      case 'p':
+      case 'P': {
+        // \p{Name} / \P{Name} / \p{^Name}: a script name gets sc: (Oniguruma's Script, not
+        // PCRE2's default Script_Extensions); categories and \pL stay as they are.
+        out += '\\';
+        out += e;
+        const size_t close = pattern.find('}', i + 1);
+        if (i + 1 < pattern.size() && pattern[i + 1] == '{' && close != std::string_view::npos) {
+          std::string name(pattern.substr(i + 2, close - i - 2));
+          const bool negated = !name.empty() && name[0] == '^';
+          if (negated) name.erase(0, 1);
+          out += fmt::format("{{{}{}{}}}", negated ? "^" : "", is_script(name) ? "sc:" : "", name);
+          i = close;
+        }
+        break;
+      }
       default:
         DAEDALUS_CHECK(supported_escape(e),
                        "{}: regex {:?}: the escape \\{} is not supported (its meaning differs between Oniguruma, "
@@ -104,7 +134,7 @@ Regex::Regex(std::string_view pattern, bool literal, const std::string& where) {
   const std::string source = literal ? std::string(pattern) : translate(pattern, where);
   int error = 0;
   PCRE2_SIZE offset = 0;
-  const uint32_t options = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0u);
+  const uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);  // LITERAL takes no UCP
   pcre2_code* code =
       pcre2_compile(reinterpret_cast<PCRE2_SPTR>(source.data()), source.size(), options, &error, &offset, nullptr);
   DAEDALUS_CHECK(code != nullptr, "{}: regex {:?} does not compile (PCRE2, at byte {}): {}", where, pattern, offset,

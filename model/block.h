@@ -22,7 +22,8 @@ class DecoderLayer {
   DecoderLayer(const BuildContext& ctx, const ModelConfig& config, const MoeConfig& moe_config,
                const std::string& module, bool moe, const BlockOptions& options);
 
-  // x [B, T, D] fp32, positions [T] -> [B, T, D] fp32; MoE aux losses appended to `aux_losses`.
+  // x [B, T, D] fp32, positions [T] (or [B, T] for packed documents: Mla::forward) -> [B, T, D]
+  // fp32; MoE aux losses appended to `aux_losses`.
   Var forward(const Var& x, const Tensor& positions, std::vector<Var>* aux_losses);
 
   // Generation (under NoGradGuard): x [1, T, D] at positions cache.length.. -> [1, T, D]; appends

@@ -90,7 +90,7 @@ Tensor CausalLM::decode(const Tensor& tokens, DecodeCache& cache) {
   return head(h, norm_).value();
 }
 
-LmOutput CausalLM::forward(const Tensor& inputs, const Tensor& targets) {
+LmOutput CausalLM::forward(const Tensor& inputs, const Tensor& targets, const Tensor& packed_positions) {
   const ModelConfig& c = options_.config;
   DAEDALUS_CHECK(inputs.dim() == 2 && targets.shape() == inputs.shape(),
                  "model: inputs {} and targets {}: expected both [batch, seq]", shape_str(inputs.shape()),
@@ -101,7 +101,8 @@ LmOutput CausalLM::forward(const Tensor& inputs, const Tensor& targets) {
                  c.max_position_embeddings);
   // On the host for any device: RoPE builds its cos/sin table from them there (cached per device
   // for CUDA inputs), so reading them costs no device synchronization.
-  const Tensor positions = Tensor::arange(t, DType::i64, Device::cpu());
+  const Tensor positions =
+      packed_positions.defined() ? packed_positions.to(Device::cpu()) : Tensor::arange(t, DType::i64, Device::cpu());
   std::vector<Var> aux;
   LmOutput out;
   Var h = hidden_states(inputs, positions, &aux);

@@ -43,8 +43,11 @@ class CausalLM {
  public:
   explicit CausalLM(const LmOptions& options);
 
-  // inputs, targets [B, T] int64 (targets = inputs shifted by one; -100 is ignored).
-  LmOutput forward(const Tensor& inputs, const Tensor& targets);
+  // inputs, targets [B, T] int64 (targets = inputs shifted by one; -100 is ignored). positions:
+  // undefined (0..T-1 in every row), or [B, T] int64 on the host for packed documents: each
+  // restarting at 0, attention block-diagonal (Mla::forward). The MTP depths shift across document
+  // boundaries like the main stream; their targets there are whatever the loader masked.
+  LmOutput forward(const Tensor& inputs, const Tensor& targets, const Tensor& positions = Tensor());
   // The main head's logits [B, T, V] fp32 (and the final hidden states before the norm).
   Var logits(const Tensor& inputs, Var* hidden = nullptr);
 

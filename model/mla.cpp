@@ -59,22 +59,41 @@ Var Mla::forward(const Var& x, const Tensor& positions) {
   const int64_t b = x.value().size(0), t = x.value().size(1), h = c.num_attention_heads;
   const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim;
 
+  // Packed documents (positions [B, T]): RoPE is per token, so it runs over the batch flattened
+  // into one sequence of B·T positions; attention gets each token's document start.
+  const bool packed = positions.dim() == 2;
+  Tensor doc_start;
+  if (packed) {
+    DAEDALUS_CHECK(positions.shape() == Shape({b, t}) && positions.device().type == DeviceType::cpu,
+                   "{}: positions {}: expected [T] or [B, T] = [{}, {}] on the host", module_,
+                   shape_str(positions.shape()), b, t);
+    doc_start = Tensor::empty({b, t}, DType::i64);
+    const Tensor pos = positions.to(DType::i64).contiguous();
+    for (int64_t i = 0; i < b * t; ++i) doc_start.data<int64_t>()[i] = i % t - pos.data<int64_t>()[i];
+  }
+  const auto apply_rope = [&](const Var& v) {  // v [B, T, heads, rope]
+    if (!packed) return ops::rope(v, positions, rope_, rope_layout_);
+    const int64_t n = v.value().size(2);
+    const Var flat = ops::rope(ops::reshape(v, {1, b * t, n, rope}), positions.reshape({b * t}), rope_, rope_layout_);
+    return ops::reshape(flat, {b, t, n, rope});
+  };
+
   Var q = c.q_lora_rank ? q_b_proj_.forward(ops::rms_norm(q_a_proj_.forward(x), q_a_layernorm_, kLatentNormEps))
                         : q_proj_.forward(x);
   std::vector<Var> q_parts = ops::split(ops::reshape(q, {b, t, h, nope + rope}), {nope, rope}, 3);
-  const Var q_pe = ops::rope(q_parts[1], positions, rope_, rope_layout_);
+  const Var q_pe = apply_rope(q_parts[1]);
 
   std::vector<Var> kv_a = ops::split(kv_a_proj_with_mqa_.forward(x), {c.kv_lora_rank, rope}, 2);
   const Var kv = kv_b_proj_.forward(ops::rms_norm(kv_a[0], kv_a_layernorm_, kLatentNormEps));
   std::vector<Var> kv_parts = ops::split(ops::reshape(kv, {b, t, h, nope + vd}), {nope, vd}, 3);
-  const Var k_pe = ops::rope(ops::reshape(kv_a[1], {b, t, 1, rope}), positions, rope_, rope_layout_);
+  const Var k_pe = apply_rope(ops::reshape(kv_a[1], {b, t, 1, rope}));
 
   // [B, T, H, Dqk] -> [B, H, T, Dqk] views for the attention core, in its dtype.
   const auto heads_first = [&](const Var& v) { return ops::cast(ops::transpose(v, 1, 2), core_dtype_); };
   const Var qh = heads_first(ops::concat({q_parts[0], q_pe}, 3));
   const Var kh = heads_first(ops::concat({kv_parts[0], ops::expand(k_pe, {b, t, h, rope})}, 3));
   const Var vh = heads_first(kv_parts[1]);
-  const Var attn = ops::attention(qh, kh, vh, softmax_scale_, /*causal=*/true);  // [B, H, T, v] fp32
+  const Var attn = ops::attention(qh, kh, vh, softmax_scale_, /*causal=*/true, doc_start);  // [B, H, T, v] fp32
   return o_proj_.forward(ops::reshape(ops::transpose(attn, 1, 2), {b, t, h * vd}));
 }
 

@@ -38,6 +38,9 @@ class Mla {
       kernels::RopeLayout rope_layout = kernels::RopeLayout::interleaved);
 
   // x [B, T, D] fp32, positions [T] int64 (on the host or x's device) -> [B, T, D] fp32.
+  // Packed documents: positions [B, T] int64 on the host, restarting at 0 where each document
+  // starts; RoPE takes each token's own position and attention is block-diagonal causal (a token
+  // sees the tokens of its document up to itself: doc_start = t - positions[b, t]).
   Var forward(const Var& x, const Tensor& positions);
 
   // Generation, no tape (call under NoGradGuard): x [1, T, D] fp32 holds the tokens at positions

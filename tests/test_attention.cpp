@@ -369,3 +369,79 @@ TEST(Attention, ShapeAndDtypeErrorsNameTheOpAndBothShapes) {
 
 }  // namespace
 }  // namespace daedalus
+
+namespace daedalus {
+namespace {
+
+// [B, T] document starts of documents with the given lengths (each row's lengths sum to T).
+Tensor doc_starts(const std::vector<std::vector<int64_t>>& lengths, int64_t T) {
+  std::vector<int64_t> starts;
+  for (const auto& row : lengths) {
+    int64_t begin = 0;
+    for (int64_t n : row) {
+      for (int64_t i = 0; i < n; ++i) starts.push_back(begin);
+      begin += n;
+    }
+    EXPECT_EQ(begin, T);
+  }
+  return Tensor::from_vector(starts, {int64_t(lengths.size()), T});
+}
+
+// Rows [s, e) of batch entry b of a [B, H, T, D] tensor, as a contiguous [1, H, e - s, D] tensor.
+Tensor doc_rows(const Tensor& t, int64_t b, int64_t s, int64_t e) {
+  return t.slice(0, b, b + 1).slice(2, s, e).contiguous();
+}
+
+// The block-diagonal causal mask: every document of a packed row gets exactly what it gets alone.
+// Documents cross the 128-row query and key blocks (lengths 1, 140, 159 and 300; one row is a
+// single document), so blocks are skipped, partly masked and shared by two documents. The packed
+// and the lone runs sum the same products in blocks cut at different places: fp32 rounding of
+// sums over <= 300 terms, within 2e-6 relative + 1e-6 absolute here (a wrong mask moves values by
+// ~1e-1).
+TEST(Attention, DocumentMaskEqualsEachDocumentAlone) {
+  const int64_t B = 2, H = 2, T = 300, D = 16;
+  const std::vector<std::vector<int64_t>> lengths = {{1, 140, 159}, {300}};
+  const Tensor starts = doc_starts(lengths, T);
+  const Tensor q = random_tensor({B, H, T, D}, 11, DType::f32, 1.5),
+               k = random_tensor({B, H, T, D}, 12, DType::f32, 1.5);
+  const Tensor v = random_tensor({B, H, T, D}, 13), dout = random_tensor({B, H, T, D}, 14);
+  const double scale = 1.0 / std::sqrt(double(D));
+  const kernels::AttentionOutput packed = kernels::attention_forward(q, k, v, scale, true, starts);
+  const kernels::AttentionGrads grads =
+      kernels::attention_backward(q, k, v, packed.out, packed.lse, dout, scale, true, starts);
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t s = 0;
+    for (int64_t n : lengths[size_t(b)]) {
+      const int64_t e = s + n;
+      const kernels::AttentionOutput alone =
+          kernels::attention_forward(doc_rows(q, b, s, e), doc_rows(k, b, s, e), doc_rows(v, b, s, e), scale, true);
+      const kernels::AttentionGrads g =
+          kernels::attention_backward(doc_rows(q, b, s, e), doc_rows(k, b, s, e), doc_rows(v, b, s, e), alone.out,
+                                      alone.lse, doc_rows(dout, b, s, e), scale, true);
+      const std::string what =
+          "row " + std::to_string(b) + " document [" + std::to_string(s) + ", " + std::to_string(e) + ")";
+      EXPECT_TRUE(all_close(doc_rows(packed.out, b, s, e), alone.out, 2e-6, 1e-6)) << "out " << what;
+      EXPECT_TRUE(all_close(packed.lse.slice(0, b, b + 1).slice(2, s, e).contiguous(), alone.lse, 2e-6, 1e-6))
+          << "lse " << what;
+      EXPECT_TRUE(all_close(doc_rows(grads.dq, b, s, e), g.dq, 2e-6, 1e-6)) << "dq " << what;
+      EXPECT_TRUE(all_close(doc_rows(grads.dk, b, s, e), g.dk, 2e-6, 1e-6)) << "dk " << what;
+      EXPECT_TRUE(all_close(doc_rows(grads.dv, b, s, e), g.dv, 2e-6, 1e-6)) << "dv " << what;
+      s = e;
+    }
+  }
+  // Without the mask the second document of row 0 sees the first: the comparison can fail.
+  const kernels::AttentionOutput plain = kernels::attention_forward(q, k, v, scale, true);
+  EXPECT_FALSE(all_close(doc_rows(plain.out, 0, 1, 141), doc_rows(packed.out, 0, 1, 141), 2e-6, 1e-6));
+  // Bad starts are named.
+  EXPECT_TRUE(mentions(error_of([&] {
+                         kernels::attention_forward(q, k, v, scale, true, Tensor::zeros({B, T + 1}, DType::i64));
+                       }),
+                       {"doc_start", "[2, 301]"}));
+  Tensor late = starts.clone();
+  late.data<int64_t>()[5] = 6;  // after its own row
+  EXPECT_TRUE(
+      mentions(error_of([&] { kernels::attention_forward(q, k, v, scale, true, late); }), {"doc_start[0, 5] = 6"}));
+}
+
+}  // namespace
+}  // namespace daedalus

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "autograd/kernels/attention.h"
@@ -153,6 +154,41 @@ TEST_F(CudaAttention, BackwardMatchesCpu) {
         EXPECT_TRUE(all_close(grads[g].first->to(cpu), *grads[g].second, 0, atol)) << names[g] << " " << what;
       }
     }
+  }
+}
+
+// The document mask (packed sequences): the twins agree under the same block-diagonal mask, with
+// documents that cut the GPU's 64/32-row tiles and the CPU's 128-row blocks at different places;
+// the tolerances of the unmasked comparison above apply (the same sums, the same rounding points).
+TEST_F(CudaAttention, DocumentMaskMatchesCpu) {
+  const Case c{2, 2, 300, 64, 64, true};
+  std::vector<int64_t> starts;
+  for (const std::vector<int64_t>& row : {std::vector<int64_t>{1, 70, 100, 129}, std::vector<int64_t>{300}}) {
+    int64_t begin = 0;
+    for (int64_t n : row) {
+      for (int64_t i = 0; i < n; ++i) starts.push_back(begin);
+      begin += n;
+    }
+  }
+  const Tensor doc_start = Tensor::from_vector(starts, {c.B, c.T});
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const Inputs in = inputs_for(c, dtype, /*transposed=*/false, 3000);
+    const Pair dout = heads(c, c.Dv, 3100, DType::f32, false);
+    const kernels::AttentionOutput want =
+        kernels::attention_forward(in.q.cpu, in.k.cpu, in.v.cpu, c.scale(), true, doc_start);
+    const kernels::AttentionOutput got =
+        kernels::attention_forward(in.q.gpu, in.k.gpu, in.v.gpu, c.scale(), true, doc_start.to(gpu));
+    const double atol = (dtype == DType::f32 ? kOutAtolF32 : kOutAtolBf16) * max_abs(in.v.cpu);
+    EXPECT_TRUE(all_close(got.out.to(cpu), want.out, 0, atol)) << "out " << dtype_name(dtype);
+    EXPECT_TRUE(all_close(got.lse.to(cpu), want.lse, 0, kLseAtol)) << "lse " << dtype_name(dtype);
+    const kernels::AttentionGrads gw = kernels::attention_backward(in.q.cpu, in.k.cpu, in.v.cpu, want.out, want.lse,
+                                                                   dout.cpu, c.scale(), true, doc_start);
+    const kernels::AttentionGrads gg = kernels::attention_backward(
+        in.q.gpu, in.k.gpu, in.v.gpu, want.out.to(gpu), want.lse.to(gpu), dout.gpu, c.scale(), true, doc_start.to(gpu));
+    const double rel = dtype == DType::f32 ? kGradRelF32 : kGradRelBf16;
+    for (const auto& [g, w, name] :
+         {std::tuple{&gg.dq, &gw.dq, "dq"}, std::tuple{&gg.dk, &gw.dk, "dk"}, std::tuple{&gg.dv, &gw.dv, "dv"}})
+      EXPECT_TRUE(all_close(g->to(cpu), *w, 0, rel * std::max(1.0, max_abs(*w)))) << name << " " << dtype_name(dtype);
   }
 }
 

@@ -49,9 +49,13 @@ std::string tiny_json(const std::string& merges, const std::string& extra_vocab 
 }
 
 class TokenizerFixture : public ::testing::TestWithParam<std::string> {};
+class TokenizerSmallFixture : public ::testing::TestWithParam<std::string> {};
 
-// Every document of the small corpus (20 kB: every generator branch) gives tokenizers' ids.
-TEST_P(TokenizerFixture, SmallCorpusIdsEqualHuggingFace) {
+// Every document of the small corpus (20 kB: every generator branch) gives tokenizers' ids. The
+// "variety" fixture covers the pre-tokenizer options the other two do not (a String split,
+// merged_with_previous / merged_with_next, invert, Punctuation, Digits, removed, add_prefix_space
+// with the ByteLevel regex).
+TEST_P(TokenizerSmallFixture, SmallCorpusIdsEqualHuggingFace) {
   const Tokenizer tok = Tokenizer::load(fixture(GetParam() + "/tokenizer.json"));
   const auto& exp = expected();
   EXPECT_EQ(tok.vocab_size(), exp[GetParam()]["vocab_size"].get<int64_t>());
@@ -98,6 +102,7 @@ TEST_P(TokenizerFixture, LargeCorpusIdsEqualHuggingFaceAndRoundTrip) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerFixture, ::testing::Values("deepseek", "gpt2"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerSmallFixture, ::testing::Values("deepseek", "gpt2", "variety"));
 
 TEST(Tokenizer, ConfigGivesBosEosAndSpecialTokens) {
   const Tokenizer tok = Tokenizer::load(fixture("deepseek/tokenizer.json"));
@@ -186,6 +191,24 @@ TEST(Tokenizer, WhitespaceClassFollowsOniguruma) {
   EXPECT_EQ(out[1],
             "b\xE1\xA0\x8E"
             "c");
+}
+
+// \p{Hiragana} is Oniguruma's Script property: U+30FC (prolonged sound mark, Script Common) is not
+// in it, though PCRE2's default Script_Extensions would take it.
+TEST(Tokenizer, ScriptClassesFollowOniguruma) {
+  const std::string pre = R"({"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"\\p{Hiragana}+"},)"
+                          R"("behavior":"Removed","invert":false},)"
+                          R"({"type":"ByteLevel","add_prefix_space":false,"use_regex":false}]})";
+  const Tokenizer tok = Tokenizer::from_json(tiny_json("", "", pre));
+  detail::MatchState state;
+  std::vector<std::pair<int64_t, int64_t>> scratch;
+  std::vector<std::string_view> out;
+  detail::apply_split(tok.model().pre_tokenizer[0], "a\u3042\u30FCb", state, scratch, out);  // a あ ー b
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0], "a");
+  EXPECT_EQ(out[1],
+            "\u30FC"
+            "b");
 }
 
 TEST(Tokenizer, BadInputNamesFileAndJsonPath) {

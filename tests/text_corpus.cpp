@@ -1,6 +1,8 @@
 // The mixed-script corpus (see text_corpus.h).
 #include "tests/text_corpus.h"
 
+#include "data/tokenizer_internal.h"
+
 #include <array>
 #include <string_view>
 
@@ -28,23 +30,8 @@ class Stream {
   uint64_t state_;
 };
 
-void utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += char(cp);
-  } else if (cp < 0x800) {
-    out += char(0xC0 | (cp >> 6));
-    out += char(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += char(0xE0 | (cp >> 12));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  } else {
-    out += char(0xF0 | (cp >> 18));
-    out += char(0x80 | ((cp >> 12) & 0x3F));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  }
-}
+// UTF-8 of one code point: the library's encoder (tokenizer_text.cpp).
+void utf8(std::string& out, uint32_t cp) { data::detail::append_utf8(out, cp); }
 
 constexpr std::array<std::string_view, 96> kWords = {
     "the",       "of",     "and",     "to",       "in",       "is",          "you",     "that",   "it",     "he",

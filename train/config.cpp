@@ -37,7 +37,8 @@ const Names<DeviceChoice> kDevices{
 const Names<DataFormat> kFormats{{DataFormat::text, "text"},
                                  {DataFormat::llmc, "llmc"},
                                  {DataFormat::hdf5, "hdf5"},
-                                 {DataFormat::synthetic, "synthetic"}};
+                                 {DataFormat::synthetic, "synthetic"},
+                                 {DataFormat::chat, "chat"}};
 const Names<Backend> kBackends{{Backend::automatic, "auto"}, {Backend::nccl, "nccl"}, {Backend::mpi, "mpi"}};
 const Names<parallel::DispatchDtype> kDispatch{{parallel::DispatchDtype::fp8, "fp8"},
                                                {parallel::DispatchDtype::bf16, "bf16"},
@@ -552,6 +553,8 @@ void visit_all(V& v, C& c) {
     s.choice("format", c.data.format, kFormats);
     s("train", c.data.train);
     s("val", c.data.val);
+    s("tokenizer", c.data.tokenizer);
+    s("document_mask", c.data.document_mask);
     s.map("synthetic", [&](V& g) {
       g("vocab", c.data.synthetic.vocab);
       g("order", c.data.synthetic.order);
@@ -678,6 +681,11 @@ void DataConfig::validate() const {
       DAEDALUS_CHECK(!f.empty(), "data.{}: an empty file name", list == &train ? "train" : "val");
     }
   }
+  DAEDALUS_CHECK(format != DataFormat::chat || !tokenizer.empty(),
+                 "data.tokenizer: data.format chat needs a tokenizer.json (its special tokens render the chats)");
+  DAEDALUS_CHECK(!document_mask || format == DataFormat::chat,
+                 "data.document_mask: true needs data.format chat (packed samples), got data.format {}",
+                 kFormats[size_t(format)].second);
   const data::SyntheticSpec& s = synthetic;
   DAEDALUS_CHECK(s.vocab >= 2, "data.synthetic.vocab: must be >= 2, got {}", s.vocab);
   DAEDALUS_CHECK(s.order >= 1 && s.order <= 3, "data.synthetic.order: must be in [1, 3], got {}", s.order);
@@ -738,7 +746,7 @@ void RunConfig::validate() const {
                    "data.synthetic.vocab: {} tokens, but model.vocab_size is {}", data.synthetic.vocab,
                    model.vocab_size);
   }
-  if (data.format == DataFormat::text) {
+  if (data.format == DataFormat::text && data.tokenizer.empty()) {
     DAEDALUS_CHECK(model.vocab_size >= 256,
                    "model.vocab_size: {}, but data.format text uses the byte-level tokenizer (256 tokens)",
                    model.vocab_size);

@@ -73,7 +73,7 @@ struct TrainConfig {
   void validate() const;
 };
 
-enum class DataFormat : uint8_t { text, llmc, hdf5, synthetic };
+enum class DataFormat : uint8_t { text, llmc, hdf5, synthetic, chat };
 
 // `data:` where tokens come from; `synthetic` maps onto data::SyntheticSpec.
 struct DataConfig {
@@ -81,6 +81,8 @@ struct DataConfig {
   std::vector<std::string> train;  // files or globs (unused for synthetic)
   std::vector<std::string> val;    // files or globs; empty: no file-based validation set
   data::SyntheticSpec synthetic;
+  std::string tokenizer;       // tokenizer.json: text and chat data, generate, eval; empty: bytes
+  bool document_mask = false;  // chat: packed samples neither attend to each other nor share positions
   void validate() const;
 };
 

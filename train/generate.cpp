@@ -156,7 +156,7 @@ std::vector<int64_t> generate(model::CausalLM& lm, const std::vector<int64_t>& p
     const int64_t next = pick_token(logits.select(1, logits.size(1) - 1).to_doubles(), o.sampling, gen);
     out.push_back(next);
     if (on_token) on_token(next);
-    if (int64_t(out.size()) == o.max_new_tokens) break;
+    if (int64_t(out.size()) == o.max_new_tokens || next == o.stop_token) break;
     if (cache.length() + 1 >= c.max_position_embeddings) {  // feeding `next` would leave no position
       s.context_full = true;
       break;

@@ -47,6 +47,7 @@ struct GenerateOptions {
   SamplingOptions sampling;
   uint64_t seed = 0;
   model::CacheKind cache = model::CacheKind::latent;
+  int64_t stop_token = -1;  // generation ends after this token (a chat turn's EOS); -1: never
 };
 
 struct GenerateStats {

@@ -16,7 +16,6 @@
 #include "autograd/check.h"
 #include "autograd/device.h"
 #include "autograd/kernels/gemm.h"
-#include "data/prepare.h"
 #include "parallel/communicator.h"
 #include "parallel/watchdog.h"
 #include "train/checkpoint.h"
@@ -57,27 +56,6 @@ void print_info() {
              " (serial)"
 #endif
   );
-}
-
-// "[#########           ]  45%  1.2 / 2.8 MB" on a terminal, redrawn in place; nothing otherwise.
-void draw_progress(int64_t done, int64_t total) {
-  static const bool tty = isatty(fileno(stderr)) != 0;
-  if (!tty || total <= 0) return;
-  constexpr int kWidth = 30;
-  const double f = double(done) / double(total);
-  const int filled = int(f * kWidth);
-  fmt::print(stderr, "\r[{}{}] {:3.0f}%  {:.1f} / {:.1f} MB{}", std::string(size_t(filled), '#'),
-             std::string(size_t(kWidth - filled), ' '), 100 * f, double(done) / 1e6, double(total) / 1e6,
-             done >= total ? "\n" : "");
-}
-
-void run_prepare_data(const std::vector<std::string>& inputs, const std::string& out, double val_fraction) {
-  const daedalus::data::PrepareSummary s = daedalus::data::prepare_data(inputs, out, val_fraction, draw_progress);
-  const auto train_shards = std::count_if(s.shards.begin(), s.shards.end(), [](const std::string& path) {
-    return path.find("/train_") != std::string::npos;
-  });
-  fmt::print("prepared {} files, {} bytes -> {} train tokens in {} shard(s), {} validation tokens, in {}\n", s.files,
-             s.bytes, s.train_tokens, train_shards, s.val_tokens, out);
 }
 
 void run_train(const std::string& config_path, const std::vector<std::string>& overrides) {
@@ -142,10 +120,11 @@ void run_eval(const std::string& checkpoint, const std::string& config_path,
 }
 
 // `daedalus generate`: the checkpoint's model on this one process (every expert), fp32 at decode
-// whatever recipe it trained under, dropless routing; the prompt's bytes are its tokens. Streams the
-// text to stdout, then the timing and the cache accounting to stderr (docs/generation.md).
+// whatever recipe it trained under, dropless routing; the prompt goes through the run's tokenizer
+// (data.tokenizer; --chat: a user turn) or is bytes. Streams the text to stdout, then the timing and
+// the cache accounting to stderr (docs/generation.md).
 void run_generate(const std::string& checkpoint, const std::vector<std::string>& overrides, const std::string& prompt,
-                  const daedalus::train::GenerateOptions& options) {
+                  daedalus::train::GenerateOptions options, bool chat) {
   using namespace daedalus::train;
   namespace model = daedalus::model;
   const RunConfig config = checkpoint_config(checkpoint, "", overrides);
@@ -160,14 +139,16 @@ void run_generate(const std::string& checkpoint, const std::vector<std::string>&
   lo.fp8 = false;
   const TrainerState state = load_checkpoint(checkpoint, lm, nullptr, lo, Placement{}, nullptr);
 
-  const std::vector<int64_t> ids(reinterpret_cast<const unsigned char*>(prompt.data()),
-                                 reinterpret_cast<const unsigned char*>(prompt.data()) + prompt.size());
+  const PromptCodec codec(config.data.tokenizer);  // the run's tokenizer, or bytes
+  const std::vector<int64_t> ids = codec.encode(prompt, chat);
+  options.stop_token = codec.stop_token(chat);
   check_generate_inputs(config.model, ids, options);  // before any output
-  fmt::print("{}", prompt);
+  fmt::print("{}{}", prompt, chat ? "\n" : "");
   std::fflush(stdout);
   GenerateStats st;
-  const auto stream = [](int64_t token) {
-    fmt::print("{}", bytes_to_text({token}));
+  const auto stream = [&](int64_t token) {
+    if (token == options.stop_token) return;  // the end of the assistant's turn
+    fmt::print("{}", codec.text(token));
     std::fflush(stdout);
   };
   generate(lm, ids, options, stream, &st);
@@ -231,14 +212,15 @@ int main(int argc, char** argv) {
   train->add_option("--config", config, "YAML config file")->required()->check(CLI::ExistingFile);
   train->add_option("--set", overrides, "Override a config key: --set a.b=c (repeatable)");
 
-  std::vector<std::string> prepare_inputs;
-  std::string prepare_out;
-  double val_fraction = 0.01;
-  auto* prepare = app.add_subcommand("prepare-data", "Turn text files into llm.c token shards (byte-level tokens)");
-  prepare->add_option("--input", prepare_inputs, "Text files or glob patterns")->required();
-  prepare->add_option("--out", prepare_out, "Output directory for train_*.bin, val_000000.bin, summary.json")
-      ->required();
-  prepare->add_option("--val-fraction", val_fraction, "Share of tokens held out for validation (default 0.01)");
+  daedalus::train::PrepareOptions prep;
+  auto* prepare = app.add_subcommand("prepare-data", "Turn text or JSONL corpora into llm.c token shards");
+  prepare->add_option("--input", prep.inputs, "Text or JSONL files (.gz, .zst too) or glob patterns")->required();
+  prepare->add_option("--out", prep.out, "Output directory for train_*.bin, val_000000.bin, summary.json")->required();
+  prepare->add_option("--val-fraction", prep.val_fraction, "Share of tokens held out for validation (default 0.01)");
+  prepare->add_option("--tokenizer", prep.tokenizer, "tokenizer.json (byte-level BPE); default: byte tokens");
+  prepare->add_option("--text-key", prep.text_key, "JSONL key holding each document (default text)");
+  prepare->add_flag("--bos", prep.bos, "Start each document with the tokenizer's BOS token");
+  prepare->add_option("--threads", prep.threads, "Encoding threads (default: all hardware threads)");
 
   daedalus::train::TokenizeOptions tokenize_options;
   auto* tokenize = app.add_subcommand("tokenize", "Text on stdin -> token ids on stdout, or back (--decode)");
@@ -270,7 +252,9 @@ int main(int argc, char** argv) {
   daedalus::train::GenerateOptions gen;
   auto* generate = app.add_subcommand("generate", "Sample text from a checkpoint (prefill, then cached MLA decode)");
   generate->add_option("--checkpoint", checkpoint, "Checkpoint file (.h5)")->required();
-  generate->add_option("--prompt", prompt, "Prompt text (its bytes are the tokens)")->required();
+  generate->add_option("--prompt", prompt, "Prompt text (through data.tokenizer when set, else its bytes)")->required();
+  bool chat = false;
+  generate->add_flag("--chat", chat, "The prompt is a user turn in DeepSeek-V3's chat format; stop at its EOS");
   generate->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to generate (default 64)");
   generate->add_option("--temperature", gen.sampling.temperature, "Softmax temperature; 0 = greedy (default 0.8)");
   generate->add_option("--top-k", gen.sampling.top_k, "Sample from the k most likely tokens; 0 = all (default)");
@@ -290,7 +274,7 @@ int main(int argc, char** argv) {
     if (*info) {
       print_info();
     } else if (*prepare) {
-      run_prepare_data(prepare_inputs, prepare_out, val_fraction);
+      daedalus::train::run_prepare_data(prep);
     } else if (*tokenize) {
       daedalus::train::run_tokenize(tokenize_options, stdin, stdout);
     } else if (*train) {
@@ -303,7 +287,7 @@ int main(int argc, char** argv) {
       run_eval(checkpoint, eval_config, overrides);
     } else if (*generate) {
       gen.cache = cache_kind == "expanded" ? daedalus::model::CacheKind::expanded : daedalus::model::CacheKind::latent;
-      run_generate(checkpoint, overrides, prompt, gen);
+      run_generate(checkpoint, overrides, prompt, gen, chat);
     }
   } catch (const daedalus::InputError& e) {
     fail(1, e.what());

@@ -1,15 +1,22 @@
-// `daedalus tokenize` (see text_commands.h).
+// `daedalus tokenize` and `daedalus prepare-data` (see text_commands.h).
 #include "train/text_commands.h"
 
 #include <fmt/ranges.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "autograd/check.h"
+#include "data/chat.h"
+#include "data/prepare.h"
 #include "data/tokenizer.h"
+#include "train/generate.h"
 
 namespace daedalus::train {
 
@@ -90,6 +97,81 @@ void run_tokenize(const TokenizeOptions& options, std::FILE* in, std::FILE* out)
   } else {
     fmt::print(out, "{}\n", fmt::join(ids, " "));
   }
+}
+
+namespace {
+
+// "[#########           ]  45%  1.2 / 2.8 MB  5.3 MB/s" on a terminal, redrawn in place (at most
+// ten times a second); nothing otherwise.
+class ProgressBar {
+ public:
+  void operator()(int64_t done, int64_t total) {
+    static const bool tty = isatty(fileno(stderr)) != 0;
+    if (!tty || total <= 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    constexpr int kWidth = 30;
+    const double f = std::min(1.0, double(done) / double(total));
+    const int filled = int(f * kWidth);
+    const double seconds = std::chrono::duration<double>(now - start_).count();
+    fmt::print(stderr, "\r[{}{}] {:3.0f}%  {:.1f} / {:.1f} MB  {:.1f} MB/s{}", std::string(size_t(filled), '#'),
+               std::string(size_t(kWidth - filled), ' '), 100 * f, double(done) / 1e6, double(total) / 1e6,
+               seconds > 0 ? double(done) / 1e6 / seconds : 0.0, done >= total ? "\n" : "");
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_{};
+};
+
+}  // namespace
+
+void run_prepare_data(const PrepareOptions& o) {
+  ProgressBar bar;
+  const auto progress = [&](int64_t done, int64_t total) { bar(done, total); };
+  const auto start = std::chrono::steady_clock::now();
+  const data::PrepareSummary s = o.tokenizer.empty()
+                                     ? data::prepare_data(o.inputs, o.out, o.val_fraction, progress)
+                                     : data::prepare_tokenized(o.inputs, o.out, o.val_fraction,
+                                                               {o.tokenizer, o.text_key, o.bos, o.threads}, progress);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto train_shards = std::count_if(s.shards.begin(), s.shards.end(), [](const std::string& path) {
+    return path.find("/train_") != std::string::npos;
+  });
+  const std::string documents = o.tokenizer.empty() ? "" : fmt::format(" ({} documents)", s.documents);
+  fmt::print("prepared {} files, {} bytes{} -> {} train tokens in {} shard(s), {} validation tokens, in {}\n", s.files,
+             s.bytes, documents, s.train_tokens, train_shards, s.val_tokens, o.out);
+  if (!o.tokenizer.empty())
+    fmt::print("tokenizer {}: llm.c version {} shards; {:.1f} MB of text in {:.1f} s ({:.2f} MB/s)\n", o.tokenizer,
+               s.version, double(s.text_bytes) / 1e6, seconds,
+               seconds > 0 ? double(s.text_bytes) / 1e6 / seconds : 0.0);
+}
+
+PromptCodec::PromptCodec(const std::string& tokenizer_path) {
+  if (!tokenizer_path.empty()) tokenizer_ = std::make_unique<data::Tokenizer>(data::Tokenizer::load(tokenizer_path));
+}
+
+PromptCodec::~PromptCodec() = default;
+
+std::vector<int64_t> PromptCodec::encode(const std::string& prompt, bool chat) const {
+  if (!tokenizer_) {
+    DAEDALUS_CHECK(!chat, "generate --chat: the run's config names no data.tokenizer (add --set data.tokenizer=FILE)");
+    return std::vector<int64_t>(reinterpret_cast<const unsigned char*>(prompt.data()),
+                                reinterpret_cast<const unsigned char*>(prompt.data()) + prompt.size());
+  }
+  data::Encoder encoder(*tokenizer_);
+  const std::vector<int32_t> ids =
+      chat ? data::ChatFormat(*tokenizer_).prompt({{"user", prompt}}, encoder) : encoder.encode(prompt);
+  return std::vector<int64_t>(ids.begin(), ids.end());
+}
+
+std::string PromptCodec::text(int64_t id) const {
+  if (!tokenizer_) return bytes_to_text({id});
+  return tokenizer_->token_bytes(int32_t(id));
+}
+
+int64_t PromptCodec::stop_token(bool chat) const {
+  return chat && tokenizer_ && tokenizer_->eos_id() ? *tokenizer_->eos_id() : -1;
 }
 
 }  // namespace daedalus::train

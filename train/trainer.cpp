@@ -24,7 +24,9 @@
 #include "parallel/config_check.h"
 #include "parallel/grad_sync.h"
 #include "parallel/watchdog.h"
+#include "train/chat_training.h"
 #include "train/generate.h"
+#include "train/text_commands.h"
 #include "train/zero.h"
 
 namespace daedalus::train {
@@ -47,10 +49,12 @@ std::unique_ptr<data::TokenSource> open_source(const DataConfig& d, const std::v
   switch (d.format) {
     case DataFormat::llmc: return data::open_llmc(files);
     case DataFormat::hdf5: return data::open_hdf5(files);
-    case DataFormat::text: return data::open_text(files);
-    case DataFormat::synthetic: break;
+    case DataFormat::text:
+      return d.tokenizer.empty() ? data::open_text(files) : data::open_text(files, data::Tokenizer::load(d.tokenizer));
+    case DataFormat::synthetic:
+    case DataFormat::chat: break;
   }
-  DAEDALUS_FAIL("data: a synthetic source has no files");
+  DAEDALUS_FAIL("data: a {} source is not a token stream", d.format == DataFormat::chat ? "chat" : "synthetic");
 }
 
 // Validation share of a synthetic stream: its last 5% (at least a few windows).
@@ -220,6 +224,10 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
     const int64_t n = train_source_->size(), nv = synthetic_val_tokens(n, seq);
     val_source_ = data::slice_of(*train_source_, n - nv, n);
     train_view_ = data::slice_of(*train_source_, 0, n - nv);
+  } else if (d.format == DataFormat::chat) {
+    const int64_t vocab = config_.model.vocab_size;
+    if (mode_ == TrainerMode::train) train_packed_ = open_chat(d, d.train, seq, vocab);
+    if (!d.val.empty()) val_packed_ = open_chat(d, d.val, seq, vocab);
   } else {
     if (mode_ == TrainerMode::train) train_source_ = open_source(d, d.train);  // evaluation needs only data.val
     if (!d.val.empty()) val_source_ = open_source(d, d.val);
@@ -233,9 +241,11 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
   lo.rank = rank;
   lo.world = world;
   if (train_source_) train_loader_ = std::make_unique<data::Loader>(train_view_ ? *train_view_ : *train_source_, lo);
-  if (val_source_ && (config_.train.eval_every > 0 || mode_ == TrainerMode::evaluate)) {
+  if (train_packed_) train_loader_ = std::make_unique<data::Loader>(*train_packed_, lo);
+  if ((val_source_ || val_packed_) && (config_.train.eval_every > 0 || mode_ == TrainerMode::evaluate)) {
     lo.shuffle = false;
-    val_loader_ = std::make_unique<data::Loader>(*val_source_, lo);
+    val_loader_ = val_packed_ ? std::make_unique<data::Loader>(*val_packed_, lo)
+                              : std::make_unique<data::Loader>(*val_source_, lo);
   }
 
   const bool tty = isatty(fileno(stderr)) != 0;
@@ -302,9 +312,15 @@ std::string Trainer::banner() const {
                    world / groups_.ep_size, config_.parallel.zero_stage);
   s += fmt::format("  optimizer  AdamW, {} moments: {} per rank\n", dtype_name(config_.optimizer.state_dtype),
                    format_bytes(double(optimizer_->state_bytes())));
-  s += fmt::format("  data       {}\n",
-                   train_loader_ ? (train_view_ ? train_view_->describe() : train_source_->describe()) : "");
+  const auto packed = [&](const data::PackedWindows& w, const std::vector<std::string>& files) {
+    return describe_chat(w, files, config_.data.document_mask);
+  };
+  s += fmt::format("  data       {}\n", train_packed_ ? packed(*train_packed_, config_.data.train)
+                                        : train_loader_
+                                            ? (train_view_ ? train_view_->describe() : train_source_->describe())
+                                            : "");
   if (val_source_) s += fmt::format("  validation {}\n", val_source_->describe());
+  if (val_packed_) s += fmt::format("  validation {}\n", packed(*val_packed_, config_.data.val));
   s += fmt::format("  batch      {} x {} tokens x {} accum x {} rank(s) = {} tokens/step, {} steps\n",
                    config_.train.micro_batch_size, config_.train.seq_len, config_.train.grad_accum_steps, world,
                    tokens_per_step, config_.train.steps);
@@ -405,8 +421,14 @@ StepMetrics Trainer::train_step() {
   const bool stats = config_.precision.stats_every > 0 && m.step % config_.precision.stats_every == 0;
   if (stats) set_fp8_stats(/*collect=*/true);
   double loss = 0, lm = 0, mtp = 0, aux = 0;
+  std::vector<data::Batch> batches;
+  for (int64_t a = 0; a < accum; ++a) batches.push_back(train_loader_->next());
+  // Masked (chat) targets: the LM loss is the mean over the step's loss tokens (chat_training.h).
+  const std::vector<double> lm_weight = config_.data.format == DataFormat::chat
+                                            ? loss_token_weights(batches, *groups_.world)
+                                            : std::vector<double>(size_t(accum), 1.0);
   for (int64_t a = 0; a < accum; ++a) {
-    const data::Batch batch = train_loader_->next();
+    const data::Batch& batch = batches[size_t(a)];
     if (step_ == 0 && a == 0) {
       const std::vector<int64_t> t = batch.inputs.to_vector<int64_t>();
       Fnv1a h;
@@ -414,17 +436,21 @@ StepMetrics Trainer::train_step() {
       m.batch_digest = h.hex();
     }
     std::optional<nvtx::Range> phase(std::in_place, "forward");
-    const model::LmOutput out = model_->forward(batch.inputs.to(device_), batch.targets.to(device_));
+    const model::LmOutput out = model_->forward(batch.inputs.to(device_), batch.targets.to(device_),
+                                                config_.data.document_mask ? batch.positions : Tensor());
     phase.emplace("backward");
     double scale = 1.0 / double(accum);
     if (inject_nan_at_ && *inject_nan_at_ == m.step && a == 0) scale = std::nan("");  // test hook
     if (inject_hang_at_ && *inject_hang_at_ == m.step && groups_.world->rank() == groups_.world->size() - 1)
       for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // test hook: the last rank hangs
-    backward(ops::affine(out.loss, scale));
+    const double w = lm_weight[size_t(a)];
+    backward(w == 1.0 ? ops::affine(out.loss, scale)
+                      : ops::add(ops::affine(out.loss, scale), ops::affine(out.lm_loss, (w - 1.0) * scale)));
     phase.reset();
     // The losses come to the host for logging (one small copy each; the last waits for the step).
-    loss += out.loss.value().item() / double(accum);
-    lm += out.lm_loss.value().item() / double(accum);
+    const double lm_a = out.lm_loss.value().item();
+    loss += (out.loss.value().item() + (w - 1.0) * lm_a) / double(accum);
+    lm += w * lm_a / double(accum);
     if (out.mtp_loss.defined()) mtp += out.mtp_loss.value().item() / double(accum);
     if (out.aux_loss.defined()) aux += out.aux_loss.value().item() / double(accum);
     if (a == 0) {
@@ -523,7 +549,11 @@ EvalMetrics Trainer::evaluate() {
   double sum = 0;
   for (int64_t i = 0; i < batches; ++i) {
     const data::Batch batch = val_loader_->next();
-    sum += model_->forward(batch.inputs.to(device_), batch.targets.to(device_)).lm_loss.value().item();
+    sum += model_
+               ->forward(batch.inputs.to(device_), batch.targets.to(device_),
+                         config_.data.document_mask ? batch.positions : Tensor())
+               .lm_loss.value()
+               .item();
   }
   double mean = sum / double(batches);
   if (groups_.world->size() > 1) {
@@ -632,14 +662,14 @@ StopReason Trainer::poll_stop(double step_s) {
 }
 
 void Trainer::print_sample() {
-  // Byte-level corpora (vocab 256, as prepare-data writes) print as text; others as token ids.
-  const bool bytes = config_.model.vocab_size == 256 && config_.data.format != DataFormat::synthetic;
-  std::vector<int64_t> prompt;
-  if (bytes) {
-    for (char ch : std::string("The ")) prompt.push_back(int64_t(uint8_t(ch)));
-  } else {
-    prompt.push_back(0);
-  }
+  // Runs with a data.tokenizer and byte-level corpora (vocab 256, as prepare-data writes) print
+  // text, others token ids; a chat run samples the reply to a user turn.
+  const bool chat = config_.data.format == DataFormat::chat;
+  const bool text = !config_.data.tokenizer.empty() ||
+                    (config_.model.vocab_size == 256 && config_.data.format != DataFormat::synthetic);
+  const PromptCodec codec(config_.data.tokenizer);  // bytes without one
+  const std::vector<int64_t> prompt =
+      text ? codec.encode(chat ? "Tell me something about life." : "The ", chat) : std::vector<int64_t>{0};
   SampleOptions o;
   o.max_new_tokens = 96;
   o.seed = uint64_t(config_.run.seed);
@@ -648,8 +678,9 @@ void Trainer::print_sample() {
   const std::vector<int64_t> tokens = sample(*model_, prompt, o);
   kept.restore(*model_);
   if (groups_.world->rank() != 0) return;
-  if (bytes) {
-    progress_->message("sample (temperature 0.8): " + bytes_to_text(prompt) + bytes_to_text(tokens));
+  if (text) {
+    progress_->message(std::string("sample (temperature 0.8") + (chat ? ", reply to a chat prompt" : "") +
+                       "): " + (chat ? "" : codec.text(prompt)) + codec.text(tokens));
   } else {
     std::string ids;
     for (int64_t t : tokens) ids += fmt::format("{} ", t);

@@ -127,6 +127,8 @@ class Trainer {
   std::vector<bool> expert_;                // per optimizer parameter: a routed-expert stack
   // Synthetic data: train_view_ is the head of train_source_, val_source_ its held-out tail.
   std::unique_ptr<data::TokenSource> train_source_, train_view_, val_source_;
+  // Chat data (data.format chat): conversations packed into windows.
+  std::unique_ptr<data::PackedWindows> train_packed_, val_packed_;
   std::unique_ptr<data::Loader> train_loader_, val_loader_;
   MetricsLog metrics_;
   MetricsLog fp8_stats_;  // <run.dir>/fp8_stats.jsonl when precision.stats_every > 0 (rank 0)

@@ -59,6 +59,7 @@ struct Dims {
   int Dqk, Dv;
   float scale;
   bool causal;
+  const int64_t* doc_start;  // [B, T] on the device: the first key each query sees; null: key 0
 };
 
 // A product operand as the CPU kernel's GEMMs see it: fp32 as is, rounded to bf16 for bf16 inputs.
@@ -149,9 +150,9 @@ __device__ __forceinline__ float group_sum(float x) {
   return x;
 }
 
-// Query row i sees key j.
-__device__ __forceinline__ bool visible(int64_t i, int64_t j, const Dims& d) {
-  return i < d.T && j < d.T && (!d.causal || j <= i);
+// Query row i of batch entry b sees key j (the causal mask, and the document mask when given).
+__device__ __forceinline__ bool visible(int64_t b, int64_t i, int64_t j, const Dims& d) {
+  return i < d.T && j < d.T && (!d.causal || j <= i) && (d.doc_start == nullptr || j >= d.doc_start[b * d.T + i]);
 }
 
 // Row-major shared buffers with odd leading dims; sizes in floats.
@@ -205,7 +206,7 @@ __global__ void __launch_bounds__(kThreads)
       float tile_max = -INFINITY;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        s[i][j] = visible(row, j0 + lane + kLanes * j, d) ? d.scale * s[i][j] : -INFINITY;
+        s[i][j] = visible(b, row, j0 + lane + kLanes * j, d) ? d.scale * s[i][j] : -INFINITY;
         tile_max = fmaxf(tile_max, s[i][j]);
       }
       const float m_new = fmaxf(m[i], group_max(tile_max));
@@ -231,7 +232,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = 0; i < 4; ++i) {
     const int64_t row = i0 + r0 + i;
     if (row >= d.T) continue;
-    // Every real row saw key 0, so l >= 1.
+    // Every real row saw its first visible key (key 0, or its document's first), so l >= 1.
     float* dst = out + (head * d.T + row) * d.Dv;
 #pragma unroll
     for (int c = 0; c < kCols; ++c)
@@ -300,7 +301,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int qr = lane + kLanes * j;
-        const float p = visible(i0 + qr, j0 + r0 + i, d) ? expf(d.scale * s[i][j] - lse_s[qr]) : 0.0f;
+        const float p = visible(b, i0 + qr, j0 + r0 + i, d) ? expf(d.scale * s[i][j] - lse_s[qr]) : 0.0f;
         pt[(r0 + i) * ldp + qr] = as_operand<T>(p);
         dst[(r0 + i) * ldp + qr] = as_operand<T>(p * (dp[i][j] - delta_s[qr]));
       }
@@ -362,7 +363,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         const int kc = lane + kLanes * j;
-        const float p = visible(i0 + r0 + i, j0 + kc, d) ? expf(d.scale * s[i][j] - lse_s[r0 + i]) : 0.0f;
+        const float p = visible(b, i0 + r0 + i, j0 + kc, d) ? expf(d.scale * s[i][j] - lse_s[r0 + i]) : 0.0f;
         ds[(r0 + i) * lds + kc] = as_operand<T>(p * (dp[i][j] - delta_s[r0 + i]));
       }
     }
@@ -404,13 +405,19 @@ void set_smem(Kernel kernel, size_t bytes, const char* op, int device) {
   DAEDALUS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
-Dims dims_of(const Tensor& q, const Tensor& v, double scale, bool causal, const char* op) {
+Dims dims_of(const Tensor& q, const Tensor& v, double scale, bool causal, const Tensor& doc_start, const char* op) {
   DAEDALUS_CHECK(q.size(3) <= kMaxHeadDim && v.size(3) <= kMaxHeadDim,
                  "{}: q {} and v {}: the CUDA kernels take head dims up to {}", op, shape_str(q.shape()),
                  shape_str(v.shape()), kMaxHeadDim);
   DAEDALUS_CHECK(q.size(0) * q.size(1) <= 65535, "{}: q {}: at most 65535 heads (B·H) per call", op,
                  shape_str(q.shape()));
-  return Dims{q.size(1), q.size(2), int(q.size(3)), int(v.size(3)), float(scale), causal};
+  return Dims{q.size(1),
+              q.size(2),
+              int(q.size(3)),
+              int(v.size(3)),
+              float(scale),
+              causal,
+              doc_start.defined() ? doc_start.data<int64_t>() : nullptr};
 }
 
 unsigned tiles(int64_t T, int tile) { return unsigned((T + tile - 1) / tile); }
@@ -418,9 +425,9 @@ unsigned tiles(int64_t T, int tile) { return unsigned((T + tile - 1) / tile); }
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                       double scale, bool causal) {
+                       double scale, bool causal, const Tensor& doc_start) {
   constexpr const char* op = "attention";
-  const Dims d = dims_of(q, v, scale, causal, op);
+  const Dims d = dims_of(q, v, scale, causal, doc_start, op);
   const int64_t heads = q.size(0) * q.size(1);
   if (heads == 0 || d.T == 0) return;
   const int device = q.device().index;
@@ -441,9 +448,9 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
 
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv, double scale,
-                        bool causal) {
+                        bool causal, const Tensor& doc_start) {
   constexpr const char* op = "attention_backward";
-  const Dims d = dims_of(q, v, scale, causal, op);
+  const Dims d = dims_of(q, v, scale, causal, doc_start, op);
   const int64_t heads = q.size(0) * q.size(1);
   if (heads == 0 || d.T == 0) return;
   DAEDALUS_CHECK(lse.is_contiguous() && dq.is_contiguous() && dk.is_contiguous() && dv.is_contiguous(),

@@ -86,10 +86,11 @@ void grouped_matmul(kernels::GroupedProduct product, const Tensor& c, const Tens
 // (kernels/attention.h; head dims up to 256) q, k [B, H, T, Dqk], v [B, H, T, Dv] of
 // one float dtype, any strides. Forward: out [B, H, T, Dv] and lse [B, H, T] fp32 contiguous.
 // Backward: out, dout fp32 any strides; lse fp32 contiguous; dq, dk, dv contiguous in q's dtype.
+// doc_start: undefined, or int64 [B, T] contiguous on q's device (the document mask).
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                       double scale, bool causal);
+                       double scale, bool causal, const Tensor& doc_start);
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv, double scale,
-                        bool causal);
+                        bool causal, const Tensor& doc_start);
 
 }  // namespace daedalus::cuda

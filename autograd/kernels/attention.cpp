@@ -36,15 +36,21 @@ struct AttentionDims {
   int64_t B = 0, H = 0, T = 0, Dqk = 0, Dv = 0;
   double scale = 1.0;
   bool causal = true;
+  const int64_t* doc_start = nullptr;  // [B, T]: the first key row b's query i sees; null: key 0
 
   int64_t heads() const { return B * H; }
   int64_t query_blocks() const { return (T + kBlockQ - 1) / kBlockQ; }
   int64_t key_blocks() const { return (T + kBlockK - 1) / kBlockK; }
-  // Query row i sees the first `visible` keys of the key block [j0, j0 + bk).
-  int64_t visible(int64_t i, int64_t j0, int64_t bk) const {
-    return causal ? std::clamp(i - j0 + 1, int64_t{0}, bk) : bk;
+  int64_t first_key(int64_t b, int64_t i) const { return doc_start != nullptr ? doc_start[b * T + i] : 0; }
+  // Query row i of batch entry b sees keys [lo, hi) of the key block [j0, j0 + bk) (block offsets).
+  std::pair<int64_t, int64_t> visible(int64_t b, int64_t i, int64_t j0, int64_t bk) const {
+    const int64_t hi = causal ? std::clamp(i - j0 + 1, int64_t{0}, bk) : bk;
+    return {std::clamp(first_key(b, i) - j0, int64_t{0}, hi), hi};
   }
-  // The keys that the query block ending at row i1 (exclusive) sees: [0, key_end).
+  // The first key block that the query block starting at row i0 visits (doc_start is
+  // non-decreasing along a row, so the block's first row has the smallest).
+  int64_t key_begin(int64_t b, int64_t i0) const { return first_key(b, i0) / kBlockK * kBlockK; }
+  // The keys that the query block ending at row i1 (exclusive) sees: [.., key_end).
   int64_t key_end(int64_t i1) const { return causal ? i1 : T; }
 };
 
@@ -190,14 +196,16 @@ void parallel_items(int64_t n, Fn&& fn) {
 
 // ---- block steps shared by the passes -----------------------------------------------------------
 
-// s [bq, bk] (contiguous) holds the scaled scores of query rows i0.. against keys j0..; replaces
-// them by P = e^(s - lse_i) where the key is visible and 0 where it is masked.
-void probabilities(float* s, int64_t bq, int64_t bk, const float* lse, int64_t i0, int64_t j0, const AttentionDims& d) {
+// s [bq, bk] (contiguous) holds the scaled scores of query rows i0.. of batch entry b against keys
+// j0..; replaces them by P = e^(s - lse_i) where the key is visible and 0 where it is masked.
+void probabilities(float* s, int64_t bq, int64_t bk, const float* lse, int64_t b, int64_t i0, int64_t j0,
+                   const AttentionDims& d) {
   for (int64_t r = 0; r < bq; ++r) {
     float* row = s + r * bk;
-    const int64_t n = d.visible(i0 + r, j0, bk);
-    exp_row(row, n, lse[r]);
-    std::fill(row + n, row + bk, 0.0f);
+    const auto [lo, hi] = d.visible(b, i0 + r, j0, bk);
+    exp_row(row + lo, hi - lo, lse[r]);
+    std::fill(row, row + lo, 0.0f);
+    std::fill(row + hi, row + bk, 0.0f);
   }
 }
 
@@ -251,29 +259,31 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
     const Tensor qi = rows_of(q, b, h, i0, i1);
     const Tensor oi = rows_of(out, b, h, i0, i1);  // [bq, Dv]: the accumulator, rescaled as m grows
     float* o = static_cast<float*>(oi.data_ptr());
-    for (int64_t j0 = 0; j0 < d.key_end(i1); j0 += kBlockK) {
+    const int64_t j_begin = d.key_begin(b, i0);
+    for (int64_t j0 = j_begin; j0 < d.key_end(i1); j0 += kBlockK) {
       const int64_t j1 = std::min(d.T, j0 + kBlockK), bk = j1 - j0;
       const Tensor s = matrix(s_buffer, bq, bk);
       kernels::gemm(qi, rows_of(k, b, h, j0, j1).t(), s, d.scale);
       float* sp = static_cast<float*>(s.data_ptr());
       for (int64_t r = 0; r < bq; ++r) {
         float* row = sp + r * bk;
-        const int64_t n = d.visible(i0 + r, j0, bk);
-        const float m_new = std::max(m[r], row_max(row, n));
-        if (n > 0) {
+        const auto [lo, hi] = d.visible(b, i0 + r, j0, bk);
+        const float m_new = std::max(m[r], row_max(row + lo, hi - lo));
+        if (hi > lo) {
           // O and l were summed against e^(s - m): rescale them to the new max (the first block
-          // has no history: its GEMM overwrites O).
+          // has no history: its GEMM overwrites O; a row that saw no key yet has O = 0, m = -inf).
           const float rescale = std::exp(m[r] - m_new);
-          l[r] = l[r] * rescale + exp_row(row, n, m_new);
-          if (j0 > 0 && rescale != 1.0f)
+          l[r] = l[r] * rescale + exp_row(row + lo, hi - lo, m_new);
+          if (j0 > j_begin && rescale != 1.0f)
             for (int64_t c = 0; c < d.Dv; ++c) o[r * d.Dv + c] *= rescale;
           m[r] = m_new;
         }
-        std::fill(row + n, row + bk, 0.0f);
+        std::fill(row, row + lo, 0.0f);
+        std::fill(row + hi, row + bk, 0.0f);
       }
-      kernels::gemm(operand(s, dtype, p_buffer), rows_of(v, b, h, j0, j1), oi, 1.0, j0 == 0 ? 0.0 : 1.0);
+      kernels::gemm(operand(s, dtype, p_buffer), rows_of(v, b, h, j0, j1), oi, 1.0, j0 == j_begin ? 0.0 : 1.0);
     }
-    // Every row saw key 0 in its first block, so l >= 1.
+    // Every row saw its first visible key (key 0, or its document's first) in some block, so l >= 1.
     for (int64_t r = 0; r < bq; ++r) {
       for (int64_t c = 0; c < d.Dv; ++c) o[r * d.Dv + c] /= l[r];
       lse_all[head * d.T + i0 + r] = m[r] + std::log(l[r]);
@@ -338,7 +348,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
         const Tensor s = matrix(s_buffer, bq, bk), dp = matrix(dp_buffer, bq, bk);
         kernels::gemm(qi, kj.t(), s, d.scale);
         float* p = static_cast<float*>(s.data_ptr());
-        probabilities(p, bq, bk, lse_all + head * d.T + i0, i0, j0, d);
+        probabilities(p, bq, bk, lse_all + head * d.T + i0, b, i0, j0, d);
         const Tensor go = operand(rows_of(dout, b, h, i0, i1), dtype, do16);
         kernels::gemm(operand(s, dtype, p16).t(), go, dv_acc, 1.0, beta);  // dV += Pᵀ·dO
         kernels::gemm(go, vj.t(), dp);                                     // dP = dO·Vᵀ
@@ -367,16 +377,17 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
       const Tensor qi = rows_of(q, b, h, i0, i1);
       const Tensor go = operand(rows_of(dout, b, h, i0, i1), dtype, do16);
 
-      for (int64_t j0 = 0; j0 < d.key_end(i1); j0 += kBlockK) {
+      const int64_t j_begin = d.key_begin(b, i0);
+      for (int64_t j0 = j_begin; j0 < d.key_end(i1); j0 += kBlockK) {
         const int64_t j1 = std::min(d.T, j0 + kBlockK), bk = j1 - j0;
         const Tensor kj = rows_of(k, b, h, j0, j1);
         const Tensor s = matrix(s_buffer, bq, bk), dp = matrix(dp_buffer, bq, bk);
         kernels::gemm(qi, kj.t(), s, d.scale);
         float* p = static_cast<float*>(s.data_ptr());
-        probabilities(p, bq, bk, lse_all + head * d.T + i0, i0, j0, d);
+        probabilities(p, bq, bk, lse_all + head * d.T + i0, b, i0, j0, d);
         kernels::gemm(go, rows_of(v, b, h, j0, j1).t(), dp);  // dP = dO·Vᵀ
         score_gradient(static_cast<float*>(dp.data_ptr()), p, bq, bk, delta_all + head * d.T + i0);
-        kernels::gemm(operand(dp, dtype, ds16), kj, dq_acc, d.scale, j0 == 0 ? 0.0 : 1.0);  // dQ += scale·dS·K
+        kernels::gemm(operand(dp, dtype, ds16), kj, dq_acc, d.scale, j0 == j_begin ? 0.0 : 1.0);  // dQ += scale·dS·K
       }
       store(rows_of(dq, b, h, i0, i1), dq_acc);
     });
@@ -414,11 +425,35 @@ AttentionDims check_qkv(std::string_view op, const Tensor& q, const Tensor& k, c
   return AttentionDims{q.size(0), q.size(1), q.size(2), q.size(3), v.size(3), scale, causal};
 }
 
+// doc_start as the kernels take it: undefined, or int64 [B, T] contiguous on `device`. A CPU
+// tensor is checked (0 <= doc_start[b, i] <= i, non-decreasing along each row); a CUDA one is
+// taken as it is (the model builds it from host positions that were checked).
+Tensor check_doc_start(std::string_view op, const Tensor& doc_start, const AttentionDims& d, const Device& device) {
+  if (!doc_start.defined()) return doc_start;
+  DAEDALUS_CHECK(doc_start.shape() == Shape({d.B, d.T}), "{}: doc_start {}: expected [B, T] = [{}, {}]", op,
+                 shape_str(doc_start.shape()), d.B, d.T);
+  DAEDALUS_CHECK(d.causal, "{}: a document mask needs causal attention", op);
+  const Tensor starts = doc_start.to(DType::i64).to(device).contiguous();
+  if (device.type == DeviceType::cpu) {
+    const int64_t* s = starts.data<int64_t>();
+    for (int64_t b = 0; b < d.B; ++b)
+      for (int64_t i = 0; i < d.T; ++i) {
+        const int64_t v = s[b * d.T + i];
+        DAEDALUS_CHECK(v >= 0 && v <= i && (i == 0 || v >= s[b * d.T + i - 1]),
+                       "{}: doc_start[{}, {}] = {}: expected non-decreasing values in [0, {}]", op, b, i, v, i);
+      }
+  }
+  return starts;
+}
+
 }  // namespace
 
-AttentionOutput attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal) {
+AttentionOutput attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal,
+                                  const Tensor& doc_start) {
   const Device device = common_device("attention", {&q, &k, &v});
-  const AttentionDims d = check_qkv("attention", q, k, v, scale, causal);
+  AttentionDims d = check_qkv("attention", q, k, v, scale, causal);
+  const Tensor starts = check_doc_start("attention", doc_start, d, device);
+  if (starts.defined() && device.type == DeviceType::cpu) d.doc_start = starts.data<int64_t>();
   AttentionOutput result{Tensor::empty({d.B, d.H, d.T, d.Dv}, DType::f32, device),
                          Tensor::empty({d.B, d.H, d.T}, DType::f32, device)};
   switch (device.type) {
@@ -426,17 +461,20 @@ AttentionOutput attention_forward(const Tensor& q, const Tensor& k, const Tensor
       cpu::attention_forward(unit_last_stride(q), unit_last_stride(k), unit_last_stride(v), result.out, result.lse, d);
       break;
     case DeviceType::cuda:
-      DAEDALUS_CUDA_KERNEL("attention", attention_forward(q, k, v, result.out, result.lse, scale, causal));
+      DAEDALUS_CUDA_KERNEL("attention", attention_forward(q, k, v, result.out, result.lse, scale, causal, starts));
       break;
   }
   return result;
 }
 
 AttentionGrads attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                  const Tensor& lse, const Tensor& dout, double scale, bool causal) {
+                                  const Tensor& lse, const Tensor& dout, double scale, bool causal,
+                                  const Tensor& doc_start) {
   constexpr std::string_view op = "attention_backward";
   const Device device = common_device(op, {&q, &k, &v, &out, &lse, &dout});
-  const AttentionDims d = check_qkv(op, q, k, v, scale, causal);
+  AttentionDims d = check_qkv(op, q, k, v, scale, causal);
+  const Tensor starts = check_doc_start(op, doc_start, d, device);
+  if (starts.defined() && device.type == DeviceType::cpu) d.doc_start = starts.data<int64_t>();
   const Shape out_shape{d.B, d.H, d.T, d.Dv}, lse_shape{d.B, d.H, d.T};
   DAEDALUS_CHECK(out.shape() == out_shape, "{}: out {} for q {} and v {}: expected {}", op, shape_str(out.shape()),
                  shape_str(q.shape()), shape_str(v.shape()), shape_str(out_shape));
@@ -455,8 +493,8 @@ AttentionGrads attention_backward(const Tensor& q, const Tensor& k, const Tensor
                               lse.contiguous(), unit_last_stride(dout), grads.dq, grads.dk, grads.dv, d);
       break;
     case DeviceType::cuda:
-      DAEDALUS_CUDA_KERNEL(
-          op, attention_backward(q, k, v, out, lse.contiguous(), dout, grads.dq, grads.dk, grads.dv, scale, causal));
+      DAEDALUS_CUDA_KERNEL(op, attention_backward(q, k, v, out, lse.contiguous(), dout, grads.dq, grads.dk, grads.dv,
+                                                  scale, causal, starts));
       break;
   }
   return grads;

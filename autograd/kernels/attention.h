@@ -39,7 +39,13 @@ struct AttentionOutput {
 // q [B, H, T, Dqk], k [B, H, T, Dqk], v [B, H, T, Dv]: fp32 or bf16 (all three the same), any
 // strides (e.g. [B, T, H, D] tensors transposed to [B, H, T, D] are read in place). scale > 0 is
 // usually 1/sqrt(Dqk) (times MLA's YaRN mscale²). causal: the mask above; false attends to all.
-AttentionOutput attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal = true);
+// doc_start (optional, causal only): int64 [B, T], non-decreasing along T with
+// 0 <= doc_start[b, i] <= i: query i of batch entry b also stops seeing keys before
+// doc_start[b, i] — the block-diagonal causal mask of documents packed into one sequence (a
+// document's rows share its first position). Key blocks entirely before a query block's first
+// visible key are skipped.
+AttentionOutput attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal = true,
+                                  const Tensor& doc_start = Tensor());
 
 struct AttentionGrads {
   Tensor dq;  // [B, H, T, Dqk] in q's dtype, contiguous
@@ -55,6 +61,7 @@ struct AttentionGrads {
 // computed twice: 7 block GEMMs per pair instead of 5, the price of owning every output row
 // without atomics). Gradients accumulate in fp32 and are rounded once to a bf16 input's dtype.
 AttentionGrads attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                  const Tensor& lse, const Tensor& dout, double scale, bool causal = true);
+                                  const Tensor& lse, const Tensor& dout, double scale, bool causal = true,
+                                  const Tensor& doc_start = Tensor());
 
 }  // namespace daedalus::kernels

@@ -29,6 +29,77 @@ case $case in
     [ $rc -eq 1 ] && [[ $out == *"bad.json: "* ]] || fail "bad tokenizer: rc $rc: $out"
     set -e
     ;;
+  prepare)
+    # JSONL (+ .gz) and a text file through the tokenizer: shards, summary, the documents' ids.
+    printf '{"text": "Hello, world!"}\n{"text": "第二个 document 123"}\n' > a.jsonl
+    printf '{"text": "gz one"}\n' | gzip > b.jsonl.gz
+    printf 'a plain text file' > c.txt
+    out=$("$daedalus" prepare-data --input a.jsonl b.jsonl.gz c.txt --out shards --tokenizer "$tok" --bos \
+          --val-fraction 0.1 --threads 2 2>&1) || fail "prepare-data: $out"
+    [[ $out == *"prepared 3 files"*"(4 documents)"* ]] || fail "summary line: $out"
+    [[ $out == *"llm.c version 1 shards; "*" MB/s"* ]] || fail "version line: $out"
+    [ -f shards/train_000000.bin ] && [ -f shards/val_000000.bin ] || fail "no shards: $(ls shards)"
+    grep -q '"tokenizer_sha256": "'"$(sha256sum "$tok" | cut -d' ' -f1)"'"' shards/summary.json || fail "sha256"
+    grep -q '"documents": 4' shards/summary.json || fail "documents: $(cat shards/summary.json)"
+    # Bad input: a line without the key -> exit 1 naming file:line and key; no shard, no .tmp left.
+    printf '{"text": "fine"}\n{"body": "x"}\n' > bad.jsonl
+    set +e
+    out=$("$daedalus" prepare-data --input bad.jsonl --out badout --tokenizer "$tok" 2>&1); rc=$?
+    set -e
+    [ $rc -eq 1 ] && [[ $out == *"bad.jsonl:2: no key \"text\""* ]] || fail "bad line: rc $rc: $out"
+    [ -z "$(ls -A badout)" ] || fail "left behind: $(ls badout)"
+    ;;
+  chat)
+    # Two steps of chat fine-tuning with packing and the document mask, then eval; an unknown role
+    # is exit 1 naming file, line and key.
+    cfg="$src/configs/tiny.yaml"
+    common=(--set run.dir="$work/run" --set data.format=chat --set data.tokenizer="$tok" --set model.vocab_size=6000
+            --set data.document_mask=true --set train.seq_len=64 --set train.micro_batch_size=2
+            --set model.num_hidden_layers=2 --set train.steps=2 --set schedule.warmup_steps=1 --set train.log_every=1
+            --set precision.recipe=fp32 --set checkpoint.every=0)
+    out=$("$daedalus" train --config "$cfg" "${common[@]}" --set data.train="[$src/tests/tokenizer/chat.jsonl]" \
+          --set data.val="[$src/tests/tokenizer/chat_val.jsonl]" --set train.eval_every=2 2>&1) || fail "train: $out"
+    [[ $out == *"40 conversations"*"document mask"* ]] || fail "banner: $out"
+    [[ $out == *"eval step 2: val_loss"* ]] || fail "no eval: $out"
+    [[ $out == *"sample (temperature 0.8, reply to a chat prompt): "* ]] || fail "no text sample: $out"
+    # generate through the run's tokenizer, as a chat turn; --chat without a tokenizer is exit 1.
+    ckpt="$work/run/checkpoints/step_00000002.h5"
+    out=$("$daedalus" generate --checkpoint "$ckpt" --prompt "Tell me something about life." --chat \
+          --max-new-tokens 4 2>&1) || fail "generate --chat: $out"
+    [[ $out == "Tell me something about life."* && $out == *"prompt + "*" new tokens"* ]] || fail "generate: $out"
+    set +e
+    out=$("$daedalus" generate --checkpoint "$ckpt" --prompt hi --chat --set 'data.tokenizer=""' 2>&1); rc=$?
+    set -e
+    [ $rc -eq 1 ] && [[ $out == *"data.tokenizer"* ]] || fail "chat without tokenizer: rc $rc: $out"
+    printf '{"messages": [{"role": "user", "content": "a"}, {"role": "wizard", "content": "b"}]}\n' > bad.jsonl
+    set +e
+    out=$("$daedalus" train --config "$cfg" "${common[@]}" --set data.train="[$work/bad.jsonl]" 2>&1); rc=$?
+    set -e
+    [ $rc -eq 1 ] && [[ $out == *"bad.jsonl:1: messages[1].role: unknown role \"wizard\""* ]] || fail "role: rc $rc: $out"
+    ;;
+  chat_mean)
+    # The LM loss of a step is the mean over all its loss tokens, however the step's windows are cut
+    # into micro-batches and ranks: one step as 1 x 4 windows, 2 micro-batches x 2, and 2 ranks x 2
+    # gives the same lm_loss (fp32; only GEMM shapes differ: 1e-5 relative). A mean of per-micro-
+    # batch means would differ (the windows hold 50 to 110 loss tokens).
+    common=(--config "$src/configs/tiny.yaml" --set data.format=chat --set data.tokenizer="$tok"
+            --set model.vocab_size=6000 --set data.document_mask=true --set train.seq_len=64
+            --set model.num_hidden_layers=2 --set train.steps=1 --set schedule.warmup_steps=0 --set train.log_every=1
+            --set precision.recipe=fp32 --set checkpoint.every=0 --set data.train="[$src/tests/tokenizer/chat.jsonl]"
+            --set "data.val=[]")
+    "$daedalus" train "${common[@]}" --set run.dir="$work/a" --set train.micro_batch_size=4 > a.log 2>&1 ||
+      fail "1 x 4: $(cat a.log)"
+    "$daedalus" train "${common[@]}" --set run.dir="$work/b" --set train.micro_batch_size=2 \
+      --set train.grad_accum_steps=2 > b.log 2>&1 || fail "2 x 2: $(cat b.log)"
+    mpirun -np 2 --oversubscribe --bind-to none "$daedalus" train "${common[@]}" --set run.dir="$work/c" \
+      --set train.micro_batch_size=2 > c.log 2>&1 || fail "2 ranks: $(cat c.log)"
+    lm() { grep -o '"lm_loss":[^,}]*' "$work/$1/metrics.jsonl" | head -1 | cut -d: -f2; }
+    a=$(lm a) b=$(lm b) c=$(lm c)
+    awk -v a="$a" -v b="$b" -v c="$c" 'function abs(x) { return x < 0 ? -x : x }
+      BEGIN { exit !(a > 0 && abs(a - b) <= 1e-5 * a && abs(a - c) <= 1e-5 * a) }' ||
+      fail "lm_loss 1x4 $a, 2x2 $b, 2 ranks $c"
+    echo "lm_loss 1x4 $a, 2x2 $b, 2 ranks $c"
+    ;;
   *) fail "unknown case" ;;
 esac
 echo "PASS: $case"

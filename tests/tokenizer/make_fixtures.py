@@ -12,6 +12,9 @@ Debian's fortunes (/usr/share/games/fortunes):
       normalizer, DeepSeek-V3's special tokens; merges in the [left, right] pair form.
   gpt2/tokenizer.json, tokenizer_config.json       GPT-2's ByteLevel regex, plus an NFC normalizer,
       add_prefix_space and ignore_merges (to cover them); merges in the "left right" string form.
+  variety/tokenizer.json   the other pre-tokenizer options (a String split, merged_with_previous /
+      merged_with_next, invert, Punctuation contiguous, Digits individual, removed, add_prefix_space
+      with the ByteLevel regex): checked on the small corpus only.
   expected.json   per tokenizer: the ids of each document of a small corpus (20 kB, seed 7) and,
       for the 10 MB corpus (seed 20), the token count and the FNV-1a hash of all ids.
 The corpora come from the C++ generator (tests/text_corpus.cpp) through text_corpus_dump; a
@@ -91,6 +94,26 @@ def gpt2_tokenizer():
     return tok, {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "tokenizer_class": "GPT2Tokenizer"}
 
 
+def variety_tokenizer():
+    """The pre-tokenizer options the other two leave out, for the small corpus only."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(" -- ", behavior="merged_with_previous"),           # a String pattern
+        pre_tokenizers.Split(Regex(r"\p{Lu}"), behavior="merged_with_next"),
+        pre_tokenizers.Split(Regex(r"[\p{Han}\p{Hiragana}]+"), behavior="isolated", invert=True),
+        pre_tokenizers.Punctuation(behavior="contiguous"),
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.Split(Regex(r"\s+"), behavior="removed"),
+        pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1200, special_tokens=["<|endoftext|>", "<｜User｜>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(fortunes(), trainer)
+    return tok, {"eos_token": "<|endoftext|>"}
+
+
 def save(tok, config, name, string_merges=False, ignore_merges=False):
     out = os.path.join(HERE, name)
     os.makedirs(out, exist_ok=True)
@@ -146,6 +169,10 @@ def main():
                           "vocab_size": ref.get_vocab_size(with_added_tokens=True)}
         print(f"{name}: vocab {expected[name]['vocab_size']}, large corpus {sum(len(d.encode()) for d in large)} "
               f"bytes in {len(large)} documents -> {count} tokens, fnv1a {h:016x}")
+    ref = save(*variety_tokenizer(), "variety")
+    expected["variety"] = {"small_ids": [e.ids for e in ref.encode_batch(small, add_special_tokens=False)],
+                           "vocab_size": ref.get_vocab_size(with_added_tokens=True)}
+    print(f"variety: vocab {expected['variety']['vocab_size']}, small corpus only")
     with open(os.path.join(HERE, "expected.json"), "w") as f:
         json.dump(expected, f, separators=(",", ":"))
         f.write("\n")
