@@ -13,6 +13,7 @@
 #include <hdf5.h>
 
 #include "data/hdf5_handle.h"
+#include "data/isolated.h"
 
 namespace daedalus::data {
 
@@ -43,6 +44,7 @@ struct TokenDataset {
 TokenDataset open_dataset(const std::string& path, const std::string& name) {
   struct stat st {};
   DAEDALUS_CHECK(::stat(path.c_str(), &st) == 0, "{}: no such file", path);
+  DAEDALUS_CHECK(S_ISREG(st.st_mode), "{}: not a regular file (a directory, pipe or device?)", path);
   DAEDALUS_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{}: not an HDF5 file", path);
   TokenDataset d;
   d.file = Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
@@ -63,6 +65,31 @@ TokenDataset open_dataset(const std::string& path, const std::string& name) {
   DAEDALUS_HDF5_CHECK(H5Sget_simple_extent_dims(space.get(), &dim, nullptr));
   d.count = int64_t(dim);
   return d;
+}
+
+// Opens `path` as open_dataset does and walks the dataset's chunk index, in a child process
+// (data/isolated.h): HDF5 can crash on a damaged file before any check of its own, and a token
+// file is input like any other. InputError naming the file for anything wrong with it.
+void probe(const std::string& path, const std::string& name) {
+  const IsolatedOutcome r = run_isolated(
+      [&] {
+        const TokenDataset d = open_dataset(path, name);
+        Handle space(H5Dget_space(d.dataset.get()), H5Sclose);
+        hsize_t chunks = 0;
+        Handle dcpl(H5Dget_create_plist(d.dataset.get()), H5Pclose);
+        if (dcpl.valid() && H5Pget_layout(dcpl.get()) == H5D_CHUNKED)
+          DAEDALUS_CHECK(H5Dget_num_chunks(d.dataset.get(), space.get(), &chunks) >= 0,
+                         "{}: dataset '{}': its chunk index is unreadable (a damaged file)", path, name);
+      },
+      60);
+  switch (r.kind) {
+    case IsolatedOutcome::Kind::ok: return;
+    case IsolatedOutcome::Kind::input_error: throw InputError(r.text);
+    case IsolatedOutcome::Kind::error: throw InputError(fmt::format("{}: unreadable HDF5 file: {}", path, r.text));
+    case IsolatedOutcome::Kind::crashed:
+    case IsolatedOutcome::Kind::timed_out:
+      throw InputError(fmt::format("{}: a damaged HDF5 file: reading it in a child process {}", path, r.text));
+  }
 }
 
 class Hdf5Source final : public TokenSource {
@@ -114,6 +141,7 @@ std::unique_ptr<TokenSource> open_hdf5(const std::vector<std::string>& files, co
   std::vector<TokenDataset> datasets;
   int64_t tokens = 0;
   for (const std::string& path : files) {
+    probe(path, dataset);
     datasets.push_back(open_dataset(path, dataset));
     tokens += datasets.back().count;
   }

@@ -123,6 +123,8 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& patterns)
     if (pattern.find_first_of("*?[") == std::string::npos) {
       struct stat st {};
       DAEDALUS_CHECK(::stat(pattern.c_str(), &st) == 0, "{}: no such file", pattern);
+      // A pipe or device would block in open() (or never end): token files are regular files.
+      DAEDALUS_CHECK(S_ISREG(st.st_mode), "{}: not a regular file (a directory, pipe or device?)", pattern);
       files.push_back(pattern);
       continue;
     }
@@ -134,6 +136,11 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& patterns)
     ::globfree(&g);
     DAEDALUS_CHECK(rc == 0 || rc == GLOB_NOMATCH, "{}: cannot expand the pattern (glob error {})", pattern, rc);
     DAEDALUS_CHECK(!matches.empty(), "no file matches {}", pattern);
+    for (const std::string& m : matches) {
+      struct stat st {};
+      DAEDALUS_CHECK(::stat(m.c_str(), &st) == 0 && S_ISREG(st.st_mode),
+                     "{}: not a regular file (a directory, pipe or device?), matched by {}", m, pattern);
+    }
     std::sort(matches.begin(), matches.end());
     files.insert(files.end(), matches.begin(), matches.end());
   }

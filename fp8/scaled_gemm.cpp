@@ -115,6 +115,7 @@ void check_operands(const QuantizedTensor& a, const QuantizedTensor& b, const Ac
                  "{}: accumulator mantissa_bits must be in [0, 23] (0 = exact fp32), got {}", kOp, acc.mantissa_bits);
   DAEDALUS_CHECK(acc.promote_every >= 0, "{}: accumulator promote_every must be >= 0 (0 = never), got {}", kOp,
                  acc.promote_every);
+  DAEDALUS_CHECK(acc.chunk >= 1, "{}: accumulator chunk must be >= 1, got {}", kOp, acc.chunk);
 }
 
 // An operand's scale_invs on the host, indexed by (row, K block).
@@ -237,10 +238,16 @@ void cpu_gemm_limited(const Tensor& a, const Tensor& b, const Scales& sa, const 
       for (int64_t g0 = 0; g0 < K; g0 += group) {
         const int64_t g1 = std::min(K, g0 + group);
         float s = 0.0f;  // the tensor core's running sum
-        for (int64_t k = g0; k < g1; ++k) {
-          float p = ar[k] * br[k];  // exact: FP8 significands have at most 4 bits
-          if (!scale_at_promotion) p *= sa.at(m, k / kw) * sb.at(n, k / kw);
-          s = float(truncate_mantissa(double(s) + double(p), bits));
+        for (int64_t c0 = g0; c0 < g1; c0 += acc.chunk) {
+          // `chunk` products summed exactly (FP8 significands have at most 4 bits: each product fits
+          // a float, a few of them a double), then one truncating addition to the running sum.
+          double c = 0;
+          for (int64_t k = c0; k < std::min(g1, c0 + acc.chunk); ++k) {
+            float p = ar[k] * br[k];
+            if (!scale_at_promotion) p *= sa.at(m, k / kw) * sb.at(n, k / kw);
+            c += double(p);
+          }
+          s = float(truncate_mantissa(double(s) + c, bits));
         }
         const float scale = scale_at_promotion ? sa.at(m, g0 / kw) * sb.at(n, g0 / kw) : 1.0f;
         total += s * scale;

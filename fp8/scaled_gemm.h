@@ -20,10 +20,14 @@ namespace daedalus::fp8 {
 // The tensor-core accumulator to emulate: `mantissa_bits` = 0 is exact FP32 accumulation;
 // otherwise the running sum keeps that many mantissa bits (Hopper FP8 MMA: ~14, DeepSeek-V3 §3.3.2)
 // and, with promote_every > 0, is added into an FP32 accumulator every promote_every products
-// along K (DeepSeek: 128). Only the CPU emulates it; cuBLASLt's choice is CUBLASLT_MATMUL_DESC_FAST_ACCUM.
+// along K (DeepSeek: 128). `chunk` products are summed exactly before each truncation of the
+// running sum (1: truncate after every addition; the MMA adds a few products per step, wgmma's
+// instruction K is 32 for FP8). Only the CPU emulates it; cuBLASLt's choice is
+// CUBLASLT_MATMUL_DESC_FAST_ACCUM.
 struct Accumulator {
   int mantissa_bits = 0;
   int promote_every = 0;
+  int chunk = 1;
 };
 
 // Any shapes on both devices (CUDA pads to cuBLASLt's alignment internally).

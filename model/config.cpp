@@ -1,6 +1,8 @@
 // Build-time checks of the model hyperparameters; every message names the config key.
 #include "model/config.h"
 
+#include <tuple>
+
 #include "autograd/check.h"
 
 namespace daedalus::model {
@@ -9,6 +11,12 @@ namespace {
 
 void positive(const char* key, int64_t v) { DAEDALUS_CHECK(v > 0, "model.{}: must be positive, got {}", key, v); }
 void non_negative(const char* key, int64_t v) { DAEDALUS_CHECK(v >= 0, "model.{}: must be >= 0, got {}", key, v); }
+
+// Sizes far past any real model (DeepSeek-V3: hidden 7168, vocab 129280, 256 experts, 61 layers)
+// are typos (hidden_size: 1e9): named here, before anything is allocated.
+void at_most(const char* key, int64_t v, int64_t limit) {
+  DAEDALUS_CHECK(v <= limit, "model.{}: {} is beyond any model this trainer can build (at most {})", key, v, limit);
+}
 
 }  // namespace
 
@@ -36,6 +44,22 @@ void ModelConfig::validate() const {
   DAEDALUS_CHECK(scoring_func == "sigmoid" || scoring_func == "softmax",
                  "model.scoring_func: expected sigmoid or softmax, got \"{}\"", scoring_func);
   if (rope_scaling) rope_scaling->validate();
+  for (auto [key, value, limit] : {std::tuple<const char*, int64_t, int64_t>{"vocab_size", vocab_size, 1 << 24},
+                                   {"hidden_size", hidden_size, 1 << 17},
+                                   {"intermediate_size", intermediate_size, 1 << 20},
+                                   {"moe_intermediate_size", moe_intermediate_size, 1 << 20},
+                                   {"num_hidden_layers", num_hidden_layers, 1 << 12},
+                                   {"num_attention_heads", num_attention_heads, 1 << 12},
+                                   {"q_lora_rank", q_lora_rank.value_or(0), 1 << 17},
+                                   {"kv_lora_rank", kv_lora_rank, 1 << 17},
+                                   {"qk_nope_head_dim", qk_nope_head_dim, 1 << 14},
+                                   {"qk_rope_head_dim", qk_rope_head_dim, 1 << 14},
+                                   {"v_head_dim", v_head_dim, 1 << 14},
+                                   {"n_routed_experts", n_routed_experts, 1 << 16},
+                                   {"n_shared_experts", n_shared_experts, 1 << 10},
+                                   {"max_position_embeddings", max_position_embeddings, int64_t(1) << 24},
+                                   {"num_nextn_predict_layers", num_nextn_predict_layers, 1 << 6}})
+    at_most(key, value, limit);
   if (n_routed_experts == 0) return;  // dense model: the MoE keys are unused
   positive("moe_intermediate_size", moe_intermediate_size);
   positive("num_experts_per_tok", num_experts_per_tok);

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 
@@ -24,6 +25,22 @@ void abort_job(int code, const std::string& message) {
   if (initialized && !finalized && size > 1) MPI_Abort(MPI_COMM_WORLD, code);
 #endif
   std::_Exit(code);
+}
+
+int launched_world_size() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"})
+    if (const char* v = std::getenv(name); v != nullptr && std::atoi(v) > 0) return std::atoi(v);
+  return 1;
+}
+
+void test_stop_point(std::string_view phase, int rank) {
+  const char* at = std::getenv("DAEDALUS_TEST_STOP_AT");
+  if (at == nullptr || phase != at) return;
+  const char* r = std::getenv("DAEDALUS_TEST_STOP_RANK");
+  if (rank != (r != nullptr ? std::atoi(r) : 1)) return;
+  std::fprintf(stderr, "daedalus: test hook: rank %d stops itself at %s\n", rank, at);
+  std::fflush(stderr);
+  std::raise(SIGSTOP);
 }
 
 Watchdog::Watchdog(double timeout_s, Action on_timeout)

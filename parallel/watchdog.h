@@ -1,7 +1,9 @@
 // Turns a hang into a failure. A rank blocked in a collective whose peer died or stalls waits
 // forever in MPI (NCCL has ncclCommGetAsyncError for this; MPI has nothing): the watchdog thread
-// fires when the training loop has not called beat() for `timeout_s` seconds (parallel.timeout_s),
-// reports what the loop was last doing, and ends the job (exit code 2 per CONTRACT.md).
+// fires when the trainer has not called beat() for `timeout_s` seconds (parallel.timeout_s),
+// reports what it was last doing, and ends the job (exit code 2 per CONTRACT.md). `daedalus train`
+// starts it before MPI_Init, so start-up (MPI_Init, the config check, data, resume) is covered as
+// well as every step, evaluation and save.
 #pragma once
 
 #include <atomic>
@@ -18,6 +20,15 @@ namespace daedalus::parallel {
 // Ends the whole job from any thread: prints `message` on stderr, then MPI_Abort(code) when MPI
 // runs with several ranks, std::_Exit(code) otherwise.
 [[noreturn]] void abort_job(int code, const std::string& message);
+
+// The number of ranks the launcher started (OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_SIZE), before
+// MPI_Init says so; 1 when none is set.
+int launched_world_size();
+
+// Test hook: when DAEDALUS_TEST_STOP_AT equals `phase` and DAEDALUS_TEST_STOP_RANK equals `rank`
+// (default 1), this process stops itself (SIGSTOP), as a rank frozen by a failing node would.
+// Phases: "mpi_init" (rank from OMPI_COMM_WORLD_RANK), "resume" (before the resume agreement).
+void test_stop_point(std::string_view phase, int rank);
 
 class Watchdog {
  public:

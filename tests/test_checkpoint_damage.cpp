@@ -1,7 +1,7 @@
 // Damage to any byte of a checkpoint, metadata included: seeded bit flips are detected (inspect's
 // verdict, CheckpointReadError) or change nothing; `resume: auto` loads the undamaged state or
 // falls back to the previous file; HDF5 crashing on damaged metadata happens in a child process
-// (train/isolated.h), never in the trainer; older (format 1) files still load.
+// (data/isolated.h), never in the trainer; older (format 1) files still load.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -11,10 +11,10 @@
 #include <filesystem>
 #include <thread>
 
+#include "data/isolated.h"
 #include "tests/checkpoint_damage.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_h5.h"
-#include "train/isolated.h"
 #include "train/trainer.h"
 
 namespace daedalus::train {
@@ -44,11 +44,18 @@ std::unique_ptr<Trainer> trainer(const RunConfig& c) {
   return std::make_unique<Trainer>(c, parallel::make_process_groups(parallel::mpi_world(), 1));
 }
 
-// A run dir with step_1 and step_2 saved by training (non-empty amax histories).
+// A run dir with step_1 and step_2 saved by training (non-empty amax histories): trained once per
+// test process, copied for each test that damages it.
 std::string trained_run(const std::string& name) {
+  static const std::string shared = [] {
+    const std::string dir = (fs::path(::testing::TempDir()) / "daedalus-damage-trained").string();
+    fs::remove_all(dir);
+    trainer(config(dir))->run();
+    return dir;
+  }();
   const std::string dir = (fs::path(::testing::TempDir()) / ("daedalus-damage-" + name)).string();
   fs::remove_all(dir);
-  trainer(config(dir))->run();
+  fs::copy(shared, dir, fs::copy_options::recursive);
   return dir;
 }
 
@@ -75,8 +82,8 @@ uint64_t resumed_fingerprint(Trainer& t) {
 
 TEST(CheckpointDamage, BitFlipsAcrossAWholeFileAreDetectedOrChangeNothing) {
   const std::string dir = trained_run("flips");
-  const testing::FlipTally t =
-      testing::flip_trials(checkpoint_path(dir, 2), dir + "/work.h5", config(dir), /*seed=*/1, testing::flip_trial_count(40));
+  const testing::FlipTally t = testing::flip_trials(checkpoint_path(dir, 2), dir + "/work.h5", config(dir), /*seed=*/1,
+                                                    testing::flip_trial_count(32));
   for (const std::string& f : t.failures) ADD_FAILURE() << f;
   EXPECT_EQ(t.inspect_detected + t.inspect_same, t.trials);
   EXPECT_EQ(t.load_detected + t.load_same, t.trials);
@@ -121,14 +128,14 @@ void reseal(hid_t file) {
   const TrainerState s = [&] {
     TrainerState st;
     st.format_version = *h5::read_int_attr(g.get(), "format_version");
-    for (auto [key, field] : std::initializer_list<std::pair<const char*, int64_t*>>{
-             {"step", &st.step},
-             {"tokens_seen", &st.tokens_seen},
-             {"consumed_samples", &st.consumed_samples},
-             {"skipped_steps", &st.skipped_steps},
-             {"consecutive_skips", &st.consecutive_skips},
-             {"world_size", &st.world_size},
-             {"expert_parallel", &st.expert_parallel}})
+    for (auto [key, field] :
+         std::initializer_list<std::pair<const char*, int64_t*>>{{"step", &st.step},
+                                                                 {"tokens_seen", &st.tokens_seen},
+                                                                 {"consumed_samples", &st.consumed_samples},
+                                                                 {"skipped_steps", &st.skipped_steps},
+                                                                 {"consecutive_skips", &st.consecutive_skips},
+                                                                 {"world_size", &st.world_size},
+                                                                 {"expert_parallel", &st.expert_parallel}})
       *field = *h5::read_int_attr(g.get(), key);
     st.recipe = *h5::read_string_attr(g.get(), "recipe");
     st.config = *h5::read_string_attr(g.get(), "config");
@@ -225,6 +232,8 @@ TEST(CheckpointDamage, APipeIsRefusedWithoutBlocking) {
 }
 
 TEST(Isolated, ReportsTheOutcomeOfTheChild) {
+  using data::IsolatedOutcome;
+  using data::run_isolated;
   EXPECT_EQ(run_isolated([] {}, 10).kind, IsolatedOutcome::Kind::ok);
   const IsolatedOutcome input = run_isolated([] { throw InputError("bad key"); }, 10);
   EXPECT_EQ(input.kind, IsolatedOutcome::Kind::input_error);

@@ -172,6 +172,7 @@ TEST(CheckpointTrainer, SigtermFinishesTheStepSavesAndResumes) {
   EXPECT_EQ(t->run(), StopReason::signal);
   EXPECT_EQ(t->step(), 2);
   EXPECT_TRUE(fs::exists(checkpoint_path(dir, 2)));
+  t.reset();  // the run ends (and its run-dir lock with it) before the next one starts
   auto next = make_trainer(tiny_config(dir));
   EXPECT_EQ(next->step(), 2);
   EXPECT_EQ(next->run(), StopReason::finished);

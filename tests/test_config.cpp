@@ -281,14 +281,14 @@ TEST(Config, WrongTypesNameKeyAndValue) {
   expect_error(bad("train: 5\n"), {"train: expected a map of keys, got \"5\""});
   expect_error(bad("run:\n  name: [a]\n"), {"run.name: expected string, got a list"});
   expect_error([] { parse("data:\n  format: text\n  val: [a, {b: 1}]\n"); },
-               {"data.val[1]: expected string, got a map"});
+               {"data.val[1]: expected a file path (string), got a map"});
   expect_error([] { parse("data:\n  format: synthetic\n  synthetic:\n    seed: -1\n"); },
                {"test.yaml:4: data.synthetic.seed: expected integer >= 0, got \"-1\""});
 }
 
 TEST(Config, InvalidValuesNameTheKey) {
   const auto bad = [](std::vector<std::string> sets) { return [sets] { load_config(kTiny, sets); }; };
-  expect_error(bad({"optimizer.lr=-1"}), {"tiny.yaml: optimizer.lr", "-1"});
+  expect_error(bad({"optimizer.lr=-1"}), {"--set optimizer.lr=-1: optimizer.lr", "-1"});  // the --set is blamed
   expect_error(bad({"model.num_attention_heads=0"}), {"model.num_attention_heads", "positive"});
   expect_error(bad({"schedule.type=linear"}), {"schedule.type", "linear"});
   expect_error(bad({"moe.capacity_factor=0"}), {"moe.capacity_factor"});

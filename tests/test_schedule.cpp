@@ -75,7 +75,13 @@ TEST(Schedule, WarmupOfTheWholeRun) {
 TEST(Schedule, ValidateNamesTheKey) {
   EXPECT_NO_THROW(schedule("wsd", 7, 0.1, 0.3).validate(10));
   expect_error([] { schedule("linear", 0).validate(10); }, {"schedule.type", "constant, cosine or wsd", "linear"});
-  expect_error([] { schedule("cosine", 11).validate(10); }, {"schedule.warmup_steps", "11", "train.steps is 10"});
+  // A warmup longer than the run: a warning, the schedule clipped at the end (lr 10/11 of base at step 9).
+  EXPECT_NO_THROW(schedule("cosine", 11).validate(10));
+  EXPECT_NO_THROW(schedule("wsd", 11).validate(10));
+  EXPECT_NE(schedule("cosine", 11).warning(10).find("schedule.warmup_steps: 11 warmup steps but train.steps is 10"),
+            std::string::npos);
+  EXPECT_EQ(schedule("cosine", 10).warning(10), "");
+  EXPECT_NEAR(learning_rate(schedule("cosine", 11), 1.0, 9, 10), 10.0 / 11.0, kTol);
   expect_error([] { schedule("cosine", -1).validate(10); }, {"schedule.warmup_steps", "-1"});
   expect_error([] { schedule("cosine", 0, 1.5).validate(10); }, {"schedule.min_lr_ratio", "[0, 1]", "1.5"});
   expect_error([] { schedule("cosine", 0, -0.1).validate(10); }, {"schedule.min_lr_ratio", "-0.1"});

@@ -118,7 +118,7 @@ TrainerState load_checkpoint(const std::string& path, model::CausalLM& model, Ad
                              const LoadOptions& options, const Placement& placement, LoadReport* report = nullptr);
 
 // Reads the whole metadata of `path` (open, /trainer and its checksum, every group, dataset and
-// chunk index; no data) in a child process (train/isolated.h), so that HDF5 crashing or hanging on
+// chunk index; no data) in a child process (data/isolated.h), so that HDF5 crashing or hanging on
 // damaged metadata cannot take this process down. Returns when it all reads; CheckpointReadError
 // naming the file and the damage otherwise (also "crashed with signal 11"); InputError for a
 // missing file or a format newer than this build. load_checkpoint and read_checkpoint_info call it.

@@ -3,10 +3,10 @@
 // before this process reads it (a damaged file cannot crash the trainer, inspect or export).
 #include <fmt/format.h>
 
+#include "data/isolated.h"
 #include "parallel/config_check.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_h5.h"
-#include "train/isolated.h"
 
 namespace daedalus::train {
 
@@ -74,8 +74,8 @@ namespace h5 {
 uint64_t metadata_checksum(hid_t file, const TrainerState& s) {
   Canon h;
   h.field("daedalus checkpoint metadata");
-  for (int64_t v : {s.format_version, s.step, s.tokens_seen, s.consumed_samples, s.skipped_steps,
-                    s.consecutive_skips, s.world_size, s.expert_parallel})
+  for (int64_t v : {s.format_version, s.step, s.tokens_seen, s.consumed_samples, s.skipped_steps, s.consecutive_skips,
+                    s.world_size, s.expert_parallel})
     h.number(v);
   h.field(s.recipe);
   h.field(s.config);
@@ -103,15 +103,14 @@ uint64_t metadata_checksum(hid_t file, const TrainerState& s) {
 }  // namespace h5
 
 void probe_checkpoint(const std::string& path) {
-  const IsolatedOutcome r = run_isolated([&] { check_metadata(path); }, kProbeTimeoutS);
+  const data::IsolatedOutcome r = data::run_isolated([&] { check_metadata(path); }, kProbeTimeoutS);
   switch (r.kind) {
-    case IsolatedOutcome::Kind::ok: return;
-    case IsolatedOutcome::Kind::input_error: throw InputError(r.text);
-    case IsolatedOutcome::Kind::error: throw CheckpointReadError(r.text);
-    case IsolatedOutcome::Kind::crashed:
-    case IsolatedOutcome::Kind::timed_out:
-      throw CheckpointReadError(
-          fmt::format("{}: damaged metadata: reading it in a child process {}", path, r.text));
+    case data::IsolatedOutcome::Kind::ok: return;
+    case data::IsolatedOutcome::Kind::input_error: throw InputError(r.text);
+    case data::IsolatedOutcome::Kind::error: throw CheckpointReadError(r.text);
+    case data::IsolatedOutcome::Kind::crashed:
+    case data::IsolatedOutcome::Kind::timed_out:
+      throw CheckpointReadError(fmt::format("{}: damaged metadata: reading it in a child process {}", path, r.text));
   }
 }
 

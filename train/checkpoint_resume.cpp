@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "parallel/config_check.h"
+#include "parallel/watchdog.h"
 #include "train/trainer.h"
 
 namespace daedalus::train {
@@ -39,6 +40,19 @@ std::vector<int64_t> agreed_steps(parallel::Communicator& world, const std::stri
   return t.to_vector<int64_t>();
 }
 
+// fn(), with the config key that named the file put in front of its errors ("checkpoint.resume:
+// runs/x.h5: no such file"), keeping the error's kind.
+template <class F>
+auto with_key(const char* key, F&& fn) {
+  try {
+    return fn();
+  } catch (const CheckpointReadError& e) {
+    throw CheckpointReadError(fmt::format("{}: {}", key, e.what()));
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("{}: {}", key, e.what()));
+  }
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -60,6 +74,7 @@ void Trainer::restore() {
     const std::vector<int64_t> steps = agreed_steps(*groups_.world, config_.run.dir);
     for (int64_t step : steps) {
       const std::string path = checkpoint_path(config_.run.dir, step);
+      beat(fmt::format("resume: loading {}", path));
       std::string why;
       if (try_resume(path, &why)) break;
       say(fmt::format("resume: skipped {}: {}", path, why));
@@ -69,7 +84,9 @@ void Trainer::restore() {
       say(fmt::format("resume: no usable checkpoint in {}/checkpoints; starting from step 0", config_.run.dir));
   } else if (c.resume != "none") {
     const auto t0 = std::chrono::steady_clock::now();
-    const TrainerState s = load_checkpoint(c.resume, *model_, optimizer_.get(), LoadOptions{}, placement_of(groups_));
+    const TrainerState s = with_key("checkpoint.resume", [&] {
+      return load_checkpoint(c.resume, *model_, optimizer_.get(), LoadOptions{}, placement_of(groups_));
+    });
     apply_state(s, c.resume, seconds_since(t0));
   }
   if (!resumed_from_.empty() || !c.init_from) return;
@@ -80,7 +97,9 @@ void Trainer::restore() {
   o.strict = c.strict;
   o.strict_settable = true;
   LoadReport report;
-  const TrainerState s = load_checkpoint(*c.init_from, *model_, nullptr, o, placement_of(groups_), &report);
+  const TrainerState s = with_key("checkpoint.init_from", [&] {
+    return load_checkpoint(*c.init_from, *model_, nullptr, o, placement_of(groups_), &report);
+  });
   say(
       fmt::format("init_from: {} tensors from {} (step {} of its run); the optimizer, step count and data position "
                   "start fresh",
@@ -99,6 +118,7 @@ bool Trainer::try_resume(const std::string& path, std::string* why) {
   } catch (const CheckpointReadError& e) {
     message = without_path(e.what(), path);
   }
+  parallel::test_stop_point("resume", groups_.world->rank());
   if (!parallel::agree(*groups_.world, s.has_value(), &message)) {
     *why = message;
     return false;

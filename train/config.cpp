@@ -4,6 +4,8 @@
 // written, and the written file loads back to the same config.
 #include "train/config.h"
 
+#include <sys/stat.h>
+
 #if !DAEDALUS_MINIMAL  // the GPU-test build has no yaml-cpp: the structs and their checks only
 #include <yaml-cpp/yaml.h>
 #endif
@@ -194,16 +196,18 @@ class Reader {
     sub.finish();
   }
 
-  // exact | {mantissa_bits (default 14), promote_every (default 0 = never)}
+  // exact | {mantissa_bits (default 14), promote_every (default 0 = never), chunk (default 4)}
   void accumulator(const char* key, fp8::Accumulator& value) {
     const YAML::Node n = get(key);
     if (!n.IsDefined()) return;
     if (n.IsScalar() && n.Scalar() == "exact") return void(value = {});
-    if (!n.IsMap()) fail(n, join(key), "expected exact or {mantissa_bits: N, promote_every: N}, got " + describe(n));
-    fp8::Accumulator a{14, 0};
+    if (!n.IsMap())
+      fail(n, join(key), "expected exact or {mantissa_bits: N, promote_every: N, chunk: N}, got " + describe(n));
+    fp8::Accumulator a{14, 0, 4};
     Reader sub(n, join(key), origin_);
     sub("mantissa_bits", a.mantissa_bits);
     sub("promote_every", a.promote_every);
+    sub("chunk", a.chunk);
     sub.finish();
     value = a;
   }
@@ -315,13 +319,24 @@ class Reader {
     read(n, path, x);
     v = x;
   }
-  // A list of strings; one string alone is a list of one.
+  // A list of file paths or globs; one alone is a list of one. A plain number or boolean is not a
+  // path (data.train: [5] is a mistake, not a file named "5"): quote it if it is one.
   void read(const YAML::Node& n, const std::string& path, std::vector<std::string>& v) const {
     v.clear();
     if (n.IsNull()) return;
-    if (n.IsScalar()) return void(v.push_back(n.Scalar()));
-    if (!n.IsSequence()) wrong(n, path, "a list of strings");
-    for (size_t i = 0; i < n.size(); ++i) read(n[i], fmt::format("{}[{}]", path, i), v.emplace_back());
+    auto item = [&](const YAML::Node& x, const std::string& at) {
+      double number = 0;
+      bool flag = false;
+      if (!x.IsScalar()) wrong(x, at, "a file path (string)");
+      if (plain(x) && (parse_number(x.Scalar(), number) || YAML::convert<bool>::decode(x, flag)))
+        fail(x, at,
+             fmt::format("expected a file path (string), got {}; quote it (\"{}\") if that is the name", x.Scalar(),
+                         x.Scalar()));
+      v.push_back(x.Scalar());
+    };
+    if (n.IsScalar()) return item(n, path);
+    if (!n.IsSequence()) wrong(n, path, "a list of file paths");
+    for (size_t i = 0; i < n.size(); ++i) item(n[i], fmt::format("{}[{}]", path, i));
   }
   void read(const YAML::Node& n, const std::string& path, std::array<double, 2>& v) const {
     if (!n.IsSequence() || n.size() != 2) wrong(n, path, "a list of 2 numbers");
@@ -361,7 +376,8 @@ class Writer {
     out_ << YAML::Key << key << YAML::Value;
     if (a.mantissa_bits == 0) return void(out_ << "exact");
     out_ << YAML::Flow << YAML::BeginMap << YAML::Key << "mantissa_bits" << YAML::Value << a.mantissa_bits << YAML::Key
-         << "promote_every" << YAML::Value << a.promote_every << YAML::EndMap;
+         << "promote_every" << YAML::Value << a.promote_every << YAML::Key << "chunk" << YAML::Value << a.chunk
+         << YAML::EndMap;
   }
   void rope_scaling(const char* key, const std::optional<model::RopeScaling>& value) {
     out_ << YAML::Key << key << YAML::Value;
@@ -421,7 +437,7 @@ class KeyLister {
     fn(sub);
   }
   void accumulator(const char* key, const fp8::Accumulator&) {
-    for (const char* k : {"", ".mantissa_bits", ".promote_every"}) add(std::string(key) + k);
+    for (const char* k : {"", ".mantissa_bits", ".promote_every", ".chunk"}) add(std::string(key) + k);
   }
   void overrides(const char* key, const std::vector<fp8::RecipeOverride>&) { add(key); }
   void rope_scaling(const char* key, const std::optional<model::RopeScaling>&) {
@@ -645,6 +661,7 @@ void PrecisionConfig::validate() const {
                  a.mantissa_bits);
   DAEDALUS_CHECK(a.promote_every >= 0, "precision.accumulator.promote_every: must be >= 0 (0 = never), got {}",
                  a.promote_every);
+  DAEDALUS_CHECK(a.chunk >= 1 && a.chunk <= 4096, "precision.accumulator.chunk: must be in [1, 4096], got {}", a.chunk);
   DAEDALUS_CHECK(a.mantissa_bits > 0 || a.promote_every == 0,
                  "precision.accumulator.promote_every: {} needs a limited accumulator (mantissa_bits > 0)",
                  a.promote_every);
@@ -768,7 +785,11 @@ void RunConfig::validate(int world_size) const {
 RunConfig parse_config(const std::string& yaml_text, const std::vector<std::string>& sets, const std::string& source) {
   YAML::Node root;
   try {
-    root = YAML::Load(yaml_text);
+    const std::vector<YAML::Node> documents = YAML::LoadAll(yaml_text);
+    if (documents.size() > 1)
+      DAEDALUS_FAIL("{}: {} YAML documents (separated by ---): a config is one document; the second starts at line {}",
+                    source, documents.size(), documents[1].Mark().line + 1);
+    if (!documents.empty()) root = documents[0];
   } catch (const YAML::Exception& e) {
     DAEDALUS_FAIL("{}:{}:{}: malformed YAML: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg);
   }
@@ -786,7 +807,14 @@ RunConfig parse_config(const std::string& yaml_text, const std::vector<std::stri
   try {
     config.validate();
   } catch (const InputError& e) {
-    throw InputError(fmt::format("{}: {}", source, e.what()));
+    // "<key>: <what>": blame the --set that wrote the key (or a section above it), else the file.
+    const std::string m = e.what();
+    const std::string key = m.substr(0, m.find(':'));
+    for (size_t end = key.size(); end != std::string::npos && end > 0; end = key.find_last_of(".[", end - 1)) {
+      const auto it = origin.sets.find(key.substr(0, end));
+      if (it != origin.sets.end()) throw InputError(fmt::format("--set {}: {}", it->second, m));
+    }
+    throw InputError(fmt::format("{}: {}", source, m));
   }
   return config;
 }
@@ -820,6 +848,10 @@ std::string to_yaml(const RunConfig&) { DAEDALUS_FAIL("to_yaml needs yaml-cpp; t
 #endif  // !DAEDALUS_MINIMAL
 
 RunConfig load_config(const std::string& path, const std::vector<std::string>& sets) {
+  struct stat st {};  // a pipe or device would block in open() or never end
+  DAEDALUS_CHECK(::stat(path.c_str(), &st) == 0, "{}: cannot read the config file ({})", path, std::strerror(errno));
+  DAEDALUS_CHECK(S_ISREG(st.st_mode),
+                 "{}: not a regular file (a directory, pipe or device?): --config wants a YAML file", path);
   std::ifstream in(path);
   DAEDALUS_CHECK(in, "{}: cannot read the config file ({})", path, std::strerror(errno));
   std::stringstream text;

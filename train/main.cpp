@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdio>
 #include <dnnl.hpp>
+#include <optional>
 
 #include "autograd/check.h"
 #include "autograd/device.h"
@@ -59,15 +60,36 @@ void print_info() {
 }
 
 void run_train(const std::string& config_path, const std::vector<std::string>& overrides) {
+  // The watchdog before anything that waits for the other ranks (MPI_Init itself does), with the
+  // config's parallel.timeout_s when it reads (errors are reported below, once MPI is up).
+  namespace parallel = daedalus::parallel;
+  const int launched = parallel::launched_world_size();
+  double timeout_s = daedalus::train::ParallelConfig{}.timeout_s;
+  try {
+    timeout_s = daedalus::train::load_config(config_path, overrides).parallel.timeout_s;
+  } catch (const std::exception&) {
+  }
+  std::optional<parallel::Watchdog> watchdog;
+  if (launched > 1) watchdog.emplace(timeout_s);
+  auto beat = [&](const char* what) {
+    if (watchdog) watchdog->beat(what);
+  };
+  beat("start-up: MPI_Init");
+  if (const char* r = std::getenv("OMPI_COMM_WORLD_RANK")) parallel::test_stop_point("mpi_init", std::atoi(r));
   // The world first: an error on one rank (even in its config) then ends the whole job.
-  auto world = daedalus::parallel::mpi_world();
+  auto world = parallel::mpi_world();
   world_rank = world->rank();
   world_size = world->size();
+  if (world_size == 1) watchdog.reset();  // no peer to wait for
+  beat("start-up: reading the config");
   daedalus::train::RunConfig config = daedalus::train::load_config(config_path, overrides);
   config.validate(world_size);  // names parallel.expert_parallel when the world does not divide
   // MPI alone for CPU tensors; an NCCL world bootstrapped from it for train.device cuda.
+  beat("start-up: creating the process groups");
   auto groups = daedalus::train::make_run_groups(config, world);
-  daedalus::train::Trainer trainer(std::move(config), std::move(groups));
+  beat("start-up: the config check across ranks");
+  daedalus::train::Trainer trainer(std::move(config), std::move(groups), daedalus::train::TrainerMode::train,
+                                   watchdog ? &*watchdog : nullptr);
   trainer.run();
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -91,26 +92,32 @@ void drop_lines_after_step(const std::string& path, int64_t step) {
   std::string kept, line;
   while (std::getline(in, line)) {
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step)
-      continue;
+    if (!j.is_object()) continue;  // cut short (or not ours): a reader of the file would choke on it
+    if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step) continue;
     kept += line + "\n";
   }
   in.close();
-  std::ofstream(path, std::ios::trunc) << kept;
+  std::ofstream out(path, std::ios::trunc);
+  out << kept;
+  if (!out.flush()) throw Error(fmt::format("{}: cannot rewrite: {}", path, std::strerror(errno)));
 }
 
-MetricsLog::MetricsLog(const std::string& path, bool append) {
+MetricsLog::MetricsLog(const std::string& path, bool append) : path_(path) {
   std::FILE* f = std::fopen(path.c_str(), append ? "a" : "w");
-  DAEDALUS_CHECK(f != nullptr, "{}: cannot open for writing", path);
+  DAEDALUS_CHECK(f != nullptr, "{}: cannot open for writing: {}", path, std::strerror(errno));
   owner_ = std::shared_ptr<std::FILE>(f, [](std::FILE* p) { std::fclose(p); });
   file_ = f;
 }
 
 void MetricsLog::write(const std::string& json_line) {
   if (file_ == nullptr) return;
-  std::fputs(json_line.c_str(), file_);
-  std::fputc('\n', file_);
-  std::fflush(file_);  // a killed run keeps every line it logged
+  // fflush: a killed run keeps every line it logged, and a full disk shows up now, not at exit.
+  if (std::fputs(json_line.c_str(), file_) < 0 || std::fputc('\n', file_) == EOF || std::fflush(file_) != 0) {
+    const int e = errno;
+    std::clearerr(file_);
+    throw Error(fmt::format("{}: cannot write a line: {} (the run stops rather than lose its metrics)", path_,
+                            std::strerror(e)));
+  }
 }
 
 std::string format_duration(double s) {

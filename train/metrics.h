@@ -63,10 +63,13 @@ std::string fp8_stats_json(int64_t step, const std::string& module, const std::s
                            const fp8::QuantStats& s);
 
 // Rewrites a JSON-lines file without the lines whose "step" is beyond `step` (a resumed run drops
-// what the interrupted one logged after its last checkpoint). A missing file is left missing.
+// what the interrupted one logged after its last checkpoint) and without lines that do not parse
+// as a JSON object (a line cut short by a crash or a full disk). A missing file is left missing.
+// Error naming the file when it cannot be rewritten.
 void drop_lines_after_step(const std::string& path, int64_t step);
 
-// Appends JSON lines to <run.dir>/metrics.jsonl (nothing when disabled or not rank 0).
+// Appends JSON lines to <run.dir>/metrics.jsonl (nothing when disabled or not rank 0). A line that
+// cannot be written (a full disk) is an Error naming the file: the run stops rather than lose it.
 class MetricsLog {
  public:
   MetricsLog() = default;
@@ -74,6 +77,7 @@ class MetricsLog {
   void write(const std::string& json_line);
 
  private:
+  std::string path_;
   std::FILE* file_ = nullptr;
   std::shared_ptr<std::FILE> owner_;
 };

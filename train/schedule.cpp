@@ -23,19 +23,25 @@ void ScheduleConfig::validate(int64_t total_steps) const {
   DAEDALUS_CHECK(type == "constant" || type == "cosine" || type == "wsd",
                  "schedule.type: expected constant, cosine or wsd, got \"{}\"", type);
   DAEDALUS_CHECK(warmup_steps >= 0, "schedule.warmup_steps: must be >= 0, got {}", warmup_steps);
-  DAEDALUS_CHECK(warmup_steps <= total_steps, "schedule.warmup_steps: {} warmup steps but train.steps is {}",
-                 warmup_steps, total_steps);
   DAEDALUS_CHECK(min_lr_ratio >= 0 && min_lr_ratio <= 1, "schedule.min_lr_ratio: must be in [0, 1], got {}",
                  min_lr_ratio);
   DAEDALUS_CHECK(decay_fraction > 0 && decay_fraction <= 1, "schedule.decay_fraction: must be in (0, 1], got {}",
                  decay_fraction);
-  if (type == "wsd") {
+  if (type == "wsd" && warmup_steps <= total_steps) {  // longer: clipped (warning()), no decay to overlap
     const int64_t decay = wsd_decay_steps(decay_fraction, total_steps);
     DAEDALUS_CHECK(warmup_steps <= total_steps - decay,
                    "schedule.warmup_steps: {} warmup steps overlap the decay of the last {} steps "
                    "(schedule.decay_fraction = {} of train.steps = {})",
                    warmup_steps, decay, decay_fraction, total_steps);
   }
+}
+
+std::string ScheduleConfig::warning(int64_t total_steps) const {
+  if (warmup_steps <= total_steps) return "";
+  return fmt::format(
+      "schedule.warmup_steps: {} warmup steps but train.steps is {}: the schedule is clipped at the end of the run "
+      "(the learning rate reaches {:.0f}% of optimizer.lr)",
+      warmup_steps, total_steps, 100.0 * double(total_steps) / double(warmup_steps));
 }
 
 double learning_rate(const ScheduleConfig& config, double base_lr, int64_t step, int64_t total_steps) {

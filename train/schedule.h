@@ -21,9 +21,12 @@ struct ScheduleConfig {
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.1;    // cosine and wsd end at min_lr_ratio · optimizer.lr
   double decay_fraction = 0.2;  // wsd: the fraction of train.steps that decays
-  // InputError naming `schedule.<key>`: unknown type, warmup longer than the run (or, for wsd,
+  // InputError naming `schedule.<key>`: unknown type, a negative warmup (or, for wsd, one
   // overlapping the decay), ratio outside [0, 1], decay_fraction outside (0, 1].
   void validate(int64_t total_steps) const;
+  // A warmup longer than the run is not an error (a quick `--set train.steps=3` of a long config):
+  // the schedule runs as configured and the run ends inside the warmup. The line saying so, or "".
+  std::string warning(int64_t total_steps) const;
 };
 
 // The rate of 0-based optimizer step `step` of a `total_steps`-step run (formulas above).

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -44,8 +45,15 @@ std::string sigabbrev(int signal) {
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-std::unique_ptr<data::TokenSource> open_source(const DataConfig& d, const std::vector<std::string>& patterns) {
-  const std::vector<std::string> files = data::expand_inputs(patterns);
+// `key` (data.train, data.val) names the setting in errors about its files.
+std::unique_ptr<data::TokenSource> open_source(const DataConfig& d, const std::vector<std::string>& patterns,
+                                               const char* key) {
+  std::vector<std::string> files;
+  try {
+    files = data::expand_inputs(patterns);
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("{}: {}", key, e.what()));
+  }
   switch (d.format) {
     case DataFormat::llmc: return data::open_llmc(files);
     case DataFormat::hdf5: return data::open_hdf5(files);
@@ -191,8 +199,8 @@ std::string_view stop_reason_name(StopReason r) {
   return "?";
 }
 
-Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode mode)
-    : config_(std::move(config)), groups_(std::move(groups)), mode_(mode) {
+Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode mode, parallel::Watchdog* watchdog)
+    : config_(std::move(config)), groups_(std::move(groups)), mode_(mode), watchdog_(watchdog) {
   const int world = groups_.world->size(), rank = groups_.world->rank();
   config_.validate(world);
   // Every rank must run the same config: compare hashes of the resolved text before anything else.
@@ -213,8 +221,13 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
     std::error_code ec;
     std::filesystem::create_directories(config_.run.dir, ec);
     DAEDALUS_CHECK(!ec, "run.dir: cannot create {}: {}", config_.run.dir, ec.message());
-    std::ofstream(config_.run.dir + "/config.yaml") << resolved;
+    run_lock_ = RunDirLock(config_.run.dir);
+    std::ofstream out(config_.run.dir + "/config.yaml");
+    out << resolved;
+    if (!out.flush())
+      throw Error(fmt::format("{}/config.yaml: cannot write: {}", config_.run.dir, std::strerror(errno)));
   }
+  beat("opening the data");
 
   // Data: this rank's slice of every global batch.
   const DataConfig& d = config_.data;
@@ -229,8 +242,8 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
     if (mode_ == TrainerMode::train) train_packed_ = open_chat(d, d.train, seq, vocab);
     if (!d.val.empty()) val_packed_ = open_chat(d, d.val, seq, vocab);
   } else {
-    if (mode_ == TrainerMode::train) train_source_ = open_source(d, d.train);  // evaluation needs only data.val
-    if (!d.val.empty()) val_source_ = open_source(d, d.val);
+    if (mode_ == TrainerMode::train) train_source_ = open_source(d, d.train, "data.train");  // eval: data.val only
+    if (!d.val.empty()) val_source_ = open_source(d, d.val, "data.val");
   }
   if (train_source_) data::check_vocab(train_view_ ? *train_view_ : *train_source_, config_.model.vocab_size);
   if (val_source_) data::check_vocab(*val_source_, config_.model.vocab_size);
@@ -253,8 +266,10 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
                                          (config_.logging.progress == Progress::automatic && tty));
   progress_ = std::make_unique<ProgressLine>(interactive, config_.train.steps, rank == 0 ? config_.train.log_every : 0);
 
+  beat("building the model");
   build_model();
   if (mode_ == TrainerMode::train) {
+    beat("resuming");
     restore();
     open_metrics(!resumed_from_.empty());
     if (groups_.world->rank() == 0 && config_.precision.stats_every > 0) {
@@ -267,6 +282,10 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
   if (const char* nan_step = std::getenv("DAEDALUS_TEST_NAN_AT_STEP")) inject_nan_at_ = std::atoll(nan_step);
   if (const char* sig_step = std::getenv("DAEDALUS_TEST_SIGNAL_AT_STEP")) inject_signal_at_ = std::atoll(sig_step);
   if (const char* hang_step = std::getenv("DAEDALUS_TEST_HANG_AT_STEP")) inject_hang_at_ = std::atoll(hang_step);
+}
+
+void Trainer::beat(std::string_view what) {
+  if (watchdog_ != nullptr) watchdog_->beat(what);
 }
 
 void Trainer::build_model() {
@@ -329,6 +348,7 @@ std::string Trainer::banner() const {
   } else {
     s += fmt::format("  device     {} ({} threads)", device_.str(), omp_get_max_threads());
   }
+  if (const std::string w = config_.schedule.warning(config_.train.steps); !w.empty()) s += "\n  warning    " + w;
   return s;
 }
 
@@ -577,7 +597,9 @@ StopReason Trainer::run() {
   StopReason reason = StopReason::finished;
   // With several ranks a dead or stuck peer would block the others in a collective forever: the
   // watchdog turns "no progress for parallel.timeout_s" into a job-wide abort (exit 2).
-  parallel::Watchdog watchdog(groups_.world->size() > 1 ? config_.parallel.timeout_s : 0.0);
+  std::optional<parallel::Watchdog> own;
+  if (watchdog_ == nullptr) own.emplace(groups_.world->size() > 1 ? config_.parallel.timeout_s : 0.0);
+  parallel::Watchdog& watchdog = watchdog_ != nullptr ? *watchdog_ : *own;
   while (step_ < stop) {
     const auto step_start = Clock::now();
     watchdog.beat(fmt::format("step {}", step_ + 1));

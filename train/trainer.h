@@ -35,10 +35,12 @@
 #include "data/source.h"
 #include "model/causal_lm.h"
 #include "parallel/communicator.h"
+#include "parallel/watchdog.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
+#include "train/run_lock.h"
 
 namespace daedalus::train {
 
@@ -73,9 +75,12 @@ std::string_view stop_reason_name(StopReason r);
 class Trainer {
  public:
   // Builds the model, optimizer and data for `config` on the ranks of `groups` (a world of one
-  // without mpirun; for train.device cuda, groups from make_run_groups). Train mode: writes <run.dir>/config.yaml on
-  // rank 0, then resumes or initializes from a checkpoint as checkpoint.resume / init_from say.
-  Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode mode = TrainerMode::train);
+  // without mpirun; for train.device cuda, groups from make_run_groups). Train mode: locks
+  // <run.dir> (train/run_lock.h) and writes <run.dir>/config.yaml on rank 0, then resumes or
+  // initializes from a checkpoint as checkpoint.resume / init_from say. `watchdog` (the caller's,
+  // already watching start-up) is told each phase; run() uses it too, or makes its own when null.
+  Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode mode = TrainerMode::train,
+          parallel::Watchdog* watchdog = nullptr);
   ~Trainer();
 
   // The whole run: banner, steps, evaluations, checkpoints, final sample. Returns normally on
@@ -105,6 +110,7 @@ class Trainer {
 
  private:
   void build_model();
+  void beat(std::string_view what);  // the watchdog, when there is one
   void restore();
   bool try_resume(const std::string& path, std::string* why);
   void apply_state(const TrainerState& s, const std::string& path, double load_s);
@@ -120,6 +126,8 @@ class Trainer {
   RunConfig config_;
   parallel::ProcessGroups groups_;
   TrainerMode mode_;
+  parallel::Watchdog* watchdog_ = nullptr;
+  RunDirLock run_lock_;  // rank 0, train mode
   Device device_ = Device::cpu();
   std::unique_ptr<model::CausalLM> model_;
   std::unique_ptr<AdamW> optimizer_;

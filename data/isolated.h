@@ -8,7 +8,7 @@
 #include <functional>
 #include <string>
 
-namespace daedalus::train {
+namespace daedalus::data {
 
 struct IsolatedOutcome {
   enum class Kind : uint8_t {
@@ -25,4 +25,4 @@ struct IsolatedOutcome {
 // Calls fn() in a child and waits at most timeout_s seconds for it.
 IsolatedOutcome run_isolated(const std::function<void()>& fn, double timeout_s);
 
-}  // namespace daedalus::train
+}  // namespace daedalus::data

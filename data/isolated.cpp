@@ -1,5 +1,5 @@
 // A function run in a forked child (see isolated.h).
-#include "train/isolated.h"
+#include "data/isolated.h"
 
 #include <fmt/format.h>
 #include <poll.h>
@@ -13,7 +13,7 @@
 
 #include "autograd/check.h"
 
-namespace daedalus::train {
+namespace daedalus::data {
 
 namespace {
 
@@ -112,4 +112,4 @@ IsolatedOutcome run_isolated(const std::function<void()>& fn, double timeout_s) 
   return out;
 }
 
-}  // namespace daedalus::train
+}  // namespace daedalus::data
