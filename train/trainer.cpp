@@ -25,6 +25,7 @@
 #include "parallel/grad_sync.h"
 #include "parallel/watchdog.h"
 #include "train/generate.h"
+#include "train/import_hf.h"
 
 namespace daedalus::train {
 
@@ -189,6 +190,9 @@ std::string_view stop_reason_name(StopReason r) {
 Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode mode)
     : config_(std::move(config)), groups_(std::move(groups)), mode_(mode) {
   const int world = groups_.world->size(), rank = groups_.world->rank();
+  // checkpoint.init_from: an HF directory brings its model section (train/import_hf.h).
+  if (mode_ == TrainerMode::train && config_.checkpoint.init_from && is_hf_directory(*config_.checkpoint.init_from))
+    adopt_hf_model(config_, *config_.checkpoint.init_from);
   config_.validate(world);
   // Every rank must run the same config: compare hashes of the resolved text before anything else.
   const std::string resolved = to_yaml(config_);
