@@ -95,7 +95,8 @@ NamedTensors stack_experts(const NamedTensors& in) {
       const Tensor& g0 = by_expert.at(0).at("gate_proj.weight" + suffix);
       const Tensor& d0 = by_expert.at(0).at("down_proj.weight" + suffix);
       Shape gu = {e_count, 2 * g0.size(0), g0.size(1)};
-      Tensor gate_up = Tensor::empty(gu, g0.dtype()), down = Tensor::empty({e_count, d0.size(0), d0.size(1)}, d0.dtype());
+      Tensor gate_up = Tensor::empty(gu, g0.dtype()),
+             down = Tensor::empty({e_count, d0.size(0), d0.size(1)}, d0.dtype());
       for (int64_t e = 0; e < e_count; ++e) {
         const std::string g = bytes_of(by_expert.at(e).at("gate_proj.weight" + suffix));
         const std::string u = bytes_of(by_expert.at(e).at("up_proj.weight" + suffix));
@@ -209,8 +210,9 @@ TEST(ImportHf, ConfigJsonRefusesWhatIsNotComputableNamingTheField) {
                {"rope_scaling.low_freq_factor"});
   expect_error([&] { bad(R"("quantization_config": {"quant_method": "bitsandbytes"})"); },
                {"m/config.json", "quantization_config.quant_method", "bitsandbytes"});
-  expect_error([&] { bad(R"("quantization_config": {"quant_method": "fp8", "fmt": "e5m2", "weight_block_size": [128, 128]})"); },
-               {"quantization_config.fmt", "e5m2"});
+  expect_error(
+      [&] { bad(R"("quantization_config": {"quant_method": "fp8", "fmt": "e5m2", "weight_block_size": [128, 128]})"); },
+      {"quantization_config.fmt", "e5m2"});
   expect_error([&] { bad(R"("num_key_value_heads": 1)"); }, {"num_key_value_heads", "num_attention_heads = 4"});
   expect_error([&] { bad(R"("hidden_act": "gelu")"); }, {"hidden_act", "gelu"});
   expect_error([&] { bad(R"("rope_interleave": false)"); }, {"rope_interleave"});
@@ -273,13 +275,15 @@ TEST(ImportHf, Fp8BlocksDequantizeExactlyAndExportBackByteForByte) {
       const auto imported = import_dir(dir);
       // Independent dequantization of one per-expert weight and one attention weight.
       std::map<std::string, Tensor> by_name(written.begin(), written.end());
-      for (const std::string name : {"model.layers.0.self_attn.kv_b_proj.weight", "model.layers.1.mlp.experts.5.up_proj.weight"}) {
+      for (const std::string name :
+           {"model.layers.0.self_attn.kv_b_proj.weight", "model.layers.1.mlp.experts.5.up_proj.weight"}) {
         const std::vector<double> q = by_name.at(name).to_doubles(), s = by_name.at(name + "_scale_inv").to_doubles();
         const Shape shape = by_name.at(name).shape();
         const int64_t cols = shape[1], scale_cols = (cols + 7) / 8;
-        Tensor got = name.find(".experts.5.") != std::string::npos
-                         ? imported->parameters().get("model.layers.1.mlp.experts.up_proj.weight").var.value().select(0, 5)
-                         : imported->parameters().get(name).var.value();
+        Tensor got =
+            name.find(".experts.5.") != std::string::npos
+                ? imported->parameters().get("model.layers.1.mlp.experts.up_proj.weight").var.value().select(0, 5)
+                : imported->parameters().get(name).var.value();
         const std::vector<double> g = got.to_doubles();
         for (size_t i = 0; i < q.size(); ++i) {
           const int64_t r = int64_t(i) / cols, col = int64_t(i) % cols;
@@ -361,7 +365,8 @@ TEST(ImportHf, BadDirectoriesNameTheFileAndTensor) {
   // A missing shard, named with a tensor the index places there.
   write_hf_dir(tmp / "a", json, tensors, 3);
   std::filesystem::remove(tmp / "a/model-00002-of-00003.safetensors");
-  expect_error([&] { import(tmp / "a"); }, {tmp / "a/model-00002-of-00003.safetensors", "missing", "names it for tensor"});
+  expect_error([&] { import(tmp / "a"); },
+               {tmp / "a/model-00002-of-00003.safetensors", "missing", "names it for tensor"});
   // The index names a tensor its shard does not hold.
   write_hf_dir(tmp / "b", json, tensors, 2);
   {
@@ -369,7 +374,8 @@ TEST(ImportHf, BadDirectoriesNameTheFileAndTensor) {
     index["weight_map"]["model.layers.0.self_attn.ghost.weight"] = "model-00001-of-00002.safetensors";
     write_text(tmp / "b/model.safetensors.index.json", index.dump());
   }
-  expect_error([&] { import(tmp / "b"); }, {"model-00001-of-00002.safetensors", "no tensor 'model.layers.0.self_attn.ghost.weight'"});
+  expect_error([&] { import(tmp / "b"); },
+               {"model-00001-of-00002.safetensors", "no tensor 'model.layers.0.self_attn.ghost.weight'"});
   // A tensor of the wrong shape.
   NamedTensors wrong = tensors;
   for (auto& [name, t] : wrong)
@@ -381,10 +387,12 @@ TEST(ImportHf, BadDirectoriesNameTheFileAndTensor) {
   NamedTensors fewer(tensors.begin() + 1, tensors.end());
   fewer.emplace_back("model.layers.0.extra.weight", Tensor::zeros({2}, DType::bf16));
   write_hf_dir(tmp / "d", json, fewer, 1);
-  expect_error([&] { import(tmp / "d"); }, {tensors.front().first, "missing", "model.layers.0.extra.weight", "not in this model"});
+  expect_error([&] { import(tmp / "d"); },
+               {tensors.front().first, "missing", "model.layers.0.extra.weight", "not in this model"});
   // A truncated file.
   write_hf_dir(tmp / "e", json, tensors, 1);
-  std::filesystem::resize_file(tmp / "e/model.safetensors", std::filesystem::file_size(tmp / "e/model.safetensors") - 10);
+  std::filesystem::resize_file(tmp / "e/model.safetensors",
+                               std::filesystem::file_size(tmp / "e/model.safetensors") - 10);
   expect_error([&] { import(tmp / "e"); }, {tmp / "e/model.safetensors", "out of range", "truncated"});
   // FP8 codes without a quantization_config; a missing scale.
   HfExportOptions eo;
@@ -399,11 +407,13 @@ TEST(ImportHf, BadDirectoriesNameTheFileAndTensor) {
   write_hf_dir(tmp / "g", hf_config_json(c, eo), unscaled, 1);
   expect_error([&] { import(tmp / "g"); }, {"model.layers.0.self_attn.o_proj.weight", "_scale_inv' is missing"});
   // ue8m0 promised, fp32 scales delivered.
-  write_hf_dir(tmp / "h", hf_config_json(c, [&] {
-                 HfExportOptions u = eo;
-                 u.ue8m0 = true;
-                 return u;
-               }()),
+  write_hf_dir(tmp / "h",
+               hf_config_json(c,
+                              [&] {
+                                HfExportOptions u = eo;
+                                u.ue8m0 = true;
+                                return u;
+                              }()),
                fp8, 1);
   expect_error([&] { import(tmp / "h"); }, {"_scale_inv", "not a power of two", "ue8m0"});
   // No weights at all.

@@ -100,7 +100,8 @@ void Trainer::restore() {
 
   if (is_hf_directory(*c.init_from)) {  // a HuggingFace model directory (train/import_hf.h)
     const HfImportReport r = load_hf_weights(*c.init_from, read_hf_config(*c.init_from), *model_, c.strict);
-    say(fmt::format("init_from: {} tensors from the HF directory {} ({} files, {:.1f} MB read in {:.2f} s = {:.0f} "
+    say(
+        fmt::format("init_from: {} tensors from the HF directory {} ({} files, {:.1f} MB read in {:.2f} s = {:.0f} "
                     "MB/s on rank 0, its expert slice only); the optimizer, step count and data position start fresh",
                     r.tensors, *c.init_from, r.files, double(r.bytes) / 1e6, r.seconds, r.mb_per_s()));
     for (const std::string& n : r.notes) say("init_from: " + n);

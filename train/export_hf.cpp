@@ -149,7 +149,8 @@ NamedTensors hf_tensors(const model::ParameterStore& store, const model::ModelCo
   }
   // DeepSeek's release stores each MTP layer's copies of the shared embedding and head.
   const model::Parameter* embed = store.find("model.embed_tokens.weight");
-  const model::Parameter* head = store.find(config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+  const model::Parameter* head =
+      store.find(config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
   for (int64_t k = 0; k < config.num_nextn_predict_layers && embed != nullptr && head != nullptr; ++k) {
     const std::string module = fmt::format("model.layers.{}.", config.num_hidden_layers + k);
     emit(module + "embed_tokens.weight", embed->var.value());

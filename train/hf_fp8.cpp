@@ -17,8 +17,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-Tensor dequantize_fp8_blocks(const Tensor& codes, const Tensor& scale_inv, int64_t br, int64_t bc,
-                             int64_t split_rows) {
+Tensor dequantize_fp8_blocks(const Tensor& codes, const Tensor& scale_inv, int64_t br, int64_t bc, int64_t split_rows) {
   DAEDALUS_CHECK(codes.dtype() == DType::f8e4m3 && codes.dim() >= 2, "dequantize: codes {} must be fp8e4m3 [..., R, C]",
                  codes.describe());
   const Tensor s = scale_inv.to(Device::cpu()).to(DType::f32).contiguous();
@@ -50,7 +49,8 @@ Fp8Blocks quantize_fp8_blocks(const Tensor& w, int64_t br, int64_t bc, bool ue8m
   DAEDALUS_CHECK(w.dim() == 2, "quantize_fp8_blocks: W {} must be [R, C]", w.describe());
   const Tensor x = w.to(Device::cpu()).to(DType::f32).contiguous();
   const int64_t r = x.size(0), c = x.size(1), nbr = ceil_div(r, br), nbc = ceil_div(c, bc);
-  Fp8Blocks out{Tensor::empty({r, c}, DType::f8e4m3, Device::cpu()), Tensor::empty({nbr, nbc}, DType::f32, Device::cpu())};
+  Fp8Blocks out{Tensor::empty({r, c}, DType::f8e4m3, Device::cpu()),
+                Tensor::empty({nbr, nbc}, DType::f32, Device::cpu())};
   const float* xp = x.data<float>();
   auto* qp = static_cast<fp8e4m3*>(out.codes.data_ptr());
   float* sp = out.scale_inv.data<float>();

@@ -88,8 +88,8 @@ HfWeights::HfWeights(const std::string& dir, const HfFp8Format& fp8) : dir_(dir)
     for (const std::string& shard : shard_names) {
       const std::string path = dir + "/" + shard;
       if (!fs::is_regular_file(path, ec)) {
-        const auto named = std::find_if(weight_map.begin(), weight_map.end(),
-                                        [&](const auto& kv) { return kv.second == shard; });
+        const auto named =
+            std::find_if(weight_map.begin(), weight_map.end(), [&](const auto& kv) { return kv.second == shard; });
         DAEDALUS_FAIL("{}: missing: {} names it for tensor '{}' (and others)", path, index_path, named->first);
       }
     }
@@ -100,7 +100,7 @@ HfWeights::HfWeights(const std::string& dir, const HfFp8Format& fp8) : dir_(dir)
                   dir);
   }
 
-  std::map<std::string, std::pair<const SafetensorsFile*, const SafetensorsEntry*>> found;
+  std::map<std::string, std::pair<const SafetensorsFile*, const SafetensorsEntry*> > found;
   for (const std::string& shard : shard_names) {
     files_.push_back(std::make_unique<SafetensorsFile>(dir + "/" + shard));
     const SafetensorsFile* file = files_.back().get();
@@ -113,8 +113,7 @@ HfWeights::HfWeights(const std::string& dir, const HfFp8Format& fp8) : dir_(dir)
     }
   }
   for (const auto& [name, shard] : weight_map)
-    DAEDALUS_CHECK(found.count(name), "{}/{}: has no tensor '{}', which {} places there", dir, shard, name,
-                   index_path);
+    DAEDALUS_CHECK(found.count(name), "{}/{}: has no tensor '{}', which {} places there", dir, shard, name, index_path);
 
   for (const auto& [name, where] : found) {
     if (fp8_.enabled && name.size() > kScaleSuffix.size() && name.ends_with(kScaleSuffix)) continue;
@@ -128,12 +127,12 @@ HfWeights::HfWeights(const std::string& dir, const HfFp8Format& fp8) : dir_(dir)
                      "{{quant_method: fp8, fmt: e4m3}}",
                      where.first->path(), name, where.second->dtype, dir);
       const auto scale = found.find(name + std::string(kScaleSuffix));
-      DAEDALUS_CHECK(scale != found.end(), "{}: tensor '{}' is F8_E4M3 but '{}{}' is missing", where.first->path(), name,
-                     name, kScaleSuffix);
+      DAEDALUS_CHECK(scale != found.end(), "{}: tensor '{}' is F8_E4M3 but '{}{}' is missing", where.first->path(),
+                     name, name, kScaleSuffix);
       DAEDALUS_CHECK(scale->second.second->dtype == "F32" || scale->second.second->dtype == "F8_E8M0" ||
                          scale->second.second->dtype == "BF16",
-                     "{}: tensor '{}{}' is {}, expected F32 or F8_E8M0 block scales", scale->second.first->path(),
-                     name, kScaleSuffix, scale->second.second->dtype);
+                     "{}: tensor '{}{}' is {}, expected F32 or F8_E8M0 block scales", scale->second.first->path(), name,
+                     kScaleSuffix, scale->second.second->dtype);
       loc->scale_file = scale->second.first;
       loc->scale = scale->second.second;
     }
@@ -144,8 +143,8 @@ HfWeights::HfWeights(const std::string& dir, const HfFp8Format& fp8) : dir_(dir)
       if (name.ends_with(kScaleSuffix)) {
         const std::string weight = name.substr(0, name.size() - kScaleSuffix.size());
         const auto w = found.find(weight);
-        DAEDALUS_CHECK(w != found.end() && w->second.second->dtype == "F8_E4M3",
-                       "{}: '{}' scales '{}', which is {}", where.first->path(), name, weight,
+        DAEDALUS_CHECK(w != found.end() && w->second.second->dtype == "F8_E4M3", "{}: '{}' scales '{}', which is {}",
+                       where.first->path(), name, weight,
                        w == found.end() ? std::string("missing") : "not F8_E4M3 but " + w->second.second->dtype);
       }
 }
@@ -153,15 +152,17 @@ HfWeights::HfWeights(const std::string& dir, const HfFp8Format& fp8) : dir_(dir)
 HfWeights::~HfWeights() = default;
 
 const HfWeights::Location& HfWeights::locate(const std::string& name) const {
-  const auto it = std::lower_bound(locations_.begin(), locations_.end(), name,
-                                   [](const std::unique_ptr<Location>& l, const std::string& n) { return l->name < n; });
+  const auto it =
+      std::lower_bound(locations_.begin(), locations_.end(), name,
+                       [](const std::unique_ptr<Location>& l, const std::string& n) { return l->name < n; });
   DAEDALUS_CHECK(it != locations_.end() && (*it)->name == name, "{}: no tensor '{}'", dir_, name);
   return **it;
 }
 
 bool HfWeights::contains(const std::string& name) const {
-  const auto it = std::lower_bound(locations_.begin(), locations_.end(), name,
-                                   [](const std::unique_ptr<Location>& l, const std::string& n) { return l->name < n; });
+  const auto it =
+      std::lower_bound(locations_.begin(), locations_.end(), name,
+                       [](const std::unique_ptr<Location>& l, const std::string& n) { return l->name < n; });
   return it != locations_.end() && (*it)->name == name;
 }
 

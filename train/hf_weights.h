@@ -27,7 +27,7 @@ class HfWeights {
   bool contains(const std::string& name) const;
   std::vector<std::string> names() const;  // sorted
   Shape shape(const std::string& name) const;
-  std::string file_of(const std::string& name) const;  // the shard that holds it
+  std::string file_of(const std::string& name) const;   // the shard that holds it
   std::string dtype_of(const std::string& name) const;  // the stored code: "BF16", "F8_E4M3", ...
 
   // Rows [row0, row0 + rows) of dim 0 (rows < 0: all) as fp32, dequantized when the tensor is FP8.

@@ -24,10 +24,10 @@ namespace {
 struct Source {
   const model::Parameter* param = nullptr;
   enum class Kind : uint8_t { whole, per_expert, stacked } kind = Kind::whole;
-  std::string name;          // whole, stacked: the HF tensor
-  std::string expert_head;   // per_expert: "model.layers.L.mlp.experts."
-  std::string expert_tail;   // per_expert: "gate_proj.weight"
-  int64_t half = -1;         // stacked gate_up_proj: 0 gate rows, 1 up rows; -1 whole rows
+  std::string name;         // whole, stacked: the HF tensor
+  std::string expert_head;  // per_expert: "model.layers.L.mlp.experts."
+  std::string expert_tail;  // per_expert: "gate_proj.weight"
+  int64_t half = -1;        // stacked gate_up_proj: 0 gate rows, 1 up rows; -1 whole rows
 };
 
 // "model.layers.L.mlp.experts.gate_proj.weight" -> ("model.layers.L.mlp.experts.", "gate").
@@ -78,8 +78,8 @@ HfImportReport load_hf_weights(const std::string& dir, const HfModelConfig& hf, 
   const auto shape_ok = [&](const std::string& name, const Shape& want) {
     const Shape got = w.shape(name);
     if (got == want) return true;
-    r.mismatched.push_back(fmt::format("{}: {} in {}, the model's is {}", name, shape_str(got), w.file_of(name),
-                                       shape_str(want)));
+    r.mismatched.push_back(
+        fmt::format("{}: {} in {}, the model's is {}", name, shape_str(got), w.file_of(name), shape_str(want)));
     return false;
   };
   for (const model::Parameter& p : model.parameters().all()) {
@@ -166,12 +166,12 @@ HfImportReport load_hf_weights(const std::string& dir, const HfModelConfig& hf, 
                                   *skipped_layers.begin(), *skipped_layers.rbegin(), c.num_nextn_predict_layers));
   if (strict && (!r.missing.empty() || !r.unexpected.empty() || !r.mismatched.empty())) {
     std::string what;
-    if (!r.missing.empty()) what += fmt::format("\n{} tensors the model needs are missing:{}", r.missing.size(),
-                                                list_of(r.missing));
-    if (!r.mismatched.empty()) what += fmt::format("\n{} tensors have another shape:{}", r.mismatched.size(),
-                                                   list_of(r.mismatched));
-    if (!r.unexpected.empty()) what += fmt::format("\n{} tensors are not in this model:{}", r.unexpected.size(),
-                                                   list_of(r.unexpected));
+    if (!r.missing.empty())
+      what += fmt::format("\n{} tensors the model needs are missing:{}", r.missing.size(), list_of(r.missing));
+    if (!r.mismatched.empty())
+      what += fmt::format("\n{} tensors have another shape:{}", r.mismatched.size(), list_of(r.mismatched));
+    if (!r.unexpected.empty())
+      what += fmt::format("\n{} tensors are not in this model:{}", r.unexpected.size(), list_of(r.unexpected));
     throw InputError(fmt::format("{}: the weights do not match config.json's model{}", dir, what));
   }
 
@@ -182,9 +182,7 @@ HfImportReport load_hf_weights(const std::string& dir, const HfModelConfig& hf, 
     const model::Parameter& p = *s.param;
     Tensor target = p.var.value();
     switch (s.kind) {
-      case Source::Kind::whole:
-        target.copy_(finish(w.read_f32(s.name)).reshape(target.shape()));
-        break;
+      case Source::Kind::whole: target.copy_(finish(w.read_f32(s.name)).reshape(target.shape())); break;
       case Source::Kind::per_expert:
         for (int64_t e = 0; e < target.size(0); ++e) {
           const std::string name = s.expert_head + std::to_string(p.expert_offset + e) + "." + s.expert_tail;
@@ -205,12 +203,13 @@ HfImportReport load_hf_weights(const std::string& dir, const HfModelConfig& hf, 
     if (p == nullptr) continue;
     const Tensor mine = p->var.value().to(Device::cpu()).to(DType::f32).contiguous();
     const Tensor theirs = finish(w.read_f32(name));
-    const bool same = theirs.shape() == mine.shape() &&
-                      std::memcmp(theirs.data_ptr(), mine.data_ptr(), size_t(mine.nbytes())) == 0;
+    const bool same =
+        theirs.shape() == mine.shape() && std::memcmp(theirs.data_ptr(), mine.data_ptr(), size_t(mine.nbytes())) == 0;
     if (!same)
-      r.notes.push_back(fmt::format("{} differs from {}: Daedalus's MTP shares the main model's; this copy is not "
-                                    "imported",
-                                    name, shared));
+      r.notes.push_back(
+          fmt::format("{} differs from {}: Daedalus's MTP shares the main model's; this copy is not "
+                      "imported",
+                      name, shared));
   }
   r.bytes = w.bytes_read();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -232,11 +231,13 @@ void adopt_hf_model(RunConfig& config, const std::string& dir) {
   const YAML::Node want = YAML::Load(to_yaml(theirs))["model"];
   for (auto it = mine.begin(); it != mine.end(); ++it) {
     const std::string key = it->first.as<std::string>();
-    const std::string value = YAML::Dump(it->second), dflt = YAML::Dump(defaults[key]), hf_value = YAML::Dump(want[key]);
+    const std::string value = YAML::Dump(it->second), dflt = YAML::Dump(defaults[key]),
+                      hf_value = YAML::Dump(want[key]);
     if (value != dflt && value != hf_value)
-      DAEDALUS_FAIL("model.{}: the config sets {}, but checkpoint.init_from {}/config.json has {} (leave model.{} out: "
-                    "an HF directory brings its own model)",
-                    key, value, dir, hf_value, key);
+      DAEDALUS_FAIL(
+          "model.{}: the config sets {}, but checkpoint.init_from {}/config.json has {} (leave model.{} out: "
+          "an HF directory brings its own model)",
+          key, value, dir, hf_value, key);
   }
   config.model = hf.model;
 }

@@ -110,22 +110,23 @@ void run_export_hf(const std::string& checkpoint, const std::string& out, const 
   HfExportOptions eo;
   eo.dtype = dtype_name == "fp32" ? daedalus::DType::f32 : daedalus::DType::bf16;
   eo.fp8 = format == "fp8";
-  eo.ue8m0 = config.precision.recipe.scale.power_of_two;  // the recipe's scales: power of two -> ue8m0
+  eo.ue8m0 = config.precision.recipe.scale.power_of_two;             // the recipe's scales: power of two -> ue8m0
   const std::string config_text = hf_config_json(config.model, eo);  // refuses what HF cannot express, first
-  daedalus::model::CausalLM model(lm_options(config, nullptr));        // one process holds every expert
+  daedalus::model::CausalLM model(lm_options(config, nullptr));      // one process holds every expert
   LoadOptions o;
   o.optimizer = false;
   o.fp8 = false;
   LoadReport report;
   const TrainerState s = load_checkpoint(checkpoint, model, nullptr, o, Placement{}, &report);
   export_hf(model.parameters(), config.model, out, eo);
-  fmt::print("exported {} (step {}): {} tensors as {} -> {}/config.json, {}/generation_config.json, "
-             "{}/model.safetensors\n",
-             checkpoint, s.step, report.tensors,
-             eo.fp8 ? fmt::format("fp8 e4m3 {}x{} blocks with {} scales (other tensors bf16)", eo.block, eo.block,
-                                  eo.ue8m0 ? "ue8m0" : "fp32")
-                    : dtype_name,
-             out, out, out);
+  fmt::print(
+      "exported {} (step {}): {} tensors as {} -> {}/config.json, {}/generation_config.json, "
+      "{}/model.safetensors\n",
+      checkpoint, s.step, report.tensors,
+      eo.fp8 ? fmt::format("fp8 e4m3 {}x{} blocks with {} scales (other tensors bf16)", eo.block, eo.block,
+                           eo.ue8m0 ? "ue8m0" : "fp32")
+             : dtype_name,
+      out, out, out);
 }
 
 void run_import_hf(const std::string& dir, const std::string& out, const std::string& dtype_name) {
@@ -155,10 +156,11 @@ void run_import_hf(const std::string& dir, const std::string& out, const std::st
     for (const std::string& k : s.config.ignored) keys += (keys.empty() ? "" : ", ") + k;
     fmt::print("  config.json fields without effect on the function: {}\n", keys);
   }
-  fmt::print("imported {} tensors ({} parameters) from {} file(s): {:.1f} MB read in {:.2f} s = {:.0f} MB/s -> {} "
-             "({:.1f} MB, fp32 master weights{})\n",
-             r.tensors, s.parameters, r.files, double(r.bytes) / 1e6, r.seconds, r.mb_per_s(), out,
-             double(s.out_bytes) / 1e6, dtype_name == "bf16" ? " rounded to bf16" : "");
+  fmt::print(
+      "imported {} tensors ({} parameters) from {} file(s): {:.1f} MB read in {:.2f} s = {:.0f} MB/s -> {} "
+      "({:.1f} MB, fp32 master weights{})\n",
+      r.tensors, s.parameters, r.files, double(r.bytes) / 1e6, r.seconds, r.mb_per_s(), out, double(s.out_bytes) / 1e6,
+      dtype_name == "bf16" ? " rounded to bf16" : "");
 }
 
 void run_eval(const std::string& checkpoint, const std::string& config_path,
@@ -175,6 +177,17 @@ void run_eval(const std::string& checkpoint, const std::string& config_path,
   if (trainer.eval_batch_count() == 0)
     throw daedalus::InputError("data.val: the config has no validation data (set data.val, or --set data.val=...)");
   trainer.load_weights(checkpoint);
+  if (world_rank == 0) {
+    const RunConfig& c = trainer.config();
+    const bool recipe_set = std::any_of(overrides.begin(), overrides.end(),
+                                        [](const std::string& o) { return o.starts_with("precision.recipe="); });
+    const std::string from = recipe_set            ? std::string("--set precision.recipe")
+                             : config_path.empty() ? std::string("the checkpoint's precision.recipe")
+                                                   : "precision.recipe of " + config_path;
+    fmt::print("eval: precision {}{} ({}; --set precision.recipe=NAME to change, fp32 for full precision)\n",
+               daedalus::fp8::recipe_name(c.precision.recipe.kind),
+               c.precision.overrides.empty() ? "" : " with overrides", from);
+  }
   const EvalMetrics e = trainer.evaluate();
   if (world_rank == 0)
     fmt::print(
@@ -185,18 +198,28 @@ void run_eval(const std::string& checkpoint, const std::string& config_path,
 }
 
 // `daedalus generate`: the checkpoint's model on this one process (every expert), fp32 at decode
-// whatever recipe it trained under, dropless routing; the prompt's bytes are its tokens. Streams the
-// text to stdout, then the timing and the cache accounting to stderr (docs/generation.md).
+// whatever recipe it trained under (unless --set precision.recipe=NAME), dropless routing; the prompt's bytes are its
+// tokens. Streams the text to stdout, then the timing and the cache accounting to stderr (docs/generation.md).
 void run_generate(const std::string& checkpoint, const std::vector<std::string>& overrides, const std::string& prompt,
                   const daedalus::train::GenerateOptions& options) {
   using namespace daedalus::train;
   namespace model = daedalus::model;
   const RunConfig config = checkpoint_config(checkpoint, "", overrides);
   model::LmOptions mo = lm_options(config, nullptr);  // one process holds every expert
-  daedalus::fp8::Recipe fp32;
-  fp32.kind = daedalus::fp8::RecipeKind::fp32;
-  mo.recipes = daedalus::fp8::RecipeTable(fp32);  // recipes are for training: decode uses the fp32 weights
-  mo.moe.capacity_factor.reset();                 // inference drops no tokens
+  // fp32 unless --set precision.recipe=... asks for the Linears under a recipe (the attention core
+  // and the absorbed kv_b_proj of the decode cache always use the fp32 master weights).
+  const bool recipe_set = std::any_of(overrides.begin(), overrides.end(),
+                                      [](const std::string& o) { return o.starts_with("precision.recipe="); });
+  if (!recipe_set) {
+    daedalus::fp8::Recipe fp32;
+    fp32.kind = daedalus::fp8::RecipeKind::fp32;
+    mo.recipes = daedalus::fp8::RecipeTable(fp32);
+  }
+  fmt::print(
+      stderr, "generate: precision {} ({})\n",
+      recipe_set ? daedalus::fp8::recipe_name(config.precision.recipe.kind) : std::string_view("fp32"),
+      recipe_set ? "--set precision.recipe" : "the fp32 master weights; --set precision.recipe=NAME for a recipe");
+  mo.moe.capacity_factor.reset();  // inference drops no tokens
   model::CausalLM lm(mo);
   LoadOptions lo;
   lo.optimizer = false;
@@ -295,8 +318,9 @@ int main(int argc, char** argv) {
   export_hf->add_option("--out", export_out, "Output directory")->required();
   export_hf->add_option("--dtype", export_dtype, "Tensor dtype: bf16 (default) or fp32")
       ->check(CLI::IsMember({"bf16", "fp32"}));
-  export_hf->add_option("--format", export_format,
-                        "hf (default) or fp8: DeepSeek's block FP8 (E4M3 + weight_scale_inv per 128x128 block)")
+  export_hf
+      ->add_option("--format", export_format,
+                   "hf (default) or fp8: DeepSeek's block FP8 (E4M3 + weight_scale_inv per 128x128 block)")
       ->check(CLI::IsMember({"hf", "fp8"}));
 
   std::string import_dir, import_out, import_dtype = "fp32";

@@ -42,8 +42,26 @@ std::string sigabbrev(int signal) {
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-std::unique_ptr<data::TokenSource> open_source(const DataConfig& d, const std::vector<std::string>& patterns) {
-  const std::vector<std::string> files = data::expand_inputs(patterns);
+// `key` (data.train or data.val) names the config key in the message when the files are not found;
+// a relative path says where it was looked for and how to set it.
+std::unique_ptr<data::TokenSource> open_source(const DataConfig& d, const std::vector<std::string>& patterns,
+                                               const char* key) {
+  std::vector<std::string> files;
+  try {
+    files = data::expand_inputs(patterns);
+  } catch (const InputError& e) {
+    std::string hint;
+    for (const std::string& p : patterns)
+      if (!p.empty() && p.front() != '/') {
+        std::error_code ec;
+        hint = fmt::format(
+            " (a relative path is looked up from the current directory {}: set {} to where the file is, "
+            "e.g. --set {}=/path/to/file)",
+            std::filesystem::current_path(ec).string(), key, key);
+        break;
+      }
+    throw InputError(fmt::format("{}: {}{}", key, e.what(), hint));
+  }
   switch (d.format) {
     case DataFormat::llmc: return data::open_llmc(files);
     case DataFormat::hdf5: return data::open_hdf5(files);
@@ -224,8 +242,8 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
     val_source_ = data::slice_of(*train_source_, n - nv, n);
     train_view_ = data::slice_of(*train_source_, 0, n - nv);
   } else {
-    if (mode_ == TrainerMode::train) train_source_ = open_source(d, d.train);  // evaluation needs only data.val
-    if (!d.val.empty()) val_source_ = open_source(d, d.val);
+    if (mode_ == TrainerMode::train) train_source_ = open_source(d, d.train, "data.train");  // eval: data.val only
+    if (!d.val.empty()) val_source_ = open_source(d, d.val, "data.val");
   }
   if (train_source_) data::check_vocab(train_view_ ? *train_view_ : *train_source_, config_.model.vocab_size);
   if (val_source_) data::check_vocab(*val_source_, config_.model.vocab_size);

@@ -26,6 +26,7 @@ against HF with a float64 rotary table, which isolates that.
 """
 
 import argparse
+import copy
 import json
 import math
 import struct
@@ -157,6 +158,7 @@ def main():
     parser.add_argument("--build", type=Path, default=ROOT / "build")
     parser.add_argument("--tokens", type=int, default=4200)
     parser.add_argument("--rtol", type=float, default=1e-5)
+    parser.add_argument("--finetune-steps", type=int, default=50, help="0: skip the fine-tuning check")
     args = parser.parse_args()
     import transformers
     from transformers import DeepseekV3ForCausalLM
@@ -168,10 +170,14 @@ def main():
     cfg = hf_config()
     model = DeepseekV3ForCausalLM(cfg).eval()
     randomize(model, gen)
-    # bf16 values throughout: the bf16 directories hold the model exactly.
+    # bf16 values throughout (parameters and router biases): the bf16 directories hold the model
+    # exactly. The model itself stays fp32: .to(bfloat16) would also round its rotary inv_freq buffer.
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(p.to(torch.bfloat16).float())
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(b.to(torch.bfloat16).float())
     L, H, V = cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size
     args.out.mkdir(parents=True, exist_ok=True)
     ids = torch.randint(0, V, (1, args.tokens), generator=gen)
@@ -182,8 +188,7 @@ def main():
     mtp = mtp_tensors(per_expert(state), L, H, gen)
     variants = {}
     d = args.out / "bf16"
-    model.to(torch.bfloat16).save_pretrained(d, max_shard_size="300KB")
-    model.float()
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(d, max_shard_size="300KB")
     extra = {k: v.to(torch.bfloat16) for k, v in mtp.items()}
     save_file(extra, d / "model-mtp.safetensors", metadata={"format": "pt"})
     index = json.loads((d / "model.safetensors.index.json").read_text())
@@ -192,8 +197,7 @@ def main():
     cfg_json = json.loads((d / "config.json").read_text())
     variants["bf16"] = (d, state)
     d = args.out / "bf16-stacked"
-    model.to(torch.bfloat16).save_pretrained(d, max_shard_size="300KB", save_original_format=False)
-    model.float()
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(d, max_shard_size="300KB", save_original_format=False)
     save_file(extra, d / "model-mtp.safetensors", metadata={"format": "pt"})
     index = json.loads((d / "model.safetensors.index.json").read_text())
     index["weight_map"].update({k: "model-mtp.safetensors" for k in extra})
@@ -236,7 +240,6 @@ def main():
     for name, (d, hf_state) in variants.items():
         print(f"== {name}: {d}")
         model.load_state_dict(hf_state, strict=True)
-        model.float()
         t0 = time.time()
         with torch.no_grad():
             out = model(input_ids=ids, labels=ids)
@@ -273,7 +276,7 @@ def main():
                            text=True)
         print("  " + (r.stdout + r.stderr).strip().replace("\n", "\n  "))
         r = subprocess.run([str(args.build / "daedalus"), "eval", "--checkpoint", str(ckpt), "--set", "data.format=llmc",
-                            "--set", f"data.val={args.out / 'val.bin'}", "--set", f"train.seq_len={args.tokens - 1}",
+                            "--set", f"data.val={args.out / 'val.bin'}", "--set", f"data.train={args.out / 'val.bin'}", "--set", f"train.seq_len={args.tokens - 1}",
                             "--set", "train.micro_batch_size=1", "--set", "train.eval_batches=1",
                             "--set", "precision.recipe=fp32"], capture_output=True, text=True)
         print("  " + (r.stdout + r.stderr).strip().replace("\n", "\n  "))
@@ -284,8 +287,53 @@ def main():
             ok &= rel <= max(args.rtol, 1e-6 / abs(hf_loss))
         except (IndexError, ValueError):
             ok = False
+    if args.finetune_steps > 0:
+        ok &= finetune(args, model, variants["bf16"][0], variants["bf16"][1])
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
+
+
+def finetune(args, model, hf_dir, state, micro_batch=2, seq_len=1024):
+    """checkpoint.init_from: the bf16 directory, trained on new data (this repo's README bytes as
+    token ids): the first step's loss must be HF's loss on that batch. With exactly micro_batch
+    windows in the file the first batch is all of them (in some order), so HF's reference is the mean
+    over the windows, each evaluated from position 0."""
+    print(f"== fine-tuning from {hf_dir}")
+    V = model.config.vocab_size
+    data = [b % V for b in (ROOT / "README.md").read_bytes()][: micro_batch * seq_len + 1]
+    write_llmc(args.out / "train.bin", data)
+    model.load_state_dict(state, strict=True)
+    losses = []
+    with torch.no_grad():
+        for k in range(micro_batch):
+            w = torch.tensor(data[k * seq_len:(k + 1) * seq_len + 1])[None]
+            logits = model(input_ids=w[:, :-1]).logits.float()
+            losses.append(float(F.cross_entropy(logits[0], w[0, 1:])))
+    hf_loss = sum(losses) / len(losses)
+    run = args.out / "finetune"
+    cfg = args.out / "finetune.yaml"
+    cfg.write_text("\n".join([
+        "run: {name: finetune, dir: " + str(run) + "}",
+        "data: {format: llmc, train: " + str(args.out / "train.bin") + "}",
+        f"train: {{steps: {args.finetune_steps}, seq_len: {seq_len}, micro_batch_size: {micro_batch}, log_every: 1, "
+        "eval_every: 0}",
+        "optimizer: {lr: 0.001}",
+        "schedule: {warmup_steps: 5}",
+        "precision: {recipe: fp32}",
+        "checkpoint: {init_from: " + str(hf_dir) + ", every: 0, resume: none}",
+        "logging: {progress: never}", ""]))
+    t0 = time.time()
+    r = subprocess.run([str(args.build / "daedalus"), "train", "--config", str(cfg)], capture_output=True, text=True)
+    print("  " + "\n  ".join(l for l in (r.stdout + r.stderr).splitlines() if "init_from" in l or "step" in l[:8])[:3000])
+    if r.returncode != 0:
+        print(r.stdout[-2000:] + r.stderr[-2000:])
+        return False
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"lm_loss"' in l]
+    first, last = lines[0]["lm_loss"], lines[-1]["lm_loss"]
+    rel = abs(first - hf_loss) / hf_loss
+    print(f"  {len(lines)} steps in {time.time() - t0:.0f} s: first lm_loss {first:.6f} vs HF {hf_loss:.6f} on that "
+          f"batch (rel {rel:.2e}); last lm_loss {last:.6f}")
+    return rel <= 1e-5
 
 
 ROPE64 = {}
