@@ -29,30 +29,14 @@ namespace {
 
 using testing::expect_error;
 
-class TempDir {
- public:
-  TempDir() {
-    char name[] = "/tmp/daedalus_import_hf_XXXXXX";
-    const char* dir = ::mkdtemp(name);
-    EXPECT_NE(dir, nullptr);
-    path_ = dir != nullptr ? dir : "/tmp";
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using TempDir = testing::TempDir;
 
 void write_text(const std::string& path, const std::string& text) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   std::ofstream(path) << text;
 }
 
-std::string bytes_of(const Tensor& t) {
-  const Tensor c = t.contiguous();
-  return std::string(static_cast<const char*>(c.data_ptr()), c.nbytes());
-}
+using testing::bytes;
 
 // The small two-layer shape with YaRN, MTP depth 1, 8 experts in 4 groups (top-2 groups).
 model::LmOptions small_options(uint64_t seed, bool q_lora = true) {
@@ -98,9 +82,9 @@ NamedTensors stack_experts(const NamedTensors& in) {
       Tensor gate_up = Tensor::empty(gu, g0.dtype()),
              down = Tensor::empty({e_count, d0.size(0), d0.size(1)}, d0.dtype());
       for (int64_t e = 0; e < e_count; ++e) {
-        const std::string g = bytes_of(by_expert.at(e).at("gate_proj.weight" + suffix));
-        const std::string u = bytes_of(by_expert.at(e).at("up_proj.weight" + suffix));
-        const std::string d = bytes_of(by_expert.at(e).at("down_proj.weight" + suffix));
+        const std::vector<uint8_t> g = bytes(by_expert.at(e).at("gate_proj.weight" + suffix));
+        const std::vector<uint8_t> u = bytes(by_expert.at(e).at("up_proj.weight" + suffix));
+        const std::vector<uint8_t> d = bytes(by_expert.at(e).at("down_proj.weight" + suffix));
         char* gp = static_cast<char*>(gate_up.data_ptr()) + size_t(e) * (g.size() + u.size());
         std::memcpy(gp, g.data(), g.size());
         std::memcpy(gp + g.size(), u.data(), u.size());
@@ -159,7 +143,7 @@ void expect_same_tensors(const NamedTensors& a, const NamedTensors& b) {
     const Tensor& u = *by_name[n];
     EXPECT_EQ(t.dtype(), u.dtype()) << n;
     EXPECT_EQ(t.shape(), u.shape()) << n;
-    if (bytes_of(t) != bytes_of(u)) {
+    if (bytes(t) != bytes(u)) {
       const std::vector<double> x = t.to_doubles(), y = u.to_doubles();
       size_t i = 0;
       while (i < x.size() && x[i] == y[i]) ++i;
@@ -244,7 +228,7 @@ TEST(ImportHf, Bf16ShardedAndStackedRoundTripByteForByte) {
       write_hf_dir(dir, json, v.tensors, v.shards);
       const auto imported = import_dir(dir, q_lora);
       for (const model::Parameter& p : original.parameters().all())
-        ASSERT_EQ(bytes_of(p.var.value()), bytes_of(imported->parameters().get(p.name).var.value())) << p.name;
+        ASSERT_EQ(bytes(p.var.value()), bytes(imported->parameters().get(p.name).var.value())) << p.name;
       expect_same_tensors(hf_tensors(imported->parameters(), c), per_expert);
     }
   }
@@ -307,7 +291,7 @@ TEST(ImportHf, Fp8BlocksDequantizeExactlyAndExportBackByteForByte) {
       for (const auto& [name, t] : written) {
         if (name.ends_with("_scale_inv")) continue;  // compared with their codes below
         if (t.dtype() != DType::f8e4m3) {
-          ASSERT_EQ(bytes_of(t), bytes_of(out.at(name))) << name;
+          ASSERT_EQ(bytes(t), bytes(out.at(name))) << name;
           continue;
         }
         const std::vector<double> q0 = t.to_doubles(), q1 = out.at(name).to_doubles();
@@ -419,6 +403,26 @@ TEST(ImportHf, BadDirectoriesNameTheFileAndTensor) {
   // No weights at all.
   write_text(tmp / "i/config.json", json);
   expect_error([&] { import(tmp / "i"); }, {tmp / "i", "no model.safetensors"});
+}
+
+TEST(ImportHf, MtpDepthFollowsTheWeights) {
+  // transformers saves num_mtp_layers 1 without MTP weights: the import drops the MTP, and says so.
+  TempDir tmp;
+  model::CausalLM original(small_options(7));
+  const model::ModelConfig& c = original.options().config;
+  NamedTensors tensors;
+  for (const auto& nt : hf_tensors(original.parameters(), c))
+    if (!nt.first.starts_with("model.layers.2.")) tensors.push_back(nt);
+  write_hf_dir(tmp / "a", hf_config_json(c), tensors, 1);
+  EXPECT_EQ(read_hf_config(tmp / "a").model.num_nextn_predict_layers, 1);
+  const HfModelConfig hf = read_hf_model(tmp / "a");
+  EXPECT_EQ(hf.model.num_nextn_predict_layers, 0);
+  ASSERT_FALSE(hf.ignored.empty());
+  EXPECT_TRUE(testing::mentions(hf.ignored.back(), {"num_nextn_predict_layers", "1 -> 0"}));
+  model::LmOptions o = small_options(1);
+  o.config = hf.model;
+  model::CausalLM lm(o);
+  EXPECT_EQ(load_hf_weights(tmp / "a", hf, lm, /*strict=*/true).tensors, int64_t(lm.parameters().all().size()));
 }
 
 TEST(ImportHf, NonStrictReportsAndExportRefusesWhatHfCannotExpress) {

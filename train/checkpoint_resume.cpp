@@ -99,7 +99,7 @@ void Trainer::restore() {
   if (!resumed_from_.empty() || !c.init_from) return;
 
   if (is_hf_directory(*c.init_from)) {  // a HuggingFace model directory (train/import_hf.h)
-    const HfImportReport r = load_hf_weights(*c.init_from, read_hf_config(*c.init_from), *model_, c.strict);
+    const HfImportReport r = load_hf_weights(*c.init_from, read_hf_model(*c.init_from), *model_, c.strict);
     say(
         fmt::format("init_from: {} tensors from the HF directory {} ({} files, {:.1f} MB read in {:.2f} s = {:.0f} "
                     "MB/s on rank 0, its expert slice only); the optimizer, step count and data position start fresh",

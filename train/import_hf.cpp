@@ -65,6 +65,23 @@ std::string list_of(const std::vector<std::string>& items, size_t at_most = 12) 
 
 }  // namespace
 
+HfModelConfig read_hf_model(const std::string& dir) {
+  HfModelConfig hf = read_hf_config(dir);
+  model::ModelConfig& c = hf.model;
+  if (c.num_nextn_predict_layers == 0) return hf;
+  const HfWeights w(dir, hf.fp8);
+  int64_t present = 0;
+  while (present < c.num_nextn_predict_layers &&
+         w.contains(fmt::format("model.layers.{}.eh_proj.weight", c.num_hidden_layers + present)))
+    ++present;
+  if (present < c.num_nextn_predict_layers) {
+    hf.ignored.push_back(fmt::format("num_nextn_predict_layers (MTP layers) {} -> {}: the weights hold {}",
+                                     c.num_nextn_predict_layers, present, present));
+    c.num_nextn_predict_layers = present;
+  }
+  return hf;
+}
+
 HfImportReport load_hf_weights(const std::string& dir, const HfModelConfig& hf, model::CausalLM& model, bool strict,
                                bool round_bf16) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -223,7 +240,7 @@ void adopt_hf_model(RunConfig&, const std::string& dir) { DAEDALUS_FAIL("{}: HF 
 #else
 
 void adopt_hf_model(RunConfig& config, const std::string& dir) {
-  const HfModelConfig hf = read_hf_config(dir);
+  const HfModelConfig hf = read_hf_model(dir);
   RunConfig theirs = config;
   theirs.model = hf.model;
   const YAML::Node defaults = YAML::Load(to_yaml(RunConfig{}))["model"];
@@ -249,7 +266,7 @@ HfImportSummary import_hf(const std::string& dir, const std::string& out, DType 
   DAEDALUS_CHECK(dtype == DType::f32 || dtype == DType::bf16, "import-hf: --dtype {} (expected fp32 or bf16)",
                  dtype_name(dtype));
   HfImportSummary summary;
-  summary.config = read_hf_config(dir);
+  summary.config = read_hf_model(dir);
   RunConfig config;
   config.model = summary.config.model;
   config.run.name = std::filesystem::path(dir).filename().string();

@@ -39,6 +39,10 @@ struct HfImportReport {
   double mb_per_s() const { return seconds > 0 ? double(bytes) / 1e6 / seconds : 0; }
 };
 
+// DIR/config.json read for an import: read_hf_config, with the MTP depth cut to the MTP layers the
+// weights hold (transformers writes num_mtp_layers 1 but saves no MTP weights), noted in `ignored`.
+HfModelConfig read_hf_model(const std::string& dir);
+
 // Fills the parameters `model` holds on this process (its expert slice) from `dir`. round_bf16:
 // round every value to bf16 after the (exact) conversion to fp32.
 HfImportReport load_hf_weights(const std::string& dir, const HfModelConfig& hf, model::CausalLM& model, bool strict,

@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
   }
   try {
     const std::string dir = argv[1];
-    const train::HfModelConfig hf = train::read_hf_config(dir);
+    const train::HfModelConfig hf = train::read_hf_model(dir);
     model::LmOptions o;
     o.config = hf.model;
     fp8::Recipe fp32;
