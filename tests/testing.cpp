@@ -219,6 +219,13 @@ TempDir::TempDir(const std::string& tag) {
   path_ = dir != nullptr ? dir : "/tmp";
 }
 
+std::string TempDir::operator/(const std::string& name) const {
+  std::string out = path_;
+  out += '/';
+  out += name;
+  return out;
+}
+
 TempDir::~TempDir() {
   if (path_ != "/tmp") std::filesystem::remove_all(path_);
 }
