@@ -21,7 +21,22 @@ namespace {
 
 using daedalus::testing::bytes;
 using daedalus::testing::expect_error;
-using TempDir = daedalus::testing::TempDir;
+
+// A fresh directory under /tmp, removed with everything in it at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    char name[] = "/tmp/daedalus_safetensors_XXXXXX";
+    const char* dir = ::mkdtemp(name);
+    EXPECT_NE(dir, nullptr);
+    path_ = dir != nullptr ? dir : "/tmp";
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
 
 #if DAEDALUS_MINIMAL
 #define SKIP_WITHOUT_JSON() GTEST_SKIP() << "built with DAEDALUS_MINIMAL (no nlohmann-json)"
