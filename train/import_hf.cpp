@@ -2,6 +2,7 @@
 #include "train/import_hf.h"
 
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -85,6 +86,7 @@ HfModelConfig read_hf_model(const std::string& dir) {
 HfImportReport load_hf_weights(const std::string& dir, const HfModelConfig& hf, model::CausalLM& model, bool strict,
                                bool round_bf16) {
   const auto t0 = std::chrono::steady_clock::now();
+  const std::clock_t c0 = std::clock();
   const HfWeights w(dir, hf.fp8);
   const model::ModelConfig& c = model.options().config;
   HfImportReport r;
@@ -230,6 +232,7 @@ HfImportReport load_hf_weights(const std::string& dir, const HfModelConfig& hf, 
   }
   r.bytes = w.bytes_read();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.cpu_seconds = double(std::clock() - c0) / CLOCKS_PER_SEC;
   return r;
 }
 

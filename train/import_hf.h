@@ -31,12 +31,14 @@ struct HfImportReport {
   int64_t tensors = 0;  // model parameters filled
   int64_t files = 0;    // safetensors files opened
   uint64_t bytes = 0;   // stored bytes read
-  double seconds = 0;
+  double seconds = 0;      // wall clock
+  double cpu_seconds = 0;  // this process's CPU time (all threads) over the same span
   std::vector<std::string> notes;       // MTP copies that differ, MTP layers not in the model, ...
   std::vector<std::string> missing;     // in the model, not in the directory (strict false)
   std::vector<std::string> unexpected;  // in the directory, not in the model (strict false)
   std::vector<std::string> mismatched;  // "name: DIR/file [a, b], model [c, d]" (strict false)
   double mb_per_s() const { return seconds > 0 ? double(bytes) / 1e6 / seconds : 0; }
+  double mb_per_cpu_s() const { return cpu_seconds > 0 ? double(bytes) / 1e6 / cpu_seconds : 0; }
 };
 
 // DIR/config.json read for an import: read_hf_config, with the MTP depth cut to the MTP layers the

@@ -158,10 +158,10 @@ void run_import_hf(const std::string& dir, const std::string& out, const std::st
     fmt::print("  config.json fields without effect on the function: {}\n", keys);
   }
   fmt::print(
-      "imported {} tensors ({} parameters) from {} file(s): {:.1f} MB read in {:.2f} s = {:.0f} MB/s -> {} "
-      "({:.1f} MB, fp32 master weights{})\n",
-      r.tensors, s.parameters, r.files, double(r.bytes) / 1e6, r.seconds, r.mb_per_s(), out, double(s.out_bytes) / 1e6,
-      dtype_name == "bf16" ? " rounded to bf16" : "");
+      "imported {} tensors ({} parameters) from {} file(s): {:.1f} MB read in {:.2f} s = {:.0f} MB/s ({:.0f} MB per "
+      "CPU second) -> {} ({:.1f} MB, fp32 master weights{})\n",
+      r.tensors, s.parameters, r.files, double(r.bytes) / 1e6, r.seconds, r.mb_per_s(), r.mb_per_cpu_s(), out,
+      double(s.out_bytes) / 1e6, dtype_name == "bf16" ? " rounded to bf16" : "");
 }
 
 void run_eval(const std::string& checkpoint, const std::string& config_path,

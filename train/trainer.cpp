@@ -50,17 +50,16 @@ std::unique_ptr<data::TokenSource> open_source(const DataConfig& d, const std::v
   try {
     files = data::expand_inputs(patterns);
   } catch (const InputError& e) {
-    std::string hint;
+    std::string hint = fmt::format(" ({})", key);
     for (const std::string& p : patterns)
       if (!p.empty() && p.front() != '/') {
         std::error_code ec;
-        hint = fmt::format(
-            " (a relative path is looked up from the current directory {}: set {} to where the file is, "
-            "e.g. --set {}=/path/to/file)",
-            std::filesystem::current_path(ec).string(), key, key);
+        hint = fmt::format(" ({}: a relative path is looked up from the current directory {}: set {} to where the "
+                           "file is, e.g. --set {}=/path/to/file)",
+                           key, std::filesystem::current_path(ec).string(), key, key);
         break;
       }
-    throw InputError(fmt::format("{}: {}{}", key, e.what(), hint));
+    throw InputError(e.what() + hint);
   }
   switch (d.format) {
     case DataFormat::llmc: return data::open_llmc(files);

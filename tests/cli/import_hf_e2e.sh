@@ -94,6 +94,9 @@ case $case_name in
     mk rope && sed -i 's/"type": "yarn"/"type": "longrope"/' "$work/rope/config.json"
     fails rope "$work/rope/config.json: rope_scaling.type: \"longrope\" is not supported" -- \
       import-hf "$work/rope" --out "$work/o6.h5"
+    # eval of a checkpoint whose data path is relative and not here: the key to set, and where it looked.
+    fails relpath "no_such_val.bin" "\(data.val: a relative path is looked up from the current directory" -- \
+      eval --checkpoint "$ckpt" --set data.format=llmc --set data.val=no_such_val.bin --set data.train=no_such_val.bin
     for i in 1 2 3 4 5 6; do
       [ ! -e "$work/o$i.h5" ] && [ ! -e "$work/o$i.h5.tmp" ] || { echo "o$i.h5 was written" >&2; exit 1; }
     done
