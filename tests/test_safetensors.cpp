@@ -22,12 +22,6 @@ namespace {
 using daedalus::testing::bytes;
 using daedalus::testing::expect_error;
 
-#if DAEDALUS_MINIMAL
-#define SKIP_WITHOUT_JSON() GTEST_SKIP() << "built with DAEDALUS_MINIMAL (no nlohmann-json)"
-#else
-#define SKIP_WITHOUT_JSON() (void)0
-#endif
-
 // A fresh directory under /tmp, removed with everything in it at the end of the test.
 class TempDir {
  public:
@@ -43,6 +37,12 @@ class TempDir {
  private:
   std::string path_;
 };
+
+#if DAEDALUS_MINIMAL
+#define SKIP_WITHOUT_JSON() GTEST_SKIP() << "built with DAEDALUS_MINIMAL (no nlohmann-json)"
+#else
+#define SKIP_WITHOUT_JSON() (void)0
+#endif
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -1,7 +1,10 @@
 #include "tests/testing.h"
 
+#include <stdlib.h>
+
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <vector>
 
@@ -207,6 +210,24 @@ Tensor scaled_normal(int64_t rows, int64_t cols, uint64_t seed, DType dtype) {
              << "byte " << i << " (element " << i / actual.element_size() << ") differs: 0x" << std::hex << int(a[i])
              << " vs 0x" << int(e[i]) << std::dec << " in " << actual.describe();
   return ::testing::AssertionSuccess();
+}
+
+TempDir::TempDir(const std::string& tag) {
+  std::string name = "/tmp/daedalus_" + tag + "_XXXXXX";
+  const char* dir = ::mkdtemp(name.data());
+  EXPECT_NE(dir, nullptr) << name;
+  path_ = dir != nullptr ? dir : "/tmp";
+}
+
+std::string TempDir::operator/(const std::string& name) const {
+  std::string out = path_;
+  out += '/';
+  out += name;
+  return out;
+}
+
+TempDir::~TempDir() {
+  if (path_ != "/tmp") std::filesystem::remove_all(path_);
 }
 
 }  // namespace daedalus::testing

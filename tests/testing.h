@@ -106,6 +106,22 @@ Tensor cyclic_index(int64_t m, int64_t k, DType dtype);
 // The tensor's elements as raw bytes in row-major order (bit-exact comparisons).
 std::vector<uint8_t> bytes(const Tensor& t);
 
+// ---- files --------------------------------------------------------------------------------------
+
+// A fresh directory /tmp/daedalus_<tag>_XXXXXX, removed with everything in it at the end of the test.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag = "test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& name) const;  // path() + "/" + name
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // ---- errors -------------------------------------------------------------------------------------
 
 // The message of the InputError fn throws, or "<no InputError>".

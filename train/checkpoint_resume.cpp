@@ -9,6 +9,7 @@
 
 #include "parallel/config_check.h"
 #include "parallel/watchdog.h"
+#include "train/import_hf.h"
 #include "train/trainer.h"
 
 namespace daedalus::train {
@@ -91,6 +92,24 @@ void Trainer::restore() {
   }
   if (!resumed_from_.empty() || !c.init_from) return;
 
+  if (is_hf_directory(*c.init_from)) {  // a HuggingFace model directory (train/import_hf.h)
+    const HfImportReport r = load_hf_weights(*c.init_from, read_hf_model(*c.init_from), *model_, c.strict);
+    say(
+        fmt::format("init_from: {} tensors from the HF directory {} ({} files, {:.1f} MB read in {:.2f} s = {:.0f} "
+                    "MB/s on rank 0, its expert slice only); the optimizer, step count and data position start fresh",
+                    r.tensors, *c.init_from, r.files, double(r.bytes) / 1e6, r.seconds, r.mb_per_s()));
+    for (const std::string& n : r.notes) say("init_from: " + n);
+    std::vector<std::string> problems = r.missing;
+    problems.insert(problems.end(), r.mismatched.begin(), r.mismatched.end());
+    problems.insert(problems.end(), r.unexpected.begin(), r.unexpected.end());
+    if (!problems.empty()) {
+      std::string list;
+      for (const std::string& n : problems) list += "  " + n + "\n";
+      say(fmt::format("init_from: checkpoint.strict is false, so these kept their initial values or were ignored:\n{}",
+                      list));
+    }
+    return;
+  }
   LoadOptions o;
   o.optimizer = false;
   o.fp8 = false;

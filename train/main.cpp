@@ -23,6 +23,7 @@
 #include "train/config.h"
 #include "train/export_hf.h"
 #include "train/generate.h"
+#include "train/import_hf.h"
 #include "train/text_commands.h"
 #include "train/trainer.h"
 
@@ -103,19 +104,64 @@ daedalus::train::RunConfig checkpoint_config(const std::string& checkpoint, cons
   return daedalus::train::parse_config(info.state.config, overrides, checkpoint + ":/trainer/config");
 }
 
-void run_export_hf(const std::string& checkpoint, const std::string& out, const std::string& dtype_name) {
+void run_export_hf(const std::string& checkpoint, const std::string& out, const std::string& dtype_name,
+                   const std::string& format) {
   using namespace daedalus::train;
   const RunConfig config = checkpoint_config(checkpoint, "", {});
-  daedalus::model::CausalLM model(lm_options(config, nullptr));  // one process holds every expert
+  HfExportOptions eo;
+  eo.dtype = dtype_name == "fp32" ? daedalus::DType::f32 : daedalus::DType::bf16;
+  eo.fp8 = format == "fp8";
+  eo.ue8m0 = config.precision.recipe.scale.power_of_two;             // the recipe's scales: power of two -> ue8m0
+  const std::string config_text = hf_config_json(config.model, eo);  // refuses what HF cannot express, first
+  daedalus::model::CausalLM model(lm_options(config, nullptr));      // one process holds every expert
   LoadOptions o;
   o.optimizer = false;
   o.fp8 = false;
   LoadReport report;
   const TrainerState s = load_checkpoint(checkpoint, model, nullptr, o, Placement{}, &report);
-  const daedalus::DType dtype = dtype_name == "fp32" ? daedalus::DType::f32 : daedalus::DType::bf16;
-  export_hf(model.parameters(), config.model, out, dtype);
-  fmt::print("exported {} (step {}): {} tensors as {} -> {}/config.json, {}/model.safetensors\n", checkpoint, s.step,
-             report.tensors, dtype_name, out, out);
+  export_hf(model.parameters(), config.model, out, eo);
+  fmt::print(
+      "exported {} (step {}): {} tensors as {} -> {}/config.json, {}/generation_config.json, "
+      "{}/model.safetensors\n",
+      checkpoint, s.step, report.tensors,
+      eo.fp8 ? fmt::format("fp8 e4m3 {}x{} blocks with {} scales (other tensors bf16)", eo.block, eo.block,
+                           eo.ue8m0 ? "ue8m0" : "fp32")
+             : dtype_name,
+      out, out, out);
+}
+
+void run_import_hf(const std::string& dir, const std::string& out, const std::string& dtype_name) {
+  using namespace daedalus::train;
+  auto world = daedalus::parallel::mpi_world();
+  world_rank = world->rank();
+  world_size = world->size();
+  const daedalus::DType dtype = dtype_name == "bf16" ? daedalus::DType::bf16 : daedalus::DType::f32;
+  const HfImportSummary s = import_hf(dir, out, dtype, world);
+  if (world_rank != 0) return;
+  const daedalus::model::ModelConfig& c = s.config.model;
+  const HfImportReport& r = s.report;
+  std::string rope = "rope";
+  if (c.rope_scaling)
+    rope = fmt::format("yarn rope (factor {}, original {})", c.rope_scaling->factor,
+                       c.rope_scaling->original_max_position_embeddings);
+  std::string format = s.config.dtype.empty() ? "weights" : s.config.dtype + " weights";
+  if (s.config.fp8.enabled)
+    format = fmt::format("FP8 e4m3 weights ({}x{} blocks, {} scales)", s.config.fp8.block_rows, s.config.fp8.block_cols,
+                         s.config.fp8.ue8m0 ? "ue8m0" : "float");
+  fmt::print("{}: {} layers ({} MoE with {} experts), {} MTP, {}, {}\n", dir, c.num_hidden_layers,
+             c.n_routed_experts > 0 ? c.num_hidden_layers - c.first_k_dense_replace : 0, c.n_routed_experts,
+             c.num_nextn_predict_layers, rope, format);
+  for (const std::string& n : r.notes) fmt::print("  note: {}\n", n);
+  if (!s.config.ignored.empty()) {
+    std::string keys;
+    for (const std::string& k : s.config.ignored) keys += (keys.empty() ? "" : ", ") + k;
+    fmt::print("  config.json fields without effect on the function: {}\n", keys);
+  }
+  fmt::print(
+      "imported {} tensors ({} parameters) from {} file(s): {:.1f} MB read in {:.2f} s = {:.0f} MB/s ({:.0f} MB per "
+      "CPU second) -> {} ({:.1f} MB, fp32 master weights{})\n",
+      r.tensors, s.parameters, r.files, double(r.bytes) / 1e6, r.seconds, r.mb_per_s(), r.mb_per_cpu_s(), out,
+      double(s.out_bytes) / 1e6, dtype_name == "bf16" ? " rounded to bf16" : "");
 }
 
 void run_eval(const std::string& checkpoint, const std::string& config_path,
@@ -132,6 +178,17 @@ void run_eval(const std::string& checkpoint, const std::string& config_path,
   if (trainer.eval_batch_count() == 0)
     throw daedalus::InputError("data.val: the config has no validation data (set data.val, or --set data.val=...)");
   trainer.load_weights(checkpoint);
+  if (world_rank == 0) {
+    const RunConfig& c = trainer.config();
+    const bool recipe_set = std::any_of(overrides.begin(), overrides.end(),
+                                        [](const std::string& o) { return o.starts_with("precision.recipe="); });
+    const std::string from = recipe_set            ? std::string("--set precision.recipe")
+                             : config_path.empty() ? std::string("the checkpoint's precision.recipe")
+                                                   : "precision.recipe of " + config_path;
+    fmt::print("eval: precision {}{} ({}; --set precision.recipe=NAME to change, fp32 for full precision)\n",
+               daedalus::fp8::recipe_name(c.precision.recipe.kind),
+               c.precision.overrides.empty() ? "" : " with overrides", from);
+  }
   const EvalMetrics e = trainer.evaluate();
   if (world_rank == 0)
     fmt::print(
@@ -142,19 +199,29 @@ void run_eval(const std::string& checkpoint, const std::string& config_path,
 }
 
 // `daedalus generate`: the checkpoint's model on this one process (every expert), fp32 at decode
-// whatever recipe it trained under, dropless routing; the prompt goes through the run's tokenizer
-// (data.tokenizer; --chat: a user turn) or is bytes. Streams the text to stdout, then the timing and
-// the cache accounting to stderr (docs/generation.md).
+// whatever recipe it trained under (unless --set precision.recipe=NAME), dropless routing; the prompt goes
+// through the run's tokenizer (data.tokenizer; --chat: a user turn) or is bytes. Streams the text to stdout, then
+// the timing and the cache accounting to stderr (docs/generation.md).
 void run_generate(const std::string& checkpoint, const std::vector<std::string>& overrides, const std::string& prompt,
                   daedalus::train::GenerateOptions options, bool chat) {
   using namespace daedalus::train;
   namespace model = daedalus::model;
   const RunConfig config = checkpoint_config(checkpoint, "", overrides);
   model::LmOptions mo = lm_options(config, nullptr);  // one process holds every expert
-  daedalus::fp8::Recipe fp32;
-  fp32.kind = daedalus::fp8::RecipeKind::fp32;
-  mo.recipes = daedalus::fp8::RecipeTable(fp32);  // recipes are for training: decode uses the fp32 weights
-  mo.moe.capacity_factor.reset();                 // inference drops no tokens
+  // fp32 unless --set precision.recipe=... asks for the Linears under a recipe (the attention core
+  // and the absorbed kv_b_proj of the decode cache always use the fp32 master weights).
+  const bool recipe_set = std::any_of(overrides.begin(), overrides.end(),
+                                      [](const std::string& o) { return o.starts_with("precision.recipe="); });
+  if (!recipe_set) {
+    daedalus::fp8::Recipe fp32;
+    fp32.kind = daedalus::fp8::RecipeKind::fp32;
+    mo.recipes = daedalus::fp8::RecipeTable(fp32);
+  }
+  fmt::print(
+      stderr, "generate: precision {} ({})\n",
+      recipe_set ? daedalus::fp8::recipe_name(config.precision.recipe.kind) : std::string_view("fp32"),
+      recipe_set ? "--set precision.recipe" : "the fp32 master weights; --set precision.recipe=NAME for a recipe");
+  mo.moe.capacity_factor.reset();  // inference drops no tokens
   model::CausalLM lm(mo);
   LoadOptions lo;
   lo.optimizer = false;
@@ -255,13 +322,25 @@ int main(int argc, char** argv) {
   auto* inspect = app.add_subcommand("inspect", "Checkpoint summary and integrity verdict (exit 1 unless OK)");
   inspect->add_option("file", inspect_file, "Checkpoint file (.h5)")->required();
 
-  std::string checkpoint, export_out, export_dtype = "bf16";
+  std::string checkpoint, export_out, export_dtype = "bf16", export_format = "hf";
   auto* export_hf =
       app.add_subcommand("export-hf", "Write a checkpoint as HuggingFace config.json + model.safetensors");
   export_hf->add_option("--checkpoint", checkpoint, "Checkpoint file (.h5)")->required();
   export_hf->add_option("--out", export_out, "Output directory")->required();
   export_hf->add_option("--dtype", export_dtype, "Tensor dtype: bf16 (default) or fp32")
       ->check(CLI::IsMember({"bf16", "fp32"}));
+  export_hf
+      ->add_option("--format", export_format,
+                   "hf (default) or fp8: DeepSeek's block FP8 (E4M3 + weight_scale_inv per 128x128 block)")
+      ->check(CLI::IsMember({"hf", "fp8"}));
+
+  std::string import_dir, import_out, import_dtype = "fp32";
+  auto* import_hf = app.add_subcommand(
+      "import-hf", "Turn a HuggingFace DeepseekV3 directory (sharded, BF16/FP16/FP32/FP8 blocks) into a checkpoint");
+  import_hf->add_option("dir", import_dir, "Directory with config.json and model.safetensors[.index.json]")->required();
+  import_hf->add_option("--out", import_out, "Checkpoint file to write (.h5)")->required();
+  import_hf->add_option("--dtype", import_dtype, "Master weights as stored (fp32, default) or rounded to bf16")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
 
   std::string eval_config;
   auto* eval = app.add_subcommand("eval", "Validation loss and bits per token of a checkpoint");
@@ -304,7 +383,9 @@ int main(int argc, char** argv) {
     } else if (*inspect) {
       return daedalus::train::inspect_checkpoint(inspect_file, stdout);
     } else if (*export_hf) {
-      run_export_hf(checkpoint, export_out, export_dtype);
+      run_export_hf(checkpoint, export_out, export_dtype, export_format);
+    } else if (*import_hf) {
+      run_import_hf(import_dir, import_out, import_dtype);
     } else if (*eval) {
       run_eval(checkpoint, eval_config, overrides);
     } else if (*generate) {

@@ -27,6 +27,7 @@
 #include "parallel/watchdog.h"
 #include "train/chat_training.h"
 #include "train/generate.h"
+#include "train/import_hf.h"
 #include "train/text_commands.h"
 #include "train/zero.h"
 
@@ -45,14 +46,24 @@ std::string sigabbrev(int signal) {
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// `key` (data.train, data.val) names the setting in errors about its files.
+// `key` (data.train or data.val) names the config key in the message when the files are not found;
+// a relative path says where it was looked for and how to set it.
 std::unique_ptr<data::TokenSource> open_source(const DataConfig& d, const std::vector<std::string>& patterns,
                                                const char* key) {
   std::vector<std::string> files;
   try {
     files = data::expand_inputs(patterns);
   } catch (const InputError& e) {
-    throw InputError(fmt::format("{}: {}", key, e.what()));
+    std::string hint;
+    for (const std::string& p : patterns)
+      if (!p.empty() && p.front() != '/') {
+        std::error_code ec;
+        hint = fmt::format(" ({}: a relative path is looked up from the current directory {}: set {} to where the "
+                           "file is, e.g. --set {}=/path/to/file)",
+                           key, std::filesystem::current_path(ec).string(), key, key);
+        break;
+      }
+    throw InputError(fmt::format("{}: {}{}", key, e.what(), hint));
   }
   switch (d.format) {
     case DataFormat::llmc: return data::open_llmc(files);
@@ -202,6 +213,9 @@ std::string_view stop_reason_name(StopReason r) {
 Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode mode, parallel::Watchdog* watchdog)
     : config_(std::move(config)), groups_(std::move(groups)), mode_(mode), watchdog_(watchdog) {
   const int world = groups_.world->size(), rank = groups_.world->rank();
+  // checkpoint.init_from: an HF directory brings its model section (train/import_hf.h).
+  if (mode_ == TrainerMode::train && config_.checkpoint.init_from && is_hf_directory(*config_.checkpoint.init_from))
+    adopt_hf_model(config_, *config_.checkpoint.init_from);
   config_.validate(world);
   // Every rank must run the same config: compare hashes of the resolved text before anything else.
   const std::string resolved = to_yaml(config_);

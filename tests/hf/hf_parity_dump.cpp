@@ -69,7 +69,9 @@ int main(int argc, char** argv) {
     NoGradGuard no_grad;
     const Tensor logits = lm.logits(input_ids).value();
     const Tensor loss = lm.forward(input_ids, Tensor::from_vector(targets, {b, t})).lm_loss.value();
-    train::export_hf(lm.parameters(), c, out, DType::f32);
+    train::HfExportOptions export_options;
+    export_options.dtype = DType::f32;
+    train::export_hf(lm.parameters(), c, out, export_options);
     write_safetensors(out + "/reference.safetensors", {{"input_ids", input_ids}, {"logits", logits}, {"loss", loss}});
     fmt::print("wrote {} (q_lora_rank {}), loss {:.8f}\n", out, q_proj ? "null" : "24", loss.item());
     return 0;
