@@ -40,7 +40,7 @@ struct ModelConfig {
   int64_t max_position_embeddings = 4096;
   bool tie_word_embeddings = false;
   double initializer_range = 0.02;
-  int64_t num_nextn_predict_layers = 1;     // MTP depth; 0 = off
+  int64_t num_nextn_predict_layers = 1;  // MTP depth; 0 = off
   std::optional<RopeScaling> rope_scaling;  // null: plain RoPE; YaRN otherwise (model/rope_scaling.h)
 
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }

@@ -55,11 +55,12 @@ Var Mla::decode(const Var& x, MlaCache& cache, CacheKind kind) {
   const Var q = c.q_lora_rank ? q_b_proj_.forward(ops::rms_norm(q_a_proj_.forward(x), q_a_layernorm_, kLatentNormEps))
                               : q_proj_.forward(x);
   const std::vector<Var> q_parts = ops::split(ops::reshape(q, {1, t, h, qk}), {nope, rope}, 3);
-  const Tensor q_nope = host_f32(q_parts[0]);                                           // [1, T, H, nope]
+  const Tensor q_nope = host_f32(q_parts[0]);                                                  // [1, T, H, nope]
   const Tensor q_pe = host_f32(ops::rope(q_parts[1], positions, rope_, rope_layout_));  // [1, T, H, rope]
   const std::vector<Var> kv_a = ops::split(kv_a_proj_with_mqa_.forward(x), {r, rope}, 2);
   const Var c_kv = ops::rms_norm(kv_a[0], kv_a_layernorm_, kLatentNormEps);  // [1, T, kv_lora]
-  const Tensor k_pe = host_f32(ops::rope(ops::reshape(kv_a[1], {1, t, 1, rope}), positions, rope_, rope_layout_));
+  const Tensor k_pe =
+      host_f32(ops::rope(ops::reshape(kv_a[1], {1, t, 1, rope}), positions, rope_, rope_layout_));
 
   // Append the new tokens to the cache.
   const float* kp = k_pe.data<float>();

@@ -28,7 +28,9 @@ void RopeScaling::validate() const {
                  "model.rope_scaling.attention_factor: must be positive or null, got {}", attention_factor.value_or(0));
 }
 
-double yarn_mscale(double factor, double mscale) { return factor <= 1.0 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0; }
+double yarn_mscale(double factor, double mscale) {
+  return factor <= 1.0 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
+}
 
 kernels::RopeFrequencies rope_frequencies(const ModelConfig& c) {
   const int64_t d = c.qk_rope_head_dim;

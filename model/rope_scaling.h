@@ -32,14 +32,14 @@ struct ModelConfig;
 
 // `model.rope_scaling` when set (null: plain RoPE). Only type yarn exists.
 struct RopeScaling {
-  double factor = 1.0;                              // s >= 1
-  int64_t original_max_position_embeddings = 4096;  // L, the pretraining context
-  double beta_fast = 32.0;                          // 0 means 32, as in HF
-  double beta_slow = 1.0;                           // 0 means 1
-  double mscale = 0.0;                              // 0: not given (HF's absent)
-  double mscale_all_dim = 0.0;                      // 0: no softmax-scale correction
-  std::optional<double> attention_factor;           // overrides the mscale ratio
-  bool truncate = true;                             // floor / ceil the correction range
+  double factor = 1.0;                               // s >= 1
+  int64_t original_max_position_embeddings = 4096;   // L, the pretraining context
+  double beta_fast = 32.0;                           // 0 means 32, as in HF
+  double beta_slow = 1.0;                            // 0 means 1
+  double mscale = 0.0;                               // 0: not given (HF's absent)
+  double mscale_all_dim = 0.0;                       // 0: no softmax-scale correction
+  std::optional<double> attention_factor;            // overrides the mscale ratio
+  bool truncate = true;                              // floor / ceil the correction range
 
   // InputError naming `model.rope_scaling.<key>`.
   void validate() const;
