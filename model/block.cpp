@@ -4,6 +4,7 @@
 #include "autograd/nvtx.h"
 #include "autograd/ops/arithmetic.h"
 #include "autograd/ops/norm.h"
+#include "autograd/tape.h"
 
 namespace daedalus::model {
 
@@ -16,6 +17,7 @@ DecoderLayer::DecoderLayer(const BuildContext& ctx, const ModelConfig& config, c
       post_attention_layernorm_(ctx.store->add(module + ".post_attention_layernorm.weight", {config.hidden_size},
                                                Init::ones, /*weight_decay=*/false)),
       attn_(ctx, config, module + ".self_attn", options.rope_layout) {
+  recompute_ = ctx.recompute;
   if (moe) {
     moe_ = std::make_unique<Moe>(ctx, config, moe_config, module + ".mlp", options.ep);
   } else {
@@ -25,7 +27,25 @@ DecoderLayer::DecoderLayer(const BuildContext& ctx, const ModelConfig& config, c
 
 // NVTX: "<module>" around the forward, "<module> backward" around its backward on the tape, and
 // the attention and FFN halves apart.
-Var DecoderLayer::forward(const Var& x_in, const Tensor& positions, std::vector<Var>* aux_losses) {
+Var DecoderLayer::forward(const Var& x, const Tensor& positions, std::vector<Var>* aux_losses) {
+  if (recompute_ != Recompute::full || !grad_enabled()) return forward_layer(x, positions, aux_losses);
+  // train.recompute: full. The layer runs without recording and keeps only x; backward runs it
+  // again and differentiates through that. Its MoE aux loss is a second output (the loss of the
+  // first run carries the gradient into the rerun). Router loads and dispatch traffic are counted
+  // by the rerun (the first run is not a training forward to the MoE: grad is off there).
+  const std::vector<Var> out = recompute(module_ + ".recompute",
+                                         [this, positions](const std::vector<Var>& in) {
+                                           std::vector<Var> aux;
+                                           std::vector<Var> outs{forward_layer(in[0], positions, &aux)};
+                                           outs.insert(outs.end(), aux.begin(), aux.end());
+                                           return outs;
+                                         },
+                                         {x});
+  if (aux_losses != nullptr) aux_losses->insert(aux_losses->end(), out.begin() + 1, out.end());
+  return out[0];
+}
+
+Var DecoderLayer::forward_layer(const Var& x_in, const Tensor& positions, std::vector<Var>* aux_losses) {
   nvtx::LayerRange range(module_);
   const Var x = range.input(x_in);
   Var h;

@@ -36,7 +36,10 @@ class DecoderLayer {
   Mlp* mlp() { return mlp_.get(); }
 
  private:
-  std::string module_;  // model.layers.<index>: the NVTX range names
+  Var forward_layer(const Var& x, const Tensor& positions, std::vector<Var>* aux_losses);
+
+  std::string module_;                     // model.layers.<index>: the NVTX range names
+  Recompute recompute_ = Recompute::none;  // full: only x is kept, the layer reruns in backward
   double eps_;
   Var input_layernorm_, post_attention_layernorm_;
   Mla attn_;

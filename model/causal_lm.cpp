@@ -30,7 +30,7 @@ CausalLM::CausalLM(const LmOptions& options)
   c.validate();
   options_.moe.validate();
   options_.mtp.validate();
-  const BuildContext ctx{&store_, &options_.recipes};
+  const BuildContext ctx{&store_, &options_.recipes, options_.recompute};
   embed_tokens_ = store_.add("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, Init::normal);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
     layers_.push_back(std::make_unique<DecoderLayer>(ctx, c, options_.moe, fmt::format("model.layers.{}", l),

@@ -29,6 +29,7 @@ struct LmOptions {
   uint64_t seed = 0;  // initialization (parameters.h)
   BlockOptions block;
   Device device = Device::cpu();
+  Recompute recompute = Recompute::none;  // train.recompute (linear.h)
 };
 
 struct LmOutput {

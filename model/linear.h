@@ -13,10 +13,23 @@
 
 namespace daedalus::model {
 
+// train.recompute: which activations backward recomputes instead of keeping.
+//   none       every op keeps what its backward needs
+//   selective  DeepSeek-V3's choice: each MLA's latent RMSNorms, up-projections (q_b_proj,
+//              kv_b_proj), RoPE and the attention core that reads them are recomputed from the
+//              latents, and each SwiGLU product with its down projection from gate and up; the
+//              GEMM inputs outside those spans keep their (FP8, under FP8 recipes) caches
+//   full       each decoder layer keeps only its input and runs again in backward
+// Recomputing runs the same kernels on the same inputs, so losses and gradients are bit-identical
+// to none (tests/test_recompute.cpp). Delayed scaling is refused (a second forward would move its
+// amax histories).
+enum class Recompute : uint8_t { none, selective, full };
+
 // What every module needs to build itself.
 struct BuildContext {
   ParameterStore* store;
   const fp8::RecipeTable* recipes;
+  Recompute recompute = Recompute::none;
 };
 
 class Linear {

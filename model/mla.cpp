@@ -8,6 +8,7 @@
 #include "autograd/ops/norm.h"
 #include "autograd/ops/rope.h"
 #include "autograd/ops/shape.h"
+#include "autograd/tape.h"
 
 namespace daedalus::model {
 
@@ -39,6 +40,7 @@ Mla::Mla(const BuildContext& ctx, const ModelConfig& config, const std::string& 
       Linear(ctx, module + ".kv_b_proj", config.kv_lora_rank, h * (config.qk_nope_head_dim + config.v_head_dim));
   o_proj_ = Linear(ctx, module + ".o_proj", h * config.v_head_dim, d);
   core_dtype_ = ctx.recipes->for_module(module).high_precision_dtype();
+  recompute_ = ctx.recompute;
 }
 
 std::vector<Linear*> Mla::linears() {
@@ -57,6 +59,24 @@ Var Mla::forward(const Var& x, const Tensor& positions) {
   DAEDALUS_CHECK(x.value().dim() == 3 && x.value().size(2) == c.hidden_size, "{}: input {}: expected [batch, seq, {}]",
                  module_, shape_str(x.shape()), c.hidden_size);
   const int64_t b = x.value().size(0), t = x.value().size(1), h = c.num_attention_heads;
+  const Var q_latent = c.q_lora_rank ? q_a_proj_.forward(x) : q_proj_.forward(x);
+  const Var kv_latent = kv_a_proj_with_mqa_.forward(x);
+  Var attn;  // [B, H, T, v] fp32
+  if (recompute_ == Recompute::selective && grad_enabled()) {
+    // Only the latents are kept; backward reruns the norms, up-projections, RoPE and the core.
+    attn = recompute(
+        module_ + ".recompute",
+        [this, positions](const std::vector<Var>& in) { return std::vector<Var>{attend(in[0], in[1], positions)}; },
+        {q_latent, kv_latent})[0];
+  } else {
+    attn = attend(q_latent, kv_latent, positions);
+  }
+  return o_proj_.forward(ops::reshape(ops::transpose(attn, 1, 2), {b, t, h * c.v_head_dim}));
+}
+
+Var Mla::attend(const Var& q_latent, const Var& kv_latent, const Tensor& positions) {
+  const ModelConfig& c = config_;
+  const int64_t b = q_latent.value().size(0), t = q_latent.value().size(1), h = c.num_attention_heads;
   const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim;
 
   // Packed documents (positions [B, T]): RoPE is per token, so it runs over the batch flattened
@@ -78,12 +98,11 @@ Var Mla::forward(const Var& x, const Tensor& positions) {
     return ops::reshape(flat, {b, t, n, rope});
   };
 
-  Var q = c.q_lora_rank ? q_b_proj_.forward(ops::rms_norm(q_a_proj_.forward(x), q_a_layernorm_, kLatentNormEps))
-                        : q_proj_.forward(x);
+  const Var q = c.q_lora_rank ? q_b_proj_.forward(ops::rms_norm(q_latent, q_a_layernorm_, kLatentNormEps)) : q_latent;
   std::vector<Var> q_parts = ops::split(ops::reshape(q, {b, t, h, nope + rope}), {nope, rope}, 3);
   const Var q_pe = apply_rope(q_parts[1]);
 
-  std::vector<Var> kv_a = ops::split(kv_a_proj_with_mqa_.forward(x), {c.kv_lora_rank, rope}, 2);
+  std::vector<Var> kv_a = ops::split(kv_latent, {c.kv_lora_rank, rope}, 2);
   const Var kv = kv_b_proj_.forward(ops::rms_norm(kv_a[0], kv_a_layernorm_, kLatentNormEps));
   std::vector<Var> kv_parts = ops::split(ops::reshape(kv, {b, t, h, nope + vd}), {nope, vd}, 3);
   const Var k_pe = apply_rope(ops::reshape(kv_a[1], {b, t, 1, rope}));
@@ -93,8 +112,7 @@ Var Mla::forward(const Var& x, const Tensor& positions) {
   const Var qh = heads_first(ops::concat({q_parts[0], q_pe}, 3));
   const Var kh = heads_first(ops::concat({kv_parts[0], ops::expand(k_pe, {b, t, h, rope})}, 3));
   const Var vh = heads_first(kv_parts[1]);
-  const Var attn = ops::attention(qh, kh, vh, softmax_scale_, /*causal=*/true, doc_start);  // [B, H, T, v] fp32
-  return o_proj_.forward(ops::reshape(ops::transpose(attn, 1, 2), {b, t, h * vd}));
+  return ops::attention(qh, kh, vh, softmax_scale_, /*causal=*/true, doc_start);
 }
 
 }  // namespace daedalus::model

@@ -54,6 +54,11 @@ class Mla {
   std::vector<Linear*> linears();
 
  private:
+  // From the latents to the attention core's output: q_latent [B, T, q_lora_rank] (q_a_proj's
+  // output; q_proj's [B, T, H·Dqk] without q_lora), kv_latent [B, T, kv_lora_rank + rope]
+  // (kv_a_proj_with_mqa's) -> [B, H, T, v_head_dim] fp32. The span `selective` recomputes.
+  Var attend(const Var& q_latent, const Var& kv_latent, const Tensor& positions);
+
   ModelConfig config_;
   std::string module_;
   kernels::RopeLayout rope_layout_ = kernels::RopeLayout::interleaved;
@@ -63,6 +68,7 @@ class Mla {
   Linear q_a_proj_, q_b_proj_, q_proj_;  // q_proj_ only when q_lora_rank is null
   Var q_a_layernorm_, kv_a_layernorm_;
   Linear kv_a_proj_with_mqa_, kv_b_proj_, o_proj_;
+  Recompute recompute_ = Recompute::none;
 };
 
 }  // namespace daedalus::model

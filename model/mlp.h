@@ -20,6 +20,7 @@ class Mlp {
 
  private:
   Linear gate_proj_, up_proj_, down_proj_;
+  Recompute recompute_ = Recompute::none;  // selective: down_proj(swiglu(gate, up)) rerun in backward
 };
 
 }  // namespace daedalus::model

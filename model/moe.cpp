@@ -20,7 +20,11 @@ double ExpertLoad::max_over_mean() const {
 
 Moe::Moe(const BuildContext& ctx, const ModelConfig& config, const MoeConfig& moe, const std::string& module,
          const ExpertParallel& ep)
-    : config_(config), module_(module), ep_(ep), router_(ctx, config, moe, module + ".gate") {
+    : config_(config),
+      module_(module),
+      ep_(ep),
+      router_(ctx, config, moe, module + ".gate"),
+      recompute_(ctx.recompute) {
   const int64_t e = config.n_routed_experts, p = ep.size();
   DAEDALUS_CHECK(e % p == 0, "model.n_routed_experts: {} experts do not split over parallel.expert_parallel = {}", e,
                  p);
@@ -35,8 +39,13 @@ Moe::Moe(const BuildContext& ctx, const ModelConfig& config, const MoeConfig& mo
 }
 
 Var Moe::run_experts(const Var& grouped_rows, const std::vector<int64_t>& offsets) {
-  return down_proj_.forward_swiglu(gate_proj_.forward(grouped_rows, offsets), up_proj_.forward(grouped_rows, offsets),
-                                   offsets);
+  const Var gate = gate_proj_.forward(grouped_rows, offsets), up = up_proj_.forward(grouped_rows, offsets);
+  if (recompute_ != Recompute::selective || !grad_enabled()) return down_proj_.forward_swiglu(gate, up, offsets);
+  return recompute(down_proj_.name() + ".recompute",
+                   [this, offsets](const std::vector<Var>& in) {
+                     return std::vector<Var>{down_proj_.forward_swiglu(in[0], in[1], offsets)};
+                   },
+                   {gate, up})[0];
 }
 
 // All experts here: the kept (token, slot) pairs sorted by (expert, token, slot), gathered, run,

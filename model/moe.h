@@ -73,6 +73,7 @@ class Moe {
   GroupedLinear gate_proj_, up_proj_, down_proj_;
   std::unique_ptr<Mlp> shared_;
   ExpertLoad load_;
+  Recompute recompute_ = Recompute::none;  // selective: the experts' SwiGLU + down projection rerun
 };
 
 }  // namespace daedalus::model

@@ -43,6 +43,22 @@ Layer decoder_layer(const ModelConfig& c, int64_t index) {
 
 }  // namespace
 
+LayerParameters layer_parameters(const ModelConfig& c, int64_t index) {
+  const int64_t d = c.hidden_size;
+  LayerParameters p;
+  p.dense = attention(c).total + 2 * d;
+  if (index >= c.num_hidden_layers) p.dense += 3 * d + 2 * d * d;  // MTP: enorm, hnorm, shared_head.norm, eh_proj
+  if (!c.is_moe_layer(index)) {
+    p.dense += 3 * d * c.intermediate_size;
+    return p;
+  }
+  const int64_t expert = 3 * d * c.moe_intermediate_size;
+  p.dense += c.n_routed_experts * d + c.n_shared_experts * expert;  // router weight, shared experts
+  p.buffers = c.n_routed_experts;                                   // e_score_correction_bias
+  p.routed = c.n_routed_experts * expert;
+  return p;
+}
+
 ParameterCounts count_parameters(const ModelConfig& c) {
   ParameterCounts p;
   const int64_t d = c.hidden_size;

@@ -16,16 +16,29 @@
 namespace daedalus::model {
 
 struct ParameterCounts {
-  int64_t total = 0;        // the main model: embedding, layers, final norm, lm_head (once when tied)
-  int64_t activated = 0;    // per token, main model
-  int64_t embedding = 0;    // vocab_size × hidden_size
-  int64_t mtp = 0;          // all MTP modules, as stored (with their embedding and head copies)
-  int64_t mtp_trained = 0;  // the same without the shared embedding and head copies
+  int64_t total = 0;          // the main model: embedding, layers, final norm, lm_head (once when tied)
+  int64_t activated = 0;      // per token, main model
+  int64_t embedding = 0;      // vocab_size × hidden_size
+  int64_t mtp = 0;            // all MTP modules, as stored (with their embedding and head copies)
+  int64_t mtp_trained = 0;    // the same without the shared embedding and head copies
   int64_t mtp_activated = 0;  // per token, the MTP modules' own weights (their layer and eh_proj)
   int64_t total_with_mtp() const { return total + mtp; }
 };
 
 ParameterCounts count_parameters(const ModelConfig& config);
+
+// One decoder layer's parameters (index < num_hidden_layers: the main stack; index >= it: MTP
+// module index - num_hidden_layers, counting its enorm, hnorm, eh_proj and shared_head.norm too),
+// split the way ranks hold them: `dense` every rank holds (attention, norms, dense MLP, router,
+// shared experts); `routed` the stacked routed experts, sharded over the EP group; `buffers` held
+// but not trained (the router's e_score_correction_bias). dense + routed + buffers is the layer's
+// total in count_parameters.
+struct LayerParameters {
+  int64_t dense = 0;
+  int64_t routed = 0;
+  int64_t buffers = 0;
+};
+LayerParameters layer_parameters(const ModelConfig& config, int64_t index);
 
 // Model FLOPs of one training token (forward + backward) at sequence length seq_len: 6 · N over
 // the activated non-embedding weights (main model and MTP modules), plus causal attention — per

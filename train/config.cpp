@@ -45,6 +45,8 @@ const Names<Backend> kBackends{{Backend::automatic, "auto"}, {Backend::nccl, "nc
 const Names<parallel::DispatchDtype> kDispatch{{parallel::DispatchDtype::fp8, "fp8"},
                                                {parallel::DispatchDtype::bf16, "bf16"},
                                                {parallel::DispatchDtype::fp32, "fp32"}};
+const Names<model::Recompute> kRecompute{
+    {model::Recompute::none, "none"}, {model::Recompute::selective, "selective"}, {model::Recompute::full, "full"}};
 const Names<Progress> kProgress{
     {Progress::automatic, "auto"}, {Progress::always, "always"}, {Progress::never, "never"}};
 const Names<DType> kStateDtypes{{DType::f32, "fp32"}, {DType::bf16, "bf16"}};
@@ -564,6 +566,7 @@ void visit_all(V& v, C& c) {
     s.choice("device", c.train.device, kDevices);
     s("stop_after", c.train.stop_after);
     s("time_limit_min", c.train.time_limit_min);
+    s.choice("recompute", c.train.recompute, kRecompute);
   });
   v.map("data", [&](V& s) {
     s.choice("format", c.data.format, kFormats);
@@ -740,6 +743,15 @@ void RunConfig::validate() const {
   precision.validate();
   optimizer.validate();
   train.validate();
+  if (train.recompute != model::Recompute::none) {
+    // A recomputed forward quantizes again: delayed scaling would push a second amax per step.
+    bool delayed = precision.recipe.delayed();
+    for (const fp8::RecipeOverride& o : precision.overrides) delayed |= o.recipe == fp8::RecipeKind::fp8_tensor_delayed;
+    DAEDALUS_CHECK(!delayed,
+                   "train.recompute: {} reruns forwards in backward, which would advance fp8_tensor_delayed's amax "
+                   "histories twice; use none, or a current-scaling recipe",
+                   train.recompute == model::Recompute::full ? "full" : "selective");
+  }
   schedule.validate(train.steps);
   data.validate();
   parallel.validate();

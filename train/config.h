@@ -22,6 +22,7 @@
 #include "data/source.h"
 #include "fp8/recipe.h"
 #include "model/config.h"
+#include "model/linear.h"
 #include "parallel/dispatch.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -70,6 +71,7 @@ struct TrainConfig {
   DeviceChoice device = DeviceChoice::automatic;
   std::optional<int64_t> stop_after;     // end this run after N steps (null: run to `steps`)
   std::optional<double> time_limit_min;  // save and exit before this many minutes (null: none)
+  model::Recompute recompute = model::Recompute::none;  // YAML: none | selective | full (model/linear.h)
   void validate() const;
 };
 

@@ -24,6 +24,7 @@
 #include "train/export_hf.h"
 #include "train/generate.h"
 #include "train/import_hf.h"
+#include "train/plan.h"
 #include "train/text_commands.h"
 #include "train/trainer.h"
 
@@ -365,6 +366,15 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"latent", "expanded"}));
   generate->add_option("--set", overrides, "Override a key of the checkpoint's config: --set a.b=c (repeatable)");
 
+  std::string plan_config, plan_hardware = "h100";
+  int64_t plan_world = 1;
+  auto* plan = app.add_subcommand("plan", "Per-rank memory, step time and cost per token of a config on some hardware");
+  plan->add_option("config", plan_config, "YAML config")->required()->check(CLI::ExistingFile);
+  plan->add_option("--world", plan_world, "Ranks (GPUs) in the job (default 1)");
+  plan->add_option("--set", overrides, "Override a config key: --set a.b=c (repeatable)");
+  plan->add_option("--hardware", plan_hardware,
+                   "h100 (default), h800, h200, b200, cpu, or a YAML file like configs/hardware/h100.yaml");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -380,6 +390,8 @@ int main(int argc, char** argv) {
       daedalus::train::run_tokenize(tokenize_options, stdin, stdout);
     } else if (*train) {
       run_train(config, overrides);
+    } else if (*plan) {
+      return daedalus::train::run_plan(plan_config, plan_world, overrides, plan_hardware, stdout);
     } else if (*inspect) {
       return daedalus::train::inspect_checkpoint(inspect_file, stdout);
     } else if (*export_hf) {

@@ -28,6 +28,7 @@
 #include "train/chat_training.h"
 #include "train/generate.h"
 #include "train/import_hf.h"
+#include "train/plan.h"
 #include "train/text_commands.h"
 #include "train/zero.h"
 
@@ -160,6 +161,7 @@ model::LmOptions lm_options(const RunConfig& config, const parallel::ProcessGrou
   mo.recipes = fp8::RecipeTable(config.precision.recipe, config.precision.overrides);
   mo.seed = uint64_t(config.run.seed);
   mo.device = device;
+  mo.recompute = config.train.recompute;
   if (groups != nullptr && groups->ep_size > 1) mo.block.ep.group = groups->ep.get();
   mo.block.ep.dispatch_dtype = config.parallel.dispatch_dtype;
   // Results come back in BF16 as DeepSeek-V3 combines them, or in FP32 when the dispatch is FP32
@@ -293,6 +295,16 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
     }
   }
 
+  // MFU against the hardware table of this device: DAEDALUS_HARDWARE (a name or file, as `daedalus
+  // plan --hardware` takes), else configs/hardware/cpu.yaml for CPU runs; none when no table is found.
+  const char* hardware = std::getenv("DAEDALUS_HARDWARE");
+  if (hardware != nullptr || device_.is_cpu()) {
+    try {
+      peak_flops_ = train::peak_flops(load_hardware(hardware != nullptr ? hardware : "cpu"), config_);
+    } catch (const InputError&) {
+      if (hardware != nullptr) throw;  // asked for: a bad table is the user's to fix
+    }
+  }
   if (const char* nan_step = std::getenv("DAEDALUS_TEST_NAN_AT_STEP")) inject_nan_at_ = std::atoll(nan_step);
   if (const char* sig_step = std::getenv("DAEDALUS_TEST_SIGNAL_AT_STEP")) inject_signal_at_ = std::atoll(sig_step);
   if (const char* hang_step = std::getenv("DAEDALUS_TEST_HANG_AT_STEP")) inject_hang_at_ = std::atoll(hang_step);
@@ -560,6 +572,7 @@ StepMetrics Trainer::train_step() {
   if (gpu_timer) m.gpu_ms = gpu_timer->elapsed_ms();
   m.tokens_per_s = double(tokens) / s;
   m.model_flops_per_s = model_flops_per_token() * double(tokens) / s;
+  if (peak_flops_ > 0) m.mfu = m.model_flops_per_s / (double(world) * peak_flops_);
   m.mem_bytes = allocator_for(device_).stats().peak_bytes;
   return m;
 }
@@ -618,6 +631,13 @@ StopReason Trainer::run() {
     const auto step_start = Clock::now();
     watchdog.beat(fmt::format("step {}", step_ + 1));
     const StepMetrics m = train_step();
+    if (rank0 && step_ == first + 1) {
+      // The plan's prediction (train/plan.h) next to what the allocator measured on this rank.
+      const int64_t predicted = plan_memory(config_, groups_.world->size()).peak;
+      progress_->message(fmt::format("memory     step {} peak {} on rank 0; daedalus plan predicted {} ({:+.1f}%)",
+                                     m.step, format_bytes(double(m.mem_bytes)), format_bytes(double(predicted)),
+                                     100.0 * (double(predicted) - double(m.mem_bytes)) / double(m.mem_bytes)));
+    }
     if (rank0) {
       if (config_.train.log_every > 0 && (m.step % config_.train.log_every == 0 || m.step == stop || m.skipped))
         metrics_.write(m.to_json());
