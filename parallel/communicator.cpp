@@ -1,4 +1,4 @@
-// What the backends share: the argument checks of all_to_all_v.
+// What the backends share: the argument checks of all_to_all_v and exchange.
 #include "parallel/communicator.h"
 #include "autograd/check.h"
 
@@ -36,6 +36,19 @@ int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vec
   int64_t elements = 1;
   for (int64_t d : row) elements *= d;
   return elements * int64_t(in.element_size());
+}
+
+void check_exchange(std::string_view op, const std::vector<PeerTransfer>& transfers, int rank, int size) {
+  for (size_t i = 0; i < transfers.size(); ++i) {
+    const PeerTransfer& t = transfers[i];
+    const char* kind = t.kind == PeerTransfer::Kind::send ? "send" : "recv";
+    DAEDALUS_CHECK(t.tensor.defined(), "{}: transfer {} ({}) has an undefined tensor", op, i, kind);
+    DAEDALUS_CHECK(t.tensor.is_contiguous(), "{}: transfer {} ({}): {} must be contiguous", op, i, kind,
+                   t.tensor.describe());
+    DAEDALUS_CHECK(t.peer >= 0 && t.peer < size && t.peer != rank,
+                   "{}: transfer {} ({}): peer {} is not another rank of this communicator (rank {} of {})", op, i,
+                   kind, t.peer, rank, size);
+  }
 }
 
 }  // namespace daedalus::parallel

@@ -7,7 +7,9 @@
 
 #include <chrono>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "train/checkpoint_h5.h"
@@ -52,45 +54,98 @@ void fsync_path(const std::string& path, bool directory) {
     throw Error(fmt::format("checkpoint: fsync {} failed: {}", path, std::strerror(errno)));
 }
 
-// Collective writes of one file: every rank calls every method in the same order.
+// One dataset of the file. HDF5 creates datasets collectively, so every rank walks the same list
+// of records in the same order, including the tensors of other pipeline stages (their names and
+// shapes come from those stages: gather_records); only the ranks of the record's stage write data.
+struct Record {
+  std::string path;  // "model/<name>", "optimizer/<name>/exp_avg", "fp8/<module>"
+  Shape shape;       // the whole tensor (stacked experts: all of them)
+  bool experts = false;
+  int stage = 0;  // the first pipeline stage holding it: its ranks write it
+};
+
+// This rank's data for a record it holds: the tensor and, for stacked experts, its first expert.
+struct Held {
+  Tensor value;
+  int64_t offset = 0;
+};
+
+// Records of every stage, in stage order, each path once (a shared embedding is written by the
+// first stage). Collective over groups.pipeline; each rank passes its own stage's records.
+std::vector<Record> gather_records(std::vector<Record> mine, const parallel::ProcessGroups& g) {
+  for (Record& r : mine) r.stage = g.pp_stage;
+  if (g.pp_size == 1) return mine;
+  std::string text;  // one line per record: path \t experts \t dims,
+  for (const Record& r : mine) {
+    text += fmt::format("{}\t{}\t", r.path, r.experts ? 1 : 0);
+    for (int64_t d : r.shape) text += fmt::format("{},", d);
+    text += "\n";
+  }
+  parallel::Communicator& pipe = *g.pipeline;
+  const Tensor lengths = Tensor::empty({pipe.size()}, DType::i64);
+  pipe.all_gather(Tensor::from_vector<int64_t>({int64_t(text.size())}, {1}), lengths);
+  const std::vector<int64_t> n = lengths.to_vector<int64_t>();
+  const int64_t longest = *std::max_element(n.begin(), n.end());
+  std::vector<int32_t> chars(size_t(longest), 0);
+  for (size_t i = 0; i < text.size(); ++i) chars[i] = int32_t(uint8_t(text[i]));
+  const Tensor all = Tensor::empty({pipe.size() * longest}, DType::i32);
+  pipe.all_gather(Tensor::from_vector(chars, {longest}), all);
+  const std::vector<int32_t> every = all.to_vector<int32_t>();
+  std::vector<Record> out;
+  std::set<std::string> seen;
+  for (int stage = 0; stage < pipe.size(); ++stage) {
+    std::string t;
+    for (int64_t i = 0; i < n[size_t(stage)]; ++i) t.push_back(char(every[size_t(stage * longest + i)]));
+    for (size_t at = 0; at < t.size();) {
+      const size_t end = t.find('\n', at), tab1 = t.find('\t', at), tab2 = t.find('\t', tab1 + 1);
+      Record r;
+      r.path = t.substr(at, tab1 - at);
+      r.experts = t[tab1 + 1] == '1';
+      for (size_t d = tab2 + 1; d < end;) {
+        const size_t comma = t.find(',', d);
+        r.shape.push_back(std::stoll(t.substr(d, comma - d)));
+        d = comma + 1;
+      }
+      r.stage = stage;
+      at = end + 1;
+      if (seen.insert(r.path).second) out.push_back(std::move(r));
+    }
+  }
+  return out;
+}
+
+// Collective writes of one file: every rank calls write() for every record, in the same order.
 class Writer {
  public:
   Writer(hid_t xfer, const parallel::ProcessGroups& g)
       : xfer_(xfer),
-        rank_(g.world->rank()),
-        world_(g.world->size()),
-        replica_(g.world->rank() / g.ep_size),
-        replicas_(g.world->size() / g.ep_size) {}
+        stage_(g.pp_stage),
+        rank_(g.stage->rank()),
+        ranks_(g.stage->size()),
+        ep_size_(g.ep_size),
+        replica_(g.stage->rank() / g.ep_size),
+        replicas_(g.stage->size() / g.ep_size) {}
 
-  // A tensor every rank holds the same copy of: one rank (round-robin over tensors) writes it.
-  void replicated(hid_t group, const std::string& name, const Tensor& value) {
-    const Shape shape = value.shape();
-    h5::Handle d = h5::create_f32_dataset(group, name, shape, h5::chunk_shape(shape, /*one_row_per_chunk=*/false));
-    const bool mine = next_++ % world_ == rank_;
-    const Tensor host = mine ? host_f32(value) : Tensor();
-    for (auto [begin, end] : h5::row_pieces(shape[0], row_elems(shape))) {
-      const float* data = mine ? host.data<float>() + begin * row_elems(shape) : nullptr;
-      h5::write_rows(d.get(), xfer_, shape, begin, end - begin, data);
-    }
-  }
-
-  // This rank's slice [offset, offset + local) of a stacked expert tensor of `num_experts`: the
-  // ranks of one replica (round-robin over tensors) write their slices, one expert per chunk.
-  void experts(hid_t group, const std::string& name, const Tensor& local, int64_t offset, int64_t num_experts) {
-    Shape shape = local.shape();
-    shape[0] = num_experts;
-    h5::Handle d = h5::create_f32_dataset(group, name, shape, h5::chunk_shape(shape, /*one_row_per_chunk=*/true));
-    const bool mine = next_++ % replicas_ == replica_;
-    const Tensor host = mine ? host_f32(local) : Tensor();
-    for (auto [begin, end] : h5::row_pieces(local.size(0), row_elems(shape))) {
-      const float* data = mine ? host.data<float>() + begin * row_elems(shape) : nullptr;
-      h5::write_rows(d.get(), xfer_, shape, offset + begin, end - begin, data);
+  // A tensor every rank of its stage holds the same copy of: one of them (round-robin over
+  // records) writes it. Stacked experts: the ranks of one replica (round-robin) write their
+  // slices, one expert per chunk. `held` is this rank's data (null when its stage has none).
+  void write(hid_t dataset, const Record& r, const Held* held) {
+    const bool ours = r.stage == stage_ && held != nullptr;
+    const int64_t turn = next_++;
+    const int64_t elems = row_elems(r.shape);
+    const int64_t rows = r.experts ? r.shape[0] / ep_size_ : r.shape[0];
+    const bool mine = ours && (r.experts ? turn % replicas_ == replica_ : turn % ranks_ == rank_);
+    const Tensor host = mine ? host_f32(held->value) : Tensor();
+    const int64_t row0 = mine && r.experts ? held->offset : 0;
+    for (auto [begin, end] : h5::row_pieces(rows, elems)) {
+      const float* data = mine ? host.data<float>() + begin * elems : nullptr;
+      h5::write_rows(dataset, xfer_, r.shape, row0 + begin, end - begin, data);
     }
   }
 
  private:
   hid_t xfer_;
-  int rank_, world_, replica_, replicas_;
+  int stage_, rank_, ranks_, ep_size_, replica_, replicas_;
   int64_t next_ = 0;
 };
 
@@ -116,9 +171,11 @@ void restore_history(fp8::LinearState& s, int64_t len, const float* rows, int64_
   }
 }
 
-// Every rank's delayed-scaling histories, gathered (they differ per rank: each saw its own
-// activations), and written as /fp8/<module>: Linear [world, 3, len], experts [replicas, E, 3, len].
-void write_fp8(hid_t group, model::CausalLM& model, const parallel::ProcessGroups& g, Writer& w) {
+// Every rank's delayed-scaling histories, gathered over its stage (they differ per rank: each saw
+// its own activations), as records /fp8/<module>: Linear [S, 3, len] one row per rank of the stage,
+// experts [replicas, E, 3, len].
+void fp8_records(model::CausalLM& model, const parallel::ProcessGroups& g, std::vector<Record>& records,
+                 std::map<std::string, Held>& held) {
   struct Dataset {
     std::string name;
     int64_t experts;  // local experts (0: a Linear)
@@ -137,20 +194,21 @@ void write_fp8(hid_t group, model::CausalLM& model, const parallel::ProcessGroup
     datasets.push_back({l->name(), int64_t(l->states().size()), l->recipe().amax_history_len});
   }
   if (datasets.empty()) return;
-  const int64_t world = g.world->size(), per_rank = int64_t(local.size());
+  const int64_t ranks = g.stage->size(), per_rank = int64_t(local.size());
   Tensor mine = Tensor::from_vector(local, {per_rank});
-  Tensor all = Tensor::empty({world * per_rank});
-  g.world->all_gather(mine, all);
+  Tensor all = Tensor::empty({ranks * per_rank});
+  g.stage->all_gather(mine, all);
   int64_t at = 0;
   for (const Dataset& d : datasets) {
     // Ranks in order are [replica][ep_rank], so the experts' rows concatenate to [replicas, E, 3, len].
     const Shape shape =
-        d.experts == 0 ? Shape{world, 3, d.len} : Shape{world / g.ep_size, d.experts * g.ep_size, 3, d.len};
+        d.experts == 0 ? Shape{ranks, 3, d.len} : Shape{ranks / g.ep_size, d.experts * g.ep_size, 3, d.len};
     const int64_t n = std::max<int64_t>(d.experts, 1) * 3 * d.len;
     Tensor t = Tensor::empty(shape);
-    for (int64_t r = 0; r < world; ++r)
+    for (int64_t r = 0; r < ranks; ++r)
       std::memcpy(t.data<float>() + r * n, all.data<float>() + r * per_rank + at, size_t(n) * sizeof(float));
-    w.replicated(group, d.name, t);
+    records.push_back({"fp8/" + d.name, shape, false});
+    held["fp8/" + d.name] = Held{t, 0};
     at += n;
   }
 }
@@ -202,41 +260,45 @@ SaveStats save_checkpoint(const std::string& path, model::CausalLM& model, AdamW
     h5::Handle xfer(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
     DAEDALUS_HDF5_CHECK(xfer.get());
     if (several) DAEDALUS_HDF5_CHECK(H5Pset_dxpl_mpio(xfer.get(), H5FD_MPIO_COLLECTIVE));
-    Writer w(xfer.get(), groups);
 
-    {
-      h5::Handle g = h5::create_group(file.get(), "model");
-      for (const model::Parameter& p : model.parameters().all()) {
-        if (p.expert) {
-          w.experts(g.get(), p.name, p.var.value(), p.expert_offset, p.num_experts);
-        } else {
-          w.replicated(g.get(), p.name, p.var.value());
-        }
+    // This rank's records: weights, AdamW moments, fp8 histories (model order).
+    std::vector<Record> records;
+    std::map<std::string, Held> held;
+    const auto add = [&](const std::string& where, const model::Parameter& p, const Tensor& value) {
+      records.push_back({where, p.global_shape(), p.expert});
+      held[where] = Held{value, p.expert ? p.expert_offset : 0};
+    };
+    for (const model::Parameter& p : model.parameters().all()) add("model/" + p.name, p, p.var.value());
+    if (optimizer != nullptr) {
+      for (const Param& op : optimizer->params()) {
+        const model::Parameter& p = model.parameters().get(op.name);
+        add("optimizer/" + op.name + "/exp_avg", p, optimizer->exp_avg(op.name));
+        add("optimizer/" + op.name + "/exp_avg_sq", p, optimizer->exp_avg_sq(op.name));
       }
     }
-    {
-      h5::Handle g = h5::create_group(file.get(), "optimizer");
-      if (optimizer != nullptr) {
-        h5::write_attr(g.get(), "step", optimizer->step_count());
-        for (const Param& op : optimizer->params()) {
-          const model::Parameter& p = model.parameters().get(op.name);
-          h5::Handle pg = h5::create_group(g.get(), op.name);
-          const std::pair<const char*, Tensor*> moments[] = {{"exp_avg", &optimizer->exp_avg(op.name)},
-                                                             {"exp_avg_sq", &optimizer->exp_avg_sq(op.name)}};
-          for (const auto& [key, t] : moments) {
-            if (p.expert) {
-              w.experts(pg.get(), key, *t, p.expert_offset, p.num_experts);
-            } else {
-              w.replicated(pg.get(), key, *t);
-            }
-          }
-        }
-      }
+    fp8_records(model, groups, records, held);
+    records = gather_records(std::move(records), groups);
+
+    std::map<std::string, h5::Handle> created;  // groups, created collectively in record order
+    const auto group_of = [&](const std::string& dataset) -> hid_t {
+      const std::string parent = dataset.substr(0, dataset.rfind('/'));
+      auto it = created.find(parent);
+      if (it != created.end()) return it->second.get();
+      const size_t slash = parent.rfind('/');
+      const hid_t above = slash == std::string::npos ? file.get() : created.at(parent.substr(0, slash)).get();
+      return created.emplace(parent, h5::create_group(above, parent.substr(slash + 1))).first->second.get();
+    };
+    for (const char* top : {"model", "optimizer", "fp8"}) created.emplace(top, h5::create_group(file.get(), top));
+    if (optimizer != nullptr) h5::write_attr(created.at("optimizer").get(), "step", optimizer->step_count());
+    Writer w(xfer.get(), groups);
+    for (const Record& r : records) {
+      const std::string name = r.path.substr(r.path.rfind('/') + 1);
+      h5::Handle d = h5::create_f32_dataset(group_of(r.path), name, r.shape,
+                                            h5::chunk_shape(r.shape, /*one_row_per_chunk=*/r.experts));
+      const auto it = held.find(r.path);
+      w.write(d.get(), r, it == held.end() ? nullptr : &it->second);
     }
-    {
-      h5::Handle g = h5::create_group(file.get(), "fp8");
-      write_fp8(g.get(), model, groups, w);
-    }
+    created.clear();
     h5::Handle g = h5::create_group(file.get(), "trainer");
     h5::write_attr(g.get(), "format_version", kCheckpointFormatVersion);
     h5::write_attr(g.get(), "step", state.step);
@@ -246,6 +308,7 @@ SaveStats save_checkpoint(const std::string& path, model::CausalLM& model, AdamW
     h5::write_attr(g.get(), "consecutive_skips", state.consecutive_skips);
     h5::write_attr(g.get(), "world_size", int64_t(world.size()));
     h5::write_attr(g.get(), "expert_parallel", int64_t(groups.ep_size));
+    h5::write_attr(g.get(), "pipeline_parallel", int64_t(groups.pp_size));
     h5::write_attr(g.get(), "recipe", state.recipe);
     h5::write_attr(g.get(), "config", state.config);
     // Everything else is on disk before `complete` is written.
@@ -302,7 +365,8 @@ TrainerState load_checkpoint(const std::string& path, model::CausalLM& model, Ad
     }
     to_load.push_back(&p);
   }
-  r.unexpected.assign(in_file.begin(), in_file.end());
+  for (const std::string& n : in_file)
+    if (!options.held_elsewhere || !options.held_elsewhere(n)) r.unexpected.push_back(n);
   if (options.strict && !r.clean()) {
     throw InputError(
         fmt::format("{}: the checkpoint does not match this model ({} missing, {} unexpected, {} with another shape; "

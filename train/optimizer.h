@@ -47,11 +47,20 @@ struct OptimizerConfig {
 // its accumulated gradient (grad()). The model decides `weight_decay` (none on norms, biases, the
 // router bias). `sharded`: this rank holds a slice no other rank of its expert-parallel group holds
 // (routed experts), so its squared norm is summed over that group.
+// `counted` false: a copy of a weight that another pipeline stage also holds and counts in the
+// global norm (the last stage's copy of a shared embedding); its gradient is left out of the norm.
 struct Param {
   std::string name;
   Var var;
   bool weight_decay = true;
   bool sharded = false;
+  bool counted = true;
+};
+
+// The two sums of squares behind grad_norm: over this rank's replicated and sharded gradients.
+struct GradSquares {
+  double replicated = 0;
+  double sharded = 0;
 };
 
 class AdamW {
@@ -66,6 +75,8 @@ class AdamW {
   // sharded sum (0 when it holds none: it is a collective, e.g. an all-reduce over the EP group).
   // A NaN or inf anywhere makes the result non-finite: the trainer's signal to skip or abort.
   double grad_norm(const std::function<double(double)>& reduce_sharded_sq = {}) const;
+  // The sums grad_norm starts from (for norms across pipeline stages, which add theirs).
+  GradSquares grad_squares() const;
 
   // The factor clip_and_step applies: min(1, grad_clip / (grad_norm + 1e-6)); 1 when clipping is off.
   double clip_scale(double grad_norm) const;
