@@ -65,8 +65,8 @@ void CausalLM::check_whole(const char* what) const {
 }
 
 Var CausalLM::embed(const Tensor& inputs) {
-  DAEDALUS_CHECK(stage_.first, "model: embed on a pipeline stage without the embedding (layers [{}, {}))",
-                 stage_.begin, stage_.end);
+  DAEDALUS_CHECK(stage_.first, "model: embed on a pipeline stage without the embedding (layers [{}, {}))", stage_.begin,
+                 stage_.end);
   return ops::embedding(embed_tokens_, inputs);
 }
 

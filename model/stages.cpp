@@ -73,8 +73,8 @@ std::vector<int64_t> balanced_stage_layers(const ModelConfig& c, int64_t stages,
   for (int64_t s = stages - 1; s >= 0; --s)
     for (int64_t i = s; i <= n - (stages - s); ++i)
       for (int64_t j = i + 1; j <= n - (stages - s - 1); ++j)
-        best[size_t(s)][size_t(i)] = std::min(best[size_t(s)][size_t(i)],
-                                              std::max(span_cost(i, j, s == stages - 1), best[size_t(s) + 1][size_t(j)]));
+        best[size_t(s)][size_t(i)] = std::min(
+            best[size_t(s)][size_t(i)], std::max(span_cost(i, j, s == stages - 1), best[size_t(s) + 1][size_t(j)]));
   // Walk forward, each stage taking as many layers as keeps the optimum (ties: earlier stages more).
   std::vector<int64_t> layers;
   const double target = best[0][0];

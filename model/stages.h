@@ -21,10 +21,10 @@ namespace daedalus::model {
 
 // The part of the model one rank builds (LmOptions::stage). The default is the whole model.
 struct StageSpan {
-  int64_t begin = 0;   // first decoder layer
-  int64_t end = -1;    // one past the last; -1: num_hidden_layers
-  bool first = true;   // holds model.embed_tokens and takes token ids
-  bool last = true;    // holds model.norm, lm_head and the MTP modules, and computes the losses
+  int64_t begin = 0;  // first decoder layer
+  int64_t end = -1;   // one past the last; -1: num_hidden_layers
+  bool first = true;  // holds model.embed_tokens and takes token ids
+  bool last = true;   // holds model.norm, lm_head and the MTP modules, and computes the losses
   bool whole() const { return begin == 0 && end < 0 && first && last; }
 };
 
@@ -47,7 +47,6 @@ StageSpan stage_span(const std::vector<int64_t>& layers, int64_t stage);
 // stage holding model.embed_tokens iff `holds_embedding`): a decoder or MTP layer outside the span,
 // the embedding, or the final norm and lm_head off the last stage. Loading a stage reads its own
 // names and treats these as neither missing nor unexpected.
-bool other_stage_holds(const std::string& name, const StageSpan& span, const ModelConfig& config,
-                       bool holds_embedding);
+bool other_stage_holds(const std::string& name, const StageSpan& span, const ModelConfig& config, bool holds_embedding);
 
 }  // namespace daedalus::model

@@ -108,12 +108,12 @@ std::string resolve_backend(std::string_view configured, Device tensors);
 void check_exchange(std::string_view op, const std::vector<PeerTransfer>& transfers, int rank, int size);
 
 struct ProcessGroups {
-  std::shared_ptr<Communicator> world;     // all ranks: config check, stop flags, checkpoint files
-  std::shared_ptr<Communicator> stage;     // this pipeline stage's ranks (the world when P = 1):
-                                           // dense gradients, losses, router loads, data slices
-  std::shared_ptr<Communicator> ep;        // this rank's EP group: token dispatch / combine
-  std::shared_ptr<Communicator> replicas;  // ranks with the same expert slice: expert gradients
-  std::shared_ptr<Communicator> pipeline;  // one rank per stage at this rank's position: p2p
+  std::shared_ptr<Communicator> world;      // all ranks: config check, stop flags, checkpoint files
+  std::shared_ptr<Communicator> stage;      // this pipeline stage's ranks (the world when P = 1):
+                                            // dense gradients, losses, router loads, data slices
+  std::shared_ptr<Communicator> ep;         // this rank's EP group: token dispatch / combine
+  std::shared_ptr<Communicator> replicas;   // ranks with the same expert slice: expert gradients
+  std::shared_ptr<Communicator> pipeline;   // one rank per stage at this rank's position: p2p
   std::shared_ptr<Communicator> embedding;  // first and last rank of `pipeline` (P > 1; for any
                                             // other stage a group of its own, unused)
   int ep_size = 1;

@@ -32,10 +32,10 @@ Var sum_of(const std::vector<Var>& terms) {
 // One micro-batch between its forward and its backward: its tape and what backward starts from.
 struct PipelineSchedule::InFlight {
   std::unique_ptr<Tape> tape = std::make_unique<Tape>();
-  Var input;     // a later stage: the received hidden states (a leaf collecting their gradient)
-  Var output;    // an earlier stage: the hidden states sent on
-  Var aux;       // an earlier stage: Σ of its MoE aux losses (undefined when none)
-  Var loss;      // the last stage: lm + λ·mtp + aux
+  Var input;   // a later stage: the received hidden states (a leaf collecting their gradient)
+  Var output;  // an earlier stage: the hidden states sent on
+  Var aux;     // an earlier stage: Σ of its MoE aux losses (undefined when none)
+  Var loss;    // the last stage: lm + λ·mtp + aux
 };
 
 PipelineSchedule::PipelineSchedule(model::CausalLM& model, parallel::Communicator* pipeline, Device device)
@@ -106,7 +106,7 @@ StageResult PipelineSchedule::train(const std::function<data::Batch()>& next_bat
   wait_s_ = 0;
   StageResult result;
   const bool first = stage_ == 0, last = stage_ == stages_ - 1;
-  std::deque<InFlight> in_flight;  // forwards done, backwards not yet
+  std::deque<InFlight> in_flight;   // forwards done, backwards not yet
   std::deque<data::Batch> batches;  // read ahead so that a receive knows its micro-batch's shape
   int64_t read = 0;
   const auto peek = [&]() -> const data::Batch& {

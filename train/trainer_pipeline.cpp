@@ -62,8 +62,7 @@ double Trainer::global_grad_norm() {
 void Trainer::reduce_stage_metrics(const StageResult& r, StepMetrics& m) {
   const model::ModelConfig& c = config_.model;
   const int world = groups_.world->size();
-  std::vector<double> losses{r.loss, r.lm_loss, r.mtp_loss, r.aux_loss, r.has_mtp ? 1.0 : 0.0,
-                             r.has_aux ? 1.0 : 0.0};
+  std::vector<double> losses{r.loss, r.lm_loss, r.mtp_loss, r.aux_loss, r.has_mtp ? 1.0 : 0.0, r.has_aux ? 1.0 : 0.0};
   if (world > 1) {  // sums over every rank; each stage's ranks hold one share of the data
     Tensor t = Tensor::from_values(losses, {int64_t(losses.size())});
     groups_.world->all_reduce(t);

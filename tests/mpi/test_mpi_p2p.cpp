@@ -72,8 +72,8 @@ TEST(MpiExchange, BadArgumentsAreInputErrorsBeforeAnythingMoves) {
   auto world = mpi_world();
   const int r = world->rank(), n = world->size();
   const Tensor t = Tensor::zeros({4});
-  EXPECT_THROW(world->send(t, r), InputError);   // itself
-  EXPECT_THROW(world->send(t, n), InputError);   // outside the communicator
+  EXPECT_THROW(world->send(t, r), InputError);  // itself
+  EXPECT_THROW(world->send(t, n), InputError);  // outside the communicator
   EXPECT_THROW(world->recv(t, -1), InputError);
   const Tensor strided = Tensor::zeros({4, 2}).slice(1, 0, 1);
   EXPECT_THROW(world->send(strided, (r + 1) % n), InputError);
