@@ -68,11 +68,21 @@ if(MR_PYTHON)
   set_tests_properties(pipeline.pp2.step6_matches PROPERTIES FIXTURES_REQUIRED "pipeline_np1;pipeline_pp2")
 endif()
 
+# A NaN made on the last stage only (test hook on rank 1: its loss seed at step 2) flows back to
+# stage 0 through the sent gradients; the global norm is non-finite on both, so both skip step 2
+# and train on (a stage that stepped alone would leave the two out of step; one that waited, hang).
+pipeline_test(nan_on_last_stage_skips 0 "done: 4 steps \\(1 skipped\\)"
+              ${MR_MPIRUN} -np 1 ${PP_TRAIN} --set run.dir=${PP_DIR}/nan --set parallel.pipeline_parallel=2
+              --set train.steps=4 --set train.on_nonfinite=skip --set train.max_skipped_steps=1
+              : -np 1 -x DAEDALUS_TEST_NAN_AT_STEP=2 ${PP_TRAIN} --set run.dir=${PP_DIR}/nan
+              --set parallel.pipeline_parallel=2 --set train.steps=4 --set train.on_nonfinite=skip
+              --set train.max_skipped_steps=1)
+
 # A stage killed or stopped mid-run (checkpoints every 2 steps): the job ends, the last checkpoint verifies.
 foreach(signal KILL STOP)
   add_test(NAME pipeline.sig${signal}_last_stage
            COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/kill_rank.sh ${MPIEXEC_EXECUTABLE} $<TARGET_FILE:daedalus>
-                   ${MR_CONFIG} ${PP_DIR}/sig${signal} 20 ${signal} --set parallel.pipeline_parallel=2
+                   ${MR_CONFIG} ${PP_DIR}/sig${signal} 30 ${signal} --set parallel.pipeline_parallel=2
                    --set train.grad_accum_steps=2 --set checkpoint.every=2)
   set_tests_properties(pipeline.sig${signal}_last_stage PROPERTIES TIMEOUT 180 LABELS mpi ENVIRONMENT "${MR_ENV}"
                                                                   FIXTURES_REQUIRED pipeline_clean)
