@@ -12,6 +12,8 @@
 // gradients to the previous one. Dense gradients are all-reduced over the stage, expert gradients
 // over the replica group, weights shared by the first and last stage (tied or MTP embeddings)
 // over the embedding group (those two ranks of the pipeline group).
+// With ZeRO-1 the stage's gradients are reduce-scattered over the same groups instead, and the
+// updated weights all-gathered (grad_sync.h).
 #pragma once
 
 #include <cstdint>
@@ -48,6 +50,9 @@ class Communicator {
   virtual void broadcast(const Tensor& t, int root) = 0;
   // out [size * n] = concatenation of every rank's in [n] (same dtype).
   virtual void all_gather(const Tensor& in, const Tensor& out) = 0;
+  // in [size * n] on every rank; out [n] on rank r = block r of the element-wise reduction of every
+  // rank's in (ZeRO-1's gradient reduce-scatter); fp32 or bf16 (widened, reduced in fp32, rounded once).
+  virtual void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op = ReduceOp::sum) = 0;
   // Rows of `in` [sum(send_counts), D] go to ranks in order (send_counts[r] rows to rank r); `out`
   // [sum(recv_counts), D] receives recv_counts[r] rows from rank r, in rank order.
   virtual void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
@@ -72,6 +77,15 @@ class Communicator {
 // leaves no transfer half-started. Returns the bytes of one row.
 int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vector<int64_t>& send_counts,
                            const Tensor& out, const std::vector<int64_t>& recv_counts, int rank, int size);
+
+// The argument checks of every backend's reduce_scatter (InputError prefixed with `op`): in and out
+// of one dtype, in holding `size` blocks of out.numel() elements.
+void check_reduce_scatter(std::string_view op, const Tensor& in, const Tensor& out, int size);
+
+// Collective over `comm`: the sum of every rank's `value`, added in double in rank order (the
+// values travel as their 8 bytes through all_gather), so every rank gets the same bits and no fp32
+// rounding enters (the squared gradient norms of clipping).
+double sum_in_rank_order(Communicator& comm, double value);
 
 // MPI: initializes MPI if nobody did (MPI_THREAD_FUNNELED) and finalizes it at exit; a single
 // process without mpirun is a world of size 1.

@@ -17,6 +17,7 @@
 #include <set>
 
 #include "parallel/config_check.h"
+#include "parallel/grad_sync.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_h5.h"
 
@@ -25,6 +26,7 @@ namespace daedalus::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using parallel::ElementRange;
 
 Tensor host_f32(const Tensor& t) {
   Tensor h = t.to(Device::cpu());
@@ -72,16 +74,21 @@ std::string explain(const std::string& message, const std::string& dir) {
 // of records in the same order, including the tensors of other pipeline stages (their names and
 // shapes come from those stages: gather_records); only the ranks of the record's stage write data.
 struct Record {
+  // replicated: one copy per rank of the stage; experts: stacked, each EP rank a slice of rows;
+  // sharded: ZeRO-1 moments, each rank of the stage its element ranges.
+  enum class Kind : char { replicated = 'r', experts = 'e', sharded = 's' };
   std::string path;  // "model/<name>", "optimizer/<name>/exp_avg", "fp8/<module>"
   Shape shape;       // the whole tensor (stacked experts: all of them)
-  bool experts = false;
+  Kind kind = Kind::replicated;
   int stage = 0;  // the first pipeline stage holding it: its ranks write it
 };
 
-// This rank's data for a record it holds: the tensor and, for stacked experts, its first expert.
+// This rank's data for a record it holds: the tensor; for stacked experts its first expert; for
+// ZeRO-1 moments the element ranges of the whole tensor its elements are (back to back).
 struct Held {
   Tensor value;
   int64_t offset = 0;
+  std::vector<ElementRange> ranges;
 };
 
 // Records of every stage, in stage order, each path once (a shared embedding is written by the
@@ -91,7 +98,7 @@ std::vector<Record> gather_records(std::vector<Record> mine, const parallel::Pro
   if (g.pp_size == 1) return mine;
   std::string text;  // one line per record: path \t experts \t dims,
   for (const Record& r : mine) {
-    text += fmt::format("{}\t{}\t", r.path, r.experts ? 1 : 0);
+    text += fmt::format("{}\t{}\t", r.path, char(r.kind));
     for (int64_t d : r.shape) text += fmt::format("{},", d);
     text += "\n";
   }
@@ -114,7 +121,7 @@ std::vector<Record> gather_records(std::vector<Record> mine, const parallel::Pro
       const size_t end = t.find('\n', at), tab1 = t.find('\t', at), tab2 = t.find('\t', tab1 + 1);
       Record r;
       r.path = t.substr(at, tab1 - at);
-      r.experts = t[tab1 + 1] == '1';
+      r.kind = Record::Kind(t[tab1 + 1]);
       for (size_t d = tab2 + 1; d < end;) {
         const size_t comma = t.find(',', d);
         r.shape.push_back(std::stoll(t.substr(d, comma - d)));
@@ -209,18 +216,21 @@ class Writer {
 
   // Creates the record's dataset under `group`. A tensor every rank of its stage holds the same
   // copy of: one of them (round-robin over records) writes it. Stacked experts: the ranks of one
-  // replica (round-robin) write their slices, one expert per chunk. `held` is this rank's data
-  // (null when its stage has none); every rank joins every collective call.
+  // replica (round-robin) write their slices, one expert per chunk. ZeRO-1 moments: every rank of
+  // the stage writes the element ranges it owns. `held` is this rank's data (null when its stage
+  // has none); every rank joins every collective call.
   void write(hid_t group, const std::string& name, const Record& r, const Held* held) {
     const bool ours = r.stage == stage_ && held != nullptr;
+    if (r.kind == Record::Kind::sharded) return write_sharded(group, name, r, ours ? held : nullptr);
+    const bool experts = r.kind == Record::Kind::experts;
     const int64_t turn = next_++;
-    const bool mine = ours && (r.experts ? turn % replicas_ == replica_ : turn % ranks_ == rank_);
+    const bool mine = ours && (experts ? turn % replicas_ == replica_ : turn % ranks_ == rank_);
     const Tensor host = mine ? host_f32(held->value) : Tensor();
-    const int64_t row0 = mine && r.experts ? held->offset : 0;
-    const int64_t rows = r.experts ? r.shape[0] / ep_size_ : r.shape[0];
+    const int64_t row0 = mine && experts ? held->offset : 0;
+    const int64_t rows = experts ? r.shape[0] / ep_size_ : r.shape[0];
     h5::Handle d;
     steps_.run([&] {
-      d = h5::create_f32_dataset(group, name, r.shape, h5::chunk_shape(r.shape, /*one_row_per_chunk=*/r.experts));
+      d = h5::create_f32_dataset(group, name, r.shape, h5::chunk_shape(r.shape, /*one_row_per_chunk=*/experts));
     });
     const int64_t elems = h5::row_elems(r.shape);
     for (auto [begin, end] : h5::row_pieces(rows, elems)) {
@@ -230,6 +240,25 @@ class Writer {
   }
 
  private:
+  // ZeRO-1: the ranks of the record's stage write their element ranges (their elements back to
+  // back in `held`); the ranges of the stage's ranks together tile the tensor. Every rank makes the
+  // same number of collective calls, each under kMaxPieceBytes.
+  void write_sharded(hid_t group, const std::string& name, const Record& r, const Held* held) {
+    h5::Handle d;
+    steps_.run([&] {
+      d = h5::create_f32_dataset(group, name, r.shape, h5::chunk_shape(r.shape, /*one_row_per_chunk=*/false));
+    });
+    const Tensor host = held != nullptr ? host_f32(held->value) : Tensor();
+    const float* base = host.defined() && host.numel() > 0 ? host.data<float>() : nullptr;  // may own none
+    const int64_t calls =
+        std::max<int64_t>(1, (shape_numel(r.shape) * 4 + h5::kMaxPieceBytes - 1) / h5::kMaxPieceBytes);
+    int64_t at = 0;
+    for (const auto& ranges : h5::split_ranges(held != nullptr ? held->ranges : std::vector<ElementRange>{}, calls)) {
+      steps_.run([&] { h5::write_elements(d.get(), xfer_, r.shape, ranges, base == nullptr ? nullptr : base + at); });
+      for (const auto& [b, e] : ranges) at += e - b;
+    }
+  }
+
   hid_t xfer_;
   Steps& steps_;
   int stage_, rank_, ranks_, ep_size_, replica_, replicas_;
@@ -282,8 +311,8 @@ void fp8_records(model::CausalLM& model, const parallel::ProcessGroups& g, std::
     Tensor t = Tensor::empty(shape);
     for (int64_t r = 0; r < ranks; ++r)
       std::memcpy(t.data<float>() + r * n, all.data<float>() + r * per_rank + at, size_t(n) * sizeof(float));
-    records.push_back({"fp8/" + d.name, shape, false});
-    held["fp8/" + d.name] = Held{t, 0};
+    records.push_back({"fp8/" + d.name, shape, Record::Kind::replicated});
+    held["fp8/" + d.name] = Held{t, 0, {}};
     at += n;
   }
 }
@@ -343,15 +372,24 @@ SaveStats save_checkpoint(const std::string& path, model::CausalLM& model, AdamW
     std::vector<Record> records;
     std::map<std::string, Held> held;
     const auto add = [&](const std::string& where, const model::Parameter& p, const Tensor& value) {
-      records.push_back({where, p.global_shape(), p.expert});
-      held[where] = Held{value, p.expert ? p.expert_offset : 0};
+      records.push_back({where, p.global_shape(), p.expert ? Record::Kind::experts : Record::Kind::replicated});
+      held[where] = Held{value, p.expert ? p.expert_offset : 0, {}};
     };
     for (const model::Parameter& p : model.parameters().all()) add("model/" + p.name, p, p.var.value());
     if (optimizer != nullptr) {
       for (const Param& op : optimizer->params()) {
         const model::Parameter& p = model.parameters().get(op.name);
-        add("optimizer/" + op.name + "/exp_avg", p, optimizer->exp_avg(op.name));
-        add("optimizer/" + op.name + "/exp_avg_sq", p, optimizer->exp_avg_sq(op.name));
+        const std::pair<const char*, Tensor*> moments[] = {{"exp_avg", &optimizer->exp_avg(op.name)},
+                                                           {"exp_avg_sq", &optimizer->exp_avg_sq(op.name)}};
+        for (const auto& [key, moment] : moments) {
+          const std::string where = "optimizer/" + op.name + "/" + key;
+          if (op.owned) {  // ZeRO-1: this rank's shard
+            records.push_back({where, p.global_shape(), Record::Kind::sharded});
+            held[where] = Held{*moment, 0, h5::zero_file_ranges(p, *op.owned)};
+          } else {
+            add(where, p, *moment);
+          }
+        }
       }
     }
     fp8_records(model, groups, records, held);

@@ -579,6 +579,7 @@ void visit_all(V& v, C& c) {
     s.choice("backend", c.parallel.backend, kBackends);
     s.choice("dispatch_dtype", c.parallel.dispatch_dtype, kDispatch);
     s("timeout_s", c.parallel.timeout_s);
+    s("zero_stage", c.parallel.zero_stage);
   });
   v.map("checkpoint", [&](V& s) {
     s("every", c.checkpoint.every);
@@ -707,6 +708,7 @@ void ParallelConfig::validate() const {
                  pipeline_layers.size(), pipeline_parallel);
   DAEDALUS_CHECK(std::isfinite(timeout_s) && timeout_s > 0, "parallel.timeout_s: must be a positive number, got {}",
                  timeout_s);
+  DAEDALUS_CHECK(zero_stage == 0 || zero_stage == 1, "parallel.zero_stage: expected 0 or 1, got {}", zero_stage);
 }
 
 void CheckpointConfig::validate() const {

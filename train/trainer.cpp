@@ -25,6 +25,7 @@
 #include "parallel/grad_sync.h"
 #include "parallel/watchdog.h"
 #include "train/generate.h"
+#include "train/zero.h"
 
 namespace daedalus::train {
 
@@ -271,12 +272,16 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
 void Trainer::build_model() {
   model_ = std::make_unique<model::CausalLM>(lm_options(config_, &groups_, device_));
   std::vector<Param> params;
+  std::vector<bool> expert;
   for (const model::Parameter& p : model_->parameters().all()) {
+    if (!p.trainable) continue;
     // The last stage's copy of a shared embedding: the first stage counts it in the gradient norm.
     const bool copy = groups_.pp_size > 1 && !groups_.first_stage() && p.name == "model.embed_tokens.weight";
-    if (p.trainable)
-      params.push_back(Param{p.name, p.var, p.weight_decay, p.expert && groups_.ep_size > 1, /*counted=*/!copy});
+    params.push_back(Param{p.name, p.var, p.weight_decay, p.expert && groups_.ep_size > 1, /*counted=*/!copy});
+    expert.push_back(p.expert);
   }
+  if (config_.parallel.zero_stage == 1) zero_ = std::make_unique<ZeroShards>(params, expert, groups_);
+  expert_ = std::move(expert);
   optimizer_ = std::make_unique<AdamW>(std::move(params), config_.optimizer);
   schedule_ = std::make_unique<PipelineSchedule>(*model_, groups_.pipeline.get(), device_);
 }
@@ -306,8 +311,8 @@ std::string Trainer::banner() const {
                    format_count(double(p.activated)), format_count(double(p.mtp_trained)));
   s += fmt::format("  precision  {}{}\n", fp8::recipe_name(config_.precision.recipe.kind),
                    overrides.empty() ? "" : " (overrides: " + overrides + ")");
-  s += fmt::format("  parallel   world {}, expert parallel {}, {} replica(s)", world, groups_.ep_size,
-                   data_ranks / groups_.ep_size);
+  s += fmt::format("  parallel   world {}, expert parallel {}, {} replica(s), ZeRO stage {}", world, groups_.ep_size,
+                   data_ranks / groups_.ep_size, config_.parallel.zero_stage);
   if (groups_.pp_size > 1) {
     std::string split;
     for (int64_t n : stage_layers(config_)) split += fmt::format("{}{}", split.empty() ? "" : ", ", n);
@@ -315,6 +320,8 @@ std::string Trainer::banner() const {
                      config_.train.grad_accum_steps);
   }
   s += "\n";
+  s += fmt::format("  optimizer  AdamW, {} moments: {} per rank\n", dtype_name(config_.optimizer.state_dtype),
+                   format_bytes(double(optimizer_->state_bytes())));
   s += fmt::format("  data       {}\n",
                    train_loader_ ? (train_view_ ? train_view_->describe() : train_source_->describe()) : "");
   if (val_source_) s += fmt::format("  validation {}\n", val_source_->describe());
@@ -334,27 +341,34 @@ double Trainer::model_flops_per_token() const {
 }
 
 void Trainer::sync_gradients() {
-  if (groups_.world->size() == 1) return;
-  const nvtx::Range range("sync_gradients");
-  std::vector<Tensor> dense, experts;
-  for (const Param& p : optimizer_->params()) {
-    if (!p.var.grad().defined())
-      p.var.slot()->accumulate("grad sync", Tensor::zeros(p.var.shape(), DType::f32, device_));
-    (p.sharded ? experts : dense).push_back(p.var.grad());
-  }
-  if (groups_.stage->size() > 1) parallel::all_reduce_gradients(*groups_.stage, dense);
   if (shares_embedding()) {
-    // The first stage's embedding gradient (its lookups) plus the last stage's (head and MTP
-    // lookups), each already averaged over its stage: both copies get the whole gradient.
+    // Each rank's embedding gradient from its own samples: the first stage's lookups plus the last
+    // stage's head and MTP lookups of the same samples, summed before the stage's mean below, so
+    // both copies end with the whole gradient (and, updated alike, stay equal).
     const model::Parameter& e = model_->parameters().get("model.embed_tokens.weight");
+    if (!e.var.grad().defined())
+      e.var.slot()->accumulate("grad sync", Tensor::zeros(e.var.shape(), DType::f32, device_));
     groups_.embedding->all_reduce(e.var.grad());
   }
-  if (!experts.empty()) {
-    // An expert's gradient already sums its whole EP group's tokens; averaging over replicas leaves
-    // a factor ep_size against the world mean the dense weights get.
-    parallel::all_reduce_gradients(*groups_.replicas, experts);
-    for (Tensor g : experts) g.copy_(kernels::affine(g, 1.0 / double(groups_.ep_size)));
+  if (zero_) return zero_->reduce_scatter_gradients(optimizer_->params(), device_);
+  if (groups_.world->size() == 1) return;
+  const nvtx::Range range("sync_gradients");
+  // Dense weights over the stage (the world without pipeline stages), routed experts over their
+  // replicas: the same two groups and buckets as ZeRO-1's, so both ZeRO stages add in the same order.
+  std::vector<Tensor> dense, experts;
+  for (size_t i = 0; i < optimizer_->params().size(); ++i) {
+    const Param& p = optimizer_->params()[i];
+    if (!p.var.grad().defined())
+      p.var.slot()->accumulate("grad sync", Tensor::zeros(p.var.shape(), DType::f32, device_));
+    (expert_[i] ? experts : dense).push_back(p.var.grad());
   }
+  if (groups_.stage->size() > 1) parallel::all_reduce_gradients(*groups_.stage, dense);
+  if (experts.empty()) return;
+  parallel::all_reduce_gradients(*groups_.replicas, experts);
+  // An expert's gradient already sums its whole EP group's tokens; averaging over replicas leaves
+  // a factor ep_size against the world mean the dense weights get.
+  if (groups_.ep_size > 1)
+    for (Tensor g : experts) g.copy_(kernels::affine(g, 1.0 / double(groups_.ep_size)));
 }
 
 void Trainer::sum_router_loads() {
@@ -463,6 +477,7 @@ StepMetrics Trainer::train_step() {
     consecutive_skips_ = 0;
     model_->update_router_biases();
     optimizer_->clip_and_step(m.lr, m.grad_norm);
+    if (zero_) zero_->all_gather_weights(optimizer_->params());
   }
   optimizer_->zero_grad();
   ++step_;

@@ -3,31 +3,14 @@
 // With one stage these are the data-parallel means the trainer always logged; with several, each
 // stage contributes its part (the last its losses, every stage its MoE aux losses and layers).
 #include <cmath>
-#include <cstring>
 
 #include "autograd/allocator.h"
 #include "train/trainer.h"
+#include "train/zero.h"
 
 namespace daedalus::train {
 
 namespace {
-
-// Σ over `group` of one double per rank, added in rank order on every rank (all-gathered as the
-// bits of an int64: no fp32 rounding, the same result everywhere; NaN and inf propagate).
-double sum_in_rank_order(parallel::Communicator& group, double x) {
-  int64_t bits = 0;
-  std::memcpy(&bits, &x, sizeof bits);
-  const Tensor in = Tensor::from_vector<int64_t>({bits}, {1});
-  const Tensor out = Tensor::empty({group.size()}, DType::i64);
-  group.all_gather(in, out);
-  double sum = 0;
-  for (int64_t b : out.to_vector<int64_t>()) {
-    double v = 0;
-    std::memcpy(&v, &b, sizeof v);
-    sum += v;
-  }
-  return sum;
-}
 
 // MoE layers of the whole model (decoder layers, then the MTP modules'), and how many come
 // before decoder layer `layer`.
@@ -46,16 +29,13 @@ bool Trainer::shares_embedding() const {
 }
 
 double Trainer::global_grad_norm() {
-  const GradSquares sq = optimizer_->grad_squares();
-  double sharded = sq.sharded;
-  if (groups_.ep_size > 1) {  // expert slices differ across the EP group: their squares add up
-    Tensor t = Tensor::from_values({sharded}, {1}, DType::f32);
-    groups_.ep->all_reduce(t);
-    sharded = t.item();
-  }
+  const GradSquares sq = optimizer_->grad_squares();  // the last stage's copy of a shared embedding left out
+  // ZeRO-1: every rank's owned elements, each counted once over the world (every stage).
+  if (zero_) return std::sqrt(sq.replicated + zero_->sum_over_world(sq.sharded));
+  // Expert slices differ across the EP group: their squares add up; then every stage's share.
+  const double sharded = groups_.ep_size > 1 ? parallel::sum_in_rank_order(*groups_.ep, sq.sharded) : sq.sharded;
   double total = sq.replicated + sharded;
-  // Every stage's share (the last stage's copy of a shared embedding is not counted: Param::counted).
-  if (groups_.pp_size > 1) total = sum_in_rank_order(*groups_.pipeline, total);
+  if (groups_.pp_size > 1) total = parallel::sum_in_rank_order(*groups_.pipeline, total);
   return std::sqrt(total);
 }
 

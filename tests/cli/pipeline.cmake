@@ -68,6 +68,29 @@ if(MR_PYTHON)
   set_tests_properties(pipeline.pp2.step6_matches PROPERTIES FIXTURES_REQUIRED "pipeline_np1;pipeline_pp2")
 endif()
 
+# With ZeRO-1 (4 ranks: PP 2 x 2 data-parallel ranks, micro-batches of 2 so the global batch is
+# the one-rank run's 4): each stage's ranks write their shards of the moments into the same
+# datasets; the checkpoint of step 3 continues on one rank. Steps 4 and 6 match the one-rank run
+# up to the data-parallel reordering of its first 3 steps (measured 3e-7 on the gradient norm;
+# 1e-5, as AdamW may turn a rounding-level gradient difference into a larger step).
+pipeline_test(pp2_zero1 0 "pipeline 2 stages"
+              ${MR_MPIRUN} -np 4 ${PP_TRAIN} --set run.dir=${PP_DIR}/pp2_zero1 --set parallel.pipeline_parallel=2
+              --set parallel.zero_stage=1 --set train.micro_batch_size=2)
+set_tests_properties(pipeline.pp2_zero1 PROPERTIES FIXTURES_SETUP pipeline_pp2_zero1)
+pipeline_test(pp2_zero1_to_np1 0 "saved by world 4, expert parallel 1, pipeline 2"
+              ${MR_MPIRUN} -np 1 ${PP_TRAIN} --set run.dir=${PP_DIR}/pp2_zero1_to_np1
+              --set checkpoint.resume=${PP_DIR}/pp2_zero1/checkpoints/step_00000003.h5)
+set_tests_properties(pipeline.pp2_zero1_to_np1 PROPERTIES FIXTURES_REQUIRED pipeline_pp2_zero1
+                                                          FIXTURES_SETUP pipeline_pp2_zero1_to_np1)
+if(MR_PYTHON)
+  foreach(step 4 6)
+    add_test(NAME pipeline.pp2_zero1_to_np1.step${step}_matches
+             COMMAND ${MR_CHECK} step ${PP_DIR}/pp2_zero1_to_np1/metrics.jsonl ${PP_DIR}/np1/metrics.jsonl ${step} 1e-5)
+    set_tests_properties(pipeline.pp2_zero1_to_np1.step${step}_matches PROPERTIES
+                         FIXTURES_REQUIRED "pipeline_np1;pipeline_pp2_zero1_to_np1")
+  endforeach()
+endif()
+
 # A NaN made on the last stage only (test hook on rank 1: its loss seed at step 2) flows back to
 # stage 0 through the sent gradients; the global norm is non-finite on both, so both skip step 2
 # and train on (a stage that stepped alone would leave the two out of step; one that waited, hang).

@@ -3,8 +3,8 @@
 // (every rank runs this reference on a world of its own, with micro-batches as large as a stage's
 // ranks read together), with MTP and tied embeddings on, the fp32 recipe and fp32 expert dispatch:
 //   np 2: PP 2                np 3: PP 3 (layers set by hand: 2, 1, 1)
-//   np 4: PP 4, and PP 2 x EP 2 (two ranks per stage, experts split between them), the latter also
-//         against EP 2 alone (each stage's two ranks without stages)
+//   np 4: PP 4, PP 2 x EP 2 (two ranks per stage, experts split between them), and PP 2 x EP 2
+//         with ZeRO-1; the last two also against EP 2 alone (each stage's two ranks, no stages)
 // Every step's loss, lm / MTP / aux losses and global gradient norm, and after 10 steps every
 // weight and router bias each rank holds (its stage's, named as in the reference), must equal the
 // reference's (the tolerances are explained at kTol). Also checked: each stage holds only its
@@ -151,7 +151,9 @@ void expect_pipeline_matches_one_rank(int pp, int ep, const std::vector<std::str
   auto world = parallel::mpi_world();
   const int r = world->rank(), n = world->size();
   const int data_ranks = n / pp;
-  const std::string name = fmt::format("pp{}-ep{}", pp, ep);
+  const bool zero = std::find(extra.begin(), extra.end(), "parallel.zero_stage=1") != extra.end();
+  const std::string name = fmt::format("pp{}-ep{}{}", pp, ep, zero ? "-zero1" : "");
+  const std::string layout = fmt::format("PP {} x EP {}{}", pp, ep, zero ? " x ZeRO-1" : "");
   const auto config = [&](const std::string& dir, std::vector<std::string> sets) {
     sets.push_back("run.dir=" + run_dir(dir));
     return parse_config(kYaml, sets, name);
@@ -194,8 +196,8 @@ void expect_pipeline_matches_one_rank(int pp, int ep, const std::vector<std::str
   EXPECT_LT(piped.model().parameters().all().size(), one.model().parameters().all().size());
   const model::Parameter* embed = piped.model().parameters().find("model.embed_tokens.weight");
   EXPECT_EQ(embed != nullptr, span.first || span.last);
-  vs_one.print(fmt::format("PP {} x EP {} on {} ranks vs one rank, 10 steps", pp, ep, n));
-  if (ep_only) vs_ep.print(fmt::format("PP {} x EP {} on {} ranks vs EP {} alone, 10 steps", pp, ep, n, ep));
+  vs_one.print(fmt::format("{} on {} ranks vs one rank, 10 steps", layout, n));
+  if (ep_only) vs_ep.print(fmt::format("{} on {} ranks vs EP {} alone, 10 steps", layout, n, ep));
 }
 
 TEST(MpiPipeline, MatchesOneRank) {
@@ -205,6 +207,9 @@ TEST(MpiPipeline, MatchesOneRank) {
   if (n == 4) {
     expect_pipeline_matches_one_rank(4, 1, {});
     expect_pipeline_matches_one_rank(2, 2, {});
+    // DeepSeek-V3's composition: stages x experts x ZeRO-1 (the dense moments sharded over the
+    // stage's two ranks, each expert slice's over its one replica).
+    expect_pipeline_matches_one_rank(2, 2, {"parallel.zero_stage=1"});
   }
 }
 
