@@ -25,16 +25,23 @@ Tensor shift_left(const Tensor& t, int64_t k, int64_t fill) {
 }  // namespace
 
 CausalLM::CausalLM(const LmOptions& options)
-    : options_(options), store_(options.seed, options.config.initializer_range, options.device) {
+    : options_(options), stage_(options.stage), store_(options.seed, options.config.initializer_range, options.device) {
   const ModelConfig& c = options_.config;
   c.validate();
   options_.moe.validate();
   options_.mtp.validate();
+  if (stage_.end < 0) stage_.end = c.num_hidden_layers;
+  DAEDALUS_CHECK(stage_.begin >= 0 && stage_.begin < stage_.end && stage_.end <= c.num_hidden_layers,
+                 "model: stage layers [{}, {}) outside the {} decoder layers", stage_.begin, stage_.end,
+                 c.num_hidden_layers);
   const BuildContext ctx{&store_, &options_.recipes, options_.recompute};
-  embed_tokens_ = store_.add("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, Init::normal);
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+  const bool shares_embedding = c.tie_word_embeddings || c.num_nextn_predict_layers > 0;
+  if (stage_.first || (stage_.last && shares_embedding))
+    embed_tokens_ = store_.add("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, Init::normal);
+  for (int64_t l = stage_.begin; l < stage_.end; ++l)
     layers_.push_back(std::make_unique<DecoderLayer>(ctx, c, options_.moe, fmt::format("model.layers.{}", l),
                                                      c.is_moe_layer(l), options_.block));
+  if (!stage_.last) return;
   norm_ = store_.add("model.norm.weight", {c.hidden_size}, Init::ones, /*weight_decay=*/false);
   lm_head_ = c.tie_word_embeddings ? Linear(ctx, "lm_head", embed_tokens_)
                                    : Linear(ctx, "lm_head", c.hidden_size, c.vocab_size);
@@ -51,10 +58,26 @@ CausalLM::CausalLM(const LmOptions& options)
   }
 }
 
+void CausalLM::check_whole(const char* what) const {
+  DAEDALUS_CHECK(stage_.first && stage_.last && stage_.begin == 0 && stage_.end == options_.config.num_hidden_layers,
+                 "model: {} needs the whole model, but this rank holds pipeline stage layers [{}, {})", what,
+                 stage_.begin, stage_.end);
+}
+
+Var CausalLM::embed(const Tensor& inputs) {
+  DAEDALUS_CHECK(stage_.first, "model: embed on a pipeline stage without the embedding (layers [{}, {}))", stage_.begin,
+                 stage_.end);
+  return ops::embedding(embed_tokens_, inputs);
+}
+
+Var CausalLM::run_layers(const Var& h, const Tensor& positions, std::vector<Var>* aux_losses) {
+  Var x = h;
+  for (auto& layer : layers_) x = layer->forward(x, positions, aux_losses);
+  return x;
+}
+
 Var CausalLM::hidden_states(const Tensor& inputs, const Tensor& positions, std::vector<Var>* aux_losses) {
-  Var h = ops::embedding(embed_tokens_, inputs);
-  for (auto& layer : layers_) h = layer->forward(h, positions, aux_losses);
-  return h;
+  return run_layers(embed(inputs), positions, aux_losses);
 }
 
 Var CausalLM::head(const Var& hidden, const Var& norm_weight) {
@@ -62,6 +85,7 @@ Var CausalLM::head(const Var& hidden, const Var& norm_weight) {
 }
 
 Var CausalLM::logits(const Tensor& inputs, Var* hidden) {
+  check_whole("logits");
   DAEDALUS_CHECK(inputs.dim() == 2, "model: inputs {}: expected [batch, seq]", shape_str(inputs.shape()));
   const int64_t t = inputs.size(1);
   DAEDALUS_CHECK(t <= options_.config.max_position_embeddings,
@@ -73,6 +97,7 @@ Var CausalLM::logits(const Tensor& inputs, Var* hidden) {
 }
 
 DecodeCache CausalLM::new_cache(CacheKind kind) const {
+  check_whole("generation");
   DecodeCache cache;
   cache.kind = kind;
   cache.layers.resize(layers_.size());
@@ -80,6 +105,7 @@ DecodeCache CausalLM::new_cache(CacheKind kind) const {
 }
 
 Tensor CausalLM::decode(const Tensor& tokens, DecodeCache& cache) {
+  check_whole("generation");
   DAEDALUS_CHECK(tokens.dim() == 2 && tokens.size(0) == 1, "model: decode tokens {}: expected [1, seq]",
                  shape_str(tokens.shape()));
   DAEDALUS_CHECK(cache.layers.size() == layers_.size(), "model: decode cache of {} layers for a model of {}",
@@ -91,11 +117,12 @@ Tensor CausalLM::decode(const Tensor& tokens, DecodeCache& cache) {
 }
 
 LmOutput CausalLM::forward(const Tensor& inputs, const Tensor& targets, const Tensor& packed_positions) {
+  check_whole("forward");
   const ModelConfig& c = options_.config;
   DAEDALUS_CHECK(inputs.dim() == 2 && targets.shape() == inputs.shape(),
                  "model: inputs {} and targets {}: expected both [batch, seq]", shape_str(inputs.shape()),
                  shape_str(targets.shape()));
-  const int64_t b = inputs.size(0), t = inputs.size(1), v = c.vocab_size;
+  const int64_t t = inputs.size(1);
   DAEDALUS_CHECK(t <= c.max_position_embeddings,
                  "model: a sequence of {} tokens exceeds model.max_position_embeddings = {}", t,
                  c.max_position_embeddings);
@@ -104,8 +131,18 @@ LmOutput CausalLM::forward(const Tensor& inputs, const Tensor& targets, const Te
   const Tensor positions =
       packed_positions.defined() ? packed_positions.to(Device::cpu()) : Tensor::arange(t, DType::i64, Device::cpu());
   std::vector<Var> aux;
+  const Var h = hidden_states(inputs, positions, &aux);
+  return finish(h, inputs, targets, positions, std::move(aux));
+}
+
+LmOutput CausalLM::finish(const Var& hidden, const Tensor& inputs, const Tensor& targets, const Tensor& positions,
+                          std::vector<Var> aux) {
+  const ModelConfig& c = options_.config;
+  DAEDALUS_CHECK(stage_.last, "model: losses on a pipeline stage without the head (layers [{}, {}))", stage_.begin,
+                 stage_.end);
+  const int64_t b = inputs.size(0), t = inputs.size(1), v = c.vocab_size;
   LmOutput out;
-  Var h = hidden_states(inputs, positions, &aux);
+  Var h = hidden;
   out.lm_loss = ops::cross_entropy(ops::reshape(head(h, norm_), {b * t, v}), targets.reshape({b * t}));
   out.loss = out.lm_loss;
 
@@ -154,7 +191,7 @@ std::vector<Linear*> CausalLM::linears() {
     }
   };
   for (auto& layer : layers_) add_block(*layer);
-  out.push_back(&lm_head_);
+  if (stage_.last) out.push_back(&lm_head_);
   for (auto& m : mtp_) {
     out.push_back(&m.eh_proj);
     add_block(*m.block);

@@ -12,12 +12,21 @@
 // sharing embed_tokens and lm_head with the main model. The last k positions of a window have no
 // target at depth k and are ignored. Names follow DeepSeek-V3's released checkpoint; HF
 // transformers ignores these layers (it has no MTP).
+//
+// Pipeline stages (LmOptions::stage, model/stages.h): a rank builds only its part — decoder
+// layers [begin, end), the embedding on the first stage, the final norm, lm_head and the MTP
+// modules on the last. The last stage also holds model.embed_tokens when the head is tied to it or
+// MTP is on (MTP embeds the tokens ahead): one copy on each end, the trainer sums their gradients.
+// Parameters keep their global names and initial values, so the stages together hold exactly the
+// whole model's weights. The trainer's schedule calls embed / run_layers / finish per micro-batch;
+// forward() is the three in a row.
 #pragma once
 
 #include <memory>
 #include <vector>
 
 #include "model/block.h"
+#include "model/stages.h"
 
 namespace daedalus::model {
 
@@ -30,6 +39,7 @@ struct LmOptions {
   BlockOptions block;
   Device device = Device::cpu();
   Recompute recompute = Recompute::none;  // train.recompute (linear.h)
+  StageSpan stage;  // the whole model unless pipelined
 };
 
 struct LmOutput {
@@ -49,10 +59,23 @@ class CausalLM {
   // restarting at 0, attention block-diagonal (Mla::forward). The MTP depths shift across document
   // boundaries like the main stream; their targets there are whatever the loader masked.
   LmOutput forward(const Tensor& inputs, const Tensor& targets, const Tensor& positions = Tensor());
+
+  // ---- one pipeline stage's part of forward() ----
+  // inputs [B, T] int64 -> embeddings [B, T, D] fp32 (first stage).
+  Var embed(const Tensor& inputs);
+  // This stage's decoder layers: h [B, T, D] -> [B, T, D]; MoE aux losses appended to `aux`.
+  // `positions` [T], or [B, T] for packed documents, int64 on the host.
+  Var run_layers(const Var& h, const Tensor& positions, std::vector<Var>* aux);
+  // The last stage: losses from the final hidden states h [B, T, D] (inputs feed the MTP
+  // embeddings), with `aux` (this stage's and any earlier aux losses) added to loss.
+  LmOutput finish(const Var& h, const Tensor& inputs, const Tensor& targets, const Tensor& positions,
+                  std::vector<Var> aux);
+  const StageSpan& stage() const { return stage_; }  // end resolved (never -1)
+  bool holds_embedding() const { return embed_tokens_.defined(); }
   // The main head's logits [B, T, V] fp32 (and the final hidden states before the norm).
   Var logits(const Tensor& inputs, Var* hidden = nullptr);
 
-  // Generation with a KV cache (model/kv_cache.h): an empty cache for the main layers, then
+  // Generation with a KV cache (model/kv_cache.h), whole model only: an empty cache for the main layers, then
   // decode(tokens [1, T] int64) -> the logits [1, T, V] fp32 of the T tokens at positions
   // cache.length() .. + T - 1, appending them to the cache. A prefill is one decode of the prompt;
   // the logits equal logits() over the whole sequence. Runs under its own NoGradGuard: nothing on
@@ -63,7 +86,7 @@ class CausalLM {
   ParameterStore& parameters() { return store_; }
   const ParameterStore& parameters() const { return store_; }
   const LmOptions& options() const { return options_; }
-  // Every MoE layer, main model first, then the MTP modules'.
+  // Every MoE layer this rank holds, main model first, then the MTP modules'.
   std::vector<Moe*> moe_layers();
   // Every Linear and GroupedLinear module (for FP8 statistics and state), in registration order.
   std::vector<Linear*> linears();
@@ -81,7 +104,10 @@ class CausalLM {
   Var hidden_states(const Tensor& inputs, const Tensor& positions, std::vector<Var>* aux_losses);
   Var head(const Var& hidden, const Var& norm_weight);
 
+  void check_whole(const char* what) const;
+
   LmOptions options_;
+  StageSpan stage_;
   ParameterStore store_;
   Var embed_tokens_, norm_;
   Linear lm_head_;

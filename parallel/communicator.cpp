@@ -1,5 +1,5 @@
-// What the backends share: the argument checks of all_to_all_v and reduce_scatter, and the
-// rank-order double sum.
+// What the backends share: the argument checks of all_to_all_v, exchange and reduce_scatter,
+// and the rank-order double sum.
 #include "parallel/communicator.h"
 
 #include <cstring>
@@ -40,6 +40,19 @@ int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vec
   int64_t elements = 1;
   for (int64_t d : row) elements *= d;
   return elements * int64_t(in.element_size());
+}
+
+void check_exchange(std::string_view op, const std::vector<PeerTransfer>& transfers, int rank, int size) {
+  for (size_t i = 0; i < transfers.size(); ++i) {
+    const PeerTransfer& t = transfers[i];
+    const char* kind = t.kind == PeerTransfer::Kind::send ? "send" : "recv";
+    DAEDALUS_CHECK(t.tensor.defined(), "{}: transfer {} ({}) has an undefined tensor", op, i, kind);
+    DAEDALUS_CHECK(t.tensor.is_contiguous(), "{}: transfer {} ({}): {} must be contiguous", op, i, kind,
+                   t.tensor.describe());
+    DAEDALUS_CHECK(t.peer >= 0 && t.peer < size && t.peer != rank,
+                   "{}: transfer {} ({}): peer {} is not another rank of this communicator (rank {} of {})", op, i,
+                   kind, t.peer, rank, size);
+  }
 }
 
 double sum_in_rank_order(Communicator& comm, double value) {

@@ -1,11 +1,19 @@
-// Communicators: the collective operations expert and data parallelism need, over MPI (host
-// buffers; CPU clusters and CI) or NCCL (device buffers), behind one interface.
+// Communicators: the collective and point-to-point operations that expert, data and pipeline
+// parallelism need, over MPI (host buffers; CPU clusters and CI) or NCCL (device buffers), behind
+// one interface.
 //
-// Process layout (world = expert_parallel × replicas): rank r sits in EP group r / ep_size
-// (the ranks that together hold one copy of every routed expert: ep_rank = r % ep_size) and in
-// replica group r % ep_size (the ranks holding the same expert slice: replica = r / ep_size).
-// Dense gradients are all-reduced over the world, expert gradients over the replica group (or,
-// with ZeRO-1, reduce-scattered over them, and the updated weights all-gathered: grad_sync.h).
+// Process layout (world = pipeline_parallel × replicas × expert_parallel), pipeline stage outermost:
+//   rank r = stage · S + replica · E + ep_rank,   S = world / P ranks per stage, E = ep_size
+// The S ranks of one stage hold the same decoder layers and split every global batch between them
+// (data parallel); inside a stage the expert layout is the one without pipelining: EP group
+// (r mod S) / E holds one copy of every routed expert, ep_rank = r mod E its slice, and the replica
+// group (same stage, same ep_rank) the ranks holding the same slice. The pipeline group of r is
+// the P ranks with the same position r mod S in every stage: activations go to the next one,
+// gradients to the previous one. Dense gradients are all-reduced over the stage, expert gradients
+// over the replica group, weights shared by the first and last stage (tied or MTP embeddings)
+// over the embedding group (those two ranks of the pipeline group).
+// With ZeRO-1 the stage's gradients are reduce-scattered over the same groups instead, and the
+// updated weights all-gathered (grad_sync.h).
 #pragma once
 
 #include <cstdint>
@@ -19,6 +27,16 @@
 namespace daedalus::parallel {
 
 enum class ReduceOp : uint8_t { sum, max };
+
+// One point-to-point message of Communicator::exchange: `tensor` (contiguous, any dtype: its bytes
+// travel) goes to rank `peer` of the communicator, or is filled from it. The receiver allocates the
+// tensor with the sender's byte count.
+struct PeerTransfer {
+  enum class Kind : uint8_t { send, recv };
+  Kind kind;
+  Tensor tensor;
+  int peer;
+};
 
 class Communicator {
  public:
@@ -40,6 +58,13 @@ class Communicator {
   virtual void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
                             const std::vector<int64_t>& recv_counts) = 0;
   virtual void barrier() = 0;
+  // Point-to-point: every transfer is started, then all complete before this returns, so sends and
+  // receives between two ranks in one call cannot deadlock whatever their order. Messages from one
+  // rank to another arrive in the order they were started. A received message of another byte
+  // count than its tensor is an Error naming both.
+  virtual void exchange(const std::vector<PeerTransfer>& transfers) = 0;
+  void send(const Tensor& t, int peer) { exchange({PeerTransfer{PeerTransfer::Kind::send, t, peer}}); }
+  void recv(const Tensor& t, int peer) { exchange({PeerTransfer{PeerTransfer::Kind::recv, t, peer}}); }
   // Collective over this communicator: a new one holding the ranks that passed the same `color`
   // (>= 0), ordered by `key`. Same backend as this one (MPI_Comm_split, ncclCommSplit).
   virtual std::shared_ptr<Communicator> split(int color, int key) const = 0;
@@ -92,15 +117,29 @@ std::shared_ptr<Communicator> with_host_staging(std::shared_ptr<Communicator> in
 // CPU tensors, "mpi" with CUDA tensors (MPI here moves host buffers only), or any other value.
 std::string resolve_backend(std::string_view configured, Device tensors);
 
+// The argument checks of exchange (InputError prefixed with `op`): defined contiguous tensors,
+// peers that are ranks of a communicator of `size` other than `rank`.
+void check_exchange(std::string_view op, const std::vector<PeerTransfer>& transfers, int rank, int size);
+
 struct ProcessGroups {
-  std::shared_ptr<Communicator> world;     // all ranks: dense gradients, config check, metrics
-  std::shared_ptr<Communicator> ep;        // this rank's EP group: token dispatch / combine
-  std::shared_ptr<Communicator> replicas;  // ranks with the same expert slice: expert gradients
+  std::shared_ptr<Communicator> world;      // all ranks: config check, stop flags, checkpoint files
+  std::shared_ptr<Communicator> stage;      // this pipeline stage's ranks (the world when P = 1):
+                                            // dense gradients, losses, router loads, data slices
+  std::shared_ptr<Communicator> ep;         // this rank's EP group: token dispatch / combine
+  std::shared_ptr<Communicator> replicas;   // ranks with the same expert slice: expert gradients
+  std::shared_ptr<Communicator> pipeline;   // one rank per stage at this rank's position: p2p
+  std::shared_ptr<Communicator> embedding;  // first and last rank of `pipeline` (P > 1; for any
+                                            // other stage a group of its own, unused)
   int ep_size = 1;
-  int ep_rank = 0;                // which slice of the routed experts this rank owns
+  int ep_rank = 0;  // which slice of the routed experts this rank owns
+  int pp_size = 1;
+  int pp_stage = 0;               // which stage this rank runs (0 holds the embedding)
   Device device = Device::cpu();  // where this rank's tensors live (a GPU run: its NCCL world's GPU)
+  bool first_stage() const { return pp_stage == 0; }
+  bool last_stage() const { return pp_stage == pp_size - 1; }
 };
-// InputError when world size is not divisible by ep_size (naming both).
-ProcessGroups make_process_groups(std::shared_ptr<Communicator> world, int ep_size);
+// The layout above. InputError when the world size is not divisible by pp_size × ep_size
+// (naming the three numbers).
+ProcessGroups make_process_groups(std::shared_ptr<Communicator> world, int ep_size, int pp_size = 1);
 
 }  // namespace daedalus::parallel

@@ -58,6 +58,18 @@ class HostStagingCommunicator final : public Communicator {
 
   void barrier() override { inner_->barrier(); }
 
+  // Host tensors go through device copies: sends staged before, receives copied back after.
+  void exchange(const std::vector<PeerTransfer>& transfers) override {
+    std::vector<PeerTransfer> staged = transfers;
+    for (PeerTransfer& t : staged)
+      if (on_host(t.tensor))
+        t.tensor = t.kind == PeerTransfer::Kind::send ? stage(t.tensor)
+                                                      : Tensor::empty(t.tensor.shape(), t.tensor.dtype(), device_);
+    inner_->exchange(staged);
+    for (size_t i = 0; i < transfers.size(); ++i)
+      if (transfers[i].kind == PeerTransfer::Kind::recv) unstage(transfers[i].tensor, staged[i].tensor);
+  }
+
   std::shared_ptr<Communicator> split(int color, int key) const override {
     return std::make_shared<HostStagingCommunicator>(inner_->split(color, key), device_);
   }

@@ -163,6 +163,37 @@ class MpiCommunicator final : public Communicator {
 
   void barrier() override { DAEDALUS_MPI_CHECK(MPI_Barrier(comm_)); }
 
+  // Isend / Irecv of raw bytes, all posted, then one MPI_Waitall. One tag for every message, so
+  // messages between two ranks match in the order they were posted (MPI's non-overtaking rule).
+  void exchange(const std::vector<PeerTransfer>& transfers) override {
+    constexpr std::string_view op = "exchange";
+    check_exchange(op, transfers, rank_, size_);
+    std::vector<MPI_Request> requests(transfers.size(), MPI_REQUEST_NULL);
+    for (size_t i = 0; i < transfers.size(); ++i) {
+      const PeerTransfer& t = transfers[i];
+      check_host_tensor(op, fmt::format("transfer {}", i), t.tensor);
+      const int bytes = checked_count(op, "byte count", int64_t(t.tensor.nbytes()));
+      if (t.kind == PeerTransfer::Kind::send) {
+        DAEDALUS_MPI_CHECK(MPI_Isend(t.tensor.data_ptr(), bytes, MPI_BYTE, t.peer, kTag, comm_, &requests[i]));
+      } else {
+        DAEDALUS_MPI_CHECK(MPI_Irecv(t.tensor.data_ptr(), bytes, MPI_BYTE, t.peer, kTag, comm_, &requests[i]));
+      }
+    }
+    std::vector<MPI_Status> statuses(transfers.size());
+    const int status = MPI_Waitall(int(requests.size()), requests.data(), statuses.data());
+    // A longer message than the buffer fails the wait (MPI_ERR_TRUNCATE); a shorter one succeeds
+    // and is caught here.
+    DAEDALUS_MPI_CHECK(status);
+    for (size_t i = 0; i < transfers.size(); ++i) {
+      if (transfers[i].kind != PeerTransfer::Kind::recv) continue;
+      int received = 0;
+      DAEDALUS_MPI_CHECK(MPI_Get_count(&statuses[i], MPI_BYTE, &received));
+      if (int64_t(received) != int64_t(transfers[i].tensor.nbytes()))
+        throw Error(fmt::format("exchange: received {} bytes from rank {} for {} ({} bytes)", received,
+                                transfers[i].peer, transfers[i].tensor.describe(), transfers[i].tensor.nbytes()));
+    }
+  }
+
   std::shared_ptr<Communicator> split(int color, int key) const override {
     DAEDALUS_CHECK(color >= 0, "split: color {} must be non-negative", color);
     MPI_Comm sub = MPI_COMM_NULL;
@@ -187,6 +218,8 @@ class MpiCommunicator final : public Communicator {
     }
     return displs;
   }
+
+  static constexpr int kTag = 7;  // exchange's messages (collectives do not use tags)
 
   MPI_Comm comm_;
   int rank_ = 0;

@@ -206,6 +206,25 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
+  // ncclSend / ncclRecv of raw bytes inside one group: NCCL launches them together, so a send and
+  // a receive between the same two ranks cannot deadlock; per peer pair they match in order.
+  void exchange(const std::vector<PeerTransfer>& transfers) override {
+    check_exchange("nccl exchange", transfers, rank_, size_);
+    for (size_t i = 0; i < transfers.size(); ++i)
+      check_device_tensor("exchange", fmt::format("transfer {}", i), transfers[i].tensor, device_);
+    run("exchange", [&] {
+      DAEDALUS_NCCL_CHECK(ncclGroupStart());
+      for (const PeerTransfer& t : transfers) {
+        if (t.kind == PeerTransfer::Kind::send) {
+          DAEDALUS_NCCL_ENQUEUE(ncclSend(t.tensor.data_ptr(), t.tensor.nbytes(), ncclUint8, t.peer, comm_, stream_));
+        } else {
+          DAEDALUS_NCCL_ENQUEUE(ncclRecv(t.tensor.data_ptr(), t.tensor.nbytes(), ncclUint8, t.peer, comm_, stream_));
+        }
+      }
+      DAEDALUS_NCCL_ENQUEUE(ncclGroupEnd());
+    });
+  }
+
   void barrier() override {
     if (!barrier_token_.defined()) barrier_token_ = Tensor::zeros({1}, DType::f32, Device::cuda(device_));
     all_reduce(barrier_token_, ReduceOp::sum);

@@ -86,6 +86,22 @@ void check_collectives(parallel::Communicator& comm, Device device) {
   comm.all_to_all_v(in, send, out, recv);
   EXPECT_EQ(back(out), expected) << who << " all_to_all_v";
 
+  // exchange: a ring, each rank sending to the next and receiving from the previous in one call
+  // (with 2 ranks both go to the same peer), then a second message the other way round.
+  if (n > 1) {
+    const int next = (r + 1) % n, prev = (r + n - 1) % n;
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      Tensor from_prev = Tensor::full({3}, -7.0, dtype, device), from_next = Tensor::full({2}, -7.0, dtype, device);
+      using Kind = parallel::PeerTransfer::Kind;
+      comm.exchange({{Kind::send, on({double(r), 1, 2}, dtype, device), next},
+                     {Kind::recv, from_prev, prev},
+                     {Kind::send, on({double(r), 3}, dtype, device), prev},
+                     {Kind::recv, from_next, next}});
+      EXPECT_EQ(back(from_prev), (std::vector<double>{double(prev), 1, 2})) << who << " exchange " << dtype_name(dtype);
+      EXPECT_EQ(back(from_next), (std::vector<double>{double(next), 3})) << who << " exchange " << dtype_name(dtype);
+    }
+  }
+
   comm.barrier();
 
   // split: even and odd ranks, ordered by descending world rank.

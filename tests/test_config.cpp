@@ -232,8 +232,8 @@ void leaf_paths(const YAML::Node& map, const std::string& prefix, std::vector<st
 TEST(Config, ToYamlWritesEveryKeyAndTheDocsListThem) {
   std::vector<std::string> paths;
   leaf_paths(YAML::Load(to_yaml(parse(kMinimal))), "", paths);
-  EXPECT_EQ(paths.size(), 89u);  // run 3, model 27, moe 3, mtp 1, precision 10, optimizer 6, schedule 4,
-                                 // train 13, data 10, parallel 5, checkpoint 5, logging 2
+  EXPECT_EQ(paths.size(), 91u);  // run 3, model 27, moe 3, mtp 1, precision 10, optimizer 6, schedule 4,
+                                 // train 13, data 10, parallel 7, checkpoint 5, logging 2
   std::ifstream docs(kRoot / "docs" / "config.md");
   ASSERT_TRUE(docs) << "docs/config.md";
   std::stringstream text;
@@ -318,6 +318,26 @@ TEST(Config, CrossFieldChecks) {
   EXPECT_NO_THROW(ep2.validate(/*world_size=*/4));
   expect_error([&] { ep2.validate(/*world_size=*/3); },
                {"parallel.expert_parallel: 2 does not divide the world size 3"});
+}
+
+TEST(Config, PipelineStages) {
+  const RunConfig pp = load_config(kTiny, {"parallel.pipeline_parallel=2", "parallel.pipeline_layers=[3, 1]"});
+  EXPECT_EQ(pp.parallel.pipeline_parallel, 2);
+  EXPECT_EQ(pp.parallel.pipeline_layers, (std::vector<int64_t>{3, 1}));
+  EXPECT_EQ(parse_config(to_yaml(pp)).parallel.pipeline_layers, pp.parallel.pipeline_layers);  // round trip
+  EXPECT_NO_THROW(pp.validate(/*world_size=*/4));
+  expect_error([&] { pp.validate(/*world_size=*/3); },
+               {"parallel.pipeline_parallel: 2 stages x parallel.expert_parallel: 1", "world size 3"});
+  const auto bad = [](std::vector<std::string> sets) { return [sets] { load_config(kTiny, sets); }; };
+  expect_error(bad({"parallel.pipeline_parallel=0"}), {"parallel.pipeline_parallel: must be >= 1, got 0"});
+  expect_error(bad({"parallel.pipeline_parallel=5"}),
+               {"parallel.pipeline_parallel: 5 stages", "model.num_hidden_layers = 4"});
+  expect_error(bad({"parallel.pipeline_layers=[2, 2]"}),
+               {"parallel.pipeline_layers: 2 entries for parallel.pipeline_parallel = 1"});
+  expect_error(bad({"parallel.pipeline_parallel=2", "parallel.pipeline_layers=[2, 1]"}),
+               {"parallel.pipeline_layers: the stages hold 3 decoder layers", "model.num_hidden_layers is 4"});
+  expect_error(bad({"parallel.pipeline_parallel=2", "parallel.pipeline_layers=[two, 2]"}),
+               {"parallel.pipeline_layers[0]", "expected integer"});
 }
 
 }  // namespace

@@ -118,7 +118,8 @@ TrainerState load(const std::string& path, model::CausalLM& model, AdamW* optimi
     }
     to_load.push_back(&p);
   }
-  r.unexpected.assign(in_file.begin(), in_file.end());
+  for (const std::string& n : in_file)
+    if (!options.held_elsewhere || !options.held_elsewhere(n)) r.unexpected.push_back(n);
   if (options.strict && !r.clean()) {
     throw InputError(
         fmt::format("{}: the checkpoint does not match this model ({} missing, {} unexpected, {} with another shape{}):"

@@ -6,12 +6,13 @@
 //   /optimizer/<name>/exp_avg, exp_avg_sq  AdamW moments (stored fp32 whatever state_dtype is);
 //                                          attribute `step` on /optimizer
 //   /fp8/<module>                         delayed-scaling amax histories, rows (x, w, dy):
-//                                          Linear [world, 3, len] one row per rank,
+//                                          Linear [S, 3, len] one row per rank of its stage (S ranks;
+//                                          S = world without pipeline stages),
 //                                          experts [replicas, E, 3, len]; unused slots hold -1
 //   /trainer (attributes)                 step, tokens_seen, consumed_samples, config (YAML),
-//                                          world_size, expert_parallel, recipe, format_version,
-//                                          skipped_steps, consecutive_skips, checksum (of all the
-//                                          metadata), complete (last)
+//                                          world_size, expert_parallel, pipeline_parallel, recipe,
+//                                          format_version, skipped_steps, consecutive_skips,
+//                                          checksum (of all the metadata), complete (last)
 // Every dataset is chunked with the Fletcher32 filter; every attribute lives in a checksummed
 // object header and `checksum` covers the metadata a reader uses, so no bit of a checkpoint
 // reaches a reader unverified. A file is written as <path>.tmp, fsynced, then renamed.
@@ -19,13 +20,16 @@
 // Saving is collective over the world: with several ranks one file is written through MPI-IO,
 // each rank writing only its expert slices, and each replicated tensor written by one rank
 // (round-robin); with ZeRO-1 every rank writes the element ranges of the moments it owns (the same
-// full-shape datasets); no rank gathers the model. Loading is per rank (HDF5's POSIX driver): each reads
-// the tensors it holds by name, and its own slice of the stacked experts, so a checkpoint loads at
-// any world size and expert-parallel size.
+// full-shape datasets); no rank gathers the model. Pipeline stages write their own layers into the
+// same layout (every rank learns the other stages' names and shapes to create their datasets), so
+// the file does not depend on how the run was split. Loading is per rank (HDF5's POSIX driver):
+// each reads the tensors it holds by name, and its own slice of the stacked experts, so a
+// checkpoint loads at any world size, expert-parallel size or pipeline split.
 #pragma once
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -67,6 +71,7 @@ struct TrainerState {
   std::string config;  // resolved YAML (to_yaml)
   int64_t world_size = 1;
   int64_t expert_parallel = 1;
+  int64_t pipeline_parallel = 1;
   std::string recipe;
   int64_t format_version = kCheckpointFormatVersion;
   bool complete = false;
@@ -82,10 +87,10 @@ struct SaveStats {
 SaveStats save_checkpoint(const std::string& path, model::CausalLM& model, AdamW* optimizer, const TrainerState& state,
                           const parallel::ProcessGroups& groups);
 
-// Where this process sits, for reading its slices: the fp8 histories are per rank.
+// Where this process sits, for reading its slices: the fp8 histories are per rank of a stage.
 struct Placement {
-  int rank = 0;
-  int world_size = 1;
+  int rank = 0;        // in its pipeline stage (the world without stages)
+  int world_size = 1;  // ranks of its stage
   int ep_size = 1;
 };
 
@@ -98,6 +103,8 @@ struct LoadOptions {
   // Whether the message for a mismatch may suggest `checkpoint.strict: false` (init_from only:
   // resuming is always strict).
   bool strict_settable = false;
+  // Names another pipeline stage loads (not unexpected here); null: this rank holds the whole model.
+  std::function<bool(const std::string&)> held_elsewhere;
 };
 
 struct LoadReport {

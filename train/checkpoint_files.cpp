@@ -53,6 +53,7 @@ TrainerState read_trainer_state(hid_t file, const std::string& path) {
   s.consecutive_skips = read_int_attr(g.get(), "consecutive_skips").value_or(0);
   s.world_size = read_int_attr(g.get(), "world_size").value_or(1);
   s.expert_parallel = read_int_attr(g.get(), "expert_parallel").value_or(1);
+  s.pipeline_parallel = read_int_attr(g.get(), "pipeline_parallel").value_or(1);
   s.recipe = read_string_attr(g.get(), "recipe").value_or("");
   s.config = read_string_attr(g.get(), "config").value_or("");
   s.complete = read_int_attr(g.get(), "complete").value_or(0) == 1;

@@ -52,8 +52,8 @@ int inspect_checkpoint(const std::string& path, std::FILE* out) {
   fmt::print(out, "checkpoint  {} ({:.1f} MB, format {}{})\n", path, double(info.file_bytes) / 1e6, s.format_version,
              s.format_version < 2 ? ": metadata without a checksum" : ", metadata checksum verified");
   fmt::print(out, "step        {}, {} tokens seen, {} samples consumed\n", s.step, s.tokens_seen, s.consumed_samples);
-  fmt::print(out, "saved by    world {}, expert parallel {}, recipe {}\n", s.world_size, s.expert_parallel,
-             s.recipe.empty() ? "?" : s.recipe);
+  fmt::print(out, "saved by    world {}, expert parallel {}, pipeline {}, recipe {}\n", s.world_size, s.expert_parallel,
+             s.pipeline_parallel, s.recipe.empty() ? "?" : s.recipe);
   fmt::print(out, "config      {}\n", config_summary(s.config, path));
 
   int64_t model_elems = 0, model_tensors = 0, moments = 0, histories = 0;

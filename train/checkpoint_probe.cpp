@@ -77,6 +77,10 @@ uint64_t metadata_checksum(hid_t file, const TrainerState& s) {
   for (int64_t v : {s.format_version, s.step, s.tokens_seen, s.consumed_samples, s.skipped_steps, s.consecutive_skips,
                     s.world_size, s.expert_parallel})
     h.number(v);
+  if (s.pipeline_parallel != 1) {  // files without stages hash as before the attribute existed
+    h.field("pipeline_parallel");
+    h.number(s.pipeline_parallel);
+  }
   h.field(s.recipe);
   h.field(s.config);
   Handle optimizer = open_group(file, "optimizer");

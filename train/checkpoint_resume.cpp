@@ -17,7 +17,22 @@ namespace daedalus::train {
 namespace {
 
 Placement placement_of(const parallel::ProcessGroups& g) {
-  return Placement{g.world->rank(), g.world->size(), g.ep_size};
+  return Placement{g.stage->rank(), g.stage->size(), g.ep_size};
+}
+
+// Load options for this rank's part of the model: names of other pipeline stages are theirs.
+LoadOptions load_options(const model::CausalLM& model, const RunConfig& config) {
+  LoadOptions o;
+  if (!model.stage().first || !model.stage().last || model.stage().end != config.model.num_hidden_layers ||
+      model.stage().begin != 0) {
+    const model::StageSpan span = model.stage();
+    const model::ModelConfig c = config.model;
+    const bool embedding = model.holds_embedding();
+    o.held_elsewhere = [span, c, embedding](const std::string& name) {
+      return model::other_stage_holds(name, span, c, embedding);
+    };
+  }
+  return o;
 }
 
 // "path: message" -> "message" (the caller names the path itself).
@@ -86,7 +101,7 @@ void Trainer::restore() {
   } else if (c.resume != "none") {
     const auto t0 = std::chrono::steady_clock::now();
     const TrainerState s = with_key("checkpoint.resume", [&] {
-      return load_checkpoint(c.resume, *model_, optimizer_.get(), LoadOptions{}, placement_of(groups_));
+      return load_checkpoint(c.resume, *model_, optimizer_.get(), load_options(*model_, config_), placement_of(groups_));
     });
     apply_state(s, c.resume, seconds_since(t0));
   }
@@ -110,7 +125,7 @@ void Trainer::restore() {
     }
     return;
   }
-  LoadOptions o;
+  LoadOptions o = load_options(*model_, config_);
   o.optimizer = false;
   o.fp8 = false;
   o.strict = c.strict;
@@ -133,7 +148,7 @@ bool Trainer::try_resume(const std::string& path, std::string* why) {
   std::optional<TrainerState> s;
   std::string message;
   try {
-    s = load_checkpoint(path, *model_, optimizer_.get(), LoadOptions{}, placement_of(groups_));
+    s = load_checkpoint(path, *model_, optimizer_.get(), load_options(*model_, config_), placement_of(groups_));
   } catch (const CheckpointReadError& e) {
     message = without_path(e.what(), path);
   }
@@ -157,15 +172,15 @@ void Trainer::apply_state(const TrainerState& s, const std::string& path, double
     throw InputError(
         fmt::format("{}: cannot resume the data position (consumed_samples {}) with train.micro_batch_size "
                     "{} on {} rank(s): {}",
-                    path, s.consumed_samples, config_.train.micro_batch_size, groups_.world->size(), e.what()));
+                    path, s.consumed_samples, config_.train.micro_batch_size, groups_.stage->size(), e.what()));
   }
   resumed_from_ = path;
   if (same_file(path, checkpoint_path(config_.run.dir, step_))) saved_step_ = step_;
   if (groups_.world->rank() != 0) return;
   progress_->message(
-      fmt::format("resumed from {}: step {}, {} tokens seen (saved by world {}, expert parallel {}; "
+      fmt::format("resumed from {}: step {}, {} tokens seen (saved by world {}, expert parallel {}, pipeline {}; "
                   "loaded in {:.2f} s)",
-                  path, s.step, s.tokens_seen, s.world_size, s.expert_parallel, load_s));
+                  path, s.step, s.tokens_seen, s.world_size, s.expert_parallel, s.pipeline_parallel, load_s));
   try {  // a changed seed or window length changes the data order: say so
     const RunConfig saved = parse_config(s.config, {}, path + ":/trainer/config");
     if (saved.run.seed != config_.run.seed || saved.train.seq_len != config_.train.seq_len)
@@ -197,6 +212,7 @@ TrainerState Trainer::state() const {
   s.config = to_yaml(config_);
   s.world_size = groups_.world->size();
   s.expert_parallel = groups_.ep_size;
+  s.pipeline_parallel = groups_.pp_size;
   s.recipe = std::string(fp8::recipe_name(config_.precision.recipe.kind));
   return s;
 }
@@ -216,7 +232,7 @@ std::string Trainer::save() {
 }
 
 void Trainer::load_weights(const std::string& path) {
-  LoadOptions o;
+  LoadOptions o = load_options(*model_, config_);
   o.optimizer = false;
   const TrainerState s = load_checkpoint(path, *model_, nullptr, o, placement_of(groups_));
   step_ = s.step;

@@ -9,11 +9,15 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <set>
 
 #include "parallel/config_check.h"
+#include "parallel/grad_sync.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_h5.h"
 
@@ -22,6 +26,7 @@ namespace daedalus::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using parallel::ElementRange;
 
 Tensor host_f32(const Tensor& t) {
   Tensor h = t.to(Device::cpu());
@@ -65,27 +70,78 @@ std::string explain(const std::string& message, const std::string& dir) {
   return message;
 }
 
-// Bytes a checkpoint of `model` (and `optimizer`) takes at most: the fp32 values, HDF5's object
-// headers and chunk indexes (about 300 bytes per dataset in practice: 4 KB allowed), and 256 KB
-// for the rest.
-int64_t size_bound(model::CausalLM& model, const AdamW* optimizer, const parallel::ProcessGroups& g) {
-  int64_t values = 0, datasets = 0;
-  for (const model::Parameter& p : model.parameters().all()) {
-    const int64_t n = shape_numel(p.global_shape());
-    values += n;
-    ++datasets;
-    if (optimizer != nullptr && p.trainable) {
-      values += 2 * n;
-      datasets += 3;  // two moments and their group
+// One dataset of the file. HDF5 creates datasets collectively, so every rank walks the same list
+// of records in the same order, including the tensors of other pipeline stages (their names and
+// shapes come from those stages: gather_records); only the ranks of the record's stage write data.
+struct Record {
+  // replicated: one copy per rank of the stage; experts: stacked, each EP rank a slice of rows;
+  // sharded: ZeRO-1 moments, each rank of the stage its element ranges.
+  enum class Kind : char { replicated = 'r', experts = 'e', sharded = 's' };
+  std::string path;  // "model/<name>", "optimizer/<name>/exp_avg", "fp8/<module>"
+  Shape shape;       // the whole tensor (stacked experts: all of them)
+  Kind kind = Kind::replicated;
+  int stage = 0;  // the first pipeline stage holding it: its ranks write it
+};
+
+// This rank's data for a record it holds: the tensor; for stacked experts its first expert; for
+// ZeRO-1 moments the element ranges of the whole tensor its elements are (back to back).
+struct Held {
+  Tensor value;
+  int64_t offset = 0;
+  std::vector<ElementRange> ranges;
+};
+
+// Records of every stage, in stage order, each path once (a shared embedding is written by the
+// first stage). Collective over groups.pipeline; each rank passes its own stage's records.
+std::vector<Record> gather_records(std::vector<Record> mine, const parallel::ProcessGroups& g) {
+  for (Record& r : mine) r.stage = g.pp_stage;
+  if (g.pp_size == 1) return mine;
+  std::string text;  // one line per record: path \t experts \t dims,
+  for (const Record& r : mine) {
+    text += fmt::format("{}\t{}\t", r.path, char(r.kind));
+    for (int64_t d : r.shape) text += fmt::format("{},", d);
+    text += "\n";
+  }
+  parallel::Communicator& pipe = *g.pipeline;
+  const Tensor lengths = Tensor::empty({pipe.size()}, DType::i64);
+  pipe.all_gather(Tensor::from_vector<int64_t>({int64_t(text.size())}, {1}), lengths);
+  const std::vector<int64_t> n = lengths.to_vector<int64_t>();
+  const int64_t longest = *std::max_element(n.begin(), n.end());
+  std::vector<int32_t> chars(size_t(longest), 0);
+  for (size_t i = 0; i < text.size(); ++i) chars[i] = int32_t(uint8_t(text[i]));
+  const Tensor all = Tensor::empty({pipe.size() * longest}, DType::i32);
+  pipe.all_gather(Tensor::from_vector(chars, {longest}), all);
+  const std::vector<int32_t> every = all.to_vector<int32_t>();
+  std::vector<Record> out;
+  std::set<std::string> seen;
+  for (int stage = 0; stage < pipe.size(); ++stage) {
+    std::string t;
+    for (int64_t i = 0; i < n[size_t(stage)]; ++i) t.push_back(char(every[size_t(stage * longest + i)]));
+    for (size_t at = 0; at < t.size();) {
+      const size_t end = t.find('\n', at), tab1 = t.find('\t', at), tab2 = t.find('\t', tab1 + 1);
+      Record r;
+      r.path = t.substr(at, tab1 - at);
+      r.kind = Record::Kind(t[tab1 + 1]);
+      for (size_t d = tab2 + 1; d < end;) {
+        const size_t comma = t.find(',', d);
+        r.shape.push_back(std::stoll(t.substr(d, comma - d)));
+        d = comma + 1;
+      }
+      r.stage = stage;
+      at = end + 1;
+      if (seen.insert(r.path).second) out.push_back(std::move(r));
     }
   }
-  // /fp8: Linear [world, 3, len], experts [replicas, E, 3, len].
-  for (model::Linear* l : model.linears())
-    if (l->recipe().delayed()) values += int64_t(g.world->size()) * 3 * l->recipe().amax_history_len;
-  for (model::GroupedLinear* l : model.grouped_linears())
-    if (l->recipe().delayed())
-      values += int64_t(g.world->size()) * int64_t(l->states().size()) * 3 * l->recipe().amax_history_len;
-  return 4 * values + 4096 * datasets + (int64_t(256) << 10);
+  return out;
+}
+
+// Bytes a checkpoint of these records takes at most: the fp32 values, HDF5's object headers and
+// chunk indexes (about 300 bytes per dataset in practice: 4 KB allowed, one more per group), and
+// 256 KB for the rest.
+int64_t size_bound(const std::vector<Record>& records) {
+  int64_t values = 0;
+  for (const Record& r : records) values += shape_numel(r.shape);
+  return 4 * values + 2 * 4096 * int64_t(records.size()) + (int64_t(256) << 10);
 }
 
 // Reserves `bytes` for `path` beyond its end (fallocate, KEEP_SIZE): a disk that cannot hold the
@@ -145,72 +201,67 @@ class Steps {
   std::string message_;
 };
 
-// Collective writes of one file: every rank calls every method in the same order.
+// Collective writes of one file: every rank calls write() for every record, in the same order.
 class Writer {
  public:
   Writer(hid_t xfer, const parallel::ProcessGroups& g, Steps& steps)
       : xfer_(xfer),
         steps_(steps),
-        rank_(g.world->rank()),
-        world_(g.world->size()),
-        replica_(g.world->rank() / g.ep_size),
-        replicas_(g.world->size() / g.ep_size) {}
+        stage_(g.pp_stage),
+        rank_(g.stage->rank()),
+        ranks_(g.stage->size()),
+        ep_size_(g.ep_size),
+        replica_(g.stage->rank() / g.ep_size),
+        replicas_(g.stage->size() / g.ep_size) {}
 
-  // A tensor every rank holds the same copy of: one rank (round-robin over tensors) writes it.
-  void replicated(hid_t group, const std::string& name, const Tensor& value) {
-    const Shape shape = value.shape();
-    const bool mine = next_++ % world_ == rank_;
-    write(group, name, shape, h5::chunk_shape(shape, /*one_row_per_chunk=*/false), mine ? host_f32(value) : Tensor(),
-          0, shape[0]);
-  }
-
-  // This rank's slice [offset, offset + local) of a stacked expert tensor of `num_experts`: the
-  // ranks of one replica (round-robin over tensors) write their slices, one expert per chunk.
-  void experts(hid_t group, const std::string& name, const Tensor& local, int64_t offset, int64_t num_experts) {
-    Shape shape = local.shape();
-    shape[0] = num_experts;
-    const bool mine = next_++ % replicas_ == replica_;
-    write(group, name, shape, h5::chunk_shape(shape, /*one_row_per_chunk=*/true), mine ? host_f32(local) : Tensor(),
-          offset, local.size(0));
-  }
-
-  // ZeRO-1: every rank writes the element ranges `file_ranges` of the dataset (global `shape`) from
-  // `data` (their elements back to back); the ranges of all ranks together tile the tensor.
-  void sharded(hid_t group, const std::string& name, const Shape& shape, const std::vector<ElementRange>& file_ranges,
-               const Tensor& data) {
+  // Creates the record's dataset under `group`. A tensor every rank of its stage holds the same
+  // copy of: one of them (round-robin over records) writes it. Stacked experts: the ranks of one
+  // replica (round-robin) write their slices, one expert per chunk. ZeRO-1 moments: every rank of
+  // the stage writes the element ranges it owns. `held` is this rank's data (null when its stage
+  // has none); every rank joins every collective call.
+  void write(hid_t group, const std::string& name, const Record& r, const Held* held) {
+    const bool ours = r.stage == stage_ && held != nullptr;
+    if (r.kind == Record::Kind::sharded) return write_sharded(group, name, r, ours ? held : nullptr);
+    const bool experts = r.kind == Record::Kind::experts;
+    const int64_t turn = next_++;
+    const bool mine = ours && (experts ? turn % replicas_ == replica_ : turn % ranks_ == rank_);
+    const Tensor host = mine ? host_f32(held->value) : Tensor();
+    const int64_t row0 = mine && experts ? held->offset : 0;
+    const int64_t rows = experts ? r.shape[0] / ep_size_ : r.shape[0];
     h5::Handle d;
     steps_.run([&] {
-      d = h5::create_f32_dataset(group, name, shape, h5::chunk_shape(shape, /*one_row_per_chunk=*/false));
+      d = h5::create_f32_dataset(group, name, r.shape, h5::chunk_shape(r.shape, /*one_row_per_chunk=*/experts));
     });
-    const Tensor host = host_f32(data);
-    const float* base = host.numel() > 0 ? host.data<float>() : nullptr;  // a rank may own none of it
-    // Every rank makes the same number of (collective) calls, each under kMaxPieceBytes.
-    const int64_t calls =
-        std::max<int64_t>(1, (shape_numel(shape) * 4 + h5::kMaxPieceBytes - 1) / h5::kMaxPieceBytes);
-    int64_t at = 0;
-    for (const auto& ranges : h5::split_ranges(file_ranges, calls)) {
-      steps_.run([&] { h5::write_elements(d.get(), xfer_, shape, ranges, base == nullptr ? nullptr : base + at); });
-      for (const auto& [b, e] : ranges) at += e - b;
+    const int64_t elems = h5::row_elems(r.shape);
+    for (auto [begin, end] : h5::row_pieces(rows, elems)) {
+      const float* data = mine ? host.data<float>() + begin * elems : nullptr;
+      steps_.run([&] { h5::write_rows(d.get(), xfer_, r.shape, row0 + begin, end - begin, data); });
     }
   }
 
  private:
-  // Creates `name` [shape] and writes rows [row0, row0 + rows) from `host` (undefined: this rank
-  // writes nothing but joins every collective call).
-  void write(hid_t group, const std::string& name, const Shape& shape, const Shape& chunk, const Tensor& host,
-             int64_t row0, int64_t rows) {
+  // ZeRO-1: the ranks of the record's stage write their element ranges (their elements back to
+  // back in `held`); the ranges of the stage's ranks together tile the tensor. Every rank makes the
+  // same number of collective calls, each under kMaxPieceBytes.
+  void write_sharded(hid_t group, const std::string& name, const Record& r, const Held* held) {
     h5::Handle d;
-    steps_.run([&] { d = h5::create_f32_dataset(group, name, shape, chunk); });
-    const int64_t elems = h5::row_elems(shape);
-    for (auto [begin, end] : h5::row_pieces(rows, elems)) {
-      const float* data = host.defined() ? host.data<float>() + begin * elems : nullptr;
-      steps_.run([&] { h5::write_rows(d.get(), xfer_, shape, row0 + begin, end - begin, data); });
+    steps_.run([&] {
+      d = h5::create_f32_dataset(group, name, r.shape, h5::chunk_shape(r.shape, /*one_row_per_chunk=*/false));
+    });
+    const Tensor host = held != nullptr ? host_f32(held->value) : Tensor();
+    const float* base = host.defined() && host.numel() > 0 ? host.data<float>() : nullptr;  // may own none
+    const int64_t calls =
+        std::max<int64_t>(1, (shape_numel(r.shape) * 4 + h5::kMaxPieceBytes - 1) / h5::kMaxPieceBytes);
+    int64_t at = 0;
+    for (const auto& ranges : h5::split_ranges(held != nullptr ? held->ranges : std::vector<ElementRange>{}, calls)) {
+      steps_.run([&] { h5::write_elements(d.get(), xfer_, r.shape, ranges, base == nullptr ? nullptr : base + at); });
+      for (const auto& [b, e] : ranges) at += e - b;
     }
   }
 
   hid_t xfer_;
   Steps& steps_;
-  int rank_, world_, replica_, replicas_;
+  int stage_, rank_, ranks_, ep_size_, replica_, replicas_;
   int64_t next_ = 0;
 };
 
@@ -224,9 +275,11 @@ void append_history(const fp8::LinearState& s, int64_t len, std::vector<float>& 
     for (; n < len; ++n) out.push_back(h5::kEmptySlot);
   }
 }
-// Every rank's delayed-scaling histories, gathered (they differ per rank: each saw its own
-// activations), and written as /fp8/<module>: Linear [world, 3, len], experts [replicas, E, 3, len].
-void write_fp8(hid_t group, model::CausalLM& model, const parallel::ProcessGroups& g, Writer& w) {
+// Every rank's delayed-scaling histories, gathered over its stage (they differ per rank: each saw
+// its own activations), as records /fp8/<module>: Linear [S, 3, len] one row per rank of the
+// stage, experts [replicas, E, 3, len].
+void fp8_records(model::CausalLM& model, const parallel::ProcessGroups& g, std::vector<Record>& records,
+                 std::map<std::string, Held>& held) {
   struct Dataset {
     std::string name;
     int64_t experts;  // local experts (0: a Linear)
@@ -245,24 +298,24 @@ void write_fp8(hid_t group, model::CausalLM& model, const parallel::ProcessGroup
     datasets.push_back({l->name(), int64_t(l->states().size()), l->recipe().amax_history_len});
   }
   if (datasets.empty()) return;
-  const int64_t world = g.world->size(), per_rank = int64_t(local.size());
+  const int64_t ranks = g.stage->size(), per_rank = int64_t(local.size());
   Tensor mine = Tensor::from_vector(local, {per_rank});
-  Tensor all = Tensor::empty({world * per_rank});
-  g.world->all_gather(mine, all);
+  Tensor all = Tensor::empty({ranks * per_rank});
+  g.stage->all_gather(mine, all);
   int64_t at = 0;
   for (const Dataset& d : datasets) {
     // Ranks in order are [replica][ep_rank], so the experts' rows concatenate to [replicas, E, 3, len].
     const Shape shape =
-        d.experts == 0 ? Shape{world, 3, d.len} : Shape{world / g.ep_size, d.experts * g.ep_size, 3, d.len};
+        d.experts == 0 ? Shape{ranks, 3, d.len} : Shape{ranks / g.ep_size, d.experts * g.ep_size, 3, d.len};
     const int64_t n = std::max<int64_t>(d.experts, 1) * 3 * d.len;
     Tensor t = Tensor::empty(shape);
-    for (int64_t r = 0; r < world; ++r)
+    for (int64_t r = 0; r < ranks; ++r)
       std::memcpy(t.data<float>() + r * n, all.data<float>() + r * per_rank + at, size_t(n) * sizeof(float));
-    w.replicated(group, d.name, t);
+    records.push_back({"fp8/" + d.name, shape, Record::Kind::replicated});
+    held["fp8/" + d.name] = Held{t, 0, {}};
     at += n;
   }
 }
-
 
 void write_trainer(hid_t file, const TrainerState& written, Steps& steps) {
   h5::Handle g;
@@ -274,7 +327,8 @@ void write_trainer(hid_t file, const TrainerState& written, Steps& steps) {
                                                      {"skipped_steps", written.skipped_steps},
                                                      {"consecutive_skips", written.consecutive_skips},
                                                      {"world_size", written.world_size},
-                                                     {"expert_parallel", written.expert_parallel}};
+                                                     {"expert_parallel", written.expert_parallel},
+                                                     {"pipeline_parallel", written.pipeline_parallel}};
   for (const auto& [name, value] : numbers) steps.run([&] { h5::write_attr(g.get(), name, value); });
   steps.run([&] { h5::write_attr(g.get(), "recipe", written.recipe); });
   steps.run([&] { h5::write_attr(g.get(), "config", written.config); });
@@ -314,54 +368,62 @@ SaveStats save_checkpoint(const std::string& path, model::CausalLM& model, AdamW
       DAEDALUS_HDF5_CHECK(xfer.get());
       if (several) DAEDALUS_HDF5_CHECK(H5Pset_dxpl_mpio(xfer.get(), H5FD_MPIO_COLLECTIVE));
     });
-    const int64_t bound = size_bound(model, optimizer, groups);
-    steps.run([&] {
-      if (world.rank() == 0) reserve(tmp, bound);
-    });
-    Writer w(xfer.get(), groups, steps);
-    {
-      h5::Handle g;
-      steps.run([&] { g = h5::create_group(file.get(), "model"); });
-      for (const model::Parameter& p : model.parameters().all()) {
-        if (p.expert) {
-          w.experts(g.get(), p.name, p.var.value(), p.expert_offset, p.num_experts);
-        } else {
-          w.replicated(g.get(), p.name, p.var.value());
-        }
-      }
-    }
-    {
-      h5::Handle g;
-      steps.run([&] { g = h5::create_group(file.get(), "optimizer"); });
-      if (optimizer != nullptr) {
-        steps.run([&] { h5::write_attr(g.get(), "step", optimizer->step_count()); });
-        for (const Param& op : optimizer->params()) {
-          const model::Parameter& p = model.parameters().get(op.name);
-          h5::Handle pg;
-          steps.run([&] { pg = h5::create_group(g.get(), op.name); });
-          const std::pair<const char*, Tensor*> moments[] = {{"exp_avg", &optimizer->exp_avg(op.name)},
-                                                             {"exp_avg_sq", &optimizer->exp_avg_sq(op.name)}};
-          for (const auto& [key, t] : moments) {
-            if (op.owned) {  // ZeRO-1: each rank its shard
-              w.sharded(pg.get(), key, p.global_shape(), h5::zero_file_ranges(p, *op.owned), *t);
-            } else if (p.expert) {
-              w.experts(pg.get(), key, *t, p.expert_offset, p.num_experts);
-            } else {
-              w.replicated(pg.get(), key, *t);
-            }
+    // This rank's records (weights, AdamW moments, fp8 histories, model order), then every stage's.
+    std::vector<Record> records;
+    std::map<std::string, Held> held;
+    const auto add = [&](const std::string& where, const model::Parameter& p, const Tensor& value) {
+      records.push_back({where, p.global_shape(), p.expert ? Record::Kind::experts : Record::Kind::replicated});
+      held[where] = Held{value, p.expert ? p.expert_offset : 0, {}};
+    };
+    for (const model::Parameter& p : model.parameters().all()) add("model/" + p.name, p, p.var.value());
+    if (optimizer != nullptr) {
+      for (const Param& op : optimizer->params()) {
+        const model::Parameter& p = model.parameters().get(op.name);
+        const std::pair<const char*, Tensor*> moments[] = {{"exp_avg", &optimizer->exp_avg(op.name)},
+                                                           {"exp_avg_sq", &optimizer->exp_avg_sq(op.name)}};
+        for (const auto& [key, moment] : moments) {
+          const std::string where = "optimizer/" + op.name + "/" + key;
+          if (op.owned) {  // ZeRO-1: this rank's shard
+            records.push_back({where, p.global_shape(), Record::Kind::sharded});
+            held[where] = Held{*moment, 0, h5::zero_file_ranges(p, *op.owned)};
+          } else {
+            add(where, p, *moment);
           }
         }
       }
     }
-    {
+    fp8_records(model, groups, records, held);
+    records = gather_records(std::move(records), groups);
+
+    const int64_t bound = size_bound(records);
+    steps.run([&] {
+      if (world.rank() == 0) reserve(tmp, bound);
+    });
+    std::map<std::string, h5::Handle> created;  // groups, created collectively in record order
+    const auto group_of = [&](const std::string& group) -> hid_t {
+      auto it = created.find(group);
+      if (it != created.end()) return it->second.get();
+      const size_t slash = group.rfind('/');
+      const hid_t above = slash == std::string::npos ? file.get() : created.at(group.substr(0, slash)).get();
       h5::Handle g;
-      steps.run([&] { g = h5::create_group(file.get(), "fp8"); });
-      write_fp8(g.get(), model, groups, w);
+      steps.run([&] { g = h5::create_group(above, group.substr(slash + 1)); });
+      return created.emplace(group, std::move(g)).first->second.get();
+    };
+    for (const char* top : {"model", "optimizer", "fp8"}) group_of(top);
+    if (optimizer != nullptr)
+      steps.run([&] { h5::write_attr(created.at("optimizer").get(), "step", optimizer->step_count()); });
+    Writer w(xfer.get(), groups, steps);
+    for (const Record& r : records) {
+      const size_t slash = r.path.rfind('/');
+      const auto it = held.find(r.path);
+      w.write(group_of(r.path.substr(0, slash)), r.path.substr(slash + 1), r, it == held.end() ? nullptr : &it->second);
     }
+    created.clear();
     TrainerState written = state;
     written.format_version = kCheckpointFormatVersion;
     written.world_size = world.size();
     written.expert_parallel = groups.ep_size;
+    written.pipeline_parallel = groups.pp_size;
     write_trainer(file.get(), written, steps);
     xfer.close();
     // Closing flushes what is left (collectively): a failure here is a failed save too. After an

@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "autograd/check.h"
+#include "model/stages.h"
 
 namespace daedalus::train {
 
@@ -340,6 +341,12 @@ class Reader {
     if (!n.IsSequence()) wrong(n, path, "a list of file paths");
     for (size_t i = 0; i < n.size(); ++i) item(n[i], fmt::format("{}[{}]", path, i));
   }
+  void read(const YAML::Node& n, const std::string& path, std::vector<int64_t>& v) const {
+    v.clear();
+    if (n.IsNull()) return;
+    if (!n.IsSequence()) wrong(n, path, "a list of integers");
+    for (size_t i = 0; i < n.size(); ++i) read(n[i], fmt::format("{}[{}]", path, i), v.emplace_back());
+  }
   void read(const YAML::Node& n, const std::string& path, std::array<double, 2>& v) const {
     if (!n.IsSequence() || n.size() != 2) wrong(n, path, "a list of 2 numbers");
     for (size_t i = 0; i < 2; ++i) read(n[i], fmt::format("{}[{}]", path, i), v[i]);
@@ -411,6 +418,11 @@ class Writer {
   void write(const std::vector<std::string>& v) {
     out_ << YAML::Flow << YAML::BeginSeq;
     for (const std::string& s : v) out_ << s;
+    out_ << YAML::EndSeq;
+  }
+  void write(const std::vector<int64_t>& v) {
+    out_ << YAML::Flow << YAML::BeginSeq;
+    for (int64_t x : v) out_ << x;
     out_ << YAML::EndSeq;
   }
   void write(const std::array<double, 2>& v) {
@@ -584,6 +596,8 @@ void visit_all(V& v, C& c) {
   });
   v.map("parallel", [&](V& s) {
     s("expert_parallel", c.parallel.expert_parallel);
+    s("pipeline_parallel", c.parallel.pipeline_parallel);
+    s("pipeline_layers", c.parallel.pipeline_layers);
     s.choice("backend", c.parallel.backend, kBackends);
     s.choice("dispatch_dtype", c.parallel.dispatch_dtype, kDispatch);
     s("timeout_s", c.parallel.timeout_s);
@@ -716,6 +730,10 @@ void DataConfig::validate() const {
 
 void ParallelConfig::validate() const {
   DAEDALUS_CHECK(expert_parallel >= 1, "parallel.expert_parallel: must be >= 1, got {}", expert_parallel);
+  DAEDALUS_CHECK(pipeline_parallel >= 1, "parallel.pipeline_parallel: must be >= 1, got {}", pipeline_parallel);
+  DAEDALUS_CHECK(pipeline_layers.empty() || int64_t(pipeline_layers.size()) == pipeline_parallel,
+                 "parallel.pipeline_layers: {} entries for parallel.pipeline_parallel = {} stages",
+                 pipeline_layers.size(), pipeline_parallel);
   DAEDALUS_CHECK(std::isfinite(timeout_s) && timeout_s > 0, "parallel.timeout_s: must be a positive number, got {}",
                  timeout_s);
   DAEDALUS_CHECK(zero_stage == 0 || zero_stage == 1, "parallel.zero_stage: expected 0 or 1, got {}", zero_stage);
@@ -770,6 +788,9 @@ void RunConfig::validate() const {
                    "parallel.expert_parallel: {}, but the model has no routed experts (model.n_routed_experts = 0)",
                    parallel.expert_parallel);
   }
+  // The stage split: the given one must cover the layers; either must give each stage a layer.
+  model::check_stage_layers(parallel.pipeline_layers, parallel.pipeline_parallel, model.num_hidden_layers,
+                            "parallel.pipeline_layers");
   if (data.format == DataFormat::synthetic) {
     DAEDALUS_CHECK(data.synthetic.vocab <= model.vocab_size,
                    "data.synthetic.vocab: {} tokens, but model.vocab_size is {}", data.synthetic.vocab,
@@ -788,6 +809,10 @@ void RunConfig::validate(int world_size) const {
   DAEDALUS_CHECK(world_size % parallel.expert_parallel == 0,
                  "parallel.expert_parallel: {} does not divide the world size {} (world = expert_parallel x replicas)",
                  parallel.expert_parallel, world_size);
+  DAEDALUS_CHECK(world_size % (parallel.expert_parallel * parallel.pipeline_parallel) == 0,
+                 "parallel.pipeline_parallel: {} stages x parallel.expert_parallel: {} do not divide the world size {} "
+                 "(world = pipeline_parallel x replicas x expert_parallel)",
+                 parallel.pipeline_parallel, parallel.expert_parallel, world_size);
 }
 
 // ---- loading and writing ------------------------------------------------------------------------

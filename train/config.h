@@ -93,7 +93,9 @@ std::string_view backend_name(Backend backend);         // as YAML spells it
 
 // `parallel:` expert parallelism and communication.
 struct ParallelConfig {
-  int64_t expert_parallel = 1;  // EP group size; world = expert_parallel x replicas
+  int64_t expert_parallel = 1;           // EP group size; world = pipeline_parallel x replicas x expert_parallel
+  int64_t pipeline_parallel = 1;         // pipeline stages (contiguous runs of decoder layers)
+  std::vector<int64_t> pipeline_layers;  // decoder layers per stage; empty: balanced by estimated cost
   Backend backend = Backend::automatic;
   parallel::DispatchDtype dispatch_dtype = parallel::DispatchDtype::bf16;
   double timeout_s = 300;  // a collective that takes longer is a runtime failure (exit 2), not a hang

@@ -172,8 +172,13 @@ void run_eval(const std::string& checkpoint, const std::string& config_path,
   auto world = daedalus::parallel::mpi_world();
   world_rank = world->rank();
   world_size = world->size();
-  // The checkpoint's run may have used expert parallelism this world cannot: any EP size loads.
-  if (world_size % config.parallel.expert_parallel != 0) config.parallel.expert_parallel = 1;
+  // The checkpoint's run may have used expert parallelism or pipeline stages this world cannot:
+  // any EP and PP size loads.
+  if (world_size % (config.parallel.expert_parallel * config.parallel.pipeline_parallel) != 0) {
+    config.parallel.pipeline_parallel = 1;
+    config.parallel.pipeline_layers.clear();
+    if (world_size % config.parallel.expert_parallel != 0) config.parallel.expert_parallel = 1;
+  }
   auto groups = make_run_groups(config, world);
   Trainer trainer(std::move(config), std::move(groups), TrainerMode::evaluate);
   if (trainer.eval_batch_count() == 0)

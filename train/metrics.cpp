@@ -54,6 +54,11 @@ std::string StepMetrics::to_json() const {
     j["backward_all_to_all_bytes"] = backward_all_to_all_bytes;
     j["all_to_all_ms"] = all_to_all_ms;
   }
+  if (pipeline_bubble_theory) {
+    j["pipeline_bubble"] = pipeline_bubble;
+    j["pipeline_bubble_theory"] = *pipeline_bubble_theory;
+    j["stage_mem_bytes"] = stage_mem_bytes;
+  }
   if (!init_digest.empty()) j["init_digest"] = init_digest;
   if (!batch_digest.empty()) j["batch_digest"] = batch_digest;
   return j.dump();

@@ -41,6 +41,12 @@ struct StepMetrics {
   int64_t combine_bytes = 0;
   int64_t backward_all_to_all_bytes = 0;
   double all_to_all_ms = 0;  // time in the EP all-to-all exchanges this step
+  // Pipeline stages (parallel.pipeline_parallel > 1), for this rank's pipeline (one rank per stage):
+  // each stage's measured idle share of the 1F1B schedule (time blocked in point-to-point
+  // transfers / the schedule's time), the ideal (P - 1) / (m + P - 1), and each stage's peak bytes.
+  std::vector<double> pipeline_bubble;
+  std::optional<double> pipeline_bubble_theory;
+  std::vector<int64_t> stage_mem_bytes;
   // First step of a fresh run only: digests that let two runs (e.g. an ablation sweep's recipes)
   // prove they started from the same weights and read the same first batch. FNV-1a 64 (hex) over
   // every parameter's name and FP32 bytes before the update, and over the first micro-batch's tokens.

@@ -73,14 +73,14 @@ int64_t AdamW::state_bytes() const {
   return n;
 }
 
-double AdamW::grad_norm(const std::function<double(double)>& reduce_sharded_sq) const {
+GradSquares AdamW::grad_squares() const {
   // One kernel call per device for all gradients (on CUDA: one device-to-host copy of the sums).
   const nvtx::Range range("optimizer.grad_norm");
   std::vector<Tensor> replicated_grads, sharded_grads;
   for (size_t i = 0; i < params_.size(); ++i) {
     const Param& p = params_[i];
     const Tensor& g = p.var.grad();
-    if (!g.defined()) continue;
+    if (!g.defined() || !p.counted) continue;
     if (!p.owned) {
       (p.sharded ? sharded_grads : replicated_grads).push_back(contiguous_view(g));
       continue;
@@ -102,10 +102,13 @@ double AdamW::grad_norm(const std::function<double(double)>& reduce_sharded_sq) 
     }
     return sum;
   };
-  const double replicated = total(replicated_grads);
-  double sharded = total(sharded_grads);
-  if (reduce_sharded_sq) sharded = reduce_sharded_sq(sharded);
-  return std::sqrt(replicated + sharded);
+  return GradSquares{total(replicated_grads), total(sharded_grads)};
+}
+
+double AdamW::grad_norm(const std::function<double(double)>& reduce_sharded_sq) const {
+  const GradSquares sq = grad_squares();
+  const double sharded = reduce_sharded_sq ? reduce_sharded_sq(sq.sharded) : sq.sharded;
+  return std::sqrt(sq.replicated + sharded);
 }
 
 double AdamW::clip_scale(double grad_norm) const {

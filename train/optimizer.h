@@ -53,6 +53,8 @@ using ElementRange = std::pair<int64_t, int64_t>;
 // router bias). `sharded`: the part this rank updates is held by no other rank of the group that
 // grad_norm's reduce_sharded_sq sums over (routed experts over the EP group; with ZeRO-1 every
 // parameter's shard over the world), so its squared norm is summed over that group.
+// `counted` false: a copy of a weight that another pipeline stage also holds and counts in the
+// global norm (the last stage's copy of a shared embedding); its gradient is left out of the norm.
 // `owned` (ZeRO-1, train/zero.h): the element ranges of the tensor this rank updates, in order
 // (possibly none); unset means the whole tensor (stage 0). Only these elements of the gradient are
 // read, and only these of the weight written; the moments hold just them.
@@ -61,7 +63,14 @@ struct Param {
   Var var;
   bool weight_decay = true;
   bool sharded = false;
+  bool counted = true;
   std::optional<std::vector<ElementRange>> owned = std::nullopt;
+};
+
+// The two sums of squares behind grad_norm: over this rank's replicated and sharded gradients.
+struct GradSquares {
+  double replicated = 0;
+  double sharded = 0;
 };
 
 class AdamW {
@@ -76,6 +85,8 @@ class AdamW {
   // sharded sum (0 when it holds none: it is a collective, e.g. an all-reduce over the EP group).
   // A NaN or inf anywhere makes the result non-finite: the trainer's signal to skip or abort.
   double grad_norm(const std::function<double(double)>& reduce_sharded_sq = {}) const;
+  // The sums grad_norm starts from (for norms across pipeline stages, which add theirs).
+  GradSquares grad_squares() const;
 
   // The factor clip_and_step applies: min(1, grad_clip / (grad_norm + 1e-6)); 1 when clipping is off.
   double clip_scale(double grad_norm) const;

@@ -163,6 +163,7 @@ model::LmOptions lm_options(const RunConfig& config, const parallel::ProcessGrou
   mo.device = device;
   mo.recompute = config.train.recompute;
   if (groups != nullptr && groups->ep_size > 1) mo.block.ep.group = groups->ep.get();
+  if (groups != nullptr && groups->pp_size > 1) mo.stage = model::stage_span(stage_layers(config), groups->pp_stage);
   mo.block.ep.dispatch_dtype = config.parallel.dispatch_dtype;
   // Results come back in BF16 as DeepSeek-V3 combines them, or in FP32 when the dispatch is FP32
   // (an all-FP32 run, e.g. to compare expert parallelism with one rank exactly).
@@ -170,6 +171,12 @@ model::LmOptions lm_options(const RunConfig& config, const parallel::ProcessGrou
                                   ? parallel::DispatchDtype::fp32
                                   : parallel::DispatchDtype::bf16;
   return mo;
+}
+
+std::vector<int64_t> stage_layers(const RunConfig& config) {
+  const ParallelConfig& p = config.parallel;
+  if (!p.pipeline_layers.empty()) return p.pipeline_layers;
+  return model::balanced_stage_layers(config.model, p.pipeline_parallel, config.train.seq_len);
 }
 
 Device run_device(DeviceChoice choice, int local_rank) {
@@ -197,7 +204,8 @@ parallel::ProcessGroups make_run_groups(const RunConfig& config, const std::shar
     world = parallel::with_host_staging(
         parallel::nccl_world(mpi->size() > 1 ? mpi : nullptr, config.parallel.timeout_s), device);
   }
-  parallel::ProcessGroups groups = parallel::make_process_groups(world, int(config.parallel.expert_parallel));
+  parallel::ProcessGroups groups = parallel::make_process_groups(world, int(config.parallel.expert_parallel),
+                                                                 int(config.parallel.pipeline_parallel));
   groups.device = device;
   return groups;
 }
@@ -265,10 +273,12 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
   if (val_source_) data::check_vocab(*val_source_, config_.model.vocab_size);
   data::LoaderOptions lo;
   lo.seq_len = seq;
-  lo.global_batch = config_.train.micro_batch_size * world;
+  // Data parallel over the ranks of a stage: the same position in every stage reads the same slice.
+  const int data_ranks = groups_.stage->size();
+  lo.global_batch = config_.train.micro_batch_size * data_ranks;
   lo.seed = uint64_t(config_.run.seed);
-  lo.rank = rank;
-  lo.world = world;
+  lo.rank = groups_.stage->rank();
+  lo.world = data_ranks;
   if (train_source_) train_loader_ = std::make_unique<data::Loader>(train_view_ ? *train_view_ : *train_source_, lo);
   if (train_packed_) train_loader_ = std::make_unique<data::Loader>(*train_packed_, lo);
   if ((val_source_ || val_packed_) && (config_.train.eval_every > 0 || mode_ == TrainerMode::evaluate)) {
@@ -320,12 +330,15 @@ void Trainer::build_model() {
   std::vector<bool> expert;
   for (const model::Parameter& p : model_->parameters().all()) {
     if (!p.trainable) continue;
-    params.push_back(Param{p.name, p.var, p.weight_decay, p.expert && groups_.ep_size > 1});
+    // The last stage's copy of a shared embedding: the first stage counts it in the gradient norm.
+    const bool copy = groups_.pp_size > 1 && !groups_.first_stage() && p.name == "model.embed_tokens.weight";
+    params.push_back(Param{p.name, p.var, p.weight_decay, p.expert && groups_.ep_size > 1, /*counted=*/!copy});
     expert.push_back(p.expert);
   }
   if (config_.parallel.zero_stage == 1) zero_ = std::make_unique<ZeroShards>(params, expert, groups_);
   expert_ = std::move(expert);
   optimizer_ = std::make_unique<AdamW>(std::move(params), config_.optimizer);
+  schedule_ = std::make_unique<PipelineSchedule>(*model_, groups_.pipeline.get(), device_, config_.data.document_mask);
 }
 
 Trainer::~Trainer() = default;
@@ -335,9 +348,9 @@ std::string Trainer::banner() const {
   const model::ParameterCounts p = model::count_parameters(c);
   const int64_t moe_layers =
       c.n_routed_experts > 0 ? c.num_hidden_layers - std::min(c.first_k_dense_replace, c.num_hidden_layers) : 0;
-  const int world = groups_.world->size();
+  const int world = groups_.world->size(), data_ranks = groups_.stage->size();
   const int64_t tokens_per_step =
-      config_.train.micro_batch_size * config_.train.seq_len * config_.train.grad_accum_steps * world;
+      config_.train.micro_batch_size * config_.train.seq_len * config_.train.grad_accum_steps * data_ranks;
   std::string overrides;
   for (const fp8::RecipeOverride& o : config_.precision.overrides)
     overrides += fmt::format("{}{} -> {}", overrides.empty() ? "" : ", ", o.match, fp8::recipe_name(o.recipe));
@@ -353,8 +366,15 @@ std::string Trainer::banner() const {
                    format_count(double(p.activated)), format_count(double(p.mtp_trained)));
   s += fmt::format("  precision  {}{}\n", fp8::recipe_name(config_.precision.recipe.kind),
                    overrides.empty() ? "" : " (overrides: " + overrides + ")");
-  s += fmt::format("  parallel   world {}, expert parallel {}, {} replica(s), ZeRO stage {}\n", world, groups_.ep_size,
-                   world / groups_.ep_size, config_.parallel.zero_stage);
+  s += fmt::format("  parallel   world {}, expert parallel {}, {} replica(s), ZeRO stage {}", world, groups_.ep_size,
+                   data_ranks / groups_.ep_size, config_.parallel.zero_stage);
+  if (groups_.pp_size > 1) {
+    std::string split;
+    for (int64_t n : stage_layers(config_)) split += fmt::format("{}{}", split.empty() ? "" : ", ", n);
+    s += fmt::format(", pipeline {} stages (layers {}; 1F1B, {} micro-batches)", groups_.pp_size, split,
+                     config_.train.grad_accum_steps);
+  }
+  s += "\n";
   s += fmt::format("  optimizer  AdamW, {} moments: {} per rank\n", dtype_name(config_.optimizer.state_dtype),
                    format_bytes(double(optimizer_->state_bytes())));
   const auto packed = [&](const data::PackedWindows& w, const std::vector<std::string>& files) {
@@ -367,7 +387,7 @@ std::string Trainer::banner() const {
   if (val_source_) s += fmt::format("  validation {}\n", val_source_->describe());
   if (val_packed_) s += fmt::format("  validation {}\n", packed(*val_packed_, config_.data.val));
   s += fmt::format("  batch      {} x {} tokens x {} accum x {} rank(s) = {} tokens/step, {} steps\n",
-                   config_.train.micro_batch_size, config_.train.seq_len, config_.train.grad_accum_steps, world,
+                   config_.train.micro_batch_size, config_.train.seq_len, config_.train.grad_accum_steps, data_ranks,
                    tokens_per_step, config_.train.steps);
   if (device_.is_cuda()) {
     s += fmt::format("  device     {} ({} host threads)", device_.str(), omp_get_max_threads());
@@ -383,12 +403,20 @@ double Trainer::model_flops_per_token() const {
 }
 
 void Trainer::sync_gradients() {
+  if (shares_embedding()) {
+    // Each rank's embedding gradient from its own samples: the first stage's lookups plus the last
+    // stage's head and MTP lookups of the same samples, summed before the stage's mean below, so
+    // both copies end with the whole gradient (and, updated alike, stay equal).
+    const model::Parameter& e = model_->parameters().get("model.embed_tokens.weight");
+    if (!e.var.grad().defined())
+      e.var.slot()->accumulate("grad sync", Tensor::zeros(e.var.shape(), DType::f32, device_));
+    groups_.embedding->all_reduce(e.var.grad());
+  }
   if (zero_) return zero_->reduce_scatter_gradients(optimizer_->params(), device_);
-  const int world = groups_.world->size();
-  if (world == 1) return;
+  if (groups_.world->size() == 1) return;
   const nvtx::Range range("sync_gradients");
-  // Dense weights over the world, routed experts over their replicas (the world when ep_size is 1):
-  // the same two groups and buckets as ZeRO-1's, so both stages add in the same order.
+  // Dense weights over the stage (the world without pipeline stages), routed experts over their
+  // replicas: the same two groups and buckets as ZeRO-1's, so both ZeRO stages add in the same order.
   std::vector<Tensor> dense, experts;
   for (size_t i = 0; i < optimizer_->params().size(); ++i) {
     const Param& p = optimizer_->params()[i];
@@ -396,7 +424,7 @@ void Trainer::sync_gradients() {
       p.var.slot()->accumulate("grad sync", Tensor::zeros(p.var.shape(), DType::f32, device_));
     (expert_[i] ? experts : dense).push_back(p.var.grad());
   }
-  parallel::all_reduce_gradients(*groups_.world, dense);
+  if (groups_.stage->size() > 1) parallel::all_reduce_gradients(*groups_.stage, dense);
   if (experts.empty()) return;
   parallel::all_reduce_gradients(*groups_.replicas, experts);
   // An expert's gradient already sums its whole EP group's tokens; averaging over replicas leaves
@@ -406,10 +434,10 @@ void Trainer::sync_gradients() {
 }
 
 void Trainer::sum_router_loads() {
-  if (groups_.world->size() == 1) return;
+  if (groups_.stage->size() == 1) return;
   for (model::Moe* moe : model_->moe_layers()) {
     Tensor t = Tensor::from_vector(moe->load().tokens, {int64_t(moe->load().tokens.size())});
-    groups_.world->all_reduce(t);
+    groups_.stage->all_reduce(t);
     moe->load().tokens = t.to_vector<int64_t>();
   }
 }
@@ -466,79 +494,39 @@ StepMetrics Trainer::train_step() {
   }
   const bool stats = config_.precision.stats_every > 0 && m.step % config_.precision.stats_every == 0;
   if (stats) set_fp8_stats(/*collect=*/true);
-  double loss = 0, lm = 0, mtp = 0, aux = 0;
   std::vector<data::Batch> batches;
   for (int64_t a = 0; a < accum; ++a) batches.push_back(train_loader_->next());
   // Masked (chat) targets: the LM loss is the mean over the step's loss tokens (chat_training.h).
   const std::vector<double> lm_weight = config_.data.format == DataFormat::chat
                                             ? loss_token_weights(batches, *groups_.world)
                                             : std::vector<double>(size_t(accum), 1.0);
-  for (int64_t a = 0; a < accum; ++a) {
-    const data::Batch& batch = batches[size_t(a)];
+  const auto next_batch = [&, a = int64_t(0)]() mutable {
+    data::Batch batch = std::move(batches[size_t(a)]);
     if (step_ == 0 && a == 0) {
       const std::vector<int64_t> t = batch.inputs.to_vector<int64_t>();
       Fnv1a h;
       h.add(t.data(), t.size() * sizeof(int64_t));
       m.batch_digest = h.hex();
     }
-    std::optional<nvtx::Range> phase(std::in_place, "forward");
-    const model::LmOutput out = model_->forward(batch.inputs.to(device_), batch.targets.to(device_),
-                                                config_.data.document_mask ? batch.positions : Tensor());
-    phase.emplace("backward");
+    ++a;
+    return batch;
+  };
+  const auto seed_scale = [&](int64_t a) {
     double scale = 1.0 / double(accum);
     if (inject_nan_at_ && *inject_nan_at_ == m.step && a == 0) scale = std::nan("");  // test hook
     if (inject_hang_at_ && *inject_hang_at_ == m.step && groups_.world->rank() == groups_.world->size() - 1)
       for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // test hook: the last rank hangs
-    const double w = lm_weight[size_t(a)];
-    backward(w == 1.0 ? ops::affine(out.loss, scale)
-                      : ops::add(ops::affine(out.loss, scale), ops::affine(out.lm_loss, (w - 1.0) * scale)));
-    phase.reset();
-    // The losses come to the host for logging (one small copy each; the last waits for the step).
-    const double lm_a = out.lm_loss.value().item();
-    loss += (out.loss.value().item() + (w - 1.0) * lm_a) / double(accum);
-    lm += w * lm_a / double(accum);
-    if (out.mtp_loss.defined()) mtp += out.mtp_loss.value().item() / double(accum);
-    if (out.aux_loss.defined()) aux += out.aux_loss.value().item() / double(accum);
-    if (a == 0) {
-      if (out.mtp_loss.defined()) m.mtp_loss = 0.0;
-      if (out.aux_loss.defined()) m.moe_aux_loss = 0.0;
-    }
-  }
+    return scale;
+  };
+  const StageResult stage = schedule_->train(next_batch, accum, seed_scale, lm_weight);
   if (stats) {
     if (groups_.world->rank() == 0) write_fp8_stats(m.step);
     set_fp8_stats(/*collect=*/false);
   }
   sync_gradients();
   sum_router_loads();
-  const int world = groups_.world->size();
-  if (world > 1) {  // the reported losses are means over ranks
-    Tensor l = Tensor::from_values({loss, lm, mtp, aux}, {4});
-    groups_.world->all_reduce(l);
-    const std::vector<double> v = l.to_doubles();
-    loss = v[0] / world, lm = v[1] / world, mtp = v[2] / world, aux = v[3] / world;
-  }
-  m.loss = loss;
-  m.lm_loss = lm;
-  if (m.mtp_loss) m.mtp_loss = mtp;
-  if (m.moe_aux_loss) m.moe_aux_loss = aux;
-  for (model::Moe* moe : model_->moe_layers()) m.expert_load_max_over_mean.push_back(moe->load().max_over_mean());
-  // Expert-parallel traffic of this step, this rank's bytes to other ranks: forward dispatch and
-  // combine apart (what parallel.dispatch_dtype changes), and their backward mirror together.
-  for (model::Moe* moe : model_->moe_layers()) {
-    for (const auto& t : moe->load().traffic) {
-      m.dispatch_bytes += t->dispatch_bytes;
-      m.combine_bytes += t->combine_bytes;
-      m.backward_all_to_all_bytes += t->dispatch_backward_bytes + t->combine_backward_bytes;
-      m.all_to_all_ms += 1e3 * t->exchange_seconds;
-    }
-    moe->load().traffic.clear();
-  }
-
-  parallel::Communicator* ep = groups_.ep_size > 1 ? groups_.ep.get() : nullptr;
-  m.grad_norm = optimizer_->grad_norm([this, ep](double sq) {
-    if (zero_) return zero_->sum_over_world(sq);  // ZeRO-1: every rank's owned elements, once each
-    return ep == nullptr ? sq : parallel::sum_in_rank_order(*ep, sq);
-  });
+  reduce_stage_metrics(stage, m);
+  m.grad_norm = global_grad_norm();
   m.lr = learning_rate(config_.schedule, config_.optimizer.lr, step_, config_.train.steps);
   if (!std::isfinite(m.grad_norm)) {
     m.skipped = true;
@@ -562,7 +550,7 @@ StepMetrics Trainer::train_step() {
   }
   optimizer_->zero_grad();
   ++step_;
-  const int64_t tokens = config_.train.micro_batch_size * config_.train.seq_len * accum * world;
+  const int64_t tokens = config_.train.micro_batch_size * config_.train.seq_len * accum * groups_.stage->size();
   tokens_seen_ += tokens;
   m.tokens = tokens_seen_;
   if (gpu_timer) gpu_timer->stop();
@@ -581,7 +569,7 @@ int64_t Trainer::eval_batch_count() const {
   if (!val_loader_) return 0;
   return std::min(config_.train.eval_batches,
                   std::max<int64_t>(
-                      1, val_loader_->samples_per_epoch() / (config_.train.micro_batch_size * groups_.world->size())));
+                      1, val_loader_->samples_per_epoch() / (config_.train.micro_batch_size * groups_.stage->size())));
 }
 
 EvalMetrics Trainer::evaluate() {
@@ -592,21 +580,12 @@ EvalMetrics Trainer::evaluate() {
   NoGradGuard no_grad;
   const Fp8Histories kept(*model_);  // evaluation must not move the delayed scales
   val_loader_->set_consumed_samples(0);
-  const int64_t batches = eval_batch_count();
-  double sum = 0;
-  for (int64_t i = 0; i < batches; ++i) {
-    const data::Batch batch = val_loader_->next();
-    sum += model_
-               ->forward(batch.inputs.to(device_), batch.targets.to(device_),
-                         config_.data.document_mask ? batch.positions : Tensor())
-               .lm_loss.value()
-               .item();
-  }
-  double mean = sum / double(batches);
+  // The last stage's mean loss (0 on the others), averaged over the data-parallel ranks.
+  double mean = schedule_->evaluate([&] { return val_loader_->next(); }, eval_batch_count());
   if (groups_.world->size() > 1) {
     Tensor t = Tensor::from_values({mean}, {1});
     groups_.world->all_reduce(t);
-    mean = t.item() / groups_.world->size();
+    mean = t.item() / groups_.stage->size();
   }
   kept.restore(*model_);
   e.val_loss = mean;
@@ -718,6 +697,13 @@ StopReason Trainer::poll_stop(double step_s) {
 }
 
 void Trainer::print_sample() {
+  if (groups_.pp_size > 1) {  // generation runs the whole model on one rank
+    if (groups_.world->rank() == 0)
+      progress_->message(
+          "sample: skipped (pipeline stages: each rank holds part of the model; `daedalus generate "
+          "--checkpoint` on the saved checkpoint runs the whole model)");
+    return;
+  }
   // Runs with a data.tokenizer and byte-level corpora (vocab 256, as prepare-data writes) print
   // text, others token ids; a chat run samples the reply to a user turn.
   const bool chat = config_.data.format == DataFormat::chat;

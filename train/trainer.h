@@ -4,10 +4,12 @@
 //   for each of grad_accum_steps micro-batches:         data/loader.h: this rank's slice
 //     out = model.forward(inputs, targets)              model/causal_lm.h: LM + λ·MTP + aux loss
 //     backward(out.loss / grad_accum_steps)             autograd/tape.h
-//   all-reduce gradients: dense over the world, routed experts over their replicas (parallel/);
+//     (with pipeline stages: the 1F1B schedule over the stages, train/pipeline_schedule.h)
+//   all-reduce gradients: dense over the stage's ranks (the world without stages), routed experts
+//     over their replicas, a shared embedding between the first and last stage (parallel/);
 //     ZeRO-1 (train/zero.h): reduce-scatter them instead, each rank updating its shard, then
 //     all-gather the updated weights
-//   all-reduce router loads over the world; norm = global gradient norm (optimizer.h)
+//   all-reduce router loads over the stage; norm = global gradient norm over every stage (optimizer.h)
 //   non-finite norm -> skip (or abort): no update, loads dropped, counted
 //   else: router bias update, lr from the schedule, clip and AdamW step
 // Every eval_every steps: mean next-token loss over eval_batches validation batches (evaluation
@@ -40,14 +42,17 @@
 #include "train/config.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
+#include "train/pipeline_schedule.h"
 #include "train/run_lock.h"
 
 namespace daedalus::train {
 
-// The model a config describes, with its experts sharded over `groups` (null: one process holds
-// every expert).
+// The model a config describes, with its experts sharded over `groups` and its layers those of
+// groups' pipeline stage (null: one process holds the whole model).
 model::LmOptions lm_options(const RunConfig& config, const parallel::ProcessGroups* groups,
                             Device device = Device::cpu());
+// Decoder layers per pipeline stage: parallel.pipeline_layers, or the balanced split (model/stages.h).
+std::vector<int64_t> stage_layers(const RunConfig& config);
 
 // The device of a run (train.device) for the rank at `local_rank` on its node: cpu -> the CPU;
 // cuda -> GPU local_rank % visible devices (InputError naming train.device when there is none);
@@ -119,6 +124,10 @@ class Trainer {
   void print_sample();
   void sync_gradients();
   void sum_router_loads();
+  // trainer_pipeline.cpp: what a step reduces across pipeline stages (no-ops with one stage).
+  double global_grad_norm();
+  void reduce_stage_metrics(const StageResult& r, StepMetrics& m);
+  bool shares_embedding() const;  // the first and last stage both hold model.embed_tokens
   double model_flops_per_token() const;
   void set_fp8_stats(bool collect);  // LinearState::collect_stats of every module (stale stats cleared)
   void write_fp8_stats(int64_t step);
@@ -131,6 +140,7 @@ class Trainer {
   Device device_ = Device::cpu();
   std::unique_ptr<model::CausalLM> model_;
   std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<PipelineSchedule> schedule_;
   std::unique_ptr<class ZeroShards> zero_;  // parallel.zero_stage 1: shard ownership and collectives
   std::vector<bool> expert_;                // per optimizer parameter: a routed-expert stack
   double peak_flops_ = 0;                   // the device's peak for the recipe (hardware table), 0: unknown

@@ -11,7 +11,7 @@ ZeroShards::ZeroShards(std::vector<Param>& params, const std::vector<bool>& expe
     : groups_(groups) {
   DAEDALUS_CHECK(expert.size() == params.size(), "ZeroShards: {} expert flags for {} parameters", expert.size(),
                  params.size());
-  dense_.comm = groups.world.get();
+  dense_.comm = groups.stage.get();  // the world without pipeline stages
   experts_.comm = groups.replicas.get();
   for (size_t i = 0; i < params.size(); ++i) (expert[i] ? experts_ : dense_).members.push_back(i);
   for (Group* g : {&dense_, &experts_}) {
@@ -21,7 +21,7 @@ ZeroShards::ZeroShards(std::vector<Param>& params, const std::vector<bool>& expe
     for (size_t k = 0; k < g->members.size(); ++k) {
       Param& p = params[g->members[k]];
       p.owned = g->layout->owned(k, g->comm->rank());
-      p.sharded = true;  // every element is owned by exactly one rank of the world (experts: per EP slice)
+      p.sharded = true;  // every element is owned by exactly one rank of its stage (experts: per EP slice)
     }
   }
 }

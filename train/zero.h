@@ -1,7 +1,8 @@
 // ZeRO-1 (parallel.zero_stage: 1): which rank owns which shard of which parameter, and the
 // collectives around the sharded AdamW step.
 //
-// Each parameter's data-parallel group: the world for the dense weights (every rank holds them),
+// Each parameter's data-parallel group: the pipeline stage's ranks (the world without stages) for
+// the dense weights (every rank of the stage holds them),
 // the replica group for the routed experts (the ranks holding the same expert slice). Within a
 // group, the parameters' elements are concatenated in the optimizer's order and cut into buckets,
 // each bucket into one equal shard per rank (parallel::ShardLayout): rank r updates shard r of
@@ -34,7 +35,8 @@ struct ZeroStats {
 class ZeroShards {
  public:
   // Sets `owned` and `sharded` on every param (`expert[i]`: params[i] is a routed-expert stack,
-  // sharded over groups.replicas; the others over groups.world). Every rank passes the same list.
+  // sharded over groups.replicas; the others over groups.stage). Every rank of a stage passes the
+  // same list.
   ZeroShards(std::vector<Param>& params, const std::vector<bool>& expert, const parallel::ProcessGroups& groups,
              int64_t bucket_bytes = int64_t{32} << 20);
 
@@ -43,7 +45,8 @@ class ZeroShards {
   void reduce_scatter_gradients(const std::vector<Param>& params, Device device);
   // After the step: every weight element takes its owner's value.
   void all_gather_weights(const std::vector<Param>& params);
-  // The squared-norm reduction for AdamW::grad_norm: a sum over the world.
+  // The squared-norm reduction for AdamW::grad_norm: a sum over the world (every stage's owned
+  // elements, each once).
   double sum_over_world(double owned_sq) const;  // parallel::sum_in_rank_order
 
   const ZeroStats& stats() const { return stats_; }
