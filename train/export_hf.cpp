@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/check.h"
+#include "train/export_mxfp4.h"
 
 namespace daedalus::train {
 
@@ -77,17 +78,25 @@ NamedTensors hf_tensors(const model::ParameterStore& store, DType dtype) {
 }
 
 void export_hf(const model::ParameterStore& store, const model::ModelConfig& config, const std::string& dir,
-               DType dtype) {
+               DType dtype, bool mxfp4_experts) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   DAEDALUS_CHECK(!ec, "export-hf: cannot create {}: {}", dir, ec.message());
   const std::string config_path = dir + "/config.json";
   {
     std::ofstream f(config_path);
-    f << hf_config_json(config);
+    if (mxfp4_experts) {
+      nlohmann::ordered_json j = nlohmann::ordered_json::parse(hf_config_json(config));
+      j["quantization_config"] = quark_mxfp4_config(store);
+      f << j.dump(2) << "\n";
+    } else {
+      f << hf_config_json(config);
+    }
     DAEDALUS_CHECK(f.good(), "export-hf: cannot write {}", config_path);
   }
-  write_safetensors(dir + "/model.safetensors", hf_tensors(store, dtype), {{"format", "pt"}});
+  write_safetensors(dir + "/model.safetensors",
+                    mxfp4_experts ? hf_tensors_mxfp4_experts(store, dtype) : hf_tensors(store, dtype),
+                    {{"format", "pt"}});
 }
 
 }  // namespace daedalus::train

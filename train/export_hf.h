@@ -26,8 +26,10 @@ std::string hf_config_json(const model::ModelConfig& config);
 // every routed expert (expert-parallel runs gather the slices first).
 NamedTensors hf_tensors(const model::ParameterStore& store, DType dtype);
 
-// Writes DIR/config.json and DIR/model.safetensors (creating DIR).
+// Writes DIR/config.json and DIR/model.safetensors (creating DIR). With mxfp4_experts the routed
+// experts are written in MXFP4 (train/export_mxfp4.h: the layout vLLM loads, with its
+// quantization_config in config.json) and everything else in `dtype`.
 void export_hf(const model::ParameterStore& store, const model::ModelConfig& config, const std::string& dir,
-               DType dtype = DType::bf16);
+               DType dtype = DType::bf16, bool mxfp4_experts = false);
 
 }  // namespace daedalus::train

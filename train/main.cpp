@@ -101,7 +101,8 @@ daedalus::train::RunConfig checkpoint_config(const std::string& checkpoint, cons
   return daedalus::train::parse_config(info.state.config, overrides, checkpoint + ":/trainer/config");
 }
 
-void run_export_hf(const std::string& checkpoint, const std::string& out, const std::string& dtype_name) {
+void run_export_hf(const std::string& checkpoint, const std::string& out, const std::string& dtype_name,
+                   const std::string& experts) {
   using namespace daedalus::train;
   const RunConfig config = checkpoint_config(checkpoint, "", {});
   daedalus::model::CausalLM model(lm_options(config, nullptr));  // one process holds every expert
@@ -111,9 +112,9 @@ void run_export_hf(const std::string& checkpoint, const std::string& out, const 
   LoadReport report;
   const TrainerState s = load_checkpoint(checkpoint, model, nullptr, o, Placement{}, &report);
   const daedalus::DType dtype = dtype_name == "fp32" ? daedalus::DType::f32 : daedalus::DType::bf16;
-  export_hf(model.parameters(), config.model, out, dtype);
-  fmt::print("exported {} (step {}): {} tensors as {} -> {}/config.json, {}/model.safetensors\n", checkpoint, s.step,
-             report.tensors, dtype_name, out, out);
+  export_hf(model.parameters(), config.model, out, dtype, experts == "mxfp4");
+  fmt::print("exported {} (step {}): {} tensors as {}{} -> {}/config.json, {}/model.safetensors\n", checkpoint, s.step,
+             report.tensors, dtype_name, experts == "mxfp4" ? " (routed experts MXFP4)" : "", out, out);
 }
 
 void run_eval(const std::string& checkpoint, const std::string& config_path,
@@ -236,13 +237,17 @@ int main(int argc, char** argv) {
   auto* inspect = app.add_subcommand("inspect", "Checkpoint summary and integrity verdict (exit 1 unless OK)");
   inspect->add_option("file", inspect_file, "Checkpoint file (.h5)")->required();
 
-  std::string checkpoint, export_out, export_dtype = "bf16";
+  std::string checkpoint, export_out, export_dtype = "bf16", export_experts = "same";
   auto* export_hf =
       app.add_subcommand("export-hf", "Write a checkpoint as HuggingFace config.json + model.safetensors");
   export_hf->add_option("--checkpoint", checkpoint, "Checkpoint file (.h5)")->required();
   export_hf->add_option("--out", export_out, "Output directory")->required();
   export_hf->add_option("--dtype", export_dtype, "Tensor dtype: bf16 (default) or fp32")
       ->check(CLI::IsMember({"bf16", "fp32"}));
+  export_hf
+      ->add_option("--experts", export_experts,
+                   "Routed experts: same (default, --dtype) or mxfp4 (OCP MXFP4 in Quark's layout, which vLLM loads)")
+      ->check(CLI::IsMember({"same", "mxfp4"}));
 
   std::string eval_config;
   auto* eval = app.add_subcommand("eval", "Validation loss and bits per token of a checkpoint");
@@ -281,7 +286,7 @@ int main(int argc, char** argv) {
     } else if (*inspect) {
       return daedalus::train::inspect_checkpoint(inspect_file, stdout);
     } else if (*export_hf) {
-      run_export_hf(checkpoint, export_out, export_dtype);
+      run_export_hf(checkpoint, export_out, export_dtype, export_experts);
     } else if (*eval) {
       run_eval(checkpoint, eval_config, overrides);
     } else if (*generate) {

@@ -50,8 +50,9 @@ struct DTypeCode {
   DType dtype;
   std::string_view code;
 };
-constexpr DTypeCode kCodes[] = {{DType::f32, "F32"}, {DType::bf16, "BF16"}, {DType::i64, "I64"}, {DType::i32, "I32"}};
-constexpr std::string_view kSupported = "F32, BF16, I64, I32";
+constexpr DTypeCode kCodes[] = {
+    {DType::f32, "F32"}, {DType::bf16, "BF16"}, {DType::i64, "I64"}, {DType::i32, "I32"}, {DType::u8, "U8"}};
+constexpr std::string_view kSupported = "F32, BF16, I64, I32, U8";
 
 std::optional<std::string_view> code_of(DType dtype) {
   for (const auto& c : kCodes)
@@ -250,7 +251,7 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
     DAEDALUS_CHECK(t.defined(), "{}: tensor '{}' is undefined", path, name);
     const auto code = code_of(t.dtype());
     DAEDALUS_CHECK(code.has_value(),
-                   "{}: tensor '{}': dtype {} cannot be written (supported: fp32, bf16, int64, int32)", path, name,
+                   "{}: tensor '{}': dtype {} cannot be written (supported: fp32, bf16, int64, int32, uint8)", path, name,
                    dtype_name(t.dtype()));
     const uint64_t nbytes = t.nbytes();
     header[name] = {{"dtype", std::string(*code)}, {"shape", t.shape()}, {"data_offsets", {offset, offset + nbytes}}};

@@ -7,7 +7,7 @@
 //                        "name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...}
 //   bytes [8 + N, EOF)  the data buffer; offsets are relative to its start, each tensor row-major
 //                       little-endian, and the tensors tile the buffer exactly (no holes, no overlap).
-// Supported dtypes: F32, BF16, I64, I32 (Daedalus fp32, bf16, int64, int32).
+// Supported dtypes: F32, BF16, I64, I32, U8 (Daedalus fp32, bf16, int64, int32, uint8).
 #pragma once
 
 #include <map>

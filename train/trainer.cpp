@@ -349,6 +349,16 @@ void Trainer::set_fp8_stats(bool collect) {
     for (fp8::LinearState& s : g->states()) set(s);
 }
 
+void Trainer::set_rounding_seeds(int64_t step, int64_t micro) {
+  uint64_t module = 0;
+  auto set = [&](fp8::LinearState& s) {
+    s.rounding_seed = fp8::rounding_seed(uint64_t(config_.run.seed), uint64_t(step), uint64_t(micro), module++);
+  };
+  for (model::Linear* l : model_->linears()) set(l->state());
+  for (model::GroupedLinear* g : model_->grouped_linears())
+    for (fp8::LinearState& s : g->states()) set(s);
+}
+
 void Trainer::write_fp8_stats(int64_t step) {
   auto write = [&](const std::string& module, const fp8::LinearState& s) {
     for (const char* operand : {"x", "w", "dy"}) {
@@ -393,6 +403,7 @@ StepMetrics Trainer::train_step() {
   if (stats) set_fp8_stats(/*collect=*/true);
   double loss = 0, lm = 0, mtp = 0, aux = 0;
   for (int64_t a = 0; a < accum; ++a) {
+    set_rounding_seeds(m.step, a);
     const data::Batch batch = train_loader_->next();
     if (step_ == 0 && a == 0) {
       const std::vector<int64_t> t = batch.inputs.to_vector<int64_t>();
