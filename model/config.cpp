@@ -35,6 +35,7 @@ void ModelConfig::validate() const {
   DAEDALUS_CHECK(initializer_range > 0, "model.initializer_range: must be positive, got {}", initializer_range);
   DAEDALUS_CHECK(scoring_func == "sigmoid" || scoring_func == "softmax",
                  "model.scoring_func: expected sigmoid or softmax, got \"{}\"", scoring_func);
+  if (rope_scaling) rope_scaling->validate();
   if (n_routed_experts == 0) return;  // dense model: the MoE keys are unused
   positive("moe_intermediate_size", moe_intermediate_size);
   positive("num_experts_per_tok", num_experts_per_tok);

@@ -10,6 +10,8 @@
 #include <optional>
 #include <string>
 
+#include "model/rope_scaling.h"
+
 namespace daedalus::model {
 
 struct ModelConfig {
@@ -39,6 +41,7 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   double initializer_range = 0.02;
   int64_t num_nextn_predict_layers = 1;  // MTP depth; 0 = off
+  std::optional<RopeScaling> rope_scaling;  // null: plain RoPE; YaRN otherwise (model/rope_scaling.h)
 
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   bool is_moe_layer(int64_t layer) const { return n_routed_experts > 0 && layer >= first_k_dense_replace; }

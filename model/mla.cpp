@@ -18,7 +18,11 @@ constexpr double kLatentNormEps = 1e-6;
 }  // namespace
 
 Mla::Mla(const BuildContext& ctx, const ModelConfig& config, const std::string& module, kernels::RopeLayout rope_layout)
-    : config_(config), module_(module), rope_layout_(rope_layout) {
+    : config_(config),
+      module_(module),
+      rope_layout_(rope_layout),
+      rope_(rope_frequencies(config)),
+      softmax_scale_(attention_softmax_scale(config)) {
   const int64_t d = config.hidden_size, h = config.num_attention_heads;
   if (config.q_lora_rank) {
     q_a_proj_ = Linear(ctx, module + ".q_a_proj", d, *config.q_lora_rank);
@@ -58,20 +62,19 @@ Var Mla::forward(const Var& x, const Tensor& positions) {
   Var q = c.q_lora_rank ? q_b_proj_.forward(ops::rms_norm(q_a_proj_.forward(x), q_a_layernorm_, kLatentNormEps))
                         : q_proj_.forward(x);
   std::vector<Var> q_parts = ops::split(ops::reshape(q, {b, t, h, nope + rope}), {nope, rope}, 3);
-  const Var q_pe = ops::rope(q_parts[1], positions, c.rope_theta, rope_layout_);
+  const Var q_pe = ops::rope(q_parts[1], positions, rope_, rope_layout_);
 
   std::vector<Var> kv_a = ops::split(kv_a_proj_with_mqa_.forward(x), {c.kv_lora_rank, rope}, 2);
   const Var kv = kv_b_proj_.forward(ops::rms_norm(kv_a[0], kv_a_layernorm_, kLatentNormEps));
   std::vector<Var> kv_parts = ops::split(ops::reshape(kv, {b, t, h, nope + vd}), {nope, vd}, 3);
-  const Var k_pe = ops::rope(ops::reshape(kv_a[1], {b, t, 1, rope}), positions, c.rope_theta, rope_layout_);
+  const Var k_pe = ops::rope(ops::reshape(kv_a[1], {b, t, 1, rope}), positions, rope_, rope_layout_);
 
   // [B, T, H, Dqk] -> [B, H, T, Dqk] views for the attention core, in its dtype.
   const auto heads_first = [&](const Var& v) { return ops::cast(ops::transpose(v, 1, 2), core_dtype_); };
   const Var qh = heads_first(ops::concat({q_parts[0], q_pe}, 3));
   const Var kh = heads_first(ops::concat({kv_parts[0], ops::expand(k_pe, {b, t, h, rope})}, 3));
   const Var vh = heads_first(kv_parts[1]);
-  const double scale = 1.0 / std::sqrt(double(nope + rope));
-  const Var attn = ops::attention(qh, kh, vh, scale, /*causal=*/true);  // [B, H, T, v] fp32
+  const Var attn = ops::attention(qh, kh, vh, softmax_scale_, /*causal=*/true);  // [B, H, T, v] fp32
   return o_proj_.forward(ops::reshape(ops::transpose(attn, 1, 2), {b, t, h * vd}));
 }
 

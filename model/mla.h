@@ -10,7 +10,9 @@
 //   kv     = kv_b_proj(kv_a_layernorm(c_kv))                [B, T, H·(nope + v)]
 //   k_nope, v = split per head                              [B, T, H, nope], [B, T, H, v]
 //   q = [q_nope | rope(q_pe)],  k = [k_nope | rope(k_pe) for every head]   [B, T, H, nope + rope]
-//   out = o_proj(causal softmax(q·kᵀ / sqrt(nope + rope)) · v)             [B, T, D]
+//   out = o_proj(causal softmax(q·kᵀ · scale) · v)                         [B, T, D]
+//   scale = 1 / sqrt(nope + rope), times YaRN's mscale² when model.rope_scaling sets mscale_all_dim
+//   (rope and scale: model/rope_scaling.h)
 //
 // The latent norms always use eps 1e-6 (DeepSeek's reference code and HF do; rms_norm_eps is for the
 // layer norms).
@@ -52,6 +54,8 @@ class Mla {
   ModelConfig config_;
   std::string module_;
   kernels::RopeLayout rope_layout_ = kernels::RopeLayout::interleaved;
+  kernels::RopeFrequencies rope_;  // plain or YaRN, for qk_rope_head_dim
+  double softmax_scale_ = 0;
   DType core_dtype_ = DType::f32;
   Linear q_a_proj_, q_b_proj_, q_proj_;  // q_proj_ only when q_lora_rank is null
   Var q_a_layernorm_, kv_a_layernorm_;

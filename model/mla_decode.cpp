@@ -56,11 +56,11 @@ Var Mla::decode(const Var& x, MlaCache& cache, CacheKind kind) {
                               : q_proj_.forward(x);
   const std::vector<Var> q_parts = ops::split(ops::reshape(q, {1, t, h, qk}), {nope, rope}, 3);
   const Tensor q_nope = host_f32(q_parts[0]);                                                  // [1, T, H, nope]
-  const Tensor q_pe = host_f32(ops::rope(q_parts[1], positions, c.rope_theta, rope_layout_));  // [1, T, H, rope]
+  const Tensor q_pe = host_f32(ops::rope(q_parts[1], positions, rope_, rope_layout_));  // [1, T, H, rope]
   const std::vector<Var> kv_a = ops::split(kv_a_proj_with_mqa_.forward(x), {r, rope}, 2);
   const Var c_kv = ops::rms_norm(kv_a[0], kv_a_layernorm_, kLatentNormEps);  // [1, T, kv_lora]
   const Tensor k_pe =
-      host_f32(ops::rope(ops::reshape(kv_a[1], {1, t, 1, rope}), positions, c.rope_theta, rope_layout_));
+      host_f32(ops::rope(ops::reshape(kv_a[1], {1, t, 1, rope}), positions, rope_, rope_layout_));
 
   // Append the new tokens to the cache.
   const float* kp = k_pe.data<float>();
@@ -81,7 +81,7 @@ Var Mla::decode(const Var& x, MlaCache& cache, CacheKind kind) {
   }
   cache.length = total;
 
-  const float scale = float(1.0 / std::sqrt(double(qk)));
+  const float scale = float(softmax_scale_);
   const Tensor w = kv_b_proj_.weight().value().to(Device::cpu()).to(DType::f32).contiguous();  // [H·(nope+v), r]
   const float* wp = w.data<float>();
   const float* qn = q_nope.data<float>();

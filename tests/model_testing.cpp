@@ -33,6 +33,59 @@ model::ModelConfig small_model_config() {
   return c;
 }
 
+model::ModelConfig small_yarn_config() {
+  model::ModelConfig c = small_model_config();
+  c.qk_rope_head_dim = 8;
+  model::RopeScaling y;
+  y.factor = 4;
+  y.original_max_position_embeddings = 16;
+  y.beta_fast = 8;
+  y.beta_slow = 2;
+  y.mscale = 0.9;
+  y.mscale_all_dim = 0.6;
+  c.rope_scaling = y;
+  return c;
+}
+
+RopeReference rope_reference(const model::ModelConfig& c) {
+  const double d = double(c.qk_rope_head_dim), base = c.rope_theta;
+  RopeReference r;
+  r.softmax_scale = std::pow(double(c.qk_nope_head_dim + c.qk_rope_head_dim), -0.5);
+  for (int64_t j = 0; 2 * j < c.qk_rope_head_dim; ++j) r.inv_freq.push_back(1.0 / std::pow(base, 2.0 * double(j) / d));
+  if (!c.rope_scaling) return r;
+  const model::RopeScaling& y = *c.rope_scaling;
+  const auto get_mscale = [](double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; };
+  // find_correction_dim(num_rotations): the dim whose wavelength fits num_rotations times into L.
+  const auto correction = [&](double rotations) {
+    const double two_pi = 2 * std::acos(-1.0);
+    return d * std::log(double(y.original_max_position_embeddings) / (rotations * two_pi)) / (2 * std::log(base));
+  };
+  double low = correction(y.beta_fast == 0 ? 32 : y.beta_fast), high = correction(y.beta_slow == 0 ? 1 : y.beta_slow);
+  if (y.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = low < 0 ? 0 : low;
+  high = high > d - 1 ? d - 1 : high;
+  if (low == high) high += 0.001;
+  for (size_t j = 0; j < r.inv_freq.size(); ++j) {
+    const double linear = (double(j) - low) / (high - low);
+    const double ramp = linear < 0 ? 0 : (linear > 1 ? 1 : linear);
+    const double extrapolation_factor = 1 - ramp;
+    const double pos_freq = std::pow(base, 2.0 * double(j) / d);
+    r.inv_freq[j] = 1.0 / (y.factor * pos_freq) * (1 - extrapolation_factor) + 1.0 / pos_freq * extrapolation_factor;
+  }
+  if (y.attention_factor) {
+    r.amplitude = *y.attention_factor;
+  } else if (y.mscale != 0 && y.mscale_all_dim != 0) {
+    r.amplitude = get_mscale(y.factor, y.mscale) / get_mscale(y.factor, y.mscale_all_dim);
+  } else {
+    r.amplitude = get_mscale(y.factor, 1);
+  }
+  if (y.mscale_all_dim != 0) r.softmax_scale *= get_mscale(y.factor, y.mscale_all_dim) * get_mscale(y.factor, y.mscale_all_dim);
+  return r;
+}
+
 fp8::RecipeTable recipes_of(const std::string& name) {
   fp8::Recipe r;
   r.kind = fp8::parse_recipe(name);

@@ -15,6 +15,21 @@ namespace daedalus::testing {
 // (top-2 groups, top-3 experts), a shared expert, MTP depth 1.
 model::ModelConfig small_model_config();
 
+// small_model_config() with a YaRN model.rope_scaling (factor 4, original 16 positions, mscale 0.9,
+// mscale_all_dim 0.6) and qk_rope_head_dim 8, so that the ramp has interior points.
+model::ModelConfig small_yarn_config();
+
+// YaRN written independently from HF's _compute_yarn_parameters / yarn_get_mscale /
+// yarn_apply_mscale in double (not through model/rope_scaling.cpp): the frequencies [d/2] of the
+// rope dims, the cos/sin amplitude and the attention softmax scale. Plain RoPE when rope_scaling
+// is null.
+struct RopeReference {
+  std::vector<double> inv_freq;
+  double amplitude = 1;
+  double softmax_scale = 1;
+};
+RopeReference rope_reference(const model::ModelConfig& c);
+
 // The recipe table of one base recipe by name ("fp32", "fp8_block", ...).
 fp8::RecipeTable recipes_of(const std::string& name);
 

@@ -146,6 +146,8 @@ const std::vector<std::string> kEverythingChanged = {
     "model.q_lora_rank=null",
     "model.routed_scaling_factor=1.5",
     "model.rms_norm_eps=1e-5",
+    "model.rope_scaling={type: yarn, factor: 40, original_max_position_embeddings: 4096, beta_fast: 16, "
+    "beta_slow: 2, mscale: 0.7, mscale_all_dim: 1.0, attention_factor: 1.1, truncate: false}",
     "moe.capacity_factor=1.25",
     "mtp.loss_weight=0.1",
     "precision.recipe=fp8_tensor_delayed",
@@ -198,6 +200,7 @@ TEST(Config, ToYamlRoundTrips) {
     EXPECT_EQ(b.run.dir, a.run.dir);
     EXPECT_EQ(b.model.q_lora_rank, a.model.q_lora_rank);
     EXPECT_EQ(b.model.rms_norm_eps, a.model.rms_norm_eps);
+    EXPECT_EQ(b.model.rope_scaling.has_value(), a.model.rope_scaling.has_value());
     EXPECT_EQ(b.precision.recipe.kind, a.precision.recipe.kind);
     EXPECT_EQ(b.precision.recipe.accumulator.promote_every, a.precision.recipe.accumulator.promote_every);
     EXPECT_EQ(b.precision.overrides.size(), a.precision.overrides.size());
@@ -229,7 +232,7 @@ void leaf_paths(const YAML::Node& map, const std::string& prefix, std::vector<st
 TEST(Config, ToYamlWritesEveryKeyAndTheDocsListThem) {
   std::vector<std::string> paths;
   leaf_paths(YAML::Load(to_yaml(parse(kMinimal))), "", paths);
-  EXPECT_EQ(paths.size(), 87u);  // run 3, model 26, moe 3, mtp 1, precision 13, optimizer 6, schedule 4,
+  EXPECT_EQ(paths.size(), 88u);  // run 3, model 27, moe 3, mtp 1, precision 13, optimizer 6, schedule 4,
                                  // train 12, data 8, parallel 4, checkpoint 5, logging 2
   std::ifstream docs(kRoot / "docs" / "config.md");
   ASSERT_TRUE(docs) << "docs/config.md";

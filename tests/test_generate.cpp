@@ -102,6 +102,20 @@ TEST(GenerateDecode, PrefillThenDecodeEqualsFullForward) {
   }
 }
 
+TEST(GenerateDecode, YarnDecodeEqualsFullForward) {
+  // model.rope_scaling yarn (frequencies, cos/sin amplitude, softmax-scale correction) in the
+  // latent and expanded caches, past the original context of 16 positions; tolerance as above.
+  model::LmOptions o = fp32_options();
+  o.config = testing::small_yarn_config();
+  model::CausalLM lm(o);
+  const std::vector<int64_t> tokens = random_tokens(40, o.config.vocab_size, 5);
+  for (CacheKind kind : {CacheKind::latent, CacheKind::expanded}) {
+    const Diff d = decode_vs_forward(lm, tokens, kind, /*prefill=*/7);
+    EXPECT_GT(d.scale, 0.5);
+    EXPECT_LE(d.max_abs, kLogitTolerance * d.scale) << "max |Δ| " << d.max_abs << " of scale " << d.scale;
+  }
+}
+
 TEST(GenerateDecode, CacheHoldsWhatItsKindStores) {
   model::CausalLM lm(fp32_options());
   const model::ModelConfig& c = lm.options().config;

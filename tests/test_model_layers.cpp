@@ -48,13 +48,13 @@ Mat rms_rows(const Mat& x, int64_t rows, int64_t d, const Mat& g, double eps) {
   return y;
 }
 
-// Interleaved RoPE of v[0..n) at position pos.
-void rope_interleaved(double* v, int64_t n, int64_t pos, double theta) {
+// Interleaved RoPE of v[0..n) at position pos (frequencies and amplitude of testing::rope_reference).
+void rope_interleaved(double* v, int64_t n, int64_t pos, const testing::RopeReference& r) {
   for (int64_t j = 0; j < n / 2; ++j) {
-    const double angle = double(pos) * std::pow(theta, -2.0 * double(j) / double(n));
+    const double angle = double(pos) * r.inv_freq[size_t(j)];
     const double a = v[2 * j], b = v[2 * j + 1];
-    v[2 * j] = a * std::cos(angle) - b * std::sin(angle);
-    v[2 * j + 1] = a * std::sin(angle) + b * std::cos(angle);
+    v[2 * j] = r.amplitude * (a * std::cos(angle) - b * std::sin(angle));
+    v[2 * j + 1] = r.amplitude * (a * std::sin(angle) + b * std::cos(angle));
   }
 }
 
@@ -72,19 +72,20 @@ Mat mla_reference(const Layers& l, const ModelConfig& c, const std::string& m, c
     q = matvec_rows(x, n, d, l.param(m + ".q_proj.weight"), h * qk);
   }
   const int64_t kva_dim = c.kv_lora_rank + rope;
+  const testing::RopeReference rr = testing::rope_reference(c);
   const Mat kva = matvec_rows(x, n, d, l.param(m + ".kv_a_proj_with_mqa.weight"), kva_dim);
   Mat ckv(size_t(n * c.kv_lora_rank)), kpe(size_t(n * rope));
   for (int64_t r = 0; r < n; ++r) {
     for (int64_t i = 0; i < c.kv_lora_rank; ++i) ckv[size_t(r * c.kv_lora_rank + i)] = kva[size_t(r * kva_dim + i)];
     for (int64_t i = 0; i < rope; ++i) kpe[size_t(r * rope + i)] = kva[size_t(r * kva_dim + c.kv_lora_rank + i)];
-    rope_interleaved(&kpe[size_t(r * rope)], rope, r % t, c.rope_theta);
+    rope_interleaved(&kpe[size_t(r * rope)], rope, r % t, rr);
     for (int64_t hh = 0; hh < h; ++hh)
-      rope_interleaved(&q[size_t(r * h * qk + hh * qk + nope)], rope, r % t, c.rope_theta);
+      rope_interleaved(&q[size_t(r * h * qk + hh * qk + nope)], rope, r % t, rr);
   }
   const Mat kv = matvec_rows(rms_rows(ckv, n, c.kv_lora_rank, l.param(m + ".kv_a_layernorm.weight"), 1e-6), n,
                              c.kv_lora_rank, l.param(m + ".kv_b_proj.weight"), h * (nope + vd));
   Mat attn(size_t(n * h * vd), 0.0);
-  const double scale = 1.0 / std::sqrt(double(qk));
+  const double scale = rr.softmax_scale;
   for (int64_t bb = 0; bb < b; ++bb)
     for (int64_t hh = 0; hh < h; ++hh)
       for (int64_t i = 0; i < t; ++i) {
@@ -141,6 +142,29 @@ TEST(ModelMla, MatchesTheDoublePrecisionEquationsWithAndWithoutQLora) {
   }
 }
 
+TEST(ModelMla, YarnMatchesTheDoublePrecisionEquations) {
+  // model.rope_scaling yarn: the rope dims rotate with the blended frequencies times the amplitude,
+  // and every score is scaled by mscale(s, mscale_all_dim)^2 / sqrt(qk). Positions past the
+  // original context (16) as in long-context use; tolerance as above.
+  const ModelConfig c = testing::small_yarn_config();
+  Layers l;
+  model::Mla mla(l.ctx(), c, "model.layers.0.self_attn");
+  const int64_t b = 1, t = 40;
+  const Tensor x = testing::random_tensor({b, t, c.hidden_size}, 15);
+  const Tensor y = mla.forward(Var(x), Tensor::arange(t)).value();
+  expect_close(y.to_doubles(), mla_reference(l, c, "model.layers.0.self_attn", x.to_doubles(), b, t), 2e-5);
+  // The same weights without YaRN compute something else (the test can fail).
+  ModelConfig plain = c;
+  plain.rope_scaling.reset();
+  const Mat other = mla_reference(l, plain, "model.layers.0.self_attn", x.to_doubles(), b, t);
+  EXPECT_GT(max_abs([&] {
+              Mat diff = y.to_doubles();
+              for (size_t i = 0; i < diff.size(); ++i) diff[i] -= other[i];
+              return diff;
+            }()),
+            1e-3);
+}
+
 TEST(ModelMla, IsCausal) {
   const ModelConfig c = testing::small_model_config();
   Layers l;
@@ -155,13 +179,16 @@ TEST(ModelMla, IsCausal) {
 }
 
 TEST(ModelMla, GradientsMatchFiniteDifferences) {
-  const ModelConfig c = testing::small_model_config();
-  Layers l;
-  model::Mla mla(l.ctx(), c, "model.layers.0.self_attn");
-  const Tensor x = testing::random_tensor({2, 5, c.hidden_size}, 13);
-  const Tensor w = testing::random_tensor({2, 5, c.hidden_size}, 14);
-  const auto loss = [&] { return ops::sum_all(ops::mul(mla.forward(Var(x), Tensor::arange(5)), Var(w))); };
-  EXPECT_TRUE(testing::param_gradcheck(loss, l.store.all()));
+  for (const ModelConfig& c : {testing::small_model_config(), testing::small_yarn_config()}) {
+    SCOPED_TRACE(c.rope_scaling ? "yarn" : "plain rope");
+    Layers l;
+    model::Mla mla(l.ctx(), c, "model.layers.0.self_attn");
+    const Tensor x = testing::random_tensor({2, 5, c.hidden_size}, 13);
+    const Tensor w = testing::random_tensor({2, 5, c.hidden_size}, 14);
+    const Tensor pos = Tensor::from_vector<int64_t>({3, 9, 17, 30, 41}, {5});  // past the original 16 too
+    const auto loss = [&] { return ops::sum_all(ops::mul(mla.forward(Var(x), pos), Var(w))); };
+    EXPECT_TRUE(testing::param_gradcheck(loss, l.store.all()));
+  }
 }
 
 // ---- MoE -----------------------------------------------------------------------------------

@@ -156,6 +156,10 @@ struct Origin {
 
 // ---- the three visitors -------------------------------------------------------------------------
 
+// The keys of model.rope_scaling besides its type (defined with the sections below).
+template <typename V, typename C>
+void visit_rope_scaling(V& v, C& c);
+
 // Reads one map of the YAML tree into a struct; absent keys keep the struct's defaults.
 class Reader {
  public:
@@ -201,6 +205,31 @@ class Reader {
     sub("promote_every", a.promote_every);
     sub.finish();
     value = a;
+  }
+
+  // null | {type (or rope_type): yarn, factor, original_max_position_embeddings, ...}: HF's map.
+  void rope_scaling(const char* key, std::optional<model::RopeScaling>& value) {
+    const YAML::Node n = get(key);
+    if (!n.IsDefined()) return;
+    if (n.IsNull()) return void(value.reset());
+    if (!n.IsMap()) fail(n, join(key), "expected null or a map {type: yarn, factor: F, ...}, got " + describe(n));
+    Reader sub(n, join(key), origin_);
+    std::optional<std::string> type, rope_type;
+    sub("type", type);
+    sub("rope_type", rope_type);
+    if (!type && !rope_type) fail(n, join(key) + ".type", "missing (only yarn is supported)");
+    for (const auto& [name, t] : {std::pair{"type", type}, std::pair{"rope_type", rope_type}}) {
+      if (t && *t != "yarn")
+        fail(n[name], fmt::format("{}.{}", join(key), name),
+             fmt::format("\"{}\" is not supported (Daedalus computes plain RoPE, rope_scaling null, and yarn)", *t));
+    }
+    for (const char* required : {"factor", "original_max_position_embeddings"}) {
+      if (!n[required].IsDefined()) fail(n, fmt::format("{}.{}", join(key), required), "missing");
+    }
+    model::RopeScaling y;
+    visit_rope_scaling(sub, y);
+    sub.finish();
+    value = y;
   }
 
   // [{match: GLOB, recipe: NAME}, ...]
@@ -333,6 +362,13 @@ class Writer {
     out_ << YAML::Flow << YAML::BeginMap << YAML::Key << "mantissa_bits" << YAML::Value << a.mantissa_bits << YAML::Key
          << "promote_every" << YAML::Value << a.promote_every << YAML::EndMap;
   }
+  void rope_scaling(const char* key, const std::optional<model::RopeScaling>& value) {
+    out_ << YAML::Key << key << YAML::Value;
+    if (!value) return void(out_ << YAML::Null);
+    out_ << YAML::Flow << YAML::BeginMap << YAML::Key << "type" << YAML::Value << "yarn";
+    visit_rope_scaling(*this, *value);
+    out_ << YAML::EndMap;
+  }
   void overrides(const char* key, const std::vector<fp8::RecipeOverride>& list) {
     out_ << YAML::Key << key << YAML::Value << (list.empty() ? YAML::Flow : YAML::Block) << YAML::BeginSeq;
     for (const fp8::RecipeOverride& o : list) {
@@ -387,6 +423,14 @@ class KeyLister {
     for (const char* k : {"", ".mantissa_bits", ".promote_every"}) add(std::string(key) + k);
   }
   void overrides(const char* key, const std::vector<fp8::RecipeOverride>&) { add(key); }
+  void rope_scaling(const char* key, const std::optional<model::RopeScaling>&) {
+    add(key);
+    KeyLister sub(prefix_ + key + ".", out_);
+    sub.add("type");
+    sub.add("rope_type");
+    const model::RopeScaling defaults;
+    visit_rope_scaling(sub, defaults);
+  }
 
  private:
   void add(const std::string& key) { out_.push_back(prefix_ + key); }
@@ -436,6 +480,19 @@ void visit_model(V& v, C& c) {
   v("tie_word_embeddings", c.tie_word_embeddings);
   v("initializer_range", c.initializer_range);
   v("num_nextn_predict_layers", c.num_nextn_predict_layers);
+  v.rope_scaling("rope_scaling", c.rope_scaling);
+}
+
+template <typename V, typename C>
+void visit_rope_scaling(V& v, C& c) {
+  v("factor", c.factor);
+  v("original_max_position_embeddings", c.original_max_position_embeddings);
+  v("beta_fast", c.beta_fast);
+  v("beta_slow", c.beta_slow);
+  v("mscale", c.mscale);
+  v("mscale_all_dim", c.mscale_all_dim);
+  v("attention_factor", c.attention_factor);
+  v("truncate", c.truncate);
 }
 
 template <typename V, typename C>

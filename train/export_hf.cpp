@@ -37,7 +37,23 @@ std::string hf_config_json(const model::ModelConfig& c) {
   j["scoring_func"] = c.scoring_func;
   j["topk_method"] = "noaux_tc";
   j["rope_theta"] = c.rope_theta;
-  j["rope_scaling"] = nullptr;
+  if (c.rope_scaling) {
+    // DeepSeek's release spelling (transformers reads it as rope_parameters): type, factor, ...
+    const model::RopeScaling& y = *c.rope_scaling;
+    nlohmann::ordered_json r;
+    r["type"] = "yarn";
+    r["factor"] = y.factor;
+    r["original_max_position_embeddings"] = y.original_max_position_embeddings;
+    r["beta_fast"] = y.beta_fast;
+    r["beta_slow"] = y.beta_slow;
+    if (y.mscale != 0) r["mscale"] = y.mscale;  // 0: not given, as HF's absent key
+    r["mscale_all_dim"] = y.mscale_all_dim;
+    if (y.attention_factor) r["attention_factor"] = *y.attention_factor;
+    if (!y.truncate) r["truncate"] = false;
+    j["rope_scaling"] = r;
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
   j["rope_interleave"] = true;
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["max_position_embeddings"] = c.max_position_embeddings;

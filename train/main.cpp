@@ -22,6 +22,7 @@
 #include "train/config.h"
 #include "train/export_hf.h"
 #include "train/generate.h"
+#include "train/text_commands.h"
 #include "train/trainer.h"
 
 namespace {
@@ -233,6 +234,13 @@ int main(int argc, char** argv) {
       ->required();
   prepare->add_option("--val-fraction", val_fraction, "Share of tokens held out for validation (default 0.01)");
 
+  daedalus::train::TokenizeOptions tokenize_options;
+  auto* tokenize = app.add_subcommand("tokenize", "Text on stdin -> token ids on stdout, or back (--decode)");
+  tokenize->add_option("--tokenizer", tokenize_options.tokenizer, "HuggingFace tokenizer.json (byte-level BPE)")
+      ->required();
+  tokenize->add_flag("--decode", tokenize_options.decode, "Read ids (spaces or a JSON array), write the text");
+  tokenize->add_flag("--json", tokenize_options.json, "JSON out: {\"ids\", \"tokens\"} (or {\"text\"} with --decode)");
+
   std::string inspect_file;
   auto* inspect = app.add_subcommand("inspect", "Checkpoint summary and integrity verdict (exit 1 unless OK)");
   inspect->add_option("file", inspect_file, "Checkpoint file (.h5)")->required();
@@ -281,6 +289,8 @@ int main(int argc, char** argv) {
       print_info();
     } else if (*prepare) {
       run_prepare_data(prepare_inputs, prepare_out, val_fraction);
+    } else if (*tokenize) {
+      daedalus::train::run_tokenize(tokenize_options, stdin, stdout);
     } else if (*train) {
       run_train(config, overrides);
     } else if (*inspect) {

@@ -2,6 +2,8 @@
 #include "train/safetensors.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +22,7 @@
 #endif
 
 #include "autograd/check.h"
+#include "fp8/format.h"
 
 namespace daedalus {
 
@@ -36,6 +39,14 @@ NamedTensors read_safetensors(const std::string& path) {
 std::map<std::string, std::string> read_safetensors_metadata(const std::string& path) {
   DAEDALUS_FAIL("{}: safetensors needs nlohmann-json; this build is DAEDALUS_MINIMAL", path);
 }
+SafetensorsFile::SafetensorsFile(const std::string& path) {
+  DAEDALUS_FAIL("{}: safetensors needs nlohmann-json; this build is DAEDALUS_MINIMAL", path);
+}
+SafetensorsFile::~SafetensorsFile() = default;
+Tensor SafetensorsFile::read(const SafetensorsEntry& e, int64_t, int64_t) const {
+  DAEDALUS_FAIL("{}: safetensors needs nlohmann-json; this build is DAEDALUS_MINIMAL", e.name);
+}
+const SafetensorsEntry* SafetensorsFile::find(std::string_view) const { return nullptr; }
 
 #else
 
@@ -46,23 +57,37 @@ using nlohmann::ordered_json;
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the reference implementation's limit
 
+// The dtype codes this reader knows: element size, and the Tensor dtype a read gives (F16 and
+// F8_E8M0 have none: they are widened to fp32, exactly).
 struct DTypeCode {
-  DType dtype;
   std::string_view code;
+  uint64_t size;
+  std::optional<DType> dtype;  // the dtype written and read as stored
 };
 constexpr DTypeCode kCodes[] = {
-    {DType::f32, "F32"}, {DType::bf16, "BF16"}, {DType::i64, "I64"}, {DType::i32, "I32"}, {DType::u8, "U8"}};
-constexpr std::string_view kSupported = "F32, BF16, I64, I32, U8";
+    {"F32", 4, DType::f32},        {"BF16", 2, DType::bf16},      {"F16", 2, std::nullopt},
+    {"F8_E4M3", 1, DType::f8e4m3}, {"F8_E5M2", 1, DType::f8e5m2}, {"F8_E8M0", 1, std::nullopt},
+    {"I64", 8, DType::i64},        {"I32", 4, DType::i32},        {"U8", 1, DType::u8}};
+constexpr std::string_view kSupported = "F32, BF16, F16, F8_E4M3, F8_E5M2, F8_E8M0, I64, I32, U8";
 
 std::optional<std::string_view> code_of(DType dtype) {
   for (const auto& c : kCodes)
     if (c.dtype == dtype) return c.code;
   return std::nullopt;
 }
-std::optional<DType> dtype_of_code(std::string_view code) {
+const DTypeCode* find_code(std::string_view code) {
   for (const auto& c : kCodes)
-    if (c.code == code) return c.dtype;
-  return std::nullopt;
+    if (c.code == code) return &c;
+  return nullptr;
+}
+
+// IEEE half -> float (every half is a float: exact).
+float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1Fu, mantissa = h & 0x3FFu;
+  if (exponent == 0x1F) return codec::bits_float(sign | 0x7F800000u | (mantissa << 13));  // inf, NaN
+  if (exponent != 0) return codec::bits_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
+  const float magnitude = float(mantissa) * 0x1p-24f;  // subnormal: mantissa * 2^-24, exact
+  return sign != 0 ? -magnitude : magnitude;
 }
 
 // An open stdio file, closed on scope exit.
@@ -85,18 +110,10 @@ class File {
   std::FILE* file_;
 };
 
-// One tensor's header entry; offsets are relative to the start of the data buffer.
-struct Entry {
-  std::string name;
-  DType dtype;
-  Shape shape;
-  uint64_t begin = 0, end = 0;
-};
-
 struct Header {
   std::map<std::string, std::string> metadata;
-  std::vector<Entry> entries;  // sorted by data offset
-  uint64_t data_start = 0;     // 8 + header length
+  std::vector<SafetensorsEntry> entries;  // sorted by data offset
+  uint64_t data_start = 0;                // 8 + header length
 };
 
 uint64_t read_u64_le(const unsigned char* p) {
@@ -112,20 +129,20 @@ bool as_u64(const json& v, uint64_t& out) {
   return true;
 }
 
-Entry parse_entry(const std::string& path, const std::string& name, const json& info) {
+SafetensorsEntry parse_entry(const std::string& path, const std::string& name, const json& info) {
   DAEDALUS_CHECK(info.is_object(), "{}: tensor '{}': header entry is {}, expected an object", path, name,
                  info.type_name());
   for (const char* key : {"dtype", "shape", "data_offsets"})
     DAEDALUS_CHECK(info.contains(key), "{}: tensor '{}': header entry has no \"{}\"", path, name, key);
-  Entry e;
+  SafetensorsEntry e;
   e.name = name;
 
   const json& dtype = info["dtype"];
   DAEDALUS_CHECK(dtype.is_string(), "{}: tensor '{}': dtype is {}, expected a string", path, name, dtype.type_name());
-  const auto parsed = dtype_of_code(dtype.get<std::string>());
-  DAEDALUS_CHECK(parsed.has_value(), "{}: tensor '{}': unsupported dtype \"{}\" (supported: {})", path, name,
+  const DTypeCode* code = find_code(dtype.get<std::string>());
+  DAEDALUS_CHECK(code != nullptr, "{}: tensor '{}': unsupported dtype \"{}\" (supported: {})", path, name,
                  dtype.get<std::string>(), kSupported);
-  e.dtype = *parsed;
+  e.dtype = std::string(code->code);
 
   const json& shape = info["shape"];
   DAEDALUS_CHECK(shape.is_array(), "{}: tensor '{}': shape is {}, expected an array", path, name, shape.type_name());
@@ -147,7 +164,7 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
                  offsets.dump());
   DAEDALUS_CHECK(e.begin <= e.end, "{}: tensor '{}': data_offsets [{}, {}] end before they begin", path, name, e.begin,
                  e.end);
-  const uint64_t elem = dtype_size(e.dtype);
+  const uint64_t elem = code->size;
   const bool fits = !overflow && numel <= std::numeric_limits<uint64_t>::max() / elem;
   DAEDALUS_CHECK(fits && numel * elem == e.end - e.begin,
                  "{}: tensor '{}': {} {} needs {} bytes but data_offsets [{}, {}] span {}", path, name, dtype.dump(),
@@ -156,20 +173,16 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
   return e;
 }
 
-// Reads and validates the length prefix and the header of an open file of `file_size` bytes.
-Header read_header(const std::string& path, std::FILE* file, uint64_t file_size) {
+// Validates the length prefix and the header of a file of `file_size` bytes mapped at `bytes`.
+Header read_header(const std::string& path, const unsigned char* bytes, uint64_t file_size) {
   DAEDALUS_CHECK(file_size >= 8, "{}: truncated: {} bytes, shorter than the 8-byte header length", path, file_size);
-  unsigned char prefix[8];
-  DAEDALUS_CHECK(std::fread(prefix, 1, 8, file) == 8, "{}: read failed: {}", path, std::strerror(errno));
-  const uint64_t n = read_u64_le(prefix);
+  const uint64_t n = read_u64_le(bytes);
   DAEDALUS_CHECK(n <= file_size - 8,
                  "{}: header length {} runs past the end of the file ({} bytes): truncated or not safetensors", path, n,
                  file_size);
   DAEDALUS_CHECK(n <= kMaxHeaderBytes, "{}: header length {} exceeds the {}-byte limit", path, n, kMaxHeaderBytes);
 
-  std::string text(size_t(n), '\0');
-  DAEDALUS_CHECK(n == 0 || std::fread(text.data(), 1, size_t(n), file) == size_t(n), "{}: read failed: {}", path,
-                 std::strerror(errno));
+  const std::string text(reinterpret_cast<const char*>(bytes) + 8, size_t(n));
   json j;
   try {
     j = json::parse(text);
@@ -195,12 +208,12 @@ Header read_header(const std::string& path, std::FILE* file, uint64_t file_size)
 
   // The tensors must tile [0, data_size) exactly: in range, no overlap, no holes.
   const uint64_t data_size = file_size - h.data_start;
-  std::stable_sort(h.entries.begin(), h.entries.end(), [](const Entry& a, const Entry& b) {
+  std::stable_sort(h.entries.begin(), h.entries.end(), [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });
   uint64_t cursor = 0;
-  const Entry* previous = nullptr;
-  for (const Entry& e : h.entries) {
+  const SafetensorsEntry* previous = nullptr;
+  for (const SafetensorsEntry& e : h.entries) {
     DAEDALUS_CHECK(e.end <= data_size,
                    "{}: tensor '{}': data_offsets [{}, {}] out of range: the data buffer has {} bytes (truncated?)",
                    path, e.name, e.begin, e.end, data_size);
@@ -215,18 +228,6 @@ Header read_header(const std::string& path, std::FILE* file, uint64_t file_size)
   DAEDALUS_CHECK(cursor == data_size, "{}: {} unused bytes after the last tensor (data buffer {} bytes)", path,
                  data_size - cursor, data_size);
   return h;
-}
-
-uint64_t file_size_of(const std::string& path) {
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(path, ec);
-  DAEDALUS_CHECK(!ec, "{}: cannot read: {}", path, ec.message());
-  return uint64_t(size);
-}
-
-Header open_and_read_header(const std::string& path, File& file) {
-  DAEDALUS_CHECK(file.get() != nullptr, "{}: cannot open: {}", path, std::strerror(errno));
-  return read_header(path, file.get(), file_size_of(path));
 }
 
 void fsync_directory_of(const std::string& path) {
@@ -250,8 +251,7 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
     DAEDALUS_CHECK(seen.insert(name).second, "{}: tensor '{}' appears twice", path, name);
     DAEDALUS_CHECK(t.defined(), "{}: tensor '{}' is undefined", path, name);
     const auto code = code_of(t.dtype());
-    DAEDALUS_CHECK(code.has_value(),
-                   "{}: tensor '{}': dtype {} cannot be written (supported: fp32, bf16, int64, int32, uint8)", path, name,
+    DAEDALUS_CHECK(code.has_value(), "{}: tensor '{}': dtype {} cannot be written", path, name,
                    dtype_name(t.dtype()));
     const uint64_t nbytes = t.nbytes();
     header[name] = {{"dtype", std::string(*code)}, {"shape", t.shape()}, {"data_offsets", {offset, offset + nbytes}}};
@@ -298,27 +298,96 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
   fsync_directory_of(path);
 }
 
-NamedTensors read_safetensors(const std::string& path) {
-  File file(path, "rb");
-  const Header h = open_and_read_header(path, file);
-  NamedTensors out;
-  out.reserve(h.entries.size());
-  for (const Entry& e : h.entries) {
-    Tensor t = Tensor::empty(e.shape, e.dtype, Device::cpu());
-    const size_t n = size_t(e.end - e.begin);
-    if (n > 0) {
-      DAEDALUS_CHECK(::fseeko(file.get(), off_t(h.data_start + e.begin), SEEK_SET) == 0 &&
-                         std::fread(t.data_ptr(), 1, n, file.get()) == n,
-                     "{}: tensor '{}': read failed: {}", path, e.name, std::strerror(errno));
-    }
-    out.emplace_back(e.name, std::move(t));
+SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  DAEDALUS_CHECK(fd >= 0, "{}: cannot open: {}", path, std::strerror(errno));
+  struct stat st {};
+  const bool stat_ok = ::fstat(fd, &st) == 0;
+  const int stat_err = errno;
+  if (!stat_ok || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    DAEDALUS_FAIL("{}: cannot read: {}", path, stat_ok ? "not a regular file" : std::strerror(stat_err));
   }
+  size_ = uint64_t(st.st_size);
+  if (size_ > 0) {
+    void* m = ::mmap(nullptr, size_t(size_), PROT_READ, MAP_PRIVATE, fd, 0);
+    const int err = errno;
+    ::close(fd);
+    DAEDALUS_CHECK(m != MAP_FAILED, "{}: cannot map: {}", path, std::strerror(err));
+    map_ = static_cast<const unsigned char*>(m);
+  } else {
+    ::close(fd);
+  }
+  try {
+    Header h = read_header(path, map_, size_);
+    metadata_ = std::move(h.metadata);
+    entries_ = std::move(h.entries);
+    data_start_ = h.data_start;
+  } catch (...) {
+    if (map_ != nullptr) ::munmap(const_cast<unsigned char*>(map_), size_t(size_));
+    throw;
+  }
+  for (size_t i = 0; i < entries_.size(); ++i) index_[entries_[i].name] = i;
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (map_ != nullptr) ::munmap(const_cast<unsigned char*>(map_), size_t(size_));
+}
+
+const SafetensorsEntry* SafetensorsFile::find(std::string_view name) const {
+  const auto it = index_.find(std::string(name));
+  return it == index_.end() ? nullptr : &entries_[it->second];
+}
+
+Tensor SafetensorsFile::read(const SafetensorsEntry& e, int64_t row0, int64_t rows) const {
+  const DTypeCode* code = find_code(e.dtype);
+  DAEDALUS_CHECK(code != nullptr, "{}: tensor '{}': unsupported dtype {}", path_, e.name, e.dtype);
+  Shape shape = e.shape;
+  const int64_t dim0 = shape.empty() ? 1 : shape[0];
+  if (rows < 0) rows = dim0 - row0;
+  DAEDALUS_CHECK(row0 >= 0 && rows >= 0 && row0 + rows <= dim0, "{}: tensor '{}' {}: rows [{}, {}) out of range",
+                 path_, e.name, shape_str(e.shape), row0, row0 + rows);
+  if (!shape.empty()) shape[0] = rows;
+  const uint64_t row_bytes = dim0 == 0 ? 0 : (e.end - e.begin) / uint64_t(dim0);
+  const unsigned char* src = map_ + data_start_ + e.begin + uint64_t(row0) * row_bytes;
+  const uint64_t n = uint64_t(rows) * row_bytes;
+  Tensor t = Tensor::empty(shape, code->dtype.value_or(DType::f32), Device::cpu());
+  if (code->dtype) {
+    if (n > 0) std::memcpy(t.data_ptr(), src, size_t(n));
+  } else {
+    float* out = t.data<float>();
+    const bool half = code->code == "F16";
+    const int64_t count = int64_t(n / code->size);
+    for (int64_t i = 0; i < count; ++i) {
+      if (half) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        out[i] = half_to_float(h);
+      } else {  // F8_E8M0: 2^(code - 127), 0xFF NaN
+        out[i] = fp8::e8m0_to_float(src[i]);
+      }
+    }
+  }
+  // The copy is made: drop these pages from this process (the page cache keeps the file).
+  if (n > 0) {
+    const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+    const uintptr_t first = (reinterpret_cast<uintptr_t>(src) + page - 1) / page * page;
+    const uintptr_t last = (reinterpret_cast<uintptr_t>(src) + n) / page * page;
+    if (last > first) ::madvise(reinterpret_cast<void*>(first), size_t(last - first), MADV_DONTNEED);
+  }
+  return t;
+}
+
+NamedTensors read_safetensors(const std::string& path) {
+  const SafetensorsFile file(path);
+  NamedTensors out;
+  out.reserve(file.entries().size());
+  for (const SafetensorsEntry& e : file.entries()) out.emplace_back(e.name, file.read(e));
   return out;
 }
 
 std::map<std::string, std::string> read_safetensors_metadata(const std::string& path) {
-  File file(path, "rb");
-  return open_and_read_header(path, file).metadata;
+  return SafetensorsFile(path).metadata();
 }
 
 #endif  // DAEDALUS_MINIMAL
