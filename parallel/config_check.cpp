@@ -36,4 +36,27 @@ void check_same_config(Communicator& comm, const std::string& resolved_config_te
   }
 }
 
+bool agree(Communicator& comm, bool ok, std::string* message) {
+  if (comm.size() == 1) return ok;
+  Tensor flag = Tensor::from_vector<int32_t>({ok ? 0 : comm.size() - comm.rank()}, {1});
+  comm.all_reduce(flag, ReduceOp::max);
+  const int32_t top = flag.to_vector<int32_t>()[0];
+  if (top == 0) return true;
+  const int root = comm.size() - top;
+  constexpr int64_t kChars = 1024;
+  std::vector<int32_t> text(size_t(kChars), 0);
+  if (comm.rank() == root) {
+    const std::string m = fmt::format("{}{}", root == 0 ? "" : fmt::format("(rank {}) ", root), *message);
+    for (size_t i = 0; i < m.size() && i + 1 < size_t(kChars); ++i) text[i] = int32_t(uint8_t(m[i]));
+  }
+  Tensor t = Tensor::from_vector(text, {kChars});
+  comm.broadcast(t, root);
+  message->clear();
+  for (int32_t c : t.to_vector<int32_t>()) {
+    if (c == 0) break;
+    message->push_back(char(c));
+  }
+  return false;
+}
+
 }  // namespace daedalus::parallel

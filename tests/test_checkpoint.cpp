@@ -264,9 +264,15 @@ TEST(Checkpoint, BadInputNamesTheFile) {
   std::ofstream(dir + "/text.h5") << "not a checkpoint\n";
   EXPECT_NE(message(dir + "/text.h5").find(dir + "/text.h5: not an HDF5 file"), std::string::npos);
   EXPECT_NE(message(dir).find("is a directory"), std::string::npos);
+  // inspect gives a verdict for every file, exit 1 unless OK.
   int code = -1;
-  EXPECT_THROW(inspect_text(dir + "/text.h5", &code), InputError);
-  EXPECT_THROW(inspect_text(dir + "/none.h5", &code), InputError);
+  EXPECT_NE(inspect_text(dir + "/text.h5", &code).find("verdict     CORRUPT: " + dir + "/text.h5: not an HDF5 file"),
+            std::string::npos);
+  EXPECT_EQ(code, 1);
+  code = -1;
+  EXPECT_NE(inspect_text(dir + "/none.h5", &code).find("verdict     UNUSABLE: " + dir + "/none.h5: no such file"),
+            std::string::npos);
+  EXPECT_EQ(code, 1);
 }
 
 TEST(Checkpoint, PruneKeepsTheNewestUpToTheCurrentStep) {

@@ -10,9 +10,11 @@
 //                                          experts [replicas, E, 3, len]; unused slots hold -1
 //   /trainer (attributes)                 step, tokens_seen, consumed_samples, config (YAML),
 //                                          world_size, expert_parallel, recipe, format_version,
-//                                          skipped_steps, consecutive_skips, complete (last)
-// Every dataset is chunked with the Fletcher32 filter; a file is written as <path>.tmp, fsynced,
-// then renamed.
+//                                          skipped_steps, consecutive_skips, checksum (of all the
+//                                          metadata), complete (last)
+// Every dataset is chunked with the Fletcher32 filter; every attribute lives in a checksummed
+// object header and `checksum` covers the metadata a reader uses, so no bit of a checkpoint
+// reaches a reader unverified. A file is written as <path>.tmp, fsynced, then renamed.
 //
 // Saving is collective over the world: with several ranks one file is written through MPI-IO,
 // each rank writing only its expert slices, and each replicated tensor written by one rank
@@ -34,7 +36,9 @@
 
 namespace daedalus::train {
 
-inline constexpr int64_t kCheckpointFormatVersion = 1;
+// 2: text attributes fixed-length in /trainer's checksummed object header, /trainer `checksum`
+// over all metadata (checkpoint_h5.h metadata_checksum). 1: variable-length text, no checksum.
+inline constexpr int64_t kCheckpointFormatVersion = 2;
 
 // A checkpoint that cannot be used as it is: unreadable or truncated, incomplete (no `complete`
 // attribute), or a dataset failing its Fletcher32 checksum. Bad input (exit 1); `resume: auto`
@@ -42,6 +46,14 @@ inline constexpr int64_t kCheckpointFormatVersion = 1;
 class CheckpointReadError : public InputError {
  public:
   using InputError::InputError;
+};
+
+// A save that failed on some rank (a full disk, a file-size limit): with several ranks every rank
+// throws it together, after the ranks agreed on the failure (no rank is left in a collective), with
+// the .tmp removed. A runtime failure (exit 2).
+class SaveError : public Error {
+ public:
+  using Error::Error;
 };
 
 // The /trainer attributes.
@@ -65,7 +77,7 @@ struct SaveStats {
 };
 
 // Writes `path` (collective over groups.world; every rank passes the same path and state). The
-// optimizer may be null (weights only). Error (exit 2) when the file cannot be written.
+// optimizer may be null (weights only). SaveError on every rank when the file cannot be written.
 SaveStats save_checkpoint(const std::string& path, model::CausalLM& model, AdamW* optimizer, const TrainerState& state,
                           const parallel::ProcessGroups& groups);
 
@@ -82,6 +94,9 @@ struct LoadOptions {
   // Missing, unexpected or differently shaped /model tensors: an InputError listing them (true) or
   // a report, loading the tensors that match (false). The optimizer is always strict.
   bool strict = true;
+  // Whether the message for a mismatch may suggest `checkpoint.strict: false` (init_from only:
+  // resuming is always strict).
+  bool strict_settable = false;
 };
 
 struct LoadReport {
@@ -100,6 +115,14 @@ struct LoadReport {
 // corrupt one (nothing is guaranteed about the model's values then: load another checkpoint).
 TrainerState load_checkpoint(const std::string& path, model::CausalLM& model, AdamW* optimizer,
                              const LoadOptions& options, const Placement& placement, LoadReport* report = nullptr);
+
+// Reads the whole metadata of `path` (open, /trainer and its checksum, every group, dataset and
+// chunk index; no data) in a child process (train/isolated.h), so that HDF5 crashing or hanging on
+// damaged metadata cannot take this process down. Returns when it all reads; CheckpointReadError
+// naming the file and the damage otherwise (also "crashed with signal 11"); InputError for a
+// missing file or a format newer than this build. load_checkpoint and read_checkpoint_info call it.
+void probe_checkpoint(const std::string& path);
+inline constexpr double kProbeTimeoutS = 300;  // metadata only: seconds even for thousands of datasets
 
 // ---- files (checkpoint_files.cpp) ----
 

@@ -18,8 +18,9 @@ namespace h5 {
 
 Handle open_checkpoint(const std::string& path) {
   struct stat st {};
-  DAEDALUS_CHECK(::stat(path.c_str(), &st) == 0, "{}: no such file", path);
-  DAEDALUS_CHECK(!S_ISDIR(st.st_mode), "{}: is a directory, not a checkpoint file", path);
+  if (::stat(path.c_str(), &st) != 0) throw InputError(fmt::format("{}: no such file", path));
+  if (S_ISDIR(st.st_mode)) throw InputError(fmt::format("{}: is a directory, not a checkpoint file", path));
+  if (!S_ISREG(st.st_mode)) throw InputError(fmt::format("{}: not a regular file (a pipe or device?)", path));
   silence_errors();
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     take_error_stack();
@@ -38,9 +39,10 @@ TrainerState read_trainer_state(hid_t file, const std::string& path) {
   TrainerState s;
   const std::optional<int64_t> version = read_int_attr(g.get(), "format_version");
   if (!version) throw CheckpointReadError(fmt::format("{}: /trainer has no format_version attribute", path));
-  DAEDALUS_CHECK(*version <= kCheckpointFormatVersion,
-                 "{}: checkpoint format {} is newer than this build of Daedalus reads ({})", path, *version,
-                 kCheckpointFormatVersion);
+  const std::optional<int64_t> checksum = read_int_attr(g.get(), "checksum");
+  if (*version > kCheckpointFormatVersion && !checksum)  // a checksummed file's version is checked below
+    throw InputError(fmt::format("{}: checkpoint format {} is newer than this build of Daedalus reads ({})", path,
+                                 *version, kCheckpointFormatVersion));
   s.format_version = *version;
   const std::optional<int64_t> step = read_int_attr(g.get(), "step");
   if (!step) throw CheckpointReadError(fmt::format("{}: /trainer has no step attribute", path));
@@ -54,6 +56,18 @@ TrainerState read_trainer_state(hid_t file, const std::string& path) {
   s.recipe = read_string_attr(g.get(), "recipe").value_or("");
   s.config = read_string_attr(g.get(), "config").value_or("");
   s.complete = read_int_attr(g.get(), "complete").value_or(0) == 1;
+  // Format 2 on: the checksum of the metadata (format 1 files have none: read as they are).
+  if (*version >= 2 || checksum) {
+    if (!checksum) throw CheckpointReadError(fmt::format("{}: /trainer has no checksum attribute", path));
+    if (uint64_t(*checksum) != metadata_checksum(file, s))
+      throw CheckpointReadError(
+          fmt::format("{}: metadata checksum mismatch: the counters, config, recipe or dataset list in the file are "
+                      "damaged",
+                      path));
+    if (*version > kCheckpointFormatVersion)
+      throw InputError(fmt::format("{}: checkpoint format {} is newer than this build of Daedalus reads ({})", path,
+                                   *version, kCheckpointFormatVersion));
+  }
   return s;
 }
 
@@ -126,6 +140,7 @@ std::vector<std::string> prune_checkpoints(const std::string& run_dir, int64_t k
 }
 
 CheckpointInfo read_checkpoint_info(const std::string& path) {
+  probe_checkpoint(path);
   h5::Handle file = h5::open_checkpoint(path);
   CheckpointInfo info;
   info.state = h5::read_trainer_state(file.get(), path);

@@ -49,7 +49,11 @@ std::string take_error_stack() {
   std::string text;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &text);
   H5Eclear2(H5E_DEFAULT);
-  return text.empty() ? std::string("no detail from HDF5") : text;
+  if (text.empty()) return "no detail from HDF5";
+  // A checksum that failed says it all; the twenty frames above it add nothing for a user.
+  if (text.find("incorrect metadata checksum") != std::string::npos)
+    return "HDF5 metadata checksum mismatch (incorrect metadata checksum: the file is damaged)";
+  return text;
 }
 
 Handle file_access(const MPI_Comm* comm) {
@@ -82,21 +86,33 @@ Handle open_file(const std::string& path, std::string* error) {
   return file;
 }
 
-Handle create_group(hid_t parent, const std::string& name) {
-  return check(H5Gcreate2(parent, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose,
+Handle create_group(hid_t parent, const std::string& name, bool compact_attributes) {
+  Handle gcpl = check(H5Pcreate(H5P_GROUP_CREATE), H5Pclose, "H5Pcreate(H5P_GROUP_CREATE)");
+  // Attributes in the object header itself (HDF5 moves more than 8 to a fractal heap, where text
+  // over 4 KB is stored unchecksummed): the header's checksum then covers every value.
+  if (compact_attributes) DAEDALUS_HDF5_CHECK(H5Pset_attr_phase_change(gcpl.get(), 1000, 0));
+  return check(H5Gcreate2(parent, name.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), H5Gclose,
                "cannot create group " + name);
 }
 
-bool exists(hid_t parent, const std::string& name) { return H5Lexists(parent, name.c_str(), H5P_DEFAULT) > 0; }
+bool exists(hid_t parent, const std::string& name) {
+  const htri_t e = H5Lexists(parent, name.c_str(), H5P_DEFAULT);
+  if (e < 0) throw CheckpointReadError(fmt::format("{}: cannot look it up: {}", name, take_error_stack()));
+  return e > 0;
+}
 
 Handle open_group(hid_t parent, const std::string& name) {
   if (!exists(parent, name)) return {};
-  return Handle(H5Gopen2(parent, name.c_str(), H5P_DEFAULT), H5Gclose);
+  Handle g(H5Gopen2(parent, name.c_str(), H5P_DEFAULT), H5Gclose);
+  if (!g.valid()) throw CheckpointReadError(fmt::format("{}: cannot open the group: {}", name, take_error_stack()));
+  return g;
 }
 
 Handle open_dataset(hid_t parent, const std::string& name) {
   if (!exists(parent, name)) return {};
-  return Handle(H5Dopen2(parent, name.c_str(), H5P_DEFAULT), H5Dclose);
+  Handle d(H5Dopen2(parent, name.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!d.valid()) throw CheckpointReadError(fmt::format("{}: cannot open the dataset: {}", name, take_error_stack()));
+  return d;
 }
 
 Shape chunk_shape(const Shape& shape, bool one_row_per_chunk) {
@@ -195,43 +211,64 @@ void write_attr(hid_t object, const std::string& name, int64_t value) {
 
 void write_attr(hid_t object, const std::string& name, const std::string& value) {
   Handle type = check(H5Tcopy(H5T_C_S1), H5Tclose, "H5Tcopy");
-  DAEDALUS_HDF5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE));
+  DAEDALUS_HDF5_CHECK(H5Tset_size(type.get(), std::max<size_t>(value.size(), 1)));
+  DAEDALUS_HDF5_CHECK(H5Tset_strpad(type.get(), H5T_STR_NULLPAD));
   DAEDALUS_HDF5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
   Handle space = check(H5Screate(H5S_SCALAR), H5Sclose, "H5Screate");
   Handle attr = check(H5Acreate2(object, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose,
                       "cannot create attribute " + name);
-  const char* text = value.c_str();
-  if (H5Awrite(attr.get(), type.get(), &text) < 0) fail("cannot write attribute " + name);
+  std::string padded = value;
+  padded.resize(std::max<size_t>(value.size(), 1), '\0');
+  if (H5Awrite(attr.get(), type.get(), padded.data()) < 0) fail("cannot write attribute " + name);
 }
 
+namespace {
+
+// Whether `object` has attribute `name`; CheckpointReadError when HDF5 cannot tell.
+bool has_attr(hid_t object, const std::string& name) {
+  const htri_t e = H5Aexists(object, name.c_str());
+  if (e < 0) throw CheckpointReadError(fmt::format("attribute {}: cannot look it up: {}", name, take_error_stack()));
+  return e > 0;
+}
+
+[[noreturn]] void unreadable_attr(const std::string& name) {
+  throw CheckpointReadError(fmt::format("attribute {}: unreadable: {}", name, take_error_stack()));
+}
+
+}  // namespace
+
 std::optional<int64_t> read_int_attr(hid_t object, const std::string& name) {
-  if (H5Aexists(object, name.c_str()) <= 0) return std::nullopt;
+  if (!has_attr(object, name)) return std::nullopt;
   Handle attr(H5Aopen(object, name.c_str(), H5P_DEFAULT), H5Aclose);
   int64_t value = 0;
-  if (!attr.valid() || H5Aread(attr.get(), H5T_NATIVE_INT64, &value) < 0) return std::nullopt;
+  if (!attr.valid() || H5Aread(attr.get(), H5T_NATIVE_INT64, &value) < 0) unreadable_attr(name);
   return value;
 }
 
 std::optional<std::string> read_string_attr(hid_t object, const std::string& name) {
-  if (H5Aexists(object, name.c_str()) <= 0) return std::nullopt;
+  if (!has_attr(object, name)) return std::nullopt;
   Handle attr(H5Aopen(object, name.c_str(), H5P_DEFAULT), H5Aclose);
-  if (!attr.valid()) return std::nullopt;
+  if (!attr.valid()) unreadable_attr(name);
   Handle file_type(H5Aget_type(attr.get()), H5Tclose);
-  if (!file_type.valid() || H5Tget_class(file_type.get()) != H5T_STRING) return std::nullopt;
+  if (!file_type.valid()) unreadable_attr(name);
+  if (H5Tget_class(file_type.get()) != H5T_STRING)
+    throw CheckpointReadError(fmt::format("attribute {}: not a string", name));
   Handle type = check(H5Tcopy(H5T_C_S1), H5Tclose, "H5Tcopy");
   DAEDALUS_HDF5_CHECK(H5Tset_cset(type.get(), H5Tget_cset(file_type.get())));  // HDF5 does not convert ASCII <-> UTF-8
-  if (H5Tis_variable_str(file_type.get()) > 0) {
+  if (H5Tis_variable_str(file_type.get()) > 0) {  // format 1 (global heap: no checksum)
     DAEDALUS_HDF5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE));
     char* text = nullptr;
-    if (H5Aread(attr.get(), type.get(), &text) < 0 || text == nullptr) return std::nullopt;
+    if (H5Aread(attr.get(), type.get(), &text) < 0 || text == nullptr) unreadable_attr(name);
     std::string value(text);
     H5free_memory(text);
     return value;
   }
   const size_t size = H5Tget_size(file_type.get());
+  if (size == 0 || size > kMaxAttrBytes)
+    throw CheckpointReadError(fmt::format("attribute {}: implausible string size {}", name, size));
   DAEDALUS_HDF5_CHECK(H5Tset_size(type.get(), size + 1));
   std::string value(size + 1, '\0');
-  if (H5Aread(attr.get(), type.get(), value.data()) < 0) return std::nullopt;
+  if (H5Aread(attr.get(), type.get(), value.data()) < 0) unreadable_attr(name);
   value.resize(value.find('\0'));
   return value;
 }
@@ -243,13 +280,25 @@ herr_t collect_name(hid_t, const char* name, const H5L_info_t*, void* out) {
   return 0;
 }
 
+struct Collected {
+  std::vector<std::string> names;
+  std::string error;  // the first object that would not open
+};
+
 // H5Lvisit callback: keeps the names of datasets (opening the object: the same call in every HDF5
-// version, unlike the versioned H5O_info structs).
+// version, unlike the versioned H5O_info structs). An object that does not open stops the walk.
 herr_t collect_dataset(hid_t group, const char* name, const H5L_info_t* info, void* out) {
-  if (info->type != H5L_TYPE_HARD) return 0;
+  auto* c = static_cast<Collected*>(out);
+  if (info->type != H5L_TYPE_HARD) {
+    c->error = fmt::format("{}: not a hard link", name);
+    return -1;
+  }
   Handle object(H5Oopen(group, name, H5P_DEFAULT), H5Oclose);
-  if (object.valid() && H5Iget_type(object.get()) == H5I_DATASET)
-    static_cast<std::vector<std::string>*>(out)->emplace_back(name);
+  if (!object.valid()) {
+    c->error = fmt::format("{}: cannot open: {}", name, take_error_stack());
+    return -1;
+  }
+  if (H5Iget_type(object.get()) == H5I_DATASET) c->names.emplace_back(name);
   return 0;
 }
 
@@ -257,17 +306,19 @@ herr_t collect_dataset(hid_t group, const char* name, const H5L_info_t* info, vo
 
 std::vector<std::string> list_names(hid_t group) {
   std::vector<std::string> names;
-  DAEDALUS_HDF5_CHECK(H5Literate(group, H5_INDEX_NAME, H5_ITER_INC, nullptr, collect_name, &names));
+  if (H5Literate(group, H5_INDEX_NAME, H5_ITER_INC, nullptr, collect_name, &names) < 0)
+    throw CheckpointReadError(fmt::format("cannot list the group: {}", take_error_stack()));
   return names;
 }
 
 std::vector<std::string> list_datasets(hid_t file, const std::string& group) {
-  std::vector<std::string> names;
+  Collected c;
   Handle g = open_group(file, group);
-  if (!g.valid()) return names;
-  if (H5Lvisit(g.get(), H5_INDEX_NAME, H5_ITER_INC, collect_dataset, &names) < 0) fail("cannot list " + group);
-  for (std::string& n : names) n = "/" + group + "/" + n;
-  return names;
+  if (!g.valid()) return c.names;
+  if (H5Lvisit(g.get(), H5_INDEX_NAME, H5_ITER_INC, collect_dataset, &c) < 0)
+    throw CheckpointReadError(fmt::format("/{}: cannot list: {}", group, c.error.empty() ? take_error_stack() : c.error));
+  for (std::string& n : c.names) n = "/" + group + "/" + n;
+  return c.names;
 }
 
 }  // namespace daedalus::train::h5

@@ -26,6 +26,16 @@ using Handle = data::H5Handle;
 
 inline constexpr int64_t kMaxPieceBytes = int64_t(1) << 30;  // one H5Dwrite / H5Dread at most
 inline constexpr int64_t kChunkBytes = int64_t(4) << 20;     // target chunk size (one checksum each)
+inline constexpr size_t kMaxAttrBytes = size_t(16) << 20;     // a string attribute longer than this is damage
+
+inline constexpr float kEmptySlot = -1.0f;  // an unused amax-history slot in /fp8 (amaxes are >= 0 or NaN)
+
+// Elements per row of dim 0 (1 for a 1-D shape).
+inline int64_t row_elems(const Shape& shape) {
+  int64_t n = 1;
+  for (size_t d = 1; d < shape.size(); ++d) n *= shape[d];
+  return n;
+}
 
 // Turns off HDF5's automatic error printing (our messages name the file and dataset).
 void silence_errors();
@@ -42,10 +52,12 @@ Handle create_file(const std::string& path, const MPI_Comm* comm);
 // explanation in *error.
 Handle open_file(const std::string& path, std::string* error = nullptr);
 
-Handle create_group(hid_t parent, const std::string& name);
-// Invalid when absent.
+// `compact_attributes`: every attribute stays in the group's object header, which HDF5 checksums.
+Handle create_group(hid_t parent, const std::string& name, bool compact_attributes = false);
+// Invalid when absent; CheckpointReadError (naming `name`) when present but HDF5 cannot open it.
 Handle open_group(hid_t parent, const std::string& name);
 Handle open_dataset(hid_t parent, const std::string& name);
+// CheckpointReadError when HDF5 cannot tell (a damaged link index).
 bool exists(hid_t parent, const std::string& name);
 
 // Chunk shape for a dataset: the whole tensor when it is small, else slabs of dim 0 (then dim 1, ...)
@@ -73,13 +85,17 @@ std::string dataset_type(hid_t dataset);
 bool has_fletcher32(hid_t dataset);
 
 void write_attr(hid_t object, const std::string& name, int64_t value);
-void write_attr(hid_t object, const std::string& name, const std::string& value);  // UTF-8, variable length
+// UTF-8, fixed length (stored in the object header, not in HDF5's unchecksummed global heap).
+void write_attr(hid_t object, const std::string& name, const std::string& value);
+// nullopt when absent; CheckpointReadError when present but unreadable. Strings of either kind
+// (format 1 wrote variable-length ones).
 std::optional<int64_t> read_int_attr(hid_t object, const std::string& name);
 std::optional<std::string> read_string_attr(hid_t object, const std::string& name);
 
-// Link names directly under `group`, in name order.
+// Link names directly under `group`, in name order. CheckpointReadError when HDF5 cannot list them.
 std::vector<std::string> list_names(hid_t group);
-// Every dataset under `group` (recursively), as paths relative to the file root ("/model/x"), in name order.
+// Every dataset under `group` (recursively), as paths relative to the file root ("/model/x"), in
+// name order; [] when the group is absent. CheckpointReadError when an object does not open.
 std::vector<std::string> list_datasets(hid_t file, const std::string& group);
 
 // ---- the checkpoint layout, shared by checkpoint*.cpp ----
@@ -93,5 +109,13 @@ TrainerState read_trainer_state(hid_t file, const std::string& path);
 // "Fletcher32 checksum mismatch (the data is corrupt)" or "read error: <HDF5 stack>", from the
 // explanation of a failed read.
 std::string read_failure(const std::string& error);
+
+// ---- metadata integrity (checkpoint_probe.cpp) ----
+
+// The 64-bit checksum stored as /trainer `checksum` (format 2): of the /trainer values (counters,
+// world, recipe, config text), the /optimizer `step` and the manifest (every dataset's path, type,
+// shape, chunk shape and filter), so that no value a reader takes from the metadata reaches it
+// unverified. Dataset values have their own Fletcher32 checksums.
+uint64_t metadata_checksum(hid_t file, const TrainerState& state);
 
 }  // namespace daedalus::train::h5

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "parallel/config_check.h"
 #include "train/trainer.h"
 
 namespace daedalus::train {
@@ -21,30 +22,6 @@ Placement placement_of(const parallel::ProcessGroups& g) {
 std::string without_path(const std::string& message, const std::string& path) {
   const std::string prefix = path + ": ";
   return message.rfind(prefix, 0) == 0 ? message.substr(prefix.size()) : message;
-}
-
-// Whether every rank succeeded; when not, the message of the lowest failing rank (on every rank).
-bool agree(parallel::Communicator& world, bool ok, std::string* message) {
-  if (world.size() == 1) return ok;
-  Tensor flag = Tensor::from_vector<int32_t>({ok ? 0 : world.size() - world.rank()}, {1});
-  world.all_reduce(flag, parallel::ReduceOp::max);
-  const int32_t top = flag.to_vector<int32_t>()[0];
-  if (top == 0) return true;
-  const int root = world.size() - top;
-  constexpr int64_t kChars = 1024;
-  std::vector<int32_t> text(size_t(kChars), 0);
-  if (world.rank() == root) {
-    const std::string m = fmt::format("{}{}", root == 0 ? "" : fmt::format("(rank {}) ", root), *message);
-    for (size_t i = 0; i < m.size() && i + 1 < size_t(kChars); ++i) text[i] = int32_t(uint8_t(m[i]));
-  }
-  Tensor t = Tensor::from_vector(text, {kChars});
-  world.broadcast(t, root);
-  message->clear();
-  for (int32_t c : t.to_vector<int32_t>()) {
-    if (c == 0) break;
-    message->push_back(char(c));
-  }
-  return false;
 }
 
 // The steps of <run_dir>/checkpoints/step_*.h5, newest first, as rank 0 sees them.
@@ -101,6 +78,7 @@ void Trainer::restore() {
   o.optimizer = false;
   o.fp8 = false;
   o.strict = c.strict;
+  o.strict_settable = true;
   LoadReport report;
   const TrainerState s = load_checkpoint(*c.init_from, *model_, nullptr, o, placement_of(groups_), &report);
   say(
@@ -121,7 +99,7 @@ bool Trainer::try_resume(const std::string& path, std::string* why) {
   } catch (const CheckpointReadError& e) {
     message = without_path(e.what(), path);
   }
-  if (!agree(*groups_.world, s.has_value(), &message)) {
+  if (!parallel::agree(*groups_.world, s.has_value(), &message)) {
     *why = message;
     return false;
   }

@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <dnnl.hpp>
 
@@ -213,6 +214,12 @@ void run_generate(const std::string& checkpoint, const std::vector<std::string>&
 }  // namespace
 
 int main(int argc, char** argv) {
+  // HDF5's exit handler closes whatever is still open, and crashes on a file whose save failed (a
+  // full disk): every file is closed by its owner, so the handler has nothing to do.
+  H5dont_atexit();
+  // A file-size limit (ulimit -f) makes write() fail with EFBIG, reported like a full disk, instead
+  // of killing the process silently.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"Daedalus: FP8 mixed-precision training for DeepSeek-V3-style models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("daedalus ") + DAEDALUS_VERSION);
@@ -305,6 +312,14 @@ int main(int argc, char** argv) {
     }
   } catch (const daedalus::InputError& e) {
     fail(1, e.what());
+  } catch (const daedalus::train::SaveError& e) {
+    // Every rank failed this save together (checkpoint_save.cpp): each reports, none aborts the others.
+    // std::_Exit: MPI_Finalize would run HDF5's termination, which crashes on the abandoned file.
+    fmt::print(stderr, "daedalus: {}{}\n", world_size > 1 ? fmt::format("rank {} of {}: ", world_rank, world_size) : "",
+               e.what());
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(2);
   } catch (const std::exception& e) {
     fail(2, e.what());
   }

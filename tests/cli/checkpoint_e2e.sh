@@ -150,6 +150,65 @@ case $case_name in
     expect "$work/again.txt" "resumed from $(ckpt "$work/a" 2): step 2"
     expect "$work/again.txt" "^step 4/4"
     ;;
+  metadata_flip)  # one character of the stored config changed: inspect says CORRUPT, resume skips the file
+    run "$work/a" --set train.steps=4 --set checkpoint.every=2 >/dev/null
+    file=$(ckpt "$work/a" 4)
+    offset=$(grep -abo 'routed_scaling_factor: 1.0' "$file" | head -1 | cut -d: -f1)
+    [ -n "$offset" ] || { echo "no stored config text found in $file" >&2; exit 1; }
+    offset=$((offset + 23))  # the "1" of 1.0 -> "3" (the damage the issue saw pass unnoticed)
+    printf '3' | dd of="$file" bs=1 seek="$offset" conv=notrunc status=none
+    if "$bin" inspect "$file" >"$work/inspect.txt" 2>&1; then echo "inspect exited 0" >&2; exit 1; fi
+    expect "$work/inspect.txt" "^verdict +CORRUPT: .*(checksum|metadata)"
+    if "$bin" export-hf --checkpoint "$file" --out "$work/hf" >"$work/export.txt" 2>&1; then
+      echo "export-hf used a damaged config" >&2; exit 1
+    fi
+    run "$work/a" --set train.steps=6 >"$work/out.txt"
+    expect "$work/out.txt" "resume: skipped $file: .*(checksum|metadata)"
+    expect "$work/out.txt" "resumed from $(ckpt "$work/a" 2): step 2"
+    ;;
+  disk_full|disk_full_2_ranks)  # no space for the next save: exit 2 from every rank, naming the cause, quickly
+    disk="$work/disk"
+    mkdir -p "$disk"
+    if ! mount -t tmpfs -o size=8m tmpfs "$disk" 2>/dev/null; then
+      echo "SKIP: cannot mount a tmpfs here (needs root and mount rights)"
+      exit 0
+    fi
+    trap 'umount "$disk"' EXIT
+    launch=run
+    [ "$case_name" = disk_full_2_ranks ] && launch=run2
+    $launch "$disk/a" --set train.steps=2 >/dev/null
+    free_kb=$(df -k --output=avail "$disk" | tail -1)
+    fallocate -l $(((free_kb - 100) * 1024)) "$disk/filler"
+    start=$(date +%s)
+    set +e
+    $launch "$disk/a" --set train.steps=4 --set checkpoint.every=2 >"$work/out.txt" 2>&1
+    code=$?
+    set -e
+    elapsed=$(($(date +%s) - start))
+    [ "$code" = 2 ] || { echo "exit code $code, expected 2" >&2; cat "$work/out.txt" >&2; exit 1; }
+    [ "$elapsed" -lt 60 ] || { echo "took $elapsed s" >&2; exit 1; }
+    if [ "$case_name" = disk_full_2_ranks ]; then
+      expect "$work/out.txt" "rank 0 of 2: checkpoint: saving .*step_00000004.h5 failed: .*No space left on device"
+      expect "$work/out.txt" "rank 1 of 2: checkpoint: saving .*step_00000004.h5 failed: .*No space left on device"
+    else
+      expect "$work/out.txt" "checkpoint: saving .*step_00000004.h5 failed: .*No space left on device"
+    fi
+    if grep -q "Segmentation\|MPI_ABORT\|no progress" "$work/out.txt"; then cat "$work/out.txt" >&2; exit 1; fi
+    [ -z "$(find "$disk/a/checkpoints" -name '*.tmp')" ] || { echo "a .tmp was left" >&2; exit 1; }
+    "$bin" inspect "$(ckpt "$disk/a" 2)" >"$work/inspect.txt"
+    expect "$work/inspect.txt" "^verdict +OK"
+    ;;
+  file_size_limit)  # ulimit -f below the checkpoint's size: exit 2 saying so (SIGXFSZ would kill silently)
+    set +e
+    (ulimit -f 10000 && "$bin" train --config "$repo/configs/tiny.yaml" --set data.format=synthetic \
+      --set 'data.train=[]' --set 'data.val=[]' --set run.dir="$work/a" --set train.steps=1 \
+      --set schedule.warmup_steps=1 --set train.eval_every=0 --set logging.progress=never) >"$work/out.txt" 2>&1
+    code=$?
+    set -e
+    [ "$code" = 2 ] || { echo "exit code $code, expected 2" >&2; cat "$work/out.txt" >&2; exit 1; }
+    expect "$work/out.txt" "checkpoint: saving .* failed: File too large"
+    [ -z "$(find "$work/a/checkpoints" -name '*.tmp')" ]
+    ;;
   *)
     echo "unknown case $case_name" >&2
     exit 2
