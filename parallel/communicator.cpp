@@ -1,5 +1,9 @@
-// What the backends share: the argument checks of all_to_all_v.
+// What the backends share: the argument checks of all_to_all_v and reduce_scatter, and the
+// rank-order double sum.
 #include "parallel/communicator.h"
+
+#include <cstring>
+
 #include "autograd/check.h"
 
 namespace daedalus::parallel {
@@ -36,6 +40,28 @@ int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vec
   int64_t elements = 1;
   for (int64_t d : row) elements *= d;
   return elements * int64_t(in.element_size());
+}
+
+double sum_in_rank_order(Communicator& comm, double value) {
+  if (comm.size() == 1) return value;
+  int64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(bits));
+  const Tensor mine = Tensor::from_vector<int64_t>({bits}, {1});
+  const Tensor all = Tensor::empty({comm.size()}, DType::i64);
+  comm.all_gather(mine, all);
+  double sum = 0;
+  for (int64_t b : all.to_vector<int64_t>()) {
+    double v = 0;
+    std::memcpy(&v, &b, sizeof(v));
+    sum += v;
+  }
+  return sum;
+}
+
+void check_reduce_scatter(std::string_view op, const Tensor& in, const Tensor& out, int size) {
+  DAEDALUS_CHECK(in.dtype() == out.dtype(), "{}: in is {} but out is {}", op, in.describe(), out.describe());
+  DAEDALUS_CHECK(in.numel() == out.numel() * size, "{}: in {} must hold {} ranks x {} elements of out {}", op,
+                 in.describe(), size, out.numel(), out.describe());
 }
 
 }  // namespace daedalus::parallel

@@ -4,7 +4,8 @@
 // Process layout (world = expert_parallel × replicas): rank r sits in EP group r / ep_size
 // (the ranks that together hold one copy of every routed expert: ep_rank = r % ep_size) and in
 // replica group r % ep_size (the ranks holding the same expert slice: replica = r / ep_size).
-// Dense gradients are all-reduced over the world, expert gradients over the replica group.
+// Dense gradients are all-reduced over the world, expert gradients over the replica group (or,
+// with ZeRO-1, reduce-scattered over them, and the updated weights all-gathered: grad_sync.h).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,9 @@ class Communicator {
   virtual void broadcast(const Tensor& t, int root) = 0;
   // out [size * n] = concatenation of every rank's in [n] (same dtype).
   virtual void all_gather(const Tensor& in, const Tensor& out) = 0;
+  // in [size * n] on every rank; out [n] on rank r = block r of the element-wise reduction of every
+  // rank's in (ZeRO-1's gradient reduce-scatter); fp32 or bf16 (widened, reduced in fp32, rounded once).
+  virtual void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op = ReduceOp::sum) = 0;
   // Rows of `in` [sum(send_counts), D] go to ranks in order (send_counts[r] rows to rank r); `out`
   // [sum(recv_counts), D] receives recv_counts[r] rows from rank r, in rank order.
   virtual void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
@@ -48,6 +52,15 @@ class Communicator {
 // leaves no transfer half-started. Returns the bytes of one row.
 int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vector<int64_t>& send_counts,
                            const Tensor& out, const std::vector<int64_t>& recv_counts, int rank, int size);
+
+// The argument checks of every backend's reduce_scatter (InputError prefixed with `op`): in and out
+// of one dtype, in holding `size` blocks of out.numel() elements.
+void check_reduce_scatter(std::string_view op, const Tensor& in, const Tensor& out, int size);
+
+// Collective over `comm`: the sum of every rank's `value`, added in double in rank order (the
+// values travel as their 8 bytes through all_gather), so every rank gets the same bits and no fp32
+// rounding enters (the squared gradient norms of clipping).
+double sum_in_rank_order(Communicator& comm, double value);
 
 // MPI: initializes MPI if nobody did (MPI_THREAD_FUNNELED) and finalizes it at exit; a single
 // process without mpirun is a world of size 1.

@@ -1,8 +1,20 @@
-// Data-parallel gradient averaging: fp32 gradients packed into flat buckets, one all-reduce per
-// bucket, divided by the number of ranks and unpacked in place.
+// Data-parallel gradient averaging and ZeRO-1's two collectives.
+//
+// Stage 0: every rank ends with every averaged gradient. The all-reduce runs as its two halves, a
+// reduce-scatter and an all-gather per bucket (as ring all-reduces do), over the same buckets as
+// ZeRO-1, so both stages add every gradient in the same order: a ZeRO-1 run is bit-identical to
+// its stage-0 twin.
+//
+// ZeRO-1 (stage 1): the same concatenation of tensors is cut into buckets whose sizes are multiples
+// of the number of ranks (the last one padded with zeros), and every bucket into one shard per
+// rank: rank r owns shard r of each bucket (ShardLayout). reduce_scatter_gradients leaves the
+// averaged gradient on the elements a rank owns (one reduce-scatter per bucket); the rank updates
+// those elements; all_gather_shards then sends every rank's owned elements to every rank (one
+// all-gather per bucket), so each rank again holds the whole updated tensors.
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "autograd/tensor.h"
@@ -11,16 +23,51 @@
 namespace daedalus::parallel {
 
 struct GradSyncStats {
-  int64_t calls = 0;  // all_reduce calls made (== buckets)
-  int64_t bytes = 0;  // gradient bytes reduced (sum over buckets)
+  int64_t calls = 0;  // collective calls made (== buckets)
+  int64_t bytes = 0;  // bytes each rank hands to the collectives (sum over buckets, padding included)
 };
 
 // grads: defined, contiguous fp32 tensors, all on one device, in the same order and shapes on
-// every rank of `comm`. Their elements are concatenated in list order and cut into buckets of
-// bucket_bytes (a tensor may straddle two buckets), so calls == ceil(total bytes / bucket_bytes).
-// Every rank runs the same sequence of calls: the result is deterministic for a given backend.
-// Each gradient becomes sum over ranks / comm.size().
+// every rank of `comm`. Their elements are concatenated in list order and cut into the buckets of
+// ShardLayout(numels, comm.size(), bucket_bytes) (a tensor may straddle two buckets); each bucket is
+// reduce-scattered and all-gathered, so calls == 2 x buckets. Every rank runs the same sequence of
+// calls: the result is deterministic for a given backend. Each gradient becomes sum over ranks /
+// comm.size().
 GradSyncStats all_reduce_gradients(Communicator& comm, const std::vector<Tensor>& grads,
                                    int64_t bucket_bytes = int64_t{32} << 20);
+
+// An element range [begin, end) of one tensor (its row-major flattening).
+using ElementRange = std::pair<int64_t, int64_t>;
+
+// ZeRO-1's partition of tensors of `numels` elements (in list order) over `ranks` ranks.
+struct ShardLayout {
+  struct Bucket {
+    int64_t begin = 0;  // first element of the concatenation in this bucket
+    int64_t size = 0;   // elements in it (the last bucket may be short)
+    int64_t shard = 0;  // elements per rank: ceil(size / ranks); the bucket is padded to shard * ranks
+  };
+  int ranks = 1;
+  std::vector<int64_t> numels;
+  std::vector<Bucket> buckets;
+
+  // Buckets of bucket_bytes / 4 elements rounded down to a multiple of `ranks` (at least `ranks`).
+  ShardLayout(std::vector<int64_t> numels, int ranks, int64_t bucket_bytes = int64_t{32} << 20);
+  // The element ranges of tensor `index` that `rank` owns, in order (empty when it owns none of it;
+  // a tensor straddling buckets may give one range per bucket).
+  std::vector<ElementRange> owned(size_t index, int rank) const;
+  int64_t owned_elements(int rank) const;  // over all tensors
+};
+
+// The numels of `tensors`, in order (the argument ShardLayout takes).
+std::vector<int64_t> numels_of(const std::vector<Tensor>& tensors);
+
+// grads as for all_reduce_gradients, laid out by `layout` (layout.numels their numels, layout.ranks
+// comm.size()). After the call every element `comm.rank()` owns holds sum over ranks / comm.size();
+// the other elements are left as they were (this rank's own partial sums).
+GradSyncStats reduce_scatter_gradients(Communicator& comm, const std::vector<Tensor>& grads, const ShardLayout& layout);
+
+// tensors: contiguous, of one dtype, on one device, laid out by `layout`. Every element takes the
+// value it has on the rank that owns it.
+GradSyncStats all_gather_shards(Communicator& comm, const std::vector<Tensor>& tensors, const ShardLayout& layout);
 
 }  // namespace daedalus::parallel

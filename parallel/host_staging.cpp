@@ -41,6 +41,13 @@ class HostStagingCommunicator final : public Communicator {
     unstage(out, staged_out);
   }
 
+  void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) override {
+    if (!on_host(in) && !on_host(out)) return inner_->reduce_scatter(in, out, op);
+    const Tensor staged_out = Tensor::empty(out.shape(), out.dtype(), device_);
+    inner_->reduce_scatter(stage(in), staged_out, op);
+    unstage(out, staged_out);
+  }
+
   void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
                     const std::vector<int64_t>& recv_counts) override {
     if (!on_host(in) && !on_host(out)) return inner_->all_to_all_v(in, send_counts, out, recv_counts);

@@ -118,6 +118,31 @@ class MpiCommunicator final : public Communicator {
     DAEDALUS_MPI_CHECK(MPI_Allgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, comm_));
   }
 
+  // in [size * n], out [n]: MPI_Reduce_scatter_block in fp32; bf16 as all_reduce does it (widened,
+  // reduced in fp32, rounded to bf16 once).
+  void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) override {
+    check_host_tensor("reduce_scatter", "in", in);
+    check_host_tensor("reduce_scatter", "out", out);
+    check_reduce_scatter("reduce_scatter", in, out, size_);
+    const int count = checked_count("reduce_scatter", "block element count", out.numel());
+    checked_count("reduce_scatter", "input element count", in.numel());
+    switch (in.dtype()) {
+      case DType::f32:
+        DAEDALUS_MPI_CHECK(
+            MPI_Reduce_scatter_block(in.data_ptr(), out.data_ptr(), count, MPI_FLOAT, mpi_op(op), comm_));
+        return;
+      case DType::bf16: {
+        const Tensor wide_in = in.to(DType::f32);
+        Tensor wide_out = Tensor::empty(out.shape(), DType::f32);
+        DAEDALUS_MPI_CHECK(
+            MPI_Reduce_scatter_block(wide_in.data_ptr(), wide_out.data_ptr(), count, MPI_FLOAT, mpi_op(op), comm_));
+        Tensor(out).copy_(wide_out);
+        return;
+      }
+      default: throw_unsupported_dtype("reduce_scatter", in.dtype(), "fp32, bf16");
+    }
+  }
+
   // in [sum(send_counts), ...] and out [sum(recv_counts), ...] with the same row shape and dtype.
   // Counts are rows; MPI sees bytes (rows x row bytes) with displacements as prefix sums. The
   // counts must agree across ranks (send_counts[r] here == recv_counts[me] on rank r): MPI cannot

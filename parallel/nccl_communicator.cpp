@@ -154,6 +154,26 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
+  // in [size * n], out [n]: ncclReduceScatter in fp32; bf16 widened, reduced in fp32 and rounded back
+  // once, as all_reduce does it.
+  void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) override {
+    check_device_tensor("reduce_scatter", "in", in, device_);
+    check_device_tensor("reduce_scatter", "out", out, device_);
+    check_reduce_scatter("nccl reduce_scatter", in, out, size_);
+    if (in.dtype() == DType::bf16) {
+      const Tensor wide_in = in.to(DType::f32);
+      Tensor wide_out = Tensor::empty(out.shape(), DType::f32, out.device());
+      reduce_scatter(wide_in, wide_out, op);
+      Tensor(out).copy_(wide_out);
+      return;
+    }
+    if (in.dtype() != DType::f32) throw_unsupported_dtype("nccl reduce_scatter", in.dtype(), "fp32, bf16");
+    run("reduce_scatter", [&] {
+      DAEDALUS_NCCL_ENQUEUE(ncclReduceScatter(in.data_ptr(), out.data_ptr(), size_t(out.numel()), ncclFloat32,
+                                              nccl_op(op), comm_, stream_));
+    });
+  }
+
   // Grouped point-to-point: one ncclSend and one ncclRecv per peer with rows to move, inside one
   // ncclGroupStart/End so that NCCL schedules them together (the all-to-all-v NCCL documents).
   // This rank's own rows are a device-to-device copy on the same stream.

@@ -53,6 +53,23 @@ void check_collectives(parallel::Communicator& comm, Device device) {
   comm.all_gather(on(part, DType::f32, device), g);
   EXPECT_EQ(back(g), gathered) << who << " all_gather";
 
+  // reduce_scatter: every rank contributes in[s * 3 + i] = r + s + i / 2 (exact in fp32 and bf16);
+  // rank r receives block r of the sum, n(n-1)/2 + n (r + i / 2), and the max, (n - 1) + r + i / 2.
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    std::vector<double> contribution, sum_block, max_block;
+    for (int s = 0; s < n; ++s)
+      for (int i = 0; i < 3; ++i) contribution.push_back(r + s + 0.5 * i);
+    for (int i = 0; i < 3; ++i) {
+      sum_block.push_back(n * (n - 1) / 2.0 + n * (r + 0.5 * i));
+      max_block.push_back((n - 1) + r + 0.5 * i);
+    }
+    Tensor block = Tensor::full({3}, -7.0, dtype, device);
+    comm.reduce_scatter(on(contribution, dtype, device), block, parallel::ReduceOp::sum);
+    EXPECT_EQ(back(block), sum_block) << who << " reduce_scatter sum " << dtype_name(dtype);
+    comm.reduce_scatter(on(contribution, dtype, device), block, parallel::ReduceOp::max);
+    EXPECT_EQ(back(block), max_block) << who << " reduce_scatter max " << dtype_name(dtype);
+  }
+
   // all_to_all_v: rows of 3 floats (source, destination, index within the pair).
   std::vector<int64_t> send(static_cast<size_t>(n)), recv(static_cast<size_t>(n));
   std::vector<double> rows, expected;

@@ -13,7 +13,8 @@
 
 namespace daedalus::testing {
 
-// Runs all_reduce (sum, max; fp32, bf16, int64), broadcast, all_gather, a ragged all_to_all_v
+// Runs all_reduce (sum, max; fp32, bf16, int64), broadcast, all_gather, reduce_scatter (sum, max;
+// fp32, bf16), a ragged all_to_all_v
 // (rank r sends (r + s) % 3 rows to rank s, zero included, each row naming source, destination and
 // index), barrier and split on `comm`, with tensors on `device`. Reports through EXPECT_*.
 void check_collectives(parallel::Communicator& comm, Device device);

@@ -22,6 +22,26 @@ void restore_history(fp8::LinearState& s, int64_t len, const float* rows, int64_
   }
 }
 
+// Reads the element ranges `ranges` of `dataset` into `target` (their elements back to back).
+void read_ranges_into(hid_t file, const std::string& dataset_path, const std::string& path,
+                      const std::vector<ElementRange>& ranges, Tensor target) {
+  if (target.numel() == 0) return;  // this rank owns none of it
+  h5::Handle d = h5::open_dataset(file, dataset_path);
+  if (!d.valid())
+    throw CheckpointReadError(fmt::format("{}: {}: cannot open: {}", path, dataset_path, h5::take_error_stack()));
+  const Shape file_shape = h5::dataset_shape(d.get());
+  Tensor host = Tensor::empty({target.numel()});
+  const int64_t calls = std::max<int64_t>(1, (host.numel() * 4 + h5::kMaxPieceBytes - 1) / h5::kMaxPieceBytes);
+  int64_t at = 0;
+  std::string error;
+  for (const auto& piece : h5::split_ranges(ranges, calls)) {
+    if (!h5::read_elements(d.get(), file_shape, piece, host.data<float>() + at, &error))
+      throw CheckpointReadError(fmt::format("{}: {}: {}", path, dataset_path, h5::read_failure(error)));
+    for (const auto& [b, e] : piece) at += e - b;
+  }
+  target.copy_(host.view(target.shape()));
+}
+
 // Reads rows [row0, row0 + local.size(0)) of `dataset` into `target` (any dtype and device).
 void read_into(hid_t file, const std::string& dataset_path, const std::string& path, int64_t row0, Tensor target) {
   h5::Handle d = h5::open_dataset(file, dataset_path);
@@ -134,7 +154,11 @@ TrainerState load(const std::string& path, model::CausalLM& model, AdamW* optimi
           throw InputError(fmt::format("{}: {} has shape {}, this model's {} has {}", path, name, shape_str(file_shape),
                                        op.name, shape_str(p.global_shape())));
         Tensor& moment = key == std::string("exp_avg") ? optimizer->exp_avg(op.name) : optimizer->exp_avg_sq(op.name);
-        read_into(file.get(), name, path, p.expert ? p.expert_offset : 0, moment);
+        if (op.owned) {  // ZeRO-1: this rank's shard, whatever layout wrote the file
+          read_ranges_into(file.get(), name, path, h5::zero_file_ranges(p, *op.owned), moment);
+        } else {
+          read_into(file.get(), name, path, p.expert ? p.expert_offset : 0, moment);
+        }
       }
     }
     optimizer->set_step_count(*step);

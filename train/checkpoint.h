@@ -18,7 +18,8 @@
 //
 // Saving is collective over the world: with several ranks one file is written through MPI-IO,
 // each rank writing only its expert slices, and each replicated tensor written by one rank
-// (round-robin); no rank gathers the model. Loading is per rank (HDF5's POSIX driver): each reads
+// (round-robin); with ZeRO-1 every rank writes the element ranges of the moments it owns (the same
+// full-shape datasets); no rank gathers the model. Loading is per rank (HDF5's POSIX driver): each reads
 // the tensors it holds by name, and its own slice of the stacked experts, so a checkpoint loads at
 // any world size and expert-parallel size.
 #pragma once

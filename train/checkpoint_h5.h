@@ -78,6 +78,26 @@ void write_rows(hid_t dataset, hid_t xfer, const Shape& shape, int64_t row0, int
 // in *error.
 bool read_rows(hid_t dataset, const Shape& shape, int64_t row0, int64_t rows, float* out, std::string* error = nullptr);
 
+// Element ranges [begin, end) of a dataset's row-major flattening (ZeRO-1 shards of the optimizer
+// state, checkpoint_h5_elements.cpp): `ranges` ascending and disjoint, `data` their elements back
+// to back. The file selection is the union of the boxes that tile each range (a partial first row,
+// whole rows, a partial last row, by dimension), so HDF5 visits it in flat order.
+// Collective like write_rows: every rank calls write_elements equally often (`ranges` may be empty).
+void write_elements(hid_t dataset, hid_t xfer, const Shape& shape,
+                    const std::vector<std::pair<int64_t, int64_t>>& ranges, const float* data);
+// Reads them into `out`; false on failure, with HDF5's explanation in *error.
+bool read_elements(hid_t dataset, const Shape& shape, const std::vector<std::pair<int64_t, int64_t>>& ranges,
+                   float* out, std::string* error = nullptr);
+// The element ranges of the checkpoint's tensor that a ZeRO-1 rank's `owned` ranges of parameter
+// `p` are: shifted by the expert slice's first element for stacked experts.
+std::vector<std::pair<int64_t, int64_t>> zero_file_ranges(const model::Parameter& p,
+                                                          const std::vector<std::pair<int64_t, int64_t>>& owned);
+// Cuts a rank's `ranges` (elements back to back in memory) into `calls` groups of consecutive
+// elements, each at most ceil(total / calls): what one write_elements call takes. Group j holds the
+// ranges (cut where needed) of memory elements [j * per, (j + 1) * per); some may be empty.
+std::vector<std::vector<std::pair<int64_t, int64_t>>> split_ranges(
+    const std::vector<std::pair<int64_t, int64_t>>& ranges, int64_t calls);
+
 // The dataset's dimensions ([] for a scalar dataspace).
 Shape dataset_shape(hid_t dataset);
 // "f32", "f64", "i64", ... or the HDF5 class name.

@@ -174,6 +174,26 @@ class Writer {
           offset, local.size(0));
   }
 
+  // ZeRO-1: every rank writes the element ranges `file_ranges` of the dataset (global `shape`) from
+  // `data` (their elements back to back); the ranges of all ranks together tile the tensor.
+  void sharded(hid_t group, const std::string& name, const Shape& shape, const std::vector<ElementRange>& file_ranges,
+               const Tensor& data) {
+    h5::Handle d;
+    steps_.run([&] {
+      d = h5::create_f32_dataset(group, name, shape, h5::chunk_shape(shape, /*one_row_per_chunk=*/false));
+    });
+    const Tensor host = host_f32(data);
+    const float* base = host.numel() > 0 ? host.data<float>() : nullptr;  // a rank may own none of it
+    // Every rank makes the same number of (collective) calls, each under kMaxPieceBytes.
+    const int64_t calls =
+        std::max<int64_t>(1, (shape_numel(shape) * 4 + h5::kMaxPieceBytes - 1) / h5::kMaxPieceBytes);
+    int64_t at = 0;
+    for (const auto& ranges : h5::split_ranges(file_ranges, calls)) {
+      steps_.run([&] { h5::write_elements(d.get(), xfer_, shape, ranges, base == nullptr ? nullptr : base + at); });
+      for (const auto& [b, e] : ranges) at += e - b;
+    }
+  }
+
  private:
   // Creates `name` [shape] and writes rows [row0, row0 + rows) from `host` (undefined: this rank
   // writes nothing but joins every collective call).
@@ -322,7 +342,9 @@ SaveStats save_checkpoint(const std::string& path, model::CausalLM& model, AdamW
           const std::pair<const char*, Tensor*> moments[] = {{"exp_avg", &optimizer->exp_avg(op.name)},
                                                              {"exp_avg_sq", &optimizer->exp_avg_sq(op.name)}};
           for (const auto& [key, t] : moments) {
-            if (p.expert) {
+            if (op.owned) {  // ZeRO-1: each rank its shard
+              w.sharded(pg.get(), key, p.global_shape(), h5::zero_file_ranges(p, *op.owned), *t);
+            } else if (p.expert) {
               w.experts(pg.get(), key, *t, p.expert_offset, p.num_experts);
             } else {
               w.replicated(pg.get(), key, *t);

@@ -570,6 +570,7 @@ void visit_all(V& v, C& c) {
     s.choice("backend", c.parallel.backend, kBackends);
     s.choice("dispatch_dtype", c.parallel.dispatch_dtype, kDispatch);
     s("timeout_s", c.parallel.timeout_s);
+    s("zero_stage", c.parallel.zero_stage);
   });
   v.map("checkpoint", [&](V& s) {
     s("every", c.checkpoint.every);
@@ -702,6 +703,7 @@ void ParallelConfig::validate() const {
   DAEDALUS_CHECK(expert_parallel >= 1, "parallel.expert_parallel: must be >= 1, got {}", expert_parallel);
   DAEDALUS_CHECK(std::isfinite(timeout_s) && timeout_s > 0, "parallel.timeout_s: must be a positive number, got {}",
                  timeout_s);
+  DAEDALUS_CHECK(zero_stage == 0 || zero_stage == 1, "parallel.zero_stage: expected 0 or 1, got {}", zero_stage);
 }
 
 void CheckpointConfig::validate() const {

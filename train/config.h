@@ -85,7 +85,7 @@ struct DataConfig {
 };
 
 enum class Backend : uint8_t { automatic, nccl, mpi };  // YAML: auto | nccl | mpi
-std::string_view backend_name(Backend backend);        // as YAML spells it
+std::string_view backend_name(Backend backend);         // as YAML spells it
 
 // `parallel:` expert parallelism and communication.
 struct ParallelConfig {
@@ -93,6 +93,9 @@ struct ParallelConfig {
   Backend backend = Backend::automatic;
   parallel::DispatchDtype dispatch_dtype = parallel::DispatchDtype::bf16;
   double timeout_s = 300;  // a collective that takes longer is a runtime failure (exit 2), not a hang
+  // 0: every rank holds the whole optimizer state; 1: ZeRO-1, AdamW's moments and the update sharded
+  // over each parameter's data-parallel group (train/zero.h)
+  int64_t zero_stage = 0;
   void validate() const;
 };
 

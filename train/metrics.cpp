@@ -134,6 +134,15 @@ std::string format_count(double n) {
   return fmt::format("{:.0f}", n);
 }
 
+std::string format_bytes(double bytes) {
+  const double a = std::fabs(bytes);
+  if (a >= double(int64_t(1) << 40)) return fmt::format("{:.2f} TiB", bytes / double(int64_t(1) << 40));
+  if (a >= double(1 << 30)) return fmt::format("{:.2f} GiB", bytes / double(1 << 30));
+  if (a >= double(1 << 20)) return fmt::format("{:.2f} MiB", bytes / double(1 << 20));
+  if (a >= 1024) return fmt::format("{:.1f} KiB", bytes / 1024);
+  return fmt::format("{:.0f} B", bytes);
+}
+
 void ProgressLine::message(const std::string& text) {
   if (drawn_) {
     fmt::print(stderr, "\r\033[K");

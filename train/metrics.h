@@ -96,5 +96,6 @@ class ProgressLine {
 
 std::string format_duration(double seconds);  // "1h02m", "3m05s", "12s"
 std::string format_count(double n);           // "1.23k", "4.5M", "671.03B"
+std::string format_bytes(double bytes);       // "512 B", "3.5 KiB", "1.25 MiB", "13.40 GiB" (binary units)
 
 }  // namespace daedalus::train

@@ -46,19 +46,47 @@ AdamW::AdamW(std::vector<Param> params, OptimizerConfig config) : params_(std::m
                    "AdamW: parameter \"{}\" must be a contiguous fp32 master weight, got {}", p.name, w.describe());
     DAEDALUS_CHECK(p.var.requires_grad(), "AdamW: parameter \"{}\" does not require a gradient", p.name);
     DAEDALUS_CHECK(index_.emplace(p.name, i).second, "AdamW: parameter name \"{}\" appears twice", p.name);
-    exp_avg_.push_back(Tensor::zeros(w.shape(), config_.state_dtype, w.device()));
-    exp_avg_sq_.push_back(Tensor::zeros(w.shape(), config_.state_dtype, w.device()));
+    int64_t owned = 0, last = 0;
+    for (const auto& [b, e] : p.owned.value_or(std::vector<ElementRange>{})) {
+      DAEDALUS_CHECK(b >= last && b < e && e <= w.numel(),
+                     "AdamW: parameter \"{}\": owned range [{}, {}) is empty, out of order or outside its {} elements",
+                     p.name, b, e, w.numel());
+      owned += e - b;
+      last = e;
+    }
+    const Shape shape = p.owned ? Shape{owned} : w.shape();
+    exp_avg_.push_back(Tensor::zeros(shape, config_.state_dtype, w.device()));
+    exp_avg_sq_.push_back(Tensor::zeros(shape, config_.state_dtype, w.device()));
   }
+}
+
+std::vector<ElementRange> AdamW::ranges(size_t index) const {
+  DAEDALUS_CHECK(index < params_.size(), "AdamW::ranges: parameter {} of {}", index, params_.size());
+  const Param& p = params_[index];
+  if (p.owned) return *p.owned;
+  return {ElementRange{0, p.var.value().numel()}};
+}
+
+int64_t AdamW::state_bytes() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < params_.size(); ++i) n += int64_t(exp_avg_[i].nbytes() + exp_avg_sq_[i].nbytes());
+  return n;
 }
 
 double AdamW::grad_norm(const std::function<double(double)>& reduce_sharded_sq) const {
   // One kernel call per device for all gradients (on CUDA: one device-to-host copy of the sums).
   const nvtx::Range range("optimizer.grad_norm");
   std::vector<Tensor> replicated_grads, sharded_grads;
-  for (const Param& p : params_) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Param& p = params_[i];
     const Tensor& g = p.var.grad();
     if (!g.defined()) continue;
-    (p.sharded ? sharded_grads : replicated_grads).push_back(contiguous_view(g));
+    if (!p.owned) {
+      (p.sharded ? sharded_grads : replicated_grads).push_back(contiguous_view(g));
+      continue;
+    }
+    const Tensor flat = contiguous_view(g).view({-1});
+    for (const auto& [b, e] : *p.owned) (p.sharded ? sharded_grads : replicated_grads).push_back(flat.slice(0, b, e));
   }
   const auto total = [](const std::vector<Tensor>& grads) {
     // Grouped by device (a run keeps all of them on one), summed in parameter order.
@@ -106,16 +134,28 @@ void AdamW::clip_and_step(double lr, double grad_norm) {
     Tensor& grad = p.var.slot()->grad;
     if (!grad.defined()) continue;
     Tensor w = p.var.value();
+    const Shape state_shape = p.owned ? exp_avg_[i].shape() : w.shape();  // fixed at construction
     for (const Tensor* s : {&exp_avg_[i], &exp_avg_sq_[i]}) {
-      DAEDALUS_CHECK(s->shape() == w.shape() && s->dtype() == config_.state_dtype && s->device() == w.device(),
+      DAEDALUS_CHECK(s->shape() == state_shape && s->dtype() == config_.state_dtype && s->device() == w.device(),
                      "AdamW: optimizer state of \"{}\" is {}, expected {} {} on {}", p.name, s->describe(),
-                     dtype_name(config_.state_dtype), shape_str(w.shape()), w.device().str());
+                     dtype_name(config_.state_dtype), shape_str(state_shape), w.device().str());
     }
-    // The kernel updates contiguous operands in place, on their device.
+    // The kernel updates contiguous operands in place, on their device: the whole tensors, or
+    // (ZeRO-1) each owned range of weight and gradient with its part of the moments.
     Tensor cw = contiguous_view(w), cg = contiguous_view(grad);
     Tensor cm = contiguous_view(exp_avg_[i]), cv = contiguous_view(exp_avg_sq_[i]);
     c.decay = p.weight_decay ? lr * config_.weight_decay : 0.0;
-    kernels::adamw_step(cw, cg, cm, cv, c);
+    if (!p.owned) {
+      kernels::adamw_step(cw, cg, cm, cv, c);
+    } else {
+      int64_t at = 0;
+      for (const auto& [b, e] : *p.owned) {
+        Tensor pw = cw.view({-1}).slice(0, b, e), pg = cg.view({-1}).slice(0, b, e);
+        Tensor pm = cm.slice(0, at, at + (e - b)), pv = cv.slice(0, at, at + (e - b));
+        kernels::adamw_step(pw, pg, pm, pv, c);
+        at += e - b;
+      }
+    }
     write_back(w, cw);
     if (c.grad_scale != 1.0) write_back(grad, cg);
     write_back(exp_avg_[i], cm);

@@ -23,9 +23,11 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "autograd/tape.h"
@@ -43,15 +45,23 @@ struct OptimizerConfig {
   void validate() const;
 };
 
+// An element range [begin, end) of a tensor's row-major flattening.
+using ElementRange = std::pair<int64_t, int64_t>;
+
 // A trainable tensor as the model registers it. `var` holds the FP32 master weight (value()) and
 // its accumulated gradient (grad()). The model decides `weight_decay` (none on norms, biases, the
-// router bias). `sharded`: this rank holds a slice no other rank of its expert-parallel group holds
-// (routed experts), so its squared norm is summed over that group.
+// router bias). `sharded`: the part this rank updates is held by no other rank of the group that
+// grad_norm's reduce_sharded_sq sums over (routed experts over the EP group; with ZeRO-1 every
+// parameter's shard over the world), so its squared norm is summed over that group.
+// `owned` (ZeRO-1, train/zero.h): the element ranges of the tensor this rank updates, in order
+// (possibly none); unset means the whole tensor (stage 0). Only these elements of the gradient are
+// read, and only these of the weight written; the moments hold just them.
 struct Param {
   std::string name;
   Var var;
   bool weight_decay = true;
   bool sharded = false;
+  std::optional<std::vector<ElementRange>> owned = std::nullopt;
 };
 
 class AdamW {
@@ -82,10 +92,15 @@ class AdamW {
   void set_step_count(int64_t steps);
   const std::vector<Param>& params() const { return params_; }
   const OptimizerConfig& config() const { return config_; }
-  // The moments of a parameter: shape of the parameter, dtype state_dtype, its device. Overwrite
-  // them in place (copy_) when loading; InputError for an unknown name.
+  // The moments of a parameter, dtype state_dtype, on its device: the parameter's shape (stage 0),
+  // or [owned elements] holding its owned ranges back to back (ZeRO-1). Overwrite them in place
+  // (copy_) when loading; InputError for an unknown name.
   Tensor& exp_avg(std::string_view name);
   Tensor& exp_avg_sq(std::string_view name);
+  // The element ranges this rank updates of params()[index]: `owned`, or the whole tensor.
+  std::vector<ElementRange> ranges(size_t index) const;
+  // Bytes of optimizer state on this rank (both moments; the FP32 masters are the model's weights).
+  int64_t state_bytes() const;
 
  private:
   size_t index_of(std::string_view name) const;

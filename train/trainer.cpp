@@ -25,6 +25,7 @@
 #include "parallel/grad_sync.h"
 #include "parallel/watchdog.h"
 #include "train/generate.h"
+#include "train/zero.h"
 
 namespace daedalus::train {
 
@@ -261,8 +262,14 @@ Trainer::Trainer(RunConfig config, parallel::ProcessGroups groups, TrainerMode m
 void Trainer::build_model() {
   model_ = std::make_unique<model::CausalLM>(lm_options(config_, &groups_, device_));
   std::vector<Param> params;
-  for (const model::Parameter& p : model_->parameters().all())
-    if (p.trainable) params.push_back(Param{p.name, p.var, p.weight_decay, p.expert && groups_.ep_size > 1});
+  std::vector<bool> expert;
+  for (const model::Parameter& p : model_->parameters().all()) {
+    if (!p.trainable) continue;
+    params.push_back(Param{p.name, p.var, p.weight_decay, p.expert && groups_.ep_size > 1});
+    expert.push_back(p.expert);
+  }
+  if (config_.parallel.zero_stage == 1) zero_ = std::make_unique<ZeroShards>(params, expert, groups_);
+  expert_ = std::move(expert);
   optimizer_ = std::make_unique<AdamW>(std::move(params), config_.optimizer);
 }
 
@@ -291,8 +298,10 @@ std::string Trainer::banner() const {
                    format_count(double(p.activated)), format_count(double(p.mtp_trained)));
   s += fmt::format("  precision  {}{}\n", fp8::recipe_name(config_.precision.recipe.kind),
                    overrides.empty() ? "" : " (overrides: " + overrides + ")");
-  s += fmt::format("  parallel   world {}, expert parallel {}, {} replica(s)\n", world, groups_.ep_size,
-                   world / groups_.ep_size);
+  s += fmt::format("  parallel   world {}, expert parallel {}, {} replica(s), ZeRO stage {}\n", world, groups_.ep_size,
+                   world / groups_.ep_size, config_.parallel.zero_stage);
+  s += fmt::format("  optimizer  AdamW, {} moments: {} per rank\n", dtype_name(config_.optimizer.state_dtype),
+                   format_bytes(double(optimizer_->state_bytes())));
   s += fmt::format("  data       {}\n",
                    train_loader_ ? (train_view_ ? train_view_->describe() : train_source_->describe()) : "");
   if (val_source_) s += fmt::format("  validation {}\n", val_source_->describe());
@@ -312,22 +321,26 @@ double Trainer::model_flops_per_token() const {
 }
 
 void Trainer::sync_gradients() {
+  if (zero_) return zero_->reduce_scatter_gradients(optimizer_->params(), device_);
   const int world = groups_.world->size();
   if (world == 1) return;
   const nvtx::Range range("sync_gradients");
+  // Dense weights over the world, routed experts over their replicas (the world when ep_size is 1):
+  // the same two groups and buckets as ZeRO-1's, so both stages add in the same order.
   std::vector<Tensor> dense, experts;
-  for (const Param& p : optimizer_->params()) {
+  for (size_t i = 0; i < optimizer_->params().size(); ++i) {
+    const Param& p = optimizer_->params()[i];
     if (!p.var.grad().defined())
       p.var.slot()->accumulate("grad sync", Tensor::zeros(p.var.shape(), DType::f32, device_));
-    (p.sharded ? experts : dense).push_back(p.var.grad());
+    (expert_[i] ? experts : dense).push_back(p.var.grad());
   }
   parallel::all_reduce_gradients(*groups_.world, dense);
-  if (!experts.empty()) {
-    // An expert's gradient already sums its whole EP group's tokens; averaging over replicas leaves
-    // a factor ep_size against the world mean the dense weights get.
-    parallel::all_reduce_gradients(*groups_.replicas, experts);
+  if (experts.empty()) return;
+  parallel::all_reduce_gradients(*groups_.replicas, experts);
+  // An expert's gradient already sums its whole EP group's tokens; averaging over replicas leaves
+  // a factor ep_size against the world mean the dense weights get.
+  if (groups_.ep_size > 1)
     for (Tensor g : experts) g.copy_(kernels::affine(g, 1.0 / double(groups_.ep_size)));
-  }
 }
 
 void Trainer::sum_router_loads() {
@@ -461,11 +474,9 @@ StepMetrics Trainer::train_step() {
   }
 
   parallel::Communicator* ep = groups_.ep_size > 1 ? groups_.ep.get() : nullptr;
-  m.grad_norm = optimizer_->grad_norm([ep](double sq) {
-    if (ep == nullptr) return sq;
-    Tensor t = Tensor::from_values({sq}, {1}, DType::f32);
-    ep->all_reduce(t);
-    return t.item();
+  m.grad_norm = optimizer_->grad_norm([this, ep](double sq) {
+    if (zero_) return zero_->sum_over_world(sq);  // ZeRO-1: every rank's owned elements, once each
+    return ep == nullptr ? sq : parallel::sum_in_rank_order(*ep, sq);
   });
   m.lr = learning_rate(config_.schedule, config_.optimizer.lr, step_, config_.train.steps);
   if (!std::isfinite(m.grad_norm)) {
@@ -486,6 +497,7 @@ StepMetrics Trainer::train_step() {
     consecutive_skips_ = 0;
     model_->update_router_biases();
     optimizer_->clip_and_step(m.lr, m.grad_norm);
+    if (zero_) zero_->all_gather_weights(optimizer_->params());
   }
   optimizer_->zero_grad();
   ++step_;

@@ -4,7 +4,9 @@
 //   for each of grad_accum_steps micro-batches:         data/loader.h: this rank's slice
 //     out = model.forward(inputs, targets)              model/causal_lm.h: LM + λ·MTP + aux loss
 //     backward(out.loss / grad_accum_steps)             autograd/tape.h
-//   all-reduce gradients: dense over the world, routed experts over their replicas (parallel/)
+//   all-reduce gradients: dense over the world, routed experts over their replicas (parallel/);
+//     ZeRO-1 (train/zero.h): reduce-scatter them instead, each rank updating its shard, then
+//     all-gather the updated weights
 //   all-reduce router loads over the world; norm = global gradient norm (optimizer.h)
 //   non-finite norm -> skip (or abort): no update, loads dropped, counted
 //   else: router bias update, lr from the schedule, clip and AdamW step
@@ -124,6 +126,8 @@ class Trainer {
   Device device_ = Device::cpu();
   std::unique_ptr<model::CausalLM> model_;
   std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<class ZeroShards> zero_;  // parallel.zero_stage 1: shard ownership and collectives
+  std::vector<bool> expert_;                // per optimizer parameter: a routed-expert stack
   // Synthetic data: train_view_ is the head of train_source_, val_source_ its held-out tail.
   std::unique_ptr<data::TokenSource> train_source_, train_view_, val_source_;
   std::unique_ptr<data::Loader> train_loader_, val_loader_;

@@ -230,12 +230,15 @@ TEST(MpiGradSync, RaggedGradientsAveragedOverBuckets) {
     grads.push_back(Tensor::from_values(v, shapes[t]));
     total += shape_numel(shapes[t]);
   }
-  const int64_t bucket_bytes = 40 * 4;  // 40 floats: tensors straddle buckets
+  const int64_t bucket_bytes = 40 * 4;  // 40 floats (rounded down to a multiple of n): tensors straddle buckets
   const GradSyncStats stats = all_reduce_gradients(*world, grads, bucket_bytes);
-  const int64_t buckets = (total + 39) / 40;
+  const int64_t per_bucket = 40 / n * n, buckets = (total + per_bucket - 1) / per_bucket;
   EXPECT_GE(buckets, 2);
-  EXPECT_EQ(stats.calls, buckets);
-  EXPECT_EQ(stats.bytes, total * 4);
+  EXPECT_EQ(stats.calls, 2 * buckets);  // a reduce-scatter and an all-gather per bucket
+  // Each bucket is padded to a multiple of n; the reduce-scatter hands it all over, the all-gather
+  // this rank's 1/n of it.
+  const int64_t padded = (buckets - 1) * per_bucket + (total - (buckets - 1) * per_bucket + n - 1) / n * n;
+  EXPECT_EQ(stats.bytes, padded * 4 + padded / n * 4);
   for (size_t t = 0; t < shapes.size(); ++t) {
     EXPECT_EQ(grads[t].shape(), shapes[t]);
     const std::vector<float> got = grads[t].to_vector<float>();
@@ -248,7 +251,7 @@ TEST(MpiGradSync, RaggedGradientsAveragedOverBuckets) {
     }
   }
   // One bucket when it fits; nothing to do for no gradients.
-  EXPECT_EQ(all_reduce_gradients(*world, grads).calls, 1);
+  EXPECT_EQ(all_reduce_gradients(*world, grads).calls, 2);
   EXPECT_EQ(all_reduce_gradients(*world, {}).calls, 0);
 }
 
