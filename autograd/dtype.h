@@ -12,12 +12,14 @@
 
 namespace daedalus {
 
-enum class DType : uint8_t { f32, bf16, f8e4m3, f8e5m2, i32, i64 };
+// f4e2m1: FP4 E2M1 codes, one per byte (unpacked; the FP4 recipes' emulation). u8: raw bytes
+// (packed FP4 pairs and E8M0 scales in the MXFP4 export).
+enum class DType : uint8_t { f32, bf16, f8e4m3, f8e5m2, i32, i64, f4e2m1, u8 };
 
 size_t dtype_size(DType t);
-std::string_view dtype_name(DType t);      // "fp32", "bf16", "fp8e4m3", "fp8e5m2", "int32", "int64"
+std::string_view dtype_name(DType t);      // "fp32", "bf16", "fp8e4m3", "fp8e5m2", "int32", "int64", "fp4e2m1", "uint8"
 DType parse_dtype(std::string_view name);  // inverse of dtype_name; InputError on anything else
-bool is_floating(DType t);                 // fp32, bf16 and the FP8 formats
+bool is_floating(DType t);                 // fp32, bf16, the FP8 formats and FP4 E2M1
 bool is_fp8(DType t);
 
 template <typename T>
@@ -37,6 +39,14 @@ constexpr DType dtype_of<fp8e4m3>() {
 template <>
 constexpr DType dtype_of<fp8e5m2>() {
   return DType::f8e5m2;
+}
+template <>
+constexpr DType dtype_of<fp4e2m1>() {
+  return DType::f4e2m1;
+}
+template <>
+constexpr DType dtype_of<uint8_t>() {
+  return DType::u8;
 }
 template <>
 constexpr DType dtype_of<int32_t>() {
@@ -60,7 +70,7 @@ decltype(auto) dispatch_float(std::string_view op, DType t, Fn&& fn) {
   }
 }
 
-// Every floating storage dtype, FP8 included (for casts, copies and comparisons).
+// Every floating storage dtype, FP8 and FP4 included (for casts, copies and comparisons).
 template <typename Fn>
 decltype(auto) dispatch_storage_float(std::string_view op, DType t, Fn&& fn) {
   switch (t) {
@@ -68,7 +78,8 @@ decltype(auto) dispatch_storage_float(std::string_view op, DType t, Fn&& fn) {
     case DType::bf16: return fn.template operator()<bf16>();
     case DType::f8e4m3: return fn.template operator()<fp8e4m3>();
     case DType::f8e5m2: return fn.template operator()<fp8e5m2>();
-    default: throw_unsupported_dtype(op, t, "fp32, bf16, fp8e4m3, fp8e5m2");
+    case DType::f4e2m1: return fn.template operator()<fp4e2m1>();
+    default: throw_unsupported_dtype(op, t, "fp32, bf16, fp8e4m3, fp8e5m2, fp4e2m1");
   }
 }
 
@@ -88,6 +99,7 @@ decltype(auto) dispatch_all(std::string_view op, DType t, Fn&& fn) {
   switch (t) {
     case DType::i32: return fn.template operator()<int32_t>();
     case DType::i64: return fn.template operator()<int64_t>();
+    case DType::u8: return fn.template operator()<uint8_t>();
     default: return dispatch_storage_float(op, t, std::forward<Fn>(fn));
   }
 }
@@ -122,6 +134,8 @@ DAEDALUS_HD D convert_element(S v, Fp8Overflow overflow) {
     return codec::float_to_e4m3(to_float(v), overflow);
   } else if constexpr (std::is_same_v<D, fp8e5m2>) {
     return codec::float_to_e5m2(to_float(v), overflow);
+  } else if constexpr (std::is_same_v<D, fp4e2m1>) {
+    return codec::float_to_e2m1(to_float(v));  // always saturating (E2M1 has no inf or NaN)
   } else {
     return from_float<D>(to_float(v));
   }

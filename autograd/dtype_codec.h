@@ -1,4 +1,5 @@
-// Bit-exact element codecs for the narrow storage dtypes: BF16, FP8 E4M3 (e4m3fn), FP8 E5M2.
+// Bit-exact element codecs for the narrow storage dtypes: BF16, FP8 E4M3 (e4m3fn), FP8 E5M2, and
+// FP4 E2M1 (OCP MX v1.0's FP4, one code per byte in the low nibble: the emulation keeps it unpacked).
 //
 // Round-to-nearest-even everywhere, identical on host and device (the functions are
 // __host__ __device__ under nvcc and use integer arithmetic only, so the result never depends
@@ -27,6 +28,9 @@ struct fp8e4m3 {
 };
 struct fp8e5m2 {
   uint8_t bits;
+};
+struct fp4e2m1 {
+  uint8_t bits;  // bit 3 sign, bits 2-1 exponent (bias 1), bit 0 mantissa; bits 7-4 zero
 };
 
 // What a cast does with values beyond the largest finite FP8 value (and with +-inf).
@@ -181,6 +185,39 @@ DAEDALUS_HD float e5m2_to_float(fp8e5m2 v) {
   return fp8_decode_finite<2, 15>(v.bits);
 }
 
+// ---- FP4 E2M1 ------------------------------------------------------------------------------
+// Values 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives (codes 0-7, 8-15): 1 sign bit, 2 exponent
+// bits with bias 1, 1 mantissa bit; exponent field 0 is the subnormal 0.5 * m. No inf, no NaN.
+// Encoding rounds to nearest even and saturates: |x| > 6 (inf included) gives +-6, and NaN gives
+// +6 (code 0x7) — what cuda_fp4.h's __nv_cvt_float_to_fp4 and Blackwell's cvt.rn.satfinite.e2m1x2
+// do. A NaN stays visible through its block's scale (the amax of a block holding a NaN is NaN).
+
+// The unclamped magnitude code of |x| (bits of |x|): fp8_encode_magnitude with 1 mantissa bit and
+// bias 1 (E2M1's layout is FP8's with fewer bits; codes above 7 mean overflow).
+DAEDALUS_HD uint32_t e2m1_encode_magnitude(uint32_t abs_bits) { return fp8_encode_magnitude<1, 1>(abs_bits); }
+
+// Sign, saturation and NaN around a magnitude encoder (RNE: e2m1_encode_magnitude; fp8/format.h
+// passes a stochastic one).
+template <typename Magnitude>
+DAEDALUS_HD fp4e2m1 e2m1_encode(float x, Magnitude magnitude) {
+  const uint32_t u = float_bits(x);
+  const uint32_t abs_bits = u & 0x7FFFFFFFu;
+  const uint32_t code = magnitude(abs_bits < 0x7F800000u ? abs_bits : 0x7F000000u);  // inf: overflow
+  const uint32_t sign = (u >> 28) & 0x8u;
+  return fp4e2m1{uint8_t(abs_bits > 0x7F800000u ? 0x7u : (sign | (code > 0x7u ? 0x7u : code)))};
+}
+
+DAEDALUS_HD fp4e2m1 float_to_e2m1(float x) {
+  return e2m1_encode(x, [](uint32_t a) { return e2m1_encode_magnitude(a); });
+}
+
+DAEDALUS_HD float e2m1_to_float(fp4e2m1 v) {
+  // 2^(e - 1) * (1 + m / 2) for e > 0, 0.5 * m for e = 0: exact in float, built from the bits.
+  const uint32_t sign = uint32_t(v.bits & 0x8u) << 28, e = (v.bits >> 1) & 0x3u, m = v.bits & 0x1u;
+  const uint32_t magnitude = e == 0 ? (m ? 0x3F000000u : 0u) : (((e - 1 + 127) << 23) | (m << 22));
+  return bits_float(sign | magnitude);
+}
+
 }  // namespace codec
 
 // Element load/store used by every kernel: narrow types are computed in float.
@@ -188,6 +225,7 @@ DAEDALUS_HD float to_float(float x) { return x; }
 DAEDALUS_HD float to_float(bf16 x) { return codec::bf16_to_float(x); }
 DAEDALUS_HD float to_float(fp8e4m3 x) { return codec::e4m3_to_float(x); }
 DAEDALUS_HD float to_float(fp8e5m2 x) { return codec::e5m2_to_float(x); }
+DAEDALUS_HD float to_float(fp4e2m1 x) { return codec::e2m1_to_float(x); }
 
 template <typename T>
 DAEDALUS_HD T from_float(float x);
@@ -206,6 +244,10 @@ DAEDALUS_HD fp8e4m3 from_float<fp8e4m3>(float x) {
 template <>
 DAEDALUS_HD fp8e5m2 from_float<fp8e5m2>(float x) {
   return codec::float_to_e5m2(x);
+}
+template <>
+DAEDALUS_HD fp4e2m1 from_float<fp4e2m1>(float x) {
+  return codec::float_to_e2m1(x);
 }
 
 }  // namespace daedalus

@@ -1,6 +1,6 @@
-// FP8 numerics shared by the CPU quantizer, its CUDA twin and the tests: the scale arithmetic behind
-// scale_from_amax / mx_scale_inv_from_amax, the E8M0 scale codec (OCP MX), and stochastic rounding
-// to E4M3 / E5M2 / BF16.
+// FP8 and FP4 numerics shared by the CPU quantizer, its CUDA twin and the tests: the scale arithmetic
+// behind scale_from_amax / mx_scale_inv_from_amax, NVFP4's two-level scales and OCP MX's FP4 scale
+// rule, the E8M0 scale codec (OCP MX), and stochastic rounding to E4M3 / E5M2 / E2M1 / BF16.
 //
 // Everything here is integer or IEEE double arithmetic (no libm, no rounding-mode dependence), so the
 // functions are __host__ __device__ under nvcc and give the same bits on both. The facts (E8M0 bias
@@ -55,6 +55,57 @@ DAEDALUS_HD float compute_mx_scale_inv(float amax, float max_finite) {
   e = e < -127 ? -127 : (e > 127 ? 127 : e);
   // 2^-127 is a float subnormal (bit 22 of the mantissa); everything else is a normal.
   return e == -127 ? codec::bits_float(0x00400000u) : codec::bits_float(uint32_t(e + 127) << 23);
+}
+
+// OCP MX v1.0 (§6.3) inverse scale of a block: X = 2^(floor(log2 amax) - emax_elem), emax_elem the
+// exponent of the element format's largest normal (E2M1: 6 = 1.5 * 2^2, emax_elem 2). Rounded DOWN,
+// so the block's largest elements may saturate (E2M1: scaled magnitudes in [4, 8) round to at most
+// 6). floor(log2 amax) is read off amax's bits (subnormals included); the result is clamped to
+// E8M0's range [2^-127, 2^127]. amax = 0 gives 1; +inf is taken as FLT_MAX (2^127 before the
+// clamp); NaN gives NaN (E8M0's 0xFF), so that a NaN in a block is never hidden behind a finite
+// scale (FP4 codes cannot hold a NaN).
+DAEDALUS_HD float compute_mx_scale_inv_floor(float amax, int emax_elem) {
+  const uint32_t a = codec::float_bits(amax) & 0x7FFFFFFFu;
+  if (a > 0x7F800000u) return codec::bits_float(0x7FC00000u);
+  if (a == 0) return 1.0f;
+  int e;
+  if (a >= 0x7F800000u) {
+    e = 127;
+  } else if ((a >> 23) != 0) {
+    e = int(a >> 23) - 127;
+  } else {  // subnormal: 2^-149 times the mantissa, whose highest set bit gives the floor
+    e = -150;
+    for (uint32_t m = a; m != 0; m >>= 1) ++e;
+  }
+  e -= emax_elem;
+  e = e < -127 ? -127 : (e > 127 ? 127 : e);
+  return e == -127 ? codec::bits_float(0x00400000u) : codec::bits_float(uint32_t(e + 127) << 23);
+}
+
+// ---- NVFP4 two-level scales ----------------------------------------------------------------------
+// NVIDIA's NVFP4 (the NVFP4 pretraining paper, arXiv 2509.25149, and Transformer Engine's
+// NVFP4BlockScaling): E2M1 values in 16-element blocks, each block with an E4M3 decode scale, the
+// whole tensor with an FP32 scale that maps the tensor's amax onto 6 * 448 (the largest value
+// block scale times element can reach). With S the tensor encode scale:
+//   S        = 448 * 6 / amax(tensor)                       (FP32; 1 for amax 0, inf or NaN)
+//   s_b      = e4m3( amax(block) * (S * (1/6)) )            (the stored block decode scale, RNE, saturating)
+//   encode   = min(1 / (float(s_b) * (1 / S)), FLT_MAX)     (per block; FLT_MAX when s_b is 0)
+//   q        = e2m1( x * encode )                           (RNE or stochastic, saturating)
+//   x       ~= q * float(s_b) * (1 / S)                     (the GEMM applies 1 / S as its alpha)
+// Every step is one FP32 operation in this order (Transformer Engine's, so that an emulation matches
+// Blackwell's kernels bit for bit). A block whose decode scale underflows to 0 quantizes to zeros.
+
+inline constexpr float kNvfp4TensorMax = 6.0f * 448.0f;  // E2M1 max times E4M3 max
+
+DAEDALUS_HD float nvfp4_tensor_scale(float amax) { return compute_scale(amax, kNvfp4TensorMax, 0, false); }
+
+DAEDALUS_HD fp8e4m3 nvfp4_block_scale(float block_amax, float tensor_scale) {
+  return codec::float_to_e4m3(block_amax * (tensor_scale * (1.0f / 6.0f)));
+}
+
+DAEDALUS_HD float nvfp4_encode_scale(float block_scale, float tensor_scale) {
+  const float r = 1.0f / (block_scale * (1.0f / tensor_scale));
+  return r < 3.4028234663852886e38f ? r : 3.4028234663852886e38f;  // inf (s_b = 0) and NaN: FLT_MAX
 }
 
 // ---- E8M0 (OCP MX scale format) ------------------------------------------------------------------
@@ -127,6 +178,11 @@ DAEDALUS_HD fp8e4m3 float_to_e4m3_stochastic(float x, uint32_t random, Fp8Overfl
 DAEDALUS_HD fp8e5m2 float_to_e5m2_stochastic(float x, uint32_t random, Fp8Overflow overflow = Fp8Overflow::saturate) {
   return fp8e5m2{codec::fp8_encode<0x7Bu, 0x7Cu>(
       x, overflow, [random](uint32_t a) { return fp8_encode_magnitude_stochastic<2, 15>(a, random); })};
+}
+
+// E2M1 (saturating; NaN gives +6 as in the nearest-even codec).
+DAEDALUS_HD fp4e2m1 float_to_e2m1_stochastic(float x, uint32_t random) {
+  return codec::e2m1_encode(x, [random](uint32_t a) { return fp8_encode_magnitude_stochastic<1, 1>(a, random); });
 }
 
 // BF16: add 16 random bits below the kept half and truncate (carries into the exponent are right:

@@ -11,9 +11,23 @@
 #include "autograd/ops/activation.h"
 #include "autograd/ops/arithmetic.h"
 #include "autograd/ops/linear.h"
+#include "fp8/hadamard.h"
 #include "fp8/scaled_gemm.h"
 
 namespace daedalus::fp8 {
+
+uint64_t rounding_seed(uint64_t run_seed, uint64_t step, uint64_t micro_batch, uint64_t module) {
+  uint64_t h = 0x9E3779B97F4A7C15ull;
+  for (uint64_t part : {run_seed, step, micro_batch, module}) {
+    uint64_t z = h ^ (part + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2));
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    h = z ^ (z >> 31);
+  }
+  return h;
+}
+
+uint64_t random_use_seed(uint64_t state_seed, RandomUse use) { return rounding_seed(state_seed, uint64_t(use), 0, 0); }
 
 namespace {
 
@@ -21,7 +35,8 @@ namespace {
 // comes from `history` (its max before this step) and this step's amax is pushed afterwards.
 // `delayed_scale` receives the tensor scale used under delayed scaling.
 QuantizedTensor quantize_operand(const Tensor& t, const OperandSpec& spec, const Recipe& recipe, AmaxHistory* history,
-                                 LinearState* state, const char* name, float* delayed_scale = nullptr) {
+                                 LinearState* state, const char* name, float* delayed_scale = nullptr,
+                                 const ScaleOptions* options = nullptr) {
   QuantizedTensor q;
   if (recipe.delayed() && history != nullptr) {
     const float amax_now = float(kernels::amax_all(t).item());
@@ -31,10 +46,25 @@ QuantizedTensor quantize_operand(const Tensor& t, const OperandSpec& spec, const
     if (delayed_scale != nullptr) *delayed_scale = scale;
     history->push(amax_now);
   } else {
-    q = quantize(t, spec.granularity, spec.format, recipe.scale);
+    q = quantize(t, spec.granularity, spec.format, options != nullptr ? *options : recipe.scale);
   }
   if (state != nullptr && state->collect_stats) state->stats[name] = quant_stats(t, q);
   return q;
+}
+
+// The key of one random use in this Linear's current call (the state's seed; 0 without a state).
+uint64_t use_seed(const LinearState* state, RandomUse use) {
+  return random_use_seed(state != nullptr ? state->rounding_seed : 0, use);
+}
+
+// ScaleOptions for a gradient operand: stochastic rounding under an FP4 recipe that asks for it.
+ScaleOptions gradient_options(const Recipe& recipe, const LinearState* state, RandomUse use) {
+  ScaleOptions o = recipe.scale;
+  if (recipe.is_fp4() && recipe.fp4.stochastic_rounding) {
+    o.stochastic_rounding = true;
+    o.seed = use_seed(state, use);
+  }
+  return o;
 }
 
 Tensor rows_of(const Tensor& t) { return t.reshape({-1, t.size(-1)}); }
@@ -92,6 +122,8 @@ struct Fp8Gemms {
     if (keep_for_dgrad) {
       if (dgrad_transposes_fprop_w()) {
         fprop_qw = q.w;
+      } else if (recipe.kind == RecipeKind::fp4_experts) {
+        keep_w = save(q.w.dequantize());  // Wq, the FP4-rounded weight (exact in fp32)
       } else {
         keep_w = save(w);
       }
@@ -118,8 +150,10 @@ struct Fp8Gemms {
     // and its statistics.
     const bool observed = recipe.wgrad_fp8 && (recipe.delayed() || (state != nullptr && state->collect_stats));
     QuantizedTensor qdy;
+    const ScaleOptions dy_options = gradient_options(recipe, state, RandomUse::dgrad_dy);
     if (dx != nullptr || (dw != nullptr && observed))
-      qdy = quantize_operand(dy, recipe.dgrad().a, recipe, state ? &state->dy : nullptr, state, "dy");
+      qdy = quantize_operand(dy, recipe.dgrad().a, recipe, state ? &state->dy : nullptr, state, "dy", nullptr,
+                             &dy_options);
     if (dx != nullptr) *dx = scaled_gemm(qdy, dgrad_weight(), recipe.accumulator);  // q(dY) [M, N] · q(Wᵀ) [K, N]ᵀ
     if (dw != nullptr) *dw = wgrad(dy);
   }
@@ -135,6 +169,21 @@ struct Fp8Gemms {
       return quantize(keep_x.get(), fprop.a.granularity, fprop.a.format, r.scale);
     };
     if (!r.wgrad_fp8) return kernels::matmul(dy.t(), fprop_qx().dequantize());
+    if (r.is_fp4()) {
+      // dW [N, K] = q(dYᵀ H) · q(Xᵀ H)ᵀ: both operands from the high-precision tensors (X itself
+      // when kept), along tokens; H the 16x16 random Hadamard transform (tokens zero-padded to a
+      // multiple of 16), which cancels in the product since H Hᵀ = I.
+      const Tensor x = cached_qx ? cached_qx->dequantize() : keep_x.get();
+      Tensor a = dy.t(), b = x.t();
+      if (r.fp4.hadamard) {
+        const uint64_t seed = use_seed(state, RandomUse::hadamard);
+        a = random_hadamard_16(a, seed);
+        b = random_hadamard_16(b, seed);
+      }
+      return scaled_gemm(
+          quantize(a, wgrad.a.granularity, wgrad.a.format, gradient_options(r, state, RandomUse::wgrad_dy)),
+          quantize(b, wgrad.b.granularity, wgrad.b.format, r.scale), r.accumulator);
+    }
     // dW [N, K] = q(dYᵀ) [N, M] · q(Xqᵀ) [K, M]ᵀ, Xq = dequantized q(X)
     const QuantizedTensor a = quantize(dy.t(), wgrad.a.granularity, wgrad.a.format, r.scale);
     const QuantizedTensor b = requantize_transposed(fprop_qx(), wgrad.b.granularity, wgrad.b.format, r.scale);

@@ -8,6 +8,11 @@
 // Wgrad runs in high precision when recipe.wgrad_fp8 is false. Master weights and their gradients
 // are FP32; y and dX are FP32. For the fp32 and bf16 recipes this is a plain high-precision Linear
 // with operands in that dtype.
+// FP4 recipes (nvfp4, mxfp4; recipe.fp4): dY is rounded stochastically for Dgrad and Wgrad; Wgrad's
+// operands are quantized from X itself (not Fprop's q(X)), each after a 16x16 random Hadamard
+// transform along tokens (fp8/hadamard.h) that cancels in the product — NVIDIA's NVFP4 recipe.
+// fp4_experts: Fprop multiplies FP8 1x128 X by MXFP4 W; Dgrad uses the FP4-rounded weight Wq in
+// fp8_block's 128x128 blocks; dW = Wgrad of Wq, applied to the FP32 master W (straight-through).
 #pragma once
 
 #include <map>
@@ -21,12 +26,25 @@
 namespace daedalus::fp8 {
 
 // What a module's FP8 Linear keeps between steps: delayed-scaling amax histories (checkpointed
-// with the model) and, when asked, the statistics of its last quantizations.
+// with the model) and, when asked, the statistics of its last quantizations. `rounding_seed` keys
+// the FP4 recipes' stochastic rounding and random Hadamard signs for the next forward/backward;
+// the trainer sets it before every micro-batch from (run.seed, step, micro-batch, module): see
+// rounding_seed() — so a resumed run draws the same random words as an uninterrupted one.
 struct LinearState {
   AmaxHistory x{16}, w{16}, dy{16};
   bool collect_stats = false;
   std::map<std::string, QuantStats> stats;  // "x", "w", "dy" -> statistics of the last quantization
+  uint64_t rounding_seed = 0;
 };
+
+// A 64-bit key from its parts (SplitMix64's finalizer chained over them): distinct parts give
+// unrelated keys, the same parts the same key on every machine.
+uint64_t rounding_seed(uint64_t run_seed, uint64_t step, uint64_t micro_batch, uint64_t module);
+
+// What one Linear call draws random words for, each from its own key random_use_seed(state seed,
+// use): Dgrad's q(dY), Wgrad's q(dYᵀ) (stochastic rounding), the Hadamard signs of Wgrad.
+enum class RandomUse : uint64_t { dgrad_dy = 1, wgrad_dy = 2, hadamard = 3 };
+uint64_t random_use_seed(uint64_t state_seed, RandomUse use);
 
 // x [..., K], weight [N, K] -> [..., N] fp32. `state` is required for fp8_tensor_delayed and for
 // statistics; it must outlive the backward pass.

@@ -1,6 +1,7 @@
 // CPU quantizer for every granularity (fp8/quantized.h), plus the scale functions and the amax
-// history. One pass per block: amax in float, the scale from it (scale_from_amax or the MX rule),
-// then q = cast(float(x) * scale) with the codecs of autograd/dtype_codec.h (saturating).
+// history. One pass per block: amax in float, the scale from it (scale_from_amax, the MX rules, or
+// NVFP4's two levels after one pass for the tensor's amax), then q = cast(float(x) * scale) with the
+// codecs of autograd/dtype_codec.h (saturating).
 #include "fp8/quantized.h"
 
 #if DAEDALUS_WITH_CUDA
@@ -21,9 +22,31 @@
 
 namespace daedalus::fp8 {
 
-DType dtype_of(Format f) { return f == Format::e4m3 ? DType::f8e4m3 : DType::f8e5m2; }
-double max_finite(Format f) { return f == Format::e4m3 ? 448.0 : 57344.0; }
-std::string_view format_name(Format f) { return f == Format::e4m3 ? "e4m3" : "e5m2"; }
+DType dtype_of(Format f) {
+  switch (f) {
+    case Format::e4m3: return DType::f8e4m3;
+    case Format::e5m2: return DType::f8e5m2;
+    case Format::e2m1: return DType::f4e2m1;
+  }
+  return DType::f8e4m3;
+}
+double max_finite(Format f) {
+  switch (f) {
+    case Format::e4m3: return 448.0;
+    case Format::e5m2: return 57344.0;
+    case Format::e2m1: return 6.0;
+  }
+  return 448.0;
+}
+std::string_view format_name(Format f) {
+  switch (f) {
+    case Format::e4m3: return "e4m3";
+    case Format::e5m2: return "e5m2";
+    case Format::e2m1: return "e2m1";
+  }
+  return "?";
+}
+bool is_nvfp4(Granularity g) { return g == Granularity::nv_1x16 || g == Granularity::nv_16x16; }
 
 std::string_view granularity_name(Granularity g) {
   switch (g) {
@@ -32,6 +55,8 @@ std::string_view granularity_name(Granularity g) {
     case Granularity::tile_1x128: return "tile_1x128";
     case Granularity::block_128x128: return "block_128x128";
     case Granularity::mx_1x32: return "mx_1x32";
+    case Granularity::nv_1x16: return "nv_1x16";
+    case Granularity::nv_16x16: return "nv_16x16";
   }
   return "?";
 }
@@ -40,6 +65,7 @@ int64_t block_rows(Granularity g, int64_t rows) {
   switch (g) {
     case Granularity::tensor: return rows;
     case Granularity::block_128x128: return 128;
+    case Granularity::nv_16x16: return 16;
     default: return 1;
   }
 }
@@ -51,6 +77,8 @@ int64_t block_cols(Granularity g, int64_t cols) {
     case Granularity::tile_1x128:
     case Granularity::block_128x128: return 128;
     case Granularity::mx_1x32: return 32;
+    case Granularity::nv_1x16:
+    case Granularity::nv_16x16: return 16;
   }
   return cols;
 }
@@ -60,6 +88,7 @@ float scale_from_amax(float amax, Format format, const ScaleOptions& options) {
 }
 
 float mx_scale_inv_from_amax(float amax, Format format) {
+  if (format == Format::e2m1) return compute_mx_scale_inv_floor(amax, /*emax_elem=*/2);
   return compute_mx_scale_inv(amax, float(max_finite(format)));
 }
 
@@ -166,6 +195,8 @@ template <typename Q>
 Q round_stochastic(float v, uint32_t word) {
   if constexpr (std::is_same_v<Q, fp8e4m3>) {
     return float_to_e4m3_stochastic(v, word);
+  } else if constexpr (std::is_same_v<Q, fp4e2m1>) {
+    return float_to_e2m1_stochastic(v, word);
   } else {
     return float_to_e5m2_stochastic(v, word);
   }
@@ -177,6 +208,9 @@ DAEDALUS_CPU_CLONES void scale_encode(const float* src, float scale, fp8e4m3* ds
 }
 DAEDALUS_CPU_CLONES void scale_encode(const float* src, float scale, fp8e5m2* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = codec::float_to_e5m2(src[i] * scale);
+}
+DAEDALUS_CPU_CLONES void scale_encode(const float* src, float scale, fp4e2m1* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = codec::float_to_e2m1(src[i] * scale);
 }
 
 // out[r * cols + c] = cast(float(x(r, c)) * scale) over the block.
@@ -208,10 +242,15 @@ struct BlockScale {
   float scale, scale_inv;
 };
 
-BlockScale block_scale(float amax, Granularity g, Format f, const ScaleOptions& options) {
+// `tensor_scale`: NVFP4's encode scale S of the whole tensor (format.h); unused otherwise.
+BlockScale block_scale(float amax, Granularity g, Format f, const ScaleOptions& options, float tensor_scale = 1.0f) {
   if (g == Granularity::mx_1x32) {
     const float scale_inv = mx_scale_inv_from_amax(amax, f);
-    return {1.0f / scale_inv, scale_inv};  // exact: powers of two within float's range
+    return {1.0f / scale_inv, scale_inv};  // exact: powers of two within float's range (NaN stays NaN)
+  }
+  if (is_nvfp4(g)) {
+    const float decode = codec::e4m3_to_float(nvfp4_block_scale(amax, tensor_scale));
+    return {nvfp4_encode_scale(decode, tensor_scale), decode};
   }
   const float scale = scale_from_amax(amax, f, options);
   return {scale, 1.0f / scale};
@@ -227,29 +266,31 @@ void cpu_quantize(const Tensor& x, Granularity g, Format f, const ScaleOptions& 
   const Grid grid = grid_of(g, rows, cols);
   const bool parallel = rows * cols >= cpu::kParallelThreshold;
 
+  // max |x| over the whole operand (NaN if any element is NaN).
+  const auto tensor_amax = [&] {
+    std::vector<float> row_amax(static_cast<size_t>(rows), 0.0f);
+    cpu::parallel_rows(rows, cols, [&](int64_t r) { row_amax[size_t(r)] = block_amax(in, r, r + 1, 0, cols); });
+    float amax = 0.0f;
+    for (float a : row_amax) amax = (a > amax || a != a) ? a : amax;  // NaN sticks
+    return amax;
+  };
   if (g == Granularity::tensor) {
-    float scale;
-    if (given_scale) {
-      scale = *given_scale;
-    } else {
-      std::vector<float> row_amax(static_cast<size_t>(rows), 0.0f);
-      cpu::parallel_rows(rows, cols, [&](int64_t r) { row_amax[size_t(r)] = block_amax(in, r, r + 1, 0, cols); });
-      float amax = 0.0f;
-      for (float a : row_amax) amax = (a > amax || a != a) ? a : amax;  // NaN sticks
-      scale = block_scale(amax, g, f, options).scale;
-    }
+    const float scale = given_scale ? *given_scale : block_scale(tensor_amax(), g, f, options).scale;
     scale_inv[0] = 1.0f / scale;
     cpu::parallel_rows(rows, cols, [&](int64_t r) { quantize_block(in, r, r + 1, 0, cols, scale, q, cols, options); });
     return;
   }
 
+  // NVFP4's first level: the tensor's encode scale S, its inverse kept for the GEMM.
+  const float tensor_scale = is_nvfp4(g) ? nvfp4_tensor_scale(tensor_amax()) : 1.0f;
+  if (is_nvfp4(g)) out.tensor_scale_inv = 1.0f / tensor_scale;
   const int64_t tasks = grid.nbr * grid.nbc;
 #pragma omp parallel for schedule(static) if (parallel && tasks > 1)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t bi = task / grid.nbc, bj = task % grid.nbc;
     const int64_t r0 = bi * grid.br, r1 = std::min(rows, r0 + grid.br);
     const int64_t c0 = bj * grid.bc, c1 = std::min(cols, c0 + grid.bc);
-    const BlockScale s = block_scale(block_amax(in, r0, r1, c0, c1), g, f, options);
+    const BlockScale s = block_scale(block_amax(in, r0, r1, c0, c1), g, f, options, tensor_scale);
     scale_inv[task] = s.scale_inv;
     quantize_block(in, r0, r1, c0, c1, s.scale, q, cols, options);
   }
@@ -297,6 +338,11 @@ QuantizedTensor quantize_impl(const Tensor& x, Granularity g, Format f, const Sc
   kernels::check_float(op, x, "x");
   DAEDALUS_CHECK(g != Granularity::mx_1x32 || options.margin == 0,
                  "{}: mx_1x32 scales follow the E8M0 rule (rounded up, no margin); got margin {}", op, options.margin);
+  DAEDALUS_CHECK((f == Format::e2m1) == (is_nvfp4(g) || (f == Format::e2m1 && g == Granularity::mx_1x32)),
+                 "{}: {} with {} scales: FP4 (e2m1) goes with mx_1x32, nv_1x16 or nv_16x16, and nv_* only with e2m1",
+                 op, format_name(f), granularity_name(g));
+  DAEDALUS_CHECK(f != Format::e2m1 || options.margin == 0, "{}: FP4 scales take no margin; got margin {}", op,
+                 options.margin);
   DAEDALUS_CHECK(std::abs(options.margin) <= 64, "{}: margin {} is outside [-64, 64]", op, options.margin);
   const int64_t rows = x.size(0), cols = x.size(1);
   QuantizedTensor out;
@@ -311,16 +357,18 @@ QuantizedTensor quantize_impl(const Tensor& x, Granularity g, Format f, const Sc
       // and the vectorized encode beat encoding element by element along strides.
       const Tensor xr = x.stride(1) == 1 || options.stochastic_rounding ? x : x.contiguous();
       dispatch_float(op, x.dtype(), [&]<typename T>() {
-        if (f == Format::e4m3) {
-          cpu_quantize<T, fp8e4m3>(xr, g, f, options, given_scale, out);
-        } else {
-          cpu_quantize<T, fp8e5m2>(xr, g, f, options, given_scale, out);
+        switch (f) {
+          case Format::e4m3: cpu_quantize<T, fp8e4m3>(xr, g, f, options, given_scale, out); break;
+          case Format::e5m2: cpu_quantize<T, fp8e5m2>(xr, g, f, options, given_scale, out); break;
+          case Format::e2m1: cpu_quantize<T, fp4e2m1>(xr, g, f, options, given_scale, out); break;
         }
       });
       break;
     }
     case DeviceType::cuda:
-      // The CUDA twin (fp8/cuda/quantize_cuda.cu) produces the same bits for every granularity.
+      // The CUDA twin (fp8/cuda/quantize_cuda.cu) produces the same bits for every FP8 granularity.
+      // FP4 has no CUDA quantizer (docs/gpu.md: the FP4 recipes run on the CPU).
+      DAEDALUS_CHECK(f != Format::e2m1, "{}: FP4 (e2m1) quantization runs on the CPU only (docs/gpu.md)", op);
 #if DAEDALUS_WITH_CUDA
       return given_scale != nullptr ? cuda_quantize_with_scale(x, *given_scale, f) : cuda_quantize(x, g, f, options);
 #else
@@ -367,7 +415,7 @@ Tensor QuantizedTensor::dequantize() const {
   float* y = out.data<float>();
   const float* s = s_c.data<float>();
   dispatch_storage_float(op, q_c.dtype(), [&]<typename Q>() {
-    if constexpr (std::is_same_v<Q, fp8e4m3> || std::is_same_v<Q, fp8e5m2>) {
+    if constexpr (std::is_same_v<Q, fp8e4m3> || std::is_same_v<Q, fp8e5m2> || std::is_same_v<Q, fp4e2m1>) {
       const Q* q = q_c.data<Q>();
       const std::array<float, 256>& value = decode_table<Q>();
       cpu::parallel_rows(rows_, cols_, [&](int64_t r) {
@@ -380,6 +428,12 @@ Tensor QuantizedTensor::dequantize() const {
       });
     }
   });
+  if (is_nvfp4(granularity) && tensor_scale_inv != 1.0f) {  // NVFP4's second level, rounded once
+    const float t = tensor_scale_inv;
+    cpu::parallel_rows(rows_, cols_, [&](int64_t r) {
+      for (int64_t c = 0; c < cols_; ++c) y[r * cols_ + c] *= t;
+    });
+  }
   return out;
 }
 
@@ -397,6 +451,7 @@ QuantizedTensor pad_quantized(const QuantizedTensor& q, int64_t rows, int64_t co
   QuantizedTensor out;
   out.granularity = q.granularity;
   out.format = q.format;
+  out.tensor_scale_inv = q.tensor_scale_inv;
   out.data = Tensor::zeros({rows, cols}, q.data.dtype(), q.data.device());
   out.data.slice(0, 0, r).slice(1, 0, c).copy_(q.data);
   switch (q.granularity) {
@@ -412,19 +467,21 @@ QuantizedTensor pad_quantized(const QuantizedTensor& q, int64_t rows, int64_t co
   return out;
 }
 
-bool transposes_exactly(Granularity g) { return g == Granularity::tensor || g == Granularity::block_128x128; }
+bool transposes_exactly(Granularity g) {
+  return g == Granularity::tensor || g == Granularity::block_128x128 || g == Granularity::nv_16x16;
+}
 
 QuantizedTensor transpose_quantized(const QuantizedTensor& q) {
   constexpr std::string_view op = "transpose_quantized";
   DAEDALUS_CHECK(q.data.defined() && q.scale_inv.defined(), "{}: undefined quantized tensor", op);
   kernels::check_dim(op, q.data, "data", 2);
   DAEDALUS_CHECK(transposes_exactly(q.granularity),
-                 "{}: {} scales run along the rows, so the transpose must be quantized anew (only tensor and "
-                 "block_128x128 scales transpose with the data)",
+                 "{}: {} scales run along the rows, so the transpose must be quantized anew (only tensor, "
+                 "block_128x128 and nv_16x16 scales transpose with the data)",
                  op, granularity_name(q.granularity));
   QuantizedTensor out = q;
   out.data = q.data.t().contiguous();  // a byte transpose of the codes
-  if (q.granularity == Granularity::block_128x128) out.scale_inv = q.scale_inv.t().contiguous();
+  if (q.granularity != Granularity::tensor) out.scale_inv = q.scale_inv.t().contiguous();
   return out;
 }
 

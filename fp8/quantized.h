@@ -1,5 +1,5 @@
-// FP8 quantization: formats, scale from amax, quantized operands at every granularity the recipes
-// use. The facts (formats, block shapes, which GEMM quantizes what along which axis) are in
+// FP8 and FP4 quantization: formats, scale from amax, quantized operands at every granularity the
+// recipes use. The facts (formats, block shapes, which GEMM quantizes what along which axis) are in
 // shared/design/NUMERICS.md; the element codecs are autograd/dtype_codec.h.
 //
 // Convention: a quantized operand is 2-d [rows, cols] with cols the GEMM's reduction axis K, the
@@ -17,9 +17,9 @@
 
 namespace daedalus::fp8 {
 
-enum class Format : uint8_t { e4m3, e5m2 };
-DType dtype_of(Format f);     // fp8e4m3 / fp8e5m2
-double max_finite(Format f);  // 448 / 57344
+enum class Format : uint8_t { e4m3, e5m2, e2m1 };
+DType dtype_of(Format f);     // fp8e4m3 / fp8e5m2 / fp4e2m1
+double max_finite(Format f);  // 448 / 57344 / 6
 std::string_view format_name(Format f);
 
 enum class Granularity : uint8_t {
@@ -28,7 +28,14 @@ enum class Granularity : uint8_t {
   tile_1x128,     // 1x128 tiles along cols                         scale_inv [rows, ceil(cols/128)]
   block_128x128,  // 128x128 blocks                                 scale_inv [ceil(rows/128), ceil(cols/128)]
   mx_1x32,        // OCP MX: 1x32 blocks, E8M0 (power-of-two) scales scale_inv [rows, ceil(cols/32)]
+  nv_1x16,        // NVFP4: 1x16 blocks, E4M3 block scales x an FP32 tensor scale
+                  //                                                scale_inv [rows, ceil(cols/16)]
+  nv_16x16,       // NVFP4 weights: 16x16 blocks, same two levels    scale_inv [ceil(rows/16), ceil(cols/16)]
 };
+// FP4 (E2M1) goes with mx_1x32 (MXFP4), nv_1x16 and nv_16x16 (NVFP4), and the NVFP4 granularities
+// only with E2M1. mx_1x32 scales follow the element format: E4M3 (MXFP8) rounds them UP, as
+// Transformer Engine does; E2M1 (MXFP4) uses OCP MX v1.0's rule, rounded DOWN (format.h).
+bool is_nvfp4(Granularity g);
 std::string_view granularity_name(Granularity g);
 int64_t block_rows(Granularity g, int64_t rows);  // rows covered by one scale (tensor: all rows)
 int64_t block_cols(Granularity g, int64_t cols);  // cols covered by one scale
@@ -49,22 +56,25 @@ struct ScaleOptions {
 // propagates through the cast, never hidden behind a finite scale).
 float scale_from_amax(float amax, Format format, const ScaleOptions& options = {});
 
-// MX (E8M0) inverse scale of a 1x32 block, rounded UP to a power of two (NUMERICS.md, as TE's
-// MXFP8 and cuBLASLt's VEC32_UE8M0 do): 2^ceil(log2(amax / max_finite)), so no element saturates.
-// (OCP MX v1.0 rounds down, 2^(floor(log2 amax) - emax), and may saturate the top binade.)
-// amax = 0 gives 1; the result is clamped to E8M0's range [2^-127, 2^127].
+// MX (E8M0) inverse scale of a 1x32 block. FP8 formats: rounded UP to a power of two (NUMERICS.md,
+// as TE's MXFP8 and cuBLASLt's VEC32_UE8M0 do): 2^ceil(log2(amax / max_finite)), so no element
+// saturates. E2M1: OCP MX v1.0's 2^(floor(log2 amax) - 2), which may saturate the top binade
+// (fp8/format.h compute_mx_scale_inv_floor). amax = 0 gives 1; the result is clamped to E8M0's
+// range [2^-127, 2^127].
 float mx_scale_inv_from_amax(float amax, Format format);
 
 struct QuantizedTensor {
-  Tensor data;       // [rows, cols] FP8 (contiguous)
+  Tensor data;       // [rows, cols] FP8, or FP4 codes one per byte (contiguous)
   Tensor scale_inv;  // fp32, shape per Granularity above, contiguous row-major (block (i, j) at i * nbc + j);
-                     // cuBLASLt's layouts (1x128 M-fastest, 128x128 padded) are the GEMM's to make
+                     // cuBLASLt's layouts (1x128 M-fastest, 128x128 padded) are the GEMM's to make.
+                     // NVFP4: the E4M3 block decode scales' values; MX: the E8M0 scales' values
   Granularity granularity = Granularity::tensor;
   Format format = Format::e4m3;
+  float tensor_scale_inv = 1.0f;  // NVFP4's second level, 1 / S (format.h); 1 for every other granularity
 
   int64_t rows() const { return data.size(0); }
   int64_t cols() const { return data.size(1); }
-  Tensor dequantize() const;  // fp32 [rows, cols]: q * scale_inv of its block
+  Tensor dequantize() const;  // fp32 [rows, cols]: q * scale_inv of its block (NVFP4: then * tensor_scale_inv)
 };
 
 // x [rows, cols] fp32 or bf16, any strides. With `scale_inv` given (delayed scaling: a tensor
@@ -101,6 +111,12 @@ QuantizedTensor requantize_transposed(const QuantizedTensor& q, Granularity gran
 // kernel reads gate and up and writes only the FP8 codes and scales (h is never stored); on the
 // CPU the composition. The same bits either way.
 QuantizedTensor swiglu_quantize(const Tensor& gate, const Tensor& up, Format format, const ScaleOptions& options = {});
+
+// dequantize() in BF16, for the FP4 GEMM emulation: every FP4 value times its block scale is exact
+// in BF16 (at most 2 + 4 significant bits, and within BF16's exponent range: E4M3 scales in [2^-9,
+// 448], E8M0 scales from the OCP rule at most 2^125), so this is q * scale_inv of each element
+// exactly, before NVFP4's tensor_scale_inv (which the GEMM applies to its FP32 result). FP4 only.
+Tensor fp4_scaled_values_bf16(const QuantizedTensor& q);
 
 // Delayed scaling (TE DelayedScaling): the scale for step t comes from the max of the amaxes of
 // the last `length` steps, and this step's amax is recorded after quantizing.

@@ -11,7 +11,7 @@ namespace daedalus::fp8 {
 
 namespace {
 
-constexpr std::array<std::pair<RecipeKind, std::string_view>, 7> kNames{{
+constexpr std::array<std::pair<RecipeKind, std::string_view>, 10> kNames{{
     {RecipeKind::fp32, "fp32"},
     {RecipeKind::bf16, "bf16"},
     {RecipeKind::fp8_tensor_delayed, "fp8_tensor_delayed"},
@@ -19,6 +19,9 @@ constexpr std::array<std::pair<RecipeKind, std::string_view>, 7> kNames{{
     {RecipeKind::fp8_row, "fp8_row"},
     {RecipeKind::fp8_block, "fp8_block"},
     {RecipeKind::mxfp8, "mxfp8"},
+    {RecipeKind::nvfp4, "nvfp4"},
+    {RecipeKind::mxfp4, "mxfp4"},
+    {RecipeKind::fp4_experts, "fp4_experts"},
 }};
 
 bool ends_with(std::string_view s, std::string_view suffix) {
@@ -40,7 +43,7 @@ RecipeKind parse_recipe(std::string_view name) {
     if (n == name) return kind;
   DAEDALUS_FAIL(
       "unknown precision recipe \"{}\" (expected fp32, bf16, fp8_tensor_delayed, fp8_tensor_current, "
-      "fp8_row, fp8_block or mxfp8)",
+      "fp8_row, fp8_block, mxfp8, nvfp4, mxfp4 or fp4_experts)",
       name);
 }
 
@@ -58,12 +61,20 @@ GemmSpec Recipe::fprop() const {
     case RecipeKind::fp8_tensor_current: return {{Granularity::tensor, fwd}, {Granularity::tensor, fwd}};
     case RecipeKind::fp8_row: return {{Granularity::row, fwd}, {Granularity::row, fwd}};
     case RecipeKind::fp8_block: return {{Granularity::tile_1x128, fwd}, {Granularity::block_128x128, fwd}};
+    case RecipeKind::nvfp4:
+      return {{Granularity::nv_1x16, Format::e2m1},
+              {fp4.weight_2d ? Granularity::nv_16x16 : Granularity::nv_1x16, Format::e2m1}};
+    case RecipeKind::mxfp4: return {{Granularity::mx_1x32, Format::e2m1}, {Granularity::mx_1x32, Format::e2m1}};
+    case RecipeKind::fp4_experts: return {{Granularity::tile_1x128, fwd}, {Granularity::mx_1x32, Format::e2m1}};
     default: return {{Granularity::mx_1x32, fwd}, {Granularity::mx_1x32, fwd}};
   }
 }
 
 GemmSpec Recipe::dgrad() const {
   GemmSpec s = fprop();
+  if (is_fp4()) return s;  // dY in the activations' blocks; Wᵀ in the weights' (16x16: the same q(W) transposed)
+  // fp4_experts: the backward GEMMs are fp8_block's, on the FP4-rounded weights (straight-through).
+  if (kind == RecipeKind::fp4_experts) return with_kind(RecipeKind::fp8_block).dgrad();
   // Gradients: E5M2 under hybrid (the tensor recipes' default), E4M3 otherwise.
   const bool hybrid = formats == Fp8Formats::hybrid ||
                       (formats == Fp8Formats::recipe_default &&
@@ -75,6 +86,11 @@ GemmSpec Recipe::dgrad() const {
 }
 
 GemmSpec Recipe::wgrad() const {
+  if (is_fp4()) {  // both operands along tokens, in the activations' 1-d blocks
+    const GemmSpec f = fprop();
+    return {f.a, f.a};
+  }
+  if (kind == RecipeKind::fp4_experts) return with_kind(RecipeKind::fp8_block).wgrad();
   GemmSpec s = dgrad();
   // Both operands along M (tokens): dYᵀ and Xᵀ, "1x128 becomes 128x1"; X keeps its forward format.
   if (kind == RecipeKind::fp8_block) s.b.granularity = Granularity::tile_1x128;
@@ -98,6 +114,10 @@ bool RecipeTable::always_high_precision(std::string_view name) {
          name.find("norm") != std::string_view::npos;
 }
 
+bool RecipeTable::is_routed_expert(std::string_view name) {
+  return name.find(".mlp.experts.") != std::string_view::npos;
+}
+
 Recipe RecipeTable::for_module(std::string_view hf_name) const {
   Recipe chosen = base_;
   const std::string name(hf_name);
@@ -107,6 +127,8 @@ Recipe RecipeTable::for_module(std::string_view hf_name) const {
       break;
     }
   }
+  if (chosen.kind == RecipeKind::fp4_experts && !is_routed_expert(hf_name))
+    chosen = chosen.with_kind(RecipeKind::fp8_block);
   if (always_high_precision(hf_name) && chosen.is_fp8()) chosen = chosen.with_kind(RecipeKind::bf16);
   return chosen;
 }

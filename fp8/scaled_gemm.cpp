@@ -29,6 +29,14 @@
 // is no single scale to apply at promotion, so each product is dequantized (qa qb · sa sb, in FP32)
 // before it enters the limited accumulator.
 //
+// CPU, FP4 operands (the nvfp4 / mxfp4 / fp4_experts recipes; exact accumulation only). Each FP4
+// operand becomes its values times their block scales in BF16, exactly (fp4_scaled_values_bf16:
+// 6 significant bits at most), so two FP4 operands are ONE BF16 GEMM over all of K with FP32
+// accumulation, times NVFP4's tensor scales (y *= tensor_scale_inv_a * tensor_scale_inv_b, cuBLASLt's
+// alpha): the products the block-scaled tensor core forms, summed in another order. An FP8 1x128
+// operand against an MXFP4 weight (fp4_experts' Fprop) runs the blocked path below with the FP4
+// operand's scales folded in (its scale_inv 1 per 128-block).
+//
 // CUDA: cuBLASLt (fp8/cuda/), exact accumulation only; operands zero-padded to cuBLASLt's
 // alignment when needed (pad_quantized), mx_1x32 emulated in fp32 (no Hopper GEMM takes it).
 #include "fp8/scaled_gemm.h"
@@ -62,8 +70,15 @@ constexpr const char* kOp = "scaled_gemm";
 constexpr int64_t kPanelBytes = int64_t(16) << 20;
 constexpr int64_t kMinPanelRows = 256;
 
-bool is_supported_pair(Granularity a, Granularity b) {
+bool is_supported_pair(const QuantizedTensor& qa, const QuantizedTensor& qb) {
   using G = Granularity;
+  const G a = qa.granularity, b = qb.granularity;
+  const bool fp4_a = qa.format == Format::e2m1, fp4_b = qb.format == Format::e2m1;
+  if (fp4_a || fp4_b) {  // NVFP4 x NVFP4 (never 16x16 x 16x16), MXFP4 x MXFP4, FP8 1x128 x MXFP4 weights
+    if (is_nvfp4(a) && is_nvfp4(b)) return !(a == G::nv_16x16 && b == G::nv_16x16);
+    if (a == G::mx_1x32 && b == G::mx_1x32) return fp4_a && fp4_b;
+    return a == G::tile_1x128 && !fp4_a && b == G::mx_1x32;
+  }
   if (a == G::tensor || a == G::row || a == G::mx_1x32) return a == b;
   if (a == G::tile_1x128) return b == G::tile_1x128 || b == G::block_128x128;
   return b == G::tile_1x128;  // a is block_128x128
@@ -84,6 +99,8 @@ Shape scale_shape(const QuantizedTensor& q) {
     case Granularity::tile_1x128: return {r, ceil_div(c, 128)};
     case Granularity::block_128x128: return {ceil_div(r, 128), ceil_div(c, 128)};
     case Granularity::mx_1x32: return {r, ceil_div(c, 32)};
+    case Granularity::nv_1x16: return {r, ceil_div(c, 16)};
+    case Granularity::nv_16x16: return {ceil_div(r, 16), ceil_div(c, 16)};
   }
   return {};
 }
@@ -103,11 +120,15 @@ void check_operands(const QuantizedTensor& a, const QuantizedTensor& b, const Ac
   kernels::common_device(kOp, {&a.data, &b.data, &a.scale_inv, &b.scale_inv});
   DAEDALUS_CHECK(a.cols() == b.cols(), "{}: a {} and b {} must share K (y = a·bᵀ, both [rows, K])", kOp,
                  shape_str(a.data.shape()), shape_str(b.data.shape()));
-  DAEDALUS_CHECK(is_supported_pair(a.granularity, b.granularity),
+  DAEDALUS_CHECK(is_supported_pair(a, b),
                  "{}: unsupported scale granularities {}: the pairs are tensor × tensor, row × row, "
                  "tile_1x128 × block_128x128, block_128x128 × tile_1x128, tile_1x128 × tile_1x128 and "
-                 "mx_1x32 × mx_1x32 (never block_128x128 × block_128x128; no mixed per-tensor / per-row)",
+                 "mx_1x32 × mx_1x32 (never block_128x128 × block_128x128; no mixed per-tensor / per-row); FP4: "
+                 "nv_1x16 × nv_1x16 / nv_16x16 (either way), mx_1x32 e2m1 × mx_1x32 e2m1, tile_1x128 × mx_1x32 e2m1",
                  kOp, pair_name(a, b));
+  DAEDALUS_CHECK(acc.mantissa_bits == 0 || (a.format != Format::e2m1 && b.format != Format::e2m1),
+                 "{}: {}: FP4 GEMMs emulate exact FP32 accumulation only (accumulator mantissa_bits {})", kOp,
+                 pair_name(a, b), acc.mantissa_bits);
   DAEDALUS_CHECK(!(a.format == Format::e5m2 && b.format == Format::e5m2),
                  "{}: {}: E5M2 × E5M2 is rejected (cuBLASLt FP8 GEMMs need at least one E4M3 operand)", kOp,
                  pair_name(a, b));
@@ -130,7 +151,7 @@ struct Scales {
                    granularity_name(q.granularity), shape_str(q.data.shape()), shape_str(scale_shape(q)),
                    shape_str(q.scale_inv.shape()));
     values = q.scale_inv.to_vector<float>();
-    row_block = granularity == Granularity::block_128x128 ? 128 : 1;
+    row_block = granularity == Granularity::block_128x128 ? 128 : (granularity == Granularity::nv_16x16 ? 16 : 1);
     k_blocks = q.scale_inv.dim() == 2 ? q.scale_inv.size(1) : 1;
   }
 
@@ -148,6 +169,8 @@ struct Scales {
 int64_t k_block_width(Granularity g, int64_t K) {
   switch (g) {
     case Granularity::mx_1x32: return 32;
+    case Granularity::nv_1x16:
+    case Granularity::nv_16x16: return 16;
     case Granularity::tile_1x128:
     case Granularity::block_128x128: return 128;
     default: return std::max<int64_t>(K, 1);
@@ -311,6 +334,15 @@ Tensor fp8_to_bf16(const Tensor& q) {
 
 namespace {
 
+// An FP4 operand's scales, once folded into its BF16 values: scale_inv 1 per 128-wide K block, so
+// that the blocked path applies only the other operand's 1x128 scales.
+QuantizedTensor folded_scales(const QuantizedTensor& q) {
+  QuantizedTensor f = q;
+  f.granularity = Granularity::tile_1x128;
+  f.scale_inv = Tensor::ones({q.rows(), (q.cols() + 127) / 128}, DType::f32);
+  return f;
+}
+
 Tensor cpu_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const Accumulator& acc) {
   const Scales sa(a, "a"), sb(b, "b");
   const int64_t M = a.rows(), N = b.rows(), K = a.cols();
@@ -318,6 +350,15 @@ Tensor cpu_scaled_gemm(const QuantizedTensor& a, const QuantizedTensor& b, const
   if (M == 0 || N == 0) return y;
   if (K == 0) {
     y.zero_();
+    return y;
+  }
+  if (b.format == Format::e2m1) {
+    const Tensor b16 = fp4_scaled_values_bf16(b);
+    if (a.format == Format::e2m1) {  // one GEMM over all of K; NVFP4's tensor scales as alpha
+      kernels::gemm(fp4_scaled_values_bf16(a), b16.t(), y, double(a.tensor_scale_inv * b.tensor_scale_inv));
+    } else {  // FP8 1x128 activations x MXFP4 weights (fp4_experts)
+      cpu_gemm_blocked(fp8_to_bf16(a.data), b16, sa, Scales(folded_scales(b), "b"), y);
+    }
     return y;
   }
   if (acc.mantissa_bits > 0) {
@@ -348,6 +389,8 @@ int64_t k_alignment(Granularity g) {
 // (exact in fp32: an FP8 value times a power of two) and one fp32 cuBLASLt GEMM (no TF32); only the
 // summation order differs from the CPU's per-32-block sums.
 Tensor cuda_scaled_gemm_any_shape(const QuantizedTensor& a, const QuantizedTensor& b) {
+  DAEDALUS_CHECK(a.format != Format::e2m1 && b.format != Format::e2m1,
+                 "{}: FP4 operands are emulated on the CPU only (docs/gpu.md)", kOp);
   if (a.granularity == Granularity::mx_1x32) return kernels::matmul(a.dequantize(), b.dequantize().t());
   const int64_t M = a.rows(), N = b.rows(), K = a.cols();
   const int64_t Mp = round_up(M, 8), Np = round_up(N, 8), Kp = round_up(K, k_alignment(a.granularity));

@@ -232,7 +232,7 @@ void leaf_paths(const YAML::Node& map, const std::string& prefix, std::vector<st
 TEST(Config, ToYamlWritesEveryKeyAndTheDocsListThem) {
   std::vector<std::string> paths;
   leaf_paths(YAML::Load(to_yaml(parse(kMinimal))), "", paths);
-  EXPECT_EQ(paths.size(), 91u);  // run 3, model 27, moe 3, mtp 1, precision 10, optimizer 6, schedule 4,
+  EXPECT_EQ(paths.size(), 94u);  // run 3, model 27, moe 3, mtp 1, precision 13, optimizer 6, schedule 4,
                                  // train 13, data 10, parallel 7, checkpoint 5, logging 2
   std::ifstream docs(kRoot / "docs" / "config.md");
   ASSERT_TRUE(docs) << "docs/config.md";
@@ -276,7 +276,8 @@ TEST(Config, WrongTypesNameKeyAndValue) {
   expect_error(bad("optimizer:\n  state_dtype: fp16\n"),
                {"optimizer.state_dtype: expected fp32 or bf16, got \"fp16\""});
   expect_error(bad("train:\n  device: gpu\n"), {"train.device: expected auto, cpu or cuda, got \"gpu\""});
-  expect_error(bad("precision:\n  recipe: fp9\n"), {"precision.recipe: expected fp32, bf16,", "mxfp8, got \"fp9\""});
+  expect_error(bad("precision:\n  recipe: fp9\n"),
+               {"precision.recipe: expected fp32, bf16,", "mxfp8, nvfp4, mxfp4 or fp4_experts, got \"fp9\""});
   expect_error(bad("precision:\n  accumulator: fast\n"), {"precision.accumulator: expected exact or {mantissa_bits"});
   expect_error(bad("train: 5\n"), {"train: expected a map of keys, got \"5\""});
   expect_error(bad("run:\n  name: [a]\n"), {"run.name: expected string, got a list"});

@@ -180,6 +180,8 @@ RefGrid ref_grid(Granularity g, int64_t rows, int64_t cols) {
     case Granularity::tile_1x128: return {1, 128};
     case Granularity::block_128x128: return {128, 128};
     case Granularity::mx_1x32: return {1, 32};
+    case Granularity::nv_1x16: return {1, 16};  // FP4 only: tests/test_fp4_quantize.cpp
+    case Granularity::nv_16x16: return {16, 16};
   }
   return {rows, cols};
 }

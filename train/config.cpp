@@ -60,7 +60,7 @@ const Names<bool> kFp8OrHigh{{true, "fp8"}, {false, "high"}};
 const Names<fp8::RecipeKind>& recipe_names() {
   static const Names<fp8::RecipeKind> names = [] {
     Names<fp8::RecipeKind> n;
-    for (int k = 0; k <= int(fp8::RecipeKind::mxfp8); ++k) {
+    for (int k = 0; k <= int(fp8::RecipeKind::fp4_experts); ++k) {
       n.emplace_back(fp8::RecipeKind(k), fp8::recipe_name(fp8::RecipeKind(k)));
     }
     return n;
@@ -538,6 +538,11 @@ void visit_precision(V& v, C& c) {
   v.accumulator("accumulator", c.recipe.accumulator);
   v("stats_every", c.stats_every);
   v.overrides("overrides", c.overrides);
+  v.map("fp4", [&](V& s) {  // the NVFP4 paper's stabilisers (nvfp4 and mxfp4)
+    s("weight_2d", c.recipe.fp4.weight_2d);
+    s("hadamard", c.recipe.fp4.hadamard);
+    s("stochastic_rounding", c.recipe.fp4.stochastic_rounding);
+  });
 }
 
 template <typename V, typename C>
@@ -685,6 +690,14 @@ void PrecisionConfig::validate() const {
   for (size_t i = 0; i < overrides.size(); ++i) {
     DAEDALUS_CHECK(!overrides[i].match.empty(), "precision.overrides[{}].match: must not be empty", i);
   }
+  const bool fp4 = recipe.is_fp4() || recipe.kind == fp8::RecipeKind::fp4_experts ||
+                   std::any_of(overrides.begin(), overrides.end(), [](const fp8::RecipeOverride& o) {
+                     return o.recipe == fp8::RecipeKind::nvfp4 || o.recipe == fp8::RecipeKind::mxfp4 ||
+                            o.recipe == fp8::RecipeKind::fp4_experts;
+                   });
+  DAEDALUS_CHECK(!fp4 || a.mantissa_bits == 0,
+                 "precision.accumulator: the FP4 recipes emulate exact FP32 accumulation only (mantissa_bits {})",
+                 a.mantissa_bits);
 }
 
 void TrainConfig::validate() const {
@@ -776,6 +789,12 @@ void RunConfig::validate() const {
   checkpoint.validate();
 
   // Across sections.
+  const auto fp4_recipe = [](fp8::RecipeKind k) {
+    return k == fp8::RecipeKind::nvfp4 || k == fp8::RecipeKind::mxfp4 || k == fp8::RecipeKind::fp4_experts;
+  };
+  DAEDALUS_CHECK(train.device != DeviceChoice::cuda || !fp4_recipe(precision.recipe.kind),
+                 "precision.recipe: {} is emulated on the CPU only (train.device cpu or auto; docs/gpu.md)",
+                 fp8::recipe_name(precision.recipe.kind));
   DAEDALUS_CHECK(train.seq_len <= model.max_position_embeddings,
                  "train.seq_len: {} exceeds model.max_position_embeddings = {}", train.seq_len,
                  model.max_position_embeddings);

@@ -7,6 +7,7 @@
 
 #include "autograd/check.h"
 #include "train/hf_fp8.h"
+#include "train/export_mxfp4.h"
 
 namespace daedalus::train {
 
@@ -161,8 +162,16 @@ NamedTensors hf_tensors(const model::ParameterStore& store, const model::ModelCo
 
 void export_hf(const model::ParameterStore& store, const model::ModelConfig& config, const std::string& dir,
                const HfExportOptions& options) {
-  const std::string config_text = hf_config_json(config, options);  // refusals before anything is written
-  NamedTensors tensors = hf_tensors(store, config, options);
+  DAEDALUS_CHECK(!(options.fp8 && options.mxfp4_experts),
+                 "export-hf: --format fp8 and --experts mxfp4 together: choose one format for the experts");
+  std::string config_text = hf_config_json(config, options);  // refusals before anything is written
+  if (options.mxfp4_experts) {
+    nlohmann::ordered_json j = nlohmann::ordered_json::parse(config_text);
+    j["quantization_config"] = quark_mxfp4_config(store);
+    config_text = j.dump(2) + "\n";
+  }
+  NamedTensors tensors =
+      options.mxfp4_experts ? hf_tensors_mxfp4_experts(store, config, options.dtype) : hf_tensors(store, config, options);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   DAEDALUS_CHECK(!ec, "export-hf: cannot create {}: {}", dir, ec.message());

@@ -33,6 +33,7 @@ struct HfExportOptions {
   bool fp8 = false;           // DeepSeek's block FP8 for the projection weights
   bool ue8m0 = false;         // fp8: power-of-two scales (scale_fmt ue8m0)
   int64_t block = 128;        // fp8: block rows and columns
+  bool mxfp4_experts = false;  // routed experts in MXFP4 (train/export_mxfp4.h); not with fp8
 };
 
 // config.json text for `config` (InputError for what HF cannot express).
@@ -46,7 +47,9 @@ std::string hf_generation_config_json(const model::ModelConfig& config);
 NamedTensors hf_tensors(const model::ParameterStore& store, const model::ModelConfig& config,
                         const HfExportOptions& options = {});
 
-// Writes DIR/config.json, DIR/generation_config.json and DIR/model.safetensors (creating DIR).
+// Writes DIR/config.json, DIR/generation_config.json and DIR/model.safetensors (creating DIR). With
+// options.mxfp4_experts the routed experts are written in MXFP4 (train/export_mxfp4.h: the layout vLLM
+// loads, with its quantization_config in config.json) and everything else in options.dtype.
 void export_hf(const model::ParameterStore& store, const model::ModelConfig& config, const std::string& dir,
                const HfExportOptions& options = {});
 

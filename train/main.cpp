@@ -106,12 +106,13 @@ daedalus::train::RunConfig checkpoint_config(const std::string& checkpoint, cons
 }
 
 void run_export_hf(const std::string& checkpoint, const std::string& out, const std::string& dtype_name,
-                   const std::string& format) {
+                   const std::string& format, const std::string& experts) {
   using namespace daedalus::train;
   const RunConfig config = checkpoint_config(checkpoint, "", {});
   HfExportOptions eo;
   eo.dtype = dtype_name == "fp32" ? daedalus::DType::f32 : daedalus::DType::bf16;
   eo.fp8 = format == "fp8";
+  eo.mxfp4_experts = experts == "mxfp4";
   eo.ue8m0 = config.precision.recipe.scale.power_of_two;             // the recipe's scales: power of two -> ue8m0
   const std::string config_text = hf_config_json(config.model, eo);  // refuses what HF cannot express, first
   daedalus::model::CausalLM model(lm_options(config, nullptr));      // one process holds every expert
@@ -127,7 +128,7 @@ void run_export_hf(const std::string& checkpoint, const std::string& out, const 
       checkpoint, s.step, report.tensors,
       eo.fp8 ? fmt::format("fp8 e4m3 {}x{} blocks with {} scales (other tensors bf16)", eo.block, eo.block,
                            eo.ue8m0 ? "ue8m0" : "fp32")
-             : dtype_name,
+             : dtype_name + (eo.mxfp4_experts ? " (routed experts MXFP4)" : ""),
       out, out, out);
 }
 
@@ -328,7 +329,7 @@ int main(int argc, char** argv) {
   auto* inspect = app.add_subcommand("inspect", "Checkpoint summary and integrity verdict (exit 1 unless OK)");
   inspect->add_option("file", inspect_file, "Checkpoint file (.h5)")->required();
 
-  std::string checkpoint, export_out, export_dtype = "bf16", export_format = "hf";
+  std::string checkpoint, export_out, export_dtype = "bf16", export_format = "hf", export_experts = "same";
   auto* export_hf =
       app.add_subcommand("export-hf", "Write a checkpoint as HuggingFace config.json + model.safetensors");
   export_hf->add_option("--checkpoint", checkpoint, "Checkpoint file (.h5)")->required();
@@ -339,6 +340,10 @@ int main(int argc, char** argv) {
       ->add_option("--format", export_format,
                    "hf (default) or fp8: DeepSeek's block FP8 (E4M3 + weight_scale_inv per 128x128 block)")
       ->check(CLI::IsMember({"hf", "fp8"}));
+  export_hf
+      ->add_option("--experts", export_experts,
+                   "Routed experts: same (default, --dtype) or mxfp4 (OCP MXFP4 in Quark's layout, which vLLM loads)")
+      ->check(CLI::IsMember({"same", "mxfp4"}));
 
   std::string import_dir, import_out, import_dtype = "fp32";
   auto* import_hf = app.add_subcommand(
@@ -400,7 +405,7 @@ int main(int argc, char** argv) {
     } else if (*inspect) {
       return daedalus::train::inspect_checkpoint(inspect_file, stdout);
     } else if (*export_hf) {
-      run_export_hf(checkpoint, export_out, export_dtype, export_format);
+      run_export_hf(checkpoint, export_out, export_dtype, export_format, export_experts);
     } else if (*import_hf) {
       run_import_hf(import_dir, import_out, import_dtype);
     } else if (*eval) {

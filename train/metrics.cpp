@@ -79,6 +79,11 @@ std::string fp8_stats_json(int64_t step, const std::string& module, const std::s
   j["scale_inv_max"] = number(s.scale_inv_max);
   j["relative_error"] = number(s.relative_error);
   j["dynamic_range"] = number(s.dynamic_range);
+  j["format"] = s.format;
+  j["granularity"] = s.granularity;
+  j["scale_log2_p50"] = number(s.scale_log2_p50);
+  j["zero_scale_pct"] = number(s.zero_scale_pct);
+  j["tensor_scale_inv"] = number(s.tensor_scale_inv);
   return j.dump();
 }
 

@@ -107,7 +107,8 @@ Tensor PipelineSchedule::positions_of(const data::Batch& b) const {
 
 StageResult PipelineSchedule::train(const std::function<data::Batch()>& next_batch, int64_t m,
                                     const std::function<double(int64_t)>& seed_scale,
-                                    const std::vector<double>& lm_weight) {
+                                    const std::vector<double>& lm_weight,
+                                    const std::function<void(int64_t)>& enter) {
   DAEDALUS_CHECK(m >= 1, "pipeline: {} micro-batches", m);
   DAEDALUS_CHECK(lm_weight.empty() || int64_t(lm_weight.size()) == m, "pipeline: {} loss weights for {} micro-batches",
                  lm_weight.size(), m);
@@ -132,6 +133,7 @@ StageResult PipelineSchedule::train(const std::function<data::Batch()>& next_bat
     const nvtx::Range range("forward");
     const data::Batch b = peek();
     batches.pop_front();
+    if (enter) enter(forwards);
     InFlight f;
     {
       const TapeScope scope(*f.tape);
@@ -180,6 +182,7 @@ StageResult PipelineSchedule::train(const std::function<data::Batch()>& next_bat
     const nvtx::Range range("backward");
     InFlight f = std::move(in_flight.front());
     in_flight.pop_front();
+    if (enter) enter(backwards);
     const double scale = seed_scale(backwards++);
     {
       const TapeScope scope(*f.tape);

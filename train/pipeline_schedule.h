@@ -59,10 +59,13 @@ class PipelineSchedule {
   // micro-batch, in order, on every stage). `seed_scale(i)` is the factor micro-batch i's loss is
   // scaled by before its backward (1/m; the trainer's test hooks may return NaN there).
   // `lm_weight[i]` (empty: all 1) weighs micro-batch i's LM loss, in the loss it seeds and the
-  // reported sums (chat data: train/chat_training.h). Gradients accumulate into the stage's
-  // parameters.
+  // reported sums (chat data: train/chat_training.h). `enter(i)`, when given, runs before
+  // micro-batch i's forward and again before its backward (1F1B interleaves micro-batches, so
+  // per-micro-batch state such as FP4 stochastic-rounding seeds is set at each entry). Gradients
+  // accumulate into the stage's parameters.
   StageResult train(const std::function<data::Batch()>& next_batch, int64_t micro_batches,
-                    const std::function<double(int64_t)>& seed_scale, const std::vector<double>& lm_weight = {});
+                    const std::function<double(int64_t)>& seed_scale, const std::vector<double>& lm_weight = {},
+                    const std::function<void(int64_t)>& enter = {});
 
   // Forward only (evaluation, no tape): the mean next-token loss over `batches` batches; on the
   // last stage (0 on the others).

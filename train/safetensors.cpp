@@ -64,11 +64,11 @@ struct DTypeCode {
   uint64_t size;
   std::optional<DType> dtype;  // the dtype written and read as stored
 };
-constexpr DTypeCode kCodes[] = {{"F32", 4, DType::f32},        {"BF16", 2, DType::bf16},
-                                {"F16", 2, std::nullopt},      {"F8_E4M3", 1, DType::f8e4m3},
-                                {"F8_E5M2", 1, DType::f8e5m2}, {"F8_E8M0", 1, std::nullopt},
-                                {"I64", 8, DType::i64},        {"I32", 4, DType::i32}};
-constexpr std::string_view kSupported = "F32, BF16, F16, F8_E4M3, F8_E5M2, F8_E8M0, I64, I32";
+constexpr DTypeCode kCodes[] = {
+    {"F32", 4, DType::f32},        {"BF16", 2, DType::bf16},      {"F16", 2, std::nullopt},
+    {"F8_E4M3", 1, DType::f8e4m3}, {"F8_E5M2", 1, DType::f8e5m2}, {"F8_E8M0", 1, std::nullopt},
+    {"I64", 8, DType::i64},        {"I32", 4, DType::i32},        {"U8", 1, DType::u8}};
+constexpr std::string_view kSupported = "F32, BF16, F16, F8_E4M3, F8_E5M2, F8_E8M0, I64, I32, U8";
 
 std::optional<std::string_view> code_of(DType dtype) {
   for (const auto& c : kCodes)

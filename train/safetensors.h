@@ -7,8 +7,8 @@
 //                        "name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...}
 //   bytes [8 + N, EOF)  the data buffer; offsets are relative to its start, each tensor row-major
 //                       little-endian, and the tensors tile the buffer exactly (no holes, no overlap).
-// Dtypes: F32, BF16, F8_E4M3, F8_E5M2, I64, I32 (Daedalus fp32, bf16, fp8e4m3, fp8e5m2, int64,
-// int32) are written and read as they are; F16 and F8_E8M0 (HF's FP16 weights, DeepSeek's UE8M0
+// Dtypes: F32, BF16, F8_E4M3, F8_E5M2, I64, I32, U8 (Daedalus fp32, bf16, fp8e4m3, fp8e5m2, int64,
+// int32, uint8) are written and read as they are; F16 and F8_E8M0 (HF's FP16 weights, DeepSeek's UE8M0
 // block scales) are read only, widened to fp32 (exactly: every value of both is a float).
 #pragma once
 

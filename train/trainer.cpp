@@ -452,6 +452,16 @@ void Trainer::set_fp8_stats(bool collect) {
     for (fp8::LinearState& s : g->states()) set(s);
 }
 
+void Trainer::set_rounding_seeds(int64_t step, int64_t micro) {
+  uint64_t module = 0;
+  auto set = [&](fp8::LinearState& s) {
+    s.rounding_seed = fp8::rounding_seed(uint64_t(config_.run.seed), uint64_t(step), uint64_t(micro), module++);
+  };
+  for (model::Linear* l : model_->linears()) set(l->state());
+  for (model::GroupedLinear* g : model_->grouped_linears())
+    for (fp8::LinearState& s : g->states()) set(s);
+}
+
 void Trainer::write_fp8_stats(int64_t step) {
   auto write = [&](const std::string& module, const fp8::LinearState& s) {
     for (const char* operand : {"x", "w", "dy"}) {
@@ -518,7 +528,8 @@ StepMetrics Trainer::train_step() {
       for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // test hook: the last rank hangs
     return scale;
   };
-  const StageResult stage = schedule_->train(next_batch, accum, seed_scale, lm_weight);
+  const StageResult stage = schedule_->train(next_batch, accum, seed_scale, lm_weight,
+                                               [&](int64_t a) { set_rounding_seeds(m.step, a); });
   if (stats) {
     if (groups_.world->rank() == 0) write_fp8_stats(m.step);
     set_fp8_stats(/*collect=*/false);

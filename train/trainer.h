@@ -130,6 +130,9 @@ class Trainer {
   bool shares_embedding() const;  // the first and last stage both hold model.embed_tokens
   double model_flops_per_token() const;
   void set_fp8_stats(bool collect);  // LinearState::collect_stats of every module (stale stats cleared)
+  // LinearState::rounding_seed of every module for micro-batch `micro` of step `step` (the FP4
+  // recipes' stochastic rounding and Hadamard signs; a function of run.seed, step, micro, module).
+  void set_rounding_seeds(int64_t step, int64_t micro);
   void write_fp8_stats(int64_t step);
 
   RunConfig config_;
