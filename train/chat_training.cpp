@@ -1,6 +1,9 @@
 // Chat fine-tuning in the trainer (see chat_training.h).
 #include "train/chat_training.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include "autograd/check.h"
 #include "data/chat.h"
 #include "data/packing.h"
@@ -15,6 +18,11 @@ std::unique_ptr<data::PackedWindows> open_chat(const DataConfig& d, const std::v
                  vocab_size, d.tokenizer, tokenizer.vocab_size());
   return std::make_unique<data::PackedWindows>(
       data::pack_samples(data::read_chat(patterns, tokenizer), seq_len, *tokenizer.eos_id()));
+}
+
+std::string describe_chat(const data::PackedWindows& w, const std::vector<std::string>& files, bool document_mask) {
+  return fmt::format("chat {} ({} conversations, {} cut, in {} windows; {} loss tokens{})", fmt::join(files, " "),
+                     w.samples, w.split_samples, w.count, w.loss_tokens, document_mask ? ", document mask" : "");
 }
 
 std::vector<double> loss_token_weights(const std::vector<data::Batch>& batches, parallel::Communicator& world) {

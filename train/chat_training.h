@@ -19,6 +19,11 @@ namespace daedalus::train {
 std::unique_ptr<data::PackedWindows> open_chat(const DataConfig& d, const std::vector<std::string>& patterns,
                                                int64_t seq_len, int64_t vocab_size);
 
+// The banner's data line for packed conversations: files, conversations, how many were cut,
+// windows, loss tokens, and whether the document mask is on.
+std::string describe_chat(const data::PackedWindows& windows, const std::vector<std::string>& files,
+                          bool document_mask);
+
 // Chat data masks targets, so micro-batches and ranks hold different numbers of loss tokens. The
 // LM loss of a step is the mean over all of the step's loss tokens (every rank, every
 // micro-batch), not a mean of per-micro-batch means: micro-batch a of a rank weighs its own mean

@@ -29,6 +29,8 @@ double scale_bytes(fp8::Granularity g, int64_t cols) {
     case fp8::Granularity::tile_1x128: return kF32 / 128;
     case fp8::Granularity::block_128x128: return kF32 / (128.0 * 128.0);
     case fp8::Granularity::mx_1x32: return kF32 / 32;
+    case fp8::Granularity::nv_1x16: return kF32 / 16;
+    case fp8::Granularity::nv_16x16: return kF32 / (16.0 * 16.0);
   }
   return 0;
 }

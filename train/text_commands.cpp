@@ -170,6 +170,12 @@ std::string PromptCodec::text(int64_t id) const {
   return tokenizer_->token_bytes(int32_t(id));
 }
 
+std::string PromptCodec::text(const std::vector<int64_t>& ids) const {
+  std::string out;
+  for (int64_t id : ids) out += text(id);
+  return out;
+}
+
 int64_t PromptCodec::stop_token(bool chat) const {
   return chat && tokenizer_ && tokenizer_->eos_id() ? *tokenizer_->eos_id() : -1;
 }

@@ -50,6 +50,7 @@ class PromptCodec {
   // <｜Assistant｜> (InputError without a tokenizer).
   std::vector<int64_t> encode(const std::string& prompt, bool chat) const;
   std::string text(int64_t id) const;   // what one generated id prints (its raw bytes with a tokenizer)
+  std::string text(const std::vector<int64_t>& ids) const;  // the ids' texts, concatenated
   int64_t stop_token(bool chat) const;  // EOS for chat (the turn ends there), else -1
   bool has_tokenizer() const { return tokenizer_ != nullptr; }
 

@@ -105,7 +105,7 @@ file(MAKE_DIRECTORY ${MR_DATA}/with_corpus ${MR_DATA}/without_corpus)
 configure_file(${PROJECT_SOURCE_DIR}/README.md ${MR_DATA}/with_corpus/corpus.txt COPYONLY)
 set(MR_TEXT --set run.dir=${MR_DIR}/missing_data --set data.format=text --set "data.train=[corpus.txt]"
             --set model.vocab_size=256)
-multirank_test(missing_data_on_one_rank 1 "rank 1 of 2: corpus.txt: no such file"
+multirank_test(missing_data_on_one_rank 1 "rank 1 of 2: data.train: corpus.txt: no such file"
                ${MR_MPIRUN} -np 1 -wdir ${MR_DATA}/with_corpus ${MR_TRAIN} ${MR_TEXT}
                : -np 1 -wdir ${MR_DATA}/without_corpus ${MR_TRAIN} ${MR_TEXT})
 # A NaN injected on rank 1 only (test hook) reaches every rank through the gradient all-reduce:

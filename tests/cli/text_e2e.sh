@@ -66,7 +66,7 @@ case $case in
     ckpt="$work/run/checkpoints/step_00000002.h5"
     out=$("$daedalus" generate --checkpoint "$ckpt" --prompt "Tell me something about life." --chat \
           --max-new-tokens 4 2>&1) || fail "generate --chat: $out"
-    [[ $out == "Tell me something about life."* && $out == *"prompt + "*" new tokens"* ]] || fail "generate: $out"
+    [[ $out == *"Tell me something about life."* && $out == *"prompt + "*" new tokens"* ]] || fail "generate: $out"
     set +e
     out=$("$daedalus" generate --checkpoint "$ckpt" --prompt hi --chat --set 'data.tokenizer=""' 2>&1); rc=$?
     set -e
