@@ -34,7 +34,7 @@ logging: {progress: never}
 )";
 
 std::string test_dir(const std::string& name) {
-  const fs::path dir = fs::path(::testing::TempDir()) / ("daedalus-ckfmt-" + name);
+  const fs::path dir = fs::path(testing::process_temp_path("daedalus-ckfmt-" + name));
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();

@@ -13,6 +13,7 @@
 
 #include "data/isolated.h"
 #include "tests/checkpoint_damage.h"
+#include "tests/testing.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_h5.h"
 #include "train/trainer.h"
@@ -48,12 +49,12 @@ std::unique_ptr<Trainer> trainer(const RunConfig& c) {
 // test process, copied for each test that damages it.
 std::string trained_run(const std::string& name) {
   static const std::string shared = [] {
-    const std::string dir = (fs::path(::testing::TempDir()) / "daedalus-damage-trained").string();
+    const std::string dir = testing::process_temp_path("daedalus-damage-trained");
     fs::remove_all(dir);
     trainer(config(dir))->run();
     return dir;
   }();
-  const std::string dir = (fs::path(::testing::TempDir()) / ("daedalus-damage-" + name)).string();
+  const std::string dir = testing::process_temp_path("daedalus-damage-" + name);
   fs::remove_all(dir);
   fs::copy(shared, dir, fs::copy_options::recursive);
   return dir;
@@ -217,7 +218,7 @@ TEST(CheckpointDamage, Format1FilesStillLoad) {
 }
 
 TEST(CheckpointDamage, APipeIsRefusedWithoutBlocking) {
-  const std::string fifo = (fs::path(::testing::TempDir()) / "daedalus-damage-fifo.h5").string();
+  const std::string fifo = testing::process_temp_path("daedalus-damage-fifo") + ".h5";
   fs::remove(fifo);
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   const auto t0 = std::chrono::steady_clock::now();

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/testing.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/trainer.h"
@@ -52,7 +53,7 @@ logging: {progress: never}
 )";
 
 std::string test_dir(const std::string& name) {
-  const fs::path dir = fs::path(::testing::TempDir()) / ("daedalus-ckpt-" + name);
+  const fs::path dir = fs::path(daedalus::testing::process_temp_path("daedalus-ckpt-" + name));
   fs::remove_all(dir);
   return dir.string();
 }

@@ -22,7 +22,7 @@ namespace fs = std::filesystem;
 using testing::expect_error;
 
 std::string scratch(const std::string& name) {
-  const fs::path dir = fs::path(::testing::TempDir()) / ("daedalus-misuse-" + name);
+  const fs::path dir = fs::path(testing::process_temp_path("daedalus-misuse-" + name));
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();

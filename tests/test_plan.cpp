@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "model/param_count.h"
+#include "tests/testing.h"
 #include "train/config.h"
 #include "train/hardware.h"
 #include "train/plan.h"
@@ -56,7 +57,7 @@ logging: {progress: never, jsonl: false}
 )";
 
 RunConfig config_of(std::vector<std::string> sets) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "daedalus-plan";
+  const fs::path dir = fs::path(daedalus::testing::process_temp_path("daedalus-plan"));
   sets.push_back("run.dir=" + dir.string());
   return parse_config(kYaml, sets, "plan-test.yaml");
 }
@@ -151,7 +152,7 @@ TEST(Plan, HardwareTablesLoadAndBadOnesNameTheKey) {
   }
   EXPECT_EQ(load_hardware("h100").peak_bf16, 989.4e12);
   EXPECT_THROW(load_hardware("a100x"), InputError);
-  const fs::path bad = fs::path(::testing::TempDir()) / "bad-hardware.yaml";
+  const fs::path bad = fs::path(daedalus::testing::process_temp_path("bad-hardware") + ".yaml");
   std::FILE* f = std::fopen(bad.c_str(), "w");
   std::fputs("name: x\nmemory_gib: lots\n", f);
   std::fclose(f);

@@ -1,6 +1,7 @@
 #include "tests/testing.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -210,6 +211,10 @@ Tensor scaled_normal(int64_t rows, int64_t cols, uint64_t seed, DType dtype) {
              << "byte " << i << " (element " << i / actual.element_size() << ") differs: 0x" << std::hex << int(a[i])
              << " vs 0x" << int(e[i]) << std::dec << " in " << actual.describe();
   return ::testing::AssertionSuccess();
+}
+
+std::string process_temp_path(const std::string& name) {
+  return (std::filesystem::path(::testing::TempDir()) / (name + "-" + std::to_string(::getpid()))).string();
 }
 
 TempDir::TempDir(const std::string& tag) {

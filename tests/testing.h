@@ -108,6 +108,10 @@ std::vector<uint8_t> bytes(const Tensor& t);
 
 // ---- files --------------------------------------------------------------------------------------
 
+// gtest's temporary directory / "<name>-<pid>": a path of this process's own, so that concurrent
+// test processes (ctest -j, several checkouts) never share a run directory. Not created.
+std::string process_temp_path(const std::string& name);
+
 // A fresh directory /tmp/daedalus_<tag>_XXXXXX, removed with everything in it at the end of the test.
 class TempDir {
  public:

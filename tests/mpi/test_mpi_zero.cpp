@@ -166,7 +166,8 @@ struct TrainedRun {
 };
 
 TrainedRun train(int ep, int64_t stage, std::vector<std::string> sets) {
-  const std::string dir = (std::filesystem::path(::testing::TempDir()) / "daedalus-zero").string();
+  const std::string dir =
+      (std::filesystem::path(::testing::TempDir()) / fmt::format("daedalus-zero-{}", mpi_world()->size())).string();
   sets.push_back("run.dir=" + dir);
   sets.push_back("parallel.expert_parallel=" + std::to_string(ep));
   sets.push_back("parallel.zero_stage=" + std::to_string(stage));
@@ -268,7 +269,8 @@ TEST(MpiZeroRecompute, SelectiveAndFullUnderExpertParallelismAreBitIdentical) {
 // Within 10% (the bound); routing is not perfectly balanced, so ranks differ a little.
 TEST(MpiZeroPlan, PredictedPeakWithinTenPercentOnEveryRank) {
   const int n = mpi_world()->size();
-  const std::string dir = (std::filesystem::path(::testing::TempDir()) / "daedalus-zero-plan").string();
+  const std::string dir =
+      (std::filesystem::path(::testing::TempDir()) / fmt::format("daedalus-zero-plan-{}", n)).string();
   for (const auto& [ep, stage, recompute] :
        {std::tuple{n, 1, "none"}, std::tuple{1, 1, "selective"}, std::tuple{n % 2 == 0 ? 2 : 1, 0, "full"}}) {
     if (4 % ep != 0) continue;
