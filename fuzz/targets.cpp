@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "data/source.h"
+#include "data/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/safetensors.h"
@@ -78,12 +79,24 @@ void safetensors(const uint8_t* data, size_t size) {
   }
 }
 
+void tokenizer(const uint8_t* data, size_t size) {
+  const std::string_view json(reinterpret_cast<const char*>(data), size);
+  try {
+    const data::Tokenizer t = data::Tokenizer::from_json(json);
+    // Whatever loads encodes and decodes any text: scripts, digits, whitespace runs, invalid UTF-8.
+    static const std::string sample = "Hello, world! 12345 \u4f60\u597d \u0645\u0631\u062d\u0628\u0627 \U0001F642\n\tf(x) =  y; \xff\xfe";
+    t.decode(t.encode(sample));
+  } catch (const InputError&) {
+  }
+}
+
 Target target(std::string_view name) {
   if (name == "config") return config;
   if (name == "llmc") return llmc;
   if (name == "hdf5_tokens") return hdf5_tokens;
   if (name == "checkpoint") return checkpoint;
   if (name == "safetensors") return safetensors;
+  if (name == "tokenizer") return tokenizer;
   return nullptr;
 }
 

@@ -16,6 +16,7 @@ void llmc(const uint8_t* data, size_t size);         // an llm.c token shard -> 
 void hdf5_tokens(const uint8_t* data, size_t size);  // an HDF5 token file -> open_hdf5, read
 void checkpoint(const uint8_t* data, size_t size);   // a checkpoint -> inspect (probe, verify)
 void safetensors(const uint8_t* data, size_t size);  // a safetensors file -> read_safetensors
+void tokenizer(const uint8_t* data, size_t size);    // tokenizer.json text -> Tokenizer, encode, decode
 
 // The function for a target name ("config", ...), or nullptr.
 using Target = void (*)(const uint8_t*, size_t);

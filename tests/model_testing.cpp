@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "autograd/generator.h"
+#include "autograd/tape.h"
 
 namespace daedalus::testing {
 
@@ -125,6 +126,14 @@ fp8::RecipeTable recipes_of(const std::string& name) {
     }
   }
   return ::testing::AssertionSuccess() << checked << " coordinates";
+}
+
+LinearRun run_linear(const Tensor& x, const Tensor& w, const Tensor& g, const fp8::Recipe& recipe,
+                     fp8::LinearState* state) {
+  Var xv(x, true), wv(w, true);
+  const Var y = fp8::linear(xv, wv, recipe, state);
+  current_tape().backward(y, g);
+  return {y.value(), xv.grad(), wv.grad()};
 }
 
 }  // namespace daedalus::testing

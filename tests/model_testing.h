@@ -7,6 +7,7 @@
 #include <functional>
 #include <vector>
 
+#include "fp8/linear.h"
 #include "model/causal_lm.h"
 
 namespace daedalus::testing {
@@ -29,6 +30,13 @@ struct RopeReference {
   double softmax_scale = 1;
 };
 RopeReference rope_reference(const model::ModelConfig& c);
+
+// One fp8::linear forward and backward from the output gradient g: y = x wᵀ, dx, dw.
+struct LinearRun {
+  Tensor y, dx, dw;
+};
+LinearRun run_linear(const Tensor& x, const Tensor& w, const Tensor& g, const fp8::Recipe& recipe,
+                     fp8::LinearState* state);
 
 // The recipe table of one base recipe by name ("fp32", "fp8_block", ...).
 fp8::RecipeTable recipes_of(const std::string& name);

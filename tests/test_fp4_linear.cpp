@@ -11,6 +11,7 @@
 #include "autograd/kernels/gemm.h"
 #include "fp8/hadamard.h"
 #include "fp8/linear.h"
+#include "tests/model_testing.h"
 #include "tests/testing.h"
 
 namespace daedalus::fp8 {
@@ -18,16 +19,8 @@ namespace {
 
 using testing::random_tensor;
 
-struct LinearRun {
-  Tensor y, dx, dw;
-};
-
-LinearRun run_linear(const Tensor& x, const Tensor& w, const Tensor& g, const Recipe& recipe, LinearState* state) {
-  Var xv(x, true), wv(w, true);
-  const Var y = linear(xv, wv, recipe, state);
-  current_tape().backward(y, g);
-  return {y.value(), xv.grad(), wv.grad()};
-}
+using testing::LinearRun;
+using testing::run_linear;
 
 Recipe fp4_recipe(RecipeKind kind, bool hadamard, bool sr) {
   Recipe r = Recipe{}.with_kind(kind);

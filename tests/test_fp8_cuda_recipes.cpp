@@ -23,6 +23,7 @@
 #include "fp8/linear.h"
 #include "fp8/quantized.h"
 #include "fp8/scaled_gemm.h"
+#include "tests/model_testing.h"
 #include "tests/testing.h"
 #if DAEDALUS_WITH_CUDA
 #include "fp8/cuda/scaled_gemm_cuda.h"
@@ -283,16 +284,8 @@ TEST_F(Fp8CudaRecipes, ScaledGemmTakesShapesCublasLtCannot) {
   }
 }
 
-struct LinearRun {
-  Tensor y, dx, dw;
-};
-
-LinearRun run_linear(const Tensor& x, const Tensor& w, const Tensor& g, const Recipe& recipe, LinearState* state) {
-  Var xv(x, true), wv(w, true);
-  const Var y = linear(xv, wv, recipe, state);
-  current_tape().backward(y, g);
-  return {y.value(), xv.grad(), wv.grad()};
-}
+using testing::LinearRun;
+using testing::run_linear;
 
 // Every recipe with a CUDA path: the FP4 recipes are emulated on the CPU only (docs/gpu.md).
 const std::vector<RecipeKind> kAllRecipes = [] {

@@ -160,6 +160,23 @@ NamedTensors hf_tensors(const model::ParameterStore& store, const model::ModelCo
   return out;
 }
 
+std::vector<std::string> copy_tokenizer_files(const std::string& tokenizer_json, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> written;
+  const fs::path config = fs::path(tokenizer_json).parent_path() / "tokenizer_config.json";
+  for (const auto& [from, name] : {std::pair{fs::path(tokenizer_json), "tokenizer.json"},
+                                   std::pair{config, "tokenizer_config.json"}}) {
+    std::error_code ec;
+    if (name == std::string("tokenizer_config.json") && !fs::is_regular_file(from, ec)) continue;  // optional
+    DAEDALUS_CHECK(fs::is_regular_file(from, ec), "data.tokenizer: {}: not a readable file (export-hf copies it)",
+                   from.string());
+    fs::copy_file(from, fs::path(dir) / name, fs::copy_options::overwrite_existing, ec);
+    DAEDALUS_CHECK(!ec, "export-hf: cannot copy {} to {}: {}", from.string(), dir, ec.message());
+    written.emplace_back(name);
+  }
+  return written;
+}
+
 void export_hf(const model::ParameterStore& store, const model::ModelConfig& config, const std::string& dir,
                const HfExportOptions& options) {
   DAEDALUS_CHECK(!(options.fp8 && options.mxfp4_experts),

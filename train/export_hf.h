@@ -22,6 +22,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "model/causal_lm.h"
 #include "train/safetensors.h"
@@ -46,6 +47,12 @@ std::string hf_generation_config_json(const model::ModelConfig& config);
 // gather the slices first).
 NamedTensors hf_tensors(const model::ParameterStore& store, const model::ModelConfig& config,
                         const HfExportOptions& options = {});
+
+// The run's tokenizer beside the weights, as transformers and vLLM look for it: `tokenizer_json`
+// (data.tokenizer) copied to DIR/tokenizer.json, and the tokenizer_config.json next to it (bos/eos,
+// chat template) when there is one. Returns the names written. InputError naming data.tokenizer
+// when the file cannot be read.
+std::vector<std::string> copy_tokenizer_files(const std::string& tokenizer_json, const std::string& dir);
 
 // Writes DIR/config.json, DIR/generation_config.json and DIR/model.safetensors (creating DIR). With
 // options.mxfp4_experts the routed experts are written in MXFP4 (train/export_mxfp4.h: the layout vLLM

@@ -13,6 +13,7 @@
 #endif
 
 #include "autograd/check.h"
+#include "model/stages.h"
 #include "train/checkpoint.h"
 #include "train/hf_weights.h"
 #include "train/trainer.h"
@@ -158,6 +159,8 @@ HfImportReport load_hf_weights(const std::string& dir, const HfModelConfig& hf, 
   std::set<int64_t> skipped_layers;
   for (const std::string& name : w.names()) {
     if (consumed.count(name)) continue;
+    // A pipeline stage reads its own layers; the other stages' tensors are theirs, not unexpected.
+    if (model::other_stage_holds(name, model.stage(), c, model.holds_embedding())) continue;
     const std::optional<int64_t> layer = layer_of(name);
     if (layer && *layer >= c.num_hidden_layers) {
       const std::string module = fmt::format("model.layers.{}.", *layer);

@@ -122,14 +122,17 @@ void run_export_hf(const std::string& checkpoint, const std::string& out, const 
   LoadReport report;
   const TrainerState s = load_checkpoint(checkpoint, model, nullptr, o, Placement{}, &report);
   export_hf(model.parameters(), config.model, out, eo);
+  std::string tokenizer;
+  if (!config.data.tokenizer.empty())
+    for (const std::string& name : copy_tokenizer_files(config.data.tokenizer, out)) tokenizer += ", " + out + "/" + name;
   fmt::print(
       "exported {} (step {}): {} tensors as {} -> {}/config.json, {}/generation_config.json, "
-      "{}/model.safetensors\n",
+      "{}/model.safetensors{}\n",
       checkpoint, s.step, report.tensors,
       eo.fp8 ? fmt::format("fp8 e4m3 {}x{} blocks with {} scales (other tensors bf16)", eo.block, eo.block,
                            eo.ue8m0 ? "ue8m0" : "fp32")
              : dtype_name + (eo.mxfp4_experts ? " (routed experts MXFP4)" : ""),
-      out, out, out);
+      out, out, out, tokenizer);
 }
 
 void run_import_hf(const std::string& dir, const std::string& out, const std::string& dtype_name) {

@@ -59,9 +59,10 @@ std::unique_ptr<data::TokenSource> open_source(const DataConfig& d, const std::v
     for (const std::string& p : patterns)
       if (!p.empty() && p.front() != '/') {
         std::error_code ec;
-        hint = fmt::format(" ({}: a relative path is looked up from the current directory {}: set {} to where the "
-                           "file is, e.g. --set {}=/path/to/file)",
-                           key, std::filesystem::current_path(ec).string(), key, key);
+        hint = fmt::format(
+            " ({}: a relative path is looked up from the current directory {}: set {} to where the "
+            "file is, e.g. --set {}=/path/to/file)",
+            key, std::filesystem::current_path(ec).string(), key, key);
         break;
       }
     throw InputError(fmt::format("{}: {}{}", key, e.what(), hint));
@@ -398,13 +399,18 @@ void Trainer::set_fp8_stats(bool collect) {
 }
 
 void Trainer::set_rounding_seeds(int64_t step, int64_t micro) {
-  uint64_t module = 0;
-  auto set = [&](fp8::LinearState& s) {
-    s.rounding_seed = fp8::rounding_seed(uint64_t(config_.run.seed), uint64_t(step), uint64_t(micro), module++);
+  // A module is named by its parameter name (and an expert by its global index), not by its place
+  // in this rank's module list: the same Linear draws the same words at any PP or EP layout.
+  const auto set = [&](fp8::LinearState& s, const std::string& module) {
+    s.rounding_seed =
+        fp8::rounding_seed(uint64_t(config_.run.seed), uint64_t(step), uint64_t(micro), parallel::fnv1a_64(module));
   };
-  for (model::Linear* l : model_->linears()) set(l->state());
-  for (model::GroupedLinear* g : model_->grouped_linears())
-    for (fp8::LinearState& s : g->states()) set(s);
+  for (model::Linear* l : model_->linears()) set(l->state(), l->name());
+  for (model::GroupedLinear* g : model_->grouped_linears()) {
+    const int64_t first = model_->parameters().get(g->name() + ".weight").expert_offset;
+    for (size_t e = 0; e < g->states().size(); ++e)
+      set(g->states()[e], fmt::format("{}.{}", g->name(), first + int64_t(e)));
+  }
 }
 
 void Trainer::write_fp8_stats(int64_t step) {
@@ -473,8 +479,8 @@ StepMetrics Trainer::train_step() {
       for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // test hook: the last rank hangs
     return scale;
   };
-  const StageResult stage = schedule_->train(next_batch, accum, seed_scale, lm_weight,
-                                               [&](int64_t a) { set_rounding_seeds(m.step, a); });
+  const StageResult stage =
+      schedule_->train(next_batch, accum, seed_scale, lm_weight, [&](int64_t a) { set_rounding_seeds(m.step, a); });
   if (stats) {
     if (groups_.world->rank() == 0) write_fp8_stats(m.step);
     set_fp8_stats(/*collect=*/false);

@@ -131,7 +131,8 @@ class Trainer {
   double model_flops_per_token() const;
   void set_fp8_stats(bool collect);  // LinearState::collect_stats of every module (stale stats cleared)
   // LinearState::rounding_seed of every module for micro-batch `micro` of step `step` (the FP4
-  // recipes' stochastic rounding and Hadamard signs; a function of run.seed, step, micro, module).
+  // recipes' stochastic rounding and Hadamard signs; a function of run.seed, step, micro and the
+  // module's name, so independent of the layout).
   void set_rounding_seeds(int64_t step, int64_t micro);
   void write_fp8_stats(int64_t step);
 

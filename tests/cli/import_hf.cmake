@@ -1,6 +1,7 @@
 # End-to-end tests of `daedalus import-hf` and `checkpoint.init_from: DIR` (included by
 # tests/CMakeLists.txt): export -> import -> export round trips byte for byte (fp32, and DeepSeek's
-# FP8 blocks with fp32 scales, a YaRN model with MTP), fine-tuning from an HF directory, and bad
+# FP8 blocks with fp32 scales, a YaRN model with MTP), fine-tuning from an HF directory (one rank
+# and 2 pipeline stages), and bad
 # directories (truncated file, missing shard, index naming a missing tensor, wrong shape,
 # unsupported quant_method and rope type): exit 1 naming the file and tensor or key, nothing
 # written to --out. The cases are in tests/cli/import_hf_e2e.sh; each takes a few seconds.

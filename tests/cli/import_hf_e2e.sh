@@ -66,6 +66,13 @@ case $case_name in
     expect "$work/ft.txt" "init_from: [0-9]+ tensors from the HF directory $work/hf \(1 files, [0-9.]+ MB"
     expect "$work/ft/config.yaml" "hidden_size: 32"
     expect "$work/ft/config.yaml" "rope_scaling: \{type: yarn, factor: 4"
+    # Pipeline stages: each reads its own layers of the directory; the first step matches one rank's.
+    mpirun -np 2 --oversubscribe --bind-to none "$bin" train --config "$work/ft.yaml" --set run.dir="$work/ft_pp2" \
+      --set checkpoint.init_from="$work/hf" --set parallel.pipeline_parallel=2 >"$work/ft_pp2.txt" 2>&1 ||
+      { cat "$work/ft_pp2.txt" >&2; exit 1; }
+    loss() { grep -o '"loss":[^,}]*' "$work/$1/metrics.jsonl" | head -1 | cut -d: -f2; }
+    awk -v a="$(loss ft)" -v b="$(loss ft_pp2)" 'BEGIN { d = a - b; exit !(a > 0 && (d < 0 ? -d : d) <= 1e-5 * a) }' ||
+      { echo "step 1 loss: one rank $(loss ft), 2 stages $(loss ft_pp2)" >&2; exit 1; }
     # A model key the config sets against the directory's value is refused, naming both.
     fails clash "model.hidden_size: the config sets 64" "config.json has 32" -- train --config "$work/ft.yaml" \
       --set model.hidden_size=64 --set run.dir="$work/ft2" --set checkpoint.init_from="$work/hf"

@@ -9,7 +9,7 @@ foreach(case tokenize prepare chat)
                       ${CMAKE_CURRENT_BINARY_DIR}/cli-text-${case})
   set_tests_properties(text.${case} PROPERTIES TIMEOUT 180 ENVIRONMENT "OMP_NUM_THREADS=1")
 endforeach()
-# The loss-token mean across micro-batches and ranks (runs mpirun -np 2).
+# The loss-token mean across micro-batches, ranks and pipeline stages (runs mpirun -np 2).
 add_test(NAME text.chat_mean
          COMMAND ${DAEDALUS_EXPECT} 0 "PASS: chat_mean"
                  -- ${TEXT_E2E} chat_mean $<TARGET_FILE:daedalus> ${PROJECT_SOURCE_DIR}

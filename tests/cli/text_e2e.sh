@@ -67,6 +67,11 @@ case $case in
     out=$("$daedalus" generate --checkpoint "$ckpt" --prompt "Tell me something about life." --chat \
           --max-new-tokens 4 2>&1) || fail "generate --chat: $out"
     [[ $out == *"Tell me something about life."* && $out == *"prompt + "*" new tokens"* ]] || fail "generate: $out"
+    # export-hf puts the run's tokenizer beside the weights (byte for byte).
+    out=$("$daedalus" export-hf --checkpoint "$ckpt" --out "$work/hf" 2>&1) || fail "export-hf: $out"
+    [[ $out == *"$work/hf/tokenizer.json, $work/hf/tokenizer_config.json"* ]] || fail "export-hf: $out"
+    cmp "$tok" "$work/hf/tokenizer.json" && cmp "$(dirname "$tok")/tokenizer_config.json" "$work/hf/tokenizer_config.json" ||
+      fail "export-hf: tokenizer files differ"
     set +e
     out=$("$daedalus" generate --checkpoint "$ckpt" --prompt hi --chat --set 'data.tokenizer=""' 2>&1); rc=$?
     set -e
@@ -93,12 +98,17 @@ case $case in
       --set train.grad_accum_steps=2 > b.log 2>&1 || fail "2 x 2: $(cat b.log)"
     mpirun -np 2 --oversubscribe --bind-to none "$daedalus" train "${common[@]}" --set run.dir="$work/c" \
       --set train.micro_batch_size=2 > c.log 2>&1 || fail "2 ranks: $(cat c.log)"
+    # Pipeline stages (one layer each) with 2 micro-batches in flight: the schedule must pass each
+    # window's document positions and weigh each micro-batch's mean by its loss tokens.
+    mpirun -np 2 --oversubscribe --bind-to none "$daedalus" train "${common[@]}" --set run.dir="$work/d" \
+      --set parallel.pipeline_parallel=2 --set train.micro_batch_size=2 --set train.grad_accum_steps=2 > d.log 2>&1 ||
+      fail "2 stages: $(cat d.log)"
     lm() { grep -o '"lm_loss":[^,}]*' "$work/$1/metrics.jsonl" | head -1 | cut -d: -f2; }
-    a=$(lm a) b=$(lm b) c=$(lm c)
-    awk -v a="$a" -v b="$b" -v c="$c" 'function abs(x) { return x < 0 ? -x : x }
-      BEGIN { exit !(a > 0 && abs(a - b) <= 1e-5 * a && abs(a - c) <= 1e-5 * a) }' ||
-      fail "lm_loss 1x4 $a, 2x2 $b, 2 ranks $c"
-    echo "lm_loss 1x4 $a, 2x2 $b, 2 ranks $c"
+    a=$(lm a) b=$(lm b) c=$(lm c) d=$(lm d)
+    awk -v a="$a" -v b="$b" -v c="$c" -v d="$d" 'function abs(x) { return x < 0 ? -x : x }
+      BEGIN { exit !(a > 0 && abs(a - b) <= 1e-5 * a && abs(a - c) <= 1e-5 * a && abs(a - d) <= 1e-5 * a) }' ||
+      fail "lm_loss 1x4 $a, 2x2 $b, 2 ranks $c, 2 stages $d"
+    echo "lm_loss 1x4 $a, 2x2 $b, 2 ranks $c, 2 stages $d"
     ;;
   *) fail "unknown case" ;;
 esac
