@@ -14,6 +14,8 @@
 #include "fp8/quantized.h"
 #include "fp8/recipe.h"
 #include "model/param_count.h"
+#include "model/stages.h"
+#include "train/trainer.h"
 
 namespace daedalus::train {
 
@@ -183,6 +185,15 @@ class Walk {
     return s;
   }
 
+  // The gradients decoder layer `index`'s backward holds at once beside what is saved: its FFN's
+  // output and input gradients [rows, D] and gate and up's [rows, F] (routed experts: N·k rows).
+  double ffn_gradients(int64_t index) const {
+    const double d = double(m_.hidden_size);
+    if (!m_.is_moe_layer(index)) return kF32 * n_ * (2 * d + 2 * double(m_.intermediate_size));
+    const double rows = n_ * double(m_.num_experts_per_tok);
+    return kF32 * rows * (2 * d + 2 * double(m_.moe_intermediate_size));
+  }
+
   // The final norm, lm_head and the cross-entropy (logits and lse).
   Saved head() const {
     const double d = double(m_.hidden_size), v = double(m_.vocab_size);
@@ -219,17 +230,52 @@ class Walk {
 
 }  // namespace
 
+std::vector<RankShare> stage_shares(const RunConfig& config) {
+  const int64_t p = config.parallel.pipeline_parallel;
+  if (p <= 1) return {RankShare{}};
+  const model::ModelConfig& m = config.model;
+  const std::vector<int64_t> layers = stage_layers(config);
+  std::vector<RankShare> shares;
+  for (int64_t s = 0; s < p; ++s) {
+    const model::StageSpan span = model::stage_span(layers, s);
+    RankShare share;
+    share.first_layer = span.begin;
+    share.end_layer = span.end;
+    share.head = span.last;
+    // Tied or MTP: the last stage keeps a copy of the embedding (Trainer::shares_embedding).
+    share.embedding = span.first || (span.last && (m.tie_word_embeddings || m.num_nextn_predict_layers > 0));
+    share.receives = !span.first;
+    share.sends = !span.last;
+    share.in_flight = std::min(p - s, config.train.grad_accum_steps);  // 1F1B (train/pipeline_schedule.h)
+    shares.push_back(share);
+  }
+  return shares;
+}
+
+MemoryPlan plan_memory(const RunConfig& config, int64_t world, int64_t stage) {
+  const std::vector<RankShare> shares = stage_shares(config);
+  DAEDALUS_CHECK(stage >= 0 && stage < int64_t(shares.size()), "plan: stage {} of {}", stage, shares.size());
+  return plan_memory(config, world, shares[size_t(stage)]);
+}
+
+std::vector<MemoryPlan> plan_stage_memory(const RunConfig& config, int64_t world) {
+  std::vector<MemoryPlan> out;
+  for (const RankShare& share : stage_shares(config)) out.push_back(plan_memory(config, world, share));
+  return out;
+}
+
 MemoryPlan plan_memory(const RunConfig& config, int64_t world, const RankShare& share) {
   const model::ModelConfig& m = config.model;
-  const int64_t ep = config.parallel.expert_parallel;
-  DAEDALUS_CHECK(world >= 1 && world % ep == 0, "plan: world {} is not a multiple of parallel.expert_parallel = {}",
-                 world, ep);
-  const int64_t replicas = world / ep;
+  const int64_t ep = config.parallel.expert_parallel, pp = config.parallel.pipeline_parallel;
+  DAEDALUS_CHECK(world >= 1 && world % (pp * ep) == 0,
+                 "plan: world {} is not a multiple of parallel.pipeline_parallel x parallel.expert_parallel = {} x {}",
+                 world, pp, ep);
+  const int64_t stage_ranks = world / pp, replicas = stage_ranks / ep;
   const bool zero = config.parallel.zero_stage == 1;
   const int64_t end_layer = share.end_layer < 0 ? m.num_hidden_layers : share.end_layer;
   const int64_t d = m.hidden_size, v = m.vocab_size;
 
-  // Parameters this rank holds, split into dense (every rank) and routed (1/EP).
+  // Parameters this rank holds, split into dense (every rank of the stage) and routed (1/EP).
   double dense = 0, routed = 0, buffers = 0;
   std::vector<int64_t> layers;
   for (int64_t l = share.first_layer; l < end_layer; ++l) layers.push_back(l);
@@ -247,7 +293,7 @@ MemoryPlan plan_memory(const RunConfig& config, int64_t world, const RankShare& 
   MemoryPlan plan;
   plan.params_held = int64_t(dense + routed);
   plan.params_sharded =
-      zero ? int64_t(std::ceil(dense / double(world)) + std::ceil(routed / double(replicas))) : plan.params_held;
+      zero ? int64_t(std::ceil(dense / double(stage_ranks)) + std::ceil(routed / double(replicas))) : plan.params_held;
   plan.weights = int64_t(kF32 * (dense + routed + buffers));
   plan.gradients = int64_t(kF32 * (dense + routed));
   const double moment_bytes = config.optimizer.state_dtype == DType::bf16 ? 2 * kBf16 : 2 * kF32;
@@ -255,11 +301,14 @@ MemoryPlan plan_memory(const RunConfig& config, int64_t world, const RankShare& 
 
   // One micro-batch's saved tensors.
   const double tokens = double(config.train.micro_batch_size * config.train.seq_len);
+  const double hidden = kF32 * tokens * double(d);  // one [micro_batch, seq, hidden] fp32 tensor
   const Walk walk(config, tokens);
   Saved saved;
   Saved largest_layer;  // what a recomputed layer re-creates during its backward (full)
+  double layer_gradients = 0;
   for (int64_t l : layers) {
     saved.add(walk.layer(l, config.train.recompute));
+    layer_gradients = std::max(layer_gradients, walk.ffn_gradients(l));
     const Saved whole = walk.layer(l, model::Recompute::none);
     if (whole.activations + whole.weight_caches > largest_layer.activations + largest_layer.weight_caches)
       largest_layer = whole;
@@ -268,26 +317,37 @@ MemoryPlan plan_memory(const RunConfig& config, int64_t world, const RankShare& 
     saved.add(walk.head());
     for (int64_t k = 0; k < m.num_nextn_predict_layers; ++k) saved.add(walk.mtp(k));
   }
+  // A stage that sends on keeps its output until the gradient for it comes back (a received input
+  // is the first layer's input, counted there).
+  if (share.sends) saved.activations += hidden;
   const double in_flight = double(share.in_flight);
   plan.activations = int64_t(saved.activations * in_flight);
   plan.fp8_caches = int64_t(saved.fp8 * in_flight);
   plan.weight_caches = int64_t(saved.weight_caches * in_flight);
 
-  // At the start of backward: the logits' gradient [N, V] next to everything saved; a fully
-  // recomputed layer re-creates its activations for the length of its backward.
-  double transient = share.head ? kF32 * tokens * double(v) : 0;
+  // At the start of backward: the logits' gradient [N, V] next to everything saved; a stage
+  // without the head starts in its last layer instead, with the received gradient of its output,
+  // the layer's FFN gradients and the input's gradient it sends back. A fully recomputed layer
+  // re-creates its activations for the length of its backward.
+  double transient = share.head ? kF32 * tokens * double(v) : layer_gradients;
+  transient += hidden * double(int(share.sends) + int(share.receives));
   if (config.train.recompute == model::Recompute::full)
     transient += largest_layer.activations + largest_layer.weight_caches;
   plan.transient = int64_t(transient);
 
   // The gradient sync: one bucket (32 MiB at most) and its shard, for each of the two groups.
   const double bucket = std::min(double(int64_t(32) << 20), kF32 * (dense + routed));
-  plan.buckets = int64_t(bucket * (1 + 1.0 / double(std::max<int64_t>(world, 1))));
+  plan.buckets = int64_t(bucket * (1 + 1.0 / double(std::max<int64_t>(stage_ranks, 1))));
 
-  // Peak: the static state, then the larger of the two ends of backward (see plan.h).
+  // Peak: the static state, then the larger of the two ends of backward (see plan.h). The first
+  // gradient backward creates: lm_head's [V, D] on the head's stage.
   const double statics = double(plan.weights + plan.moments);
-  const double start = double(plan.activations + plan.weight_caches + plan.transient) + kF32 * double(v * d);
-  const double end = double(plan.gradients) + double(config.train.grad_accum_steps > 1 ? plan.activations : 0);
+  const double first_gradient = share.head ? kF32 * double(v * d) : 0;
+  const double start = double(plan.activations + plan.weight_caches + plan.transient) + first_gradient;
+  // With accumulation the end of a backward still holds the micro-batches in flight after it
+  // (1F1B: in_flight - 1; at least one, the next micro-batch's, at P = 1).
+  const double after = saved.activations * std::max(in_flight - 1, 1.0);
+  const double end = double(plan.gradients) + (config.train.grad_accum_steps > 1 ? after : 0);
   const double sync = double(plan.gradients + plan.buckets);
   // With accumulation every micro-batch after the first starts its backward with the gradients
   // already there.
@@ -304,65 +364,114 @@ double peak_flops(const Hardware& hw, const RunConfig& config) {
 
 StepPlan plan_step(const RunConfig& config, int64_t world, const Hardware& hw) {
   const model::ModelConfig& m = config.model;
-  StepPlan s;
-  const double tokens_rank =
-      double(config.train.micro_batch_size * config.train.seq_len * config.train.grad_accum_steps);
-  s.flops_per_rank = model::training_flops_per_token(m, config.train.seq_len) * tokens_rank;
+  const int64_t pp = config.parallel.pipeline_parallel, ep = config.parallel.expert_parallel;
+  const int64_t stage_ranks = world / pp, replicas = stage_ranks / ep;
+  const double micro = double(config.train.grad_accum_steps);
+  const double tokens_micro = double(config.train.micro_batch_size * config.train.seq_len);
+  const double tokens_rank = tokens_micro * micro;  // one step, one rank
   const double peak = peak_flops(hw, config);
-  s.compute_s = s.flops_per_rank / peak;
-
-  // Links: a group within one node talks over NVLink, across nodes over the per-GPU NIC.
+  // Links: a group of consecutive ranks within one node talks over NVLink, across nodes over the
+  // per-GPU NIC (the pipeline's neighbours are a stage's S ranks apart: across nodes unless the
+  // whole world is one node).
   const auto bandwidth = [&](int64_t group) {
     return group <= hw.gpus_per_node ? hw.intra_node_bandwidth : hw.inter_node_bandwidth;
   };
-  const int64_t ep = config.parallel.expert_parallel, replicas = world / ep;
-  // Expert parallelism: each token's row goes to the ranks holding its experts (at most k of the
-  // EP-1 others) and comes back, forward and backward: 4 crossings per MoE layer, rows of hidden
-  // size in the dispatch dtype (combine and gradients in BF16, or FP32 with an FP32 dispatch).
-  int64_t moe_layers = 0;
-  for (int64_t l = 0; l < m.num_hidden_layers + m.num_nextn_predict_layers; ++l) moe_layers += m.is_moe_layer(l);
-  if (ep > 1 && moe_layers > 0) {
-    const double d = double(m.hidden_size), k = double(m.num_experts_per_tok);
-    const double remote = std::min(k, double(ep - 1)) * double(ep - 1) / double(ep);
-    const bool fp32 = config.parallel.dispatch_dtype == parallel::DispatchDtype::fp32;
-    const double dispatch_row = config.parallel.dispatch_dtype == parallel::DispatchDtype::fp8
-                                    ? d + 4 * std::ceil(d / 128)
-                                    : (fp32 ? 4 : 2) * d;
-    const double other_row = (fp32 ? 4 : 2) * d;
-    s.all_to_all_bytes = tokens_rank * remote * double(moe_layers) * (dispatch_row + 3 * other_row);
-    s.all_to_all_s = s.all_to_all_bytes / bandwidth(ep);
-  }
-  // Gradient sync: a ring reduce-scatter and all-gather each move (n-1)/n of the data per rank.
-  if (world > 1) {
+  // Model FLOPs per token of each stage: its decoder layers (model/stages.h's estimate), the last
+  // stage the rest of training_flops_per_token (head, MTP), so that the stages sum to the model's.
+  const double model_flops = model::training_flops_per_token(m, config.train.seq_len);
+  const std::vector<double> layer_flops = pp > 1 ? model::layer_costs(m, config.train.seq_len) : std::vector<double>{};
+  double head_flops = model_flops;
+  for (double f : layer_flops) head_flops -= f;
+
+  const std::vector<RankShare> shares = stage_shares(config);
+  StepPlan best;
+  double slowest_slot = -1, sync_s = 0;
+  for (size_t stage = 0; stage < shares.size(); ++stage) {
+    const RankShare& share = shares[stage];
+    const int64_t end_layer = share.end_layer < 0 ? m.num_hidden_layers : share.end_layer;
+    std::vector<int64_t> layers;
+    for (int64_t l = share.first_layer; l < end_layer; ++l) layers.push_back(l);
+    if (share.head)
+      for (int64_t k = 0; k < m.num_nextn_predict_layers; ++k) layers.push_back(m.num_hidden_layers + k);
+    StepPlan s;
+    s.slowest_stage = int64_t(stage);
+    double flops = model_flops;
+    if (pp > 1) {
+      flops = share.head ? head_flops : 0;
+      for (int64_t l = share.first_layer; l < end_layer; ++l) flops += layer_flops[size_t(l)];
+    }
+    s.flops_per_rank = flops * tokens_rank;
+    s.compute_s = s.flops_per_rank / peak;
+
+    // Expert parallelism: each token's row goes to the ranks holding its experts (at most k of the
+    // EP-1 others) and comes back, forward and backward: 4 crossings per MoE layer, rows of hidden
+    // size in the dispatch dtype (combine and gradients in BF16, or FP32 with an FP32 dispatch).
+    int64_t moe_layers = 0;
     double routed = 0;
-    for (int64_t l = 0; l < m.num_hidden_layers + m.num_nextn_predict_layers; ++l)
+    for (int64_t l : layers) {
+      moe_layers += m.is_moe_layer(l);
       routed += double(model::layer_parameters(m, l).routed) / double(ep);
-    const double dense = 4.0 * double(plan_memory(config, world).params_held) - 4.0 * routed;
-    const double dense_volume = 2.0 * dense * double(world - 1) / double(world);
-    const double routed_volume = replicas > 1 ? 2.0 * 4.0 * routed * double(replicas - 1) / double(replicas) : 0;
-    s.grad_sync_bytes = dense_volume + routed_volume;
-    s.grad_sync_s = dense_volume / bandwidth(world) + (replicas > 1 ? routed_volume / hw.inter_node_bandwidth : 0);
+    }
+    if (ep > 1 && moe_layers > 0) {
+      const double d = double(m.hidden_size), k = double(m.num_experts_per_tok);
+      const double remote = std::min(k, double(ep - 1)) * double(ep - 1) / double(ep);
+      const bool fp32 = config.parallel.dispatch_dtype == parallel::DispatchDtype::fp32;
+      const double dispatch_row = config.parallel.dispatch_dtype == parallel::DispatchDtype::fp8
+                                      ? d + 4 * std::ceil(d / 128)
+                                      : (fp32 ? 4 : 2) * d;
+      const double other_row = (fp32 ? 4 : 2) * d;
+      s.all_to_all_bytes = tokens_rank * remote * double(moe_layers) * (dispatch_row + 3 * other_row);
+      s.all_to_all_s = s.all_to_all_bytes / bandwidth(ep);
+    }
+    // Gradient sync over the stage's ranks: a ring reduce-scatter and all-gather each move
+    // (n-1)/n of the data per rank.
+    const MemoryPlan mem = plan_memory(config, world, share);
+    if (stage_ranks > 1) {
+      const double dense = 4.0 * double(mem.params_held) - 4.0 * routed;
+      const double dense_volume = 2.0 * dense * double(stage_ranks - 1) / double(stage_ranks);
+      const double routed_volume = replicas > 1 ? 2.0 * 4.0 * routed * double(replicas - 1) / double(replicas) : 0;
+      s.grad_sync_bytes = dense_volume + routed_volume;
+      s.grad_sync_s =
+          dense_volume / bandwidth(stage_ranks) + (replicas > 1 ? routed_volume / hw.inter_node_bandwidth : 0);
+    }
+    // Pipeline: each micro-batch's hidden states [micro_batch, seq, hidden] fp32 go to the next
+    // stage, and their gradient back to the previous one.
+    s.p2p_bytes = micro * kF32 * tokens_micro * double(m.hidden_size) * double(int(share.sends) + int(share.receives));
+    s.p2p_s = s.p2p_bytes / bandwidth(world);
+    // HBM traffic: each micro-batch's three GEMM passes read the weights, its activations are
+    // written and read back once, and AdamW reads and writes weights, gradients and moments once.
+    const double per_micro = double(mem.activations) / double(share.in_flight);
+    s.memory_bytes =
+        micro * (3.0 * double(mem.weights) + 2.0 * per_micro) + 2.0 * double(mem.weights + mem.gradients + mem.moments);
+    s.memory_s = s.memory_bytes / hw.memory_bandwidth;
+    // One slot: this stage's time for one micro-batch's forward and backward.
+    const double slot = (std::max(s.compute_s, s.memory_s) + s.all_to_all_s + s.p2p_s) / micro;
+    sync_s = std::max(sync_s, s.grad_sync_s);
+    if (slot > slowest_slot) {
+      slowest_slot = slot;
+      best = s;
+    }
   }
-  // HBM traffic: each micro-batch's three GEMM passes read the weights, its activations are written
-  // and read back once, and AdamW reads and writes weights, gradients and moments once per step.
-  const MemoryPlan mem = plan_memory(config, world);
-  const double accum = double(config.train.grad_accum_steps);
-  s.memory_bytes = accum * (3.0 * double(mem.weights) + 2.0 * double(mem.activations)) +
-                   2.0 * double(mem.weights + mem.gradients + mem.moments);
-  s.memory_s = s.memory_bytes / hw.memory_bandwidth;
-  s.step_s = std::max(s.compute_s, s.memory_s) + s.all_to_all_s + s.grad_sync_s;
-  s.tokens_per_s = tokens_rank * double(world) / s.step_s;
-  s.mfu = s.flops_per_rank / (s.step_s * peak);
-  s.gpu_hours_per_billion = 1e9 / s.tokens_per_s * double(world) / 3600.0;
-  s.kwh_per_billion = s.gpu_hours_per_billion * hw.power_watts / 1000.0;
-  s.dollars_per_billion = s.gpu_hours_per_billion * hw.price_per_hour;
-  return s;
+  // 1F1B: m + P - 1 slots of the slowest stage, P - 1 of them idle; then the gradient sync.
+  best.bubble = double(pp - 1) / (micro + double(pp - 1));
+  best.bubble_s = double(pp - 1) * slowest_slot;
+  best.step_s = (micro + double(pp - 1)) * slowest_slot + sync_s;
+  const double tokens_step = tokens_rank * double(stage_ranks);
+  best.tokens_per_s = tokens_step / best.step_s;
+  best.mfu = model_flops * tokens_step / (best.step_s * double(world) * peak);
+  best.gpu_hours_per_billion = 1e9 / best.tokens_per_s * double(world) / 3600.0;
+  best.kwh_per_billion = best.gpu_hours_per_billion * hw.power_watts / 1000.0;
+  best.dollars_per_billion = best.gpu_hours_per_billion * hw.price_per_hour;
+  return best;
 }
 
 Plan make_plan(const RunConfig& config, int64_t world, const Hardware& hw) {
   Plan p;
   p.world = world;
-  p.memory = plan_memory(config, world);
+  p.stages = plan_stage_memory(config, world);
+  for (size_t s = 0; s < p.stages.size(); ++s)
+    if (p.stages[s].peak > p.stages[size_t(p.heaviest_stage)].peak) p.heaviest_stage = int64_t(s);
+  p.memory = p.stages[size_t(p.heaviest_stage)];
   p.step = plan_step(config, world, hw);
   p.fits = double(p.memory.peak) <= hw.memory_bytes;
   return p;

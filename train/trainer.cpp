@@ -573,8 +573,9 @@ StopReason Trainer::run() {
     watchdog.beat(fmt::format("step {}", step_ + 1));
     const StepMetrics m = train_step();
     if (rank0 && step_ == first + 1) {
-      // The plan's prediction (train/plan.h) next to what the allocator measured on this rank.
-      const int64_t predicted = plan_memory(config_, groups_.world->size()).peak;
+      // The plan's prediction (train/plan.h) for this rank's stage next to what the allocator
+      // measured on this rank.
+      const int64_t predicted = plan_memory(config_, groups_.world->size(), int64_t(groups_.pp_stage)).peak;
       progress_->message(fmt::format("memory     step {} peak {} on rank 0; daedalus plan predicted {} ({:+.1f}%)",
                                      m.step, format_bytes(double(m.mem_bytes)), format_bytes(double(predicted)),
                                      100.0 * (double(predicted) - double(m.mem_bytes)) / double(m.mem_bytes)));

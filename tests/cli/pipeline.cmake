@@ -123,3 +123,16 @@ foreach(signal KILL STOP)
   set_tests_properties(pipeline.sig${signal}_last_stage PROPERTIES TIMEOUT 180 LABELS mpi ENVIRONMENT "${MR_ENV}"
                                                                   FIXTURES_REQUIRED pipeline_clean)
 endforeach()
+
+# `daedalus plan` per stage: DeepSeek-V3's layout (2048 H800s as 16 stages x EP 64 x ZeRO-1, 120
+# micro-batches of 4096 tokens, whole layers recomputed) fits the heaviest stage in 80 GB; a world
+# the stages and EP do not divide is bad input naming the key.
+add_test(NAME pipeline.plan_deepseek_v3_pp16
+         COMMAND ${DAEDALUS_EXPECT} 0 "peak +[0-9.]+ GiB  of 74.50 GiB: fits"
+                 -- $<TARGET_FILE:daedalus> plan ${PROJECT_SOURCE_DIR}/configs/deepseek-v3.yaml --world 2048
+                    --hardware h800 --set parallel.zero_stage=1 --set parallel.pipeline_parallel=16
+                    --set train.grad_accum_steps=120 --set train.recompute=full)
+add_test(NAME pipeline.plan_bad_world
+         COMMAND ${DAEDALUS_EXPECT} 1 "parallel.pipeline_parallel: 16 stages"
+                 -- $<TARGET_FILE:daedalus> plan ${PROJECT_SOURCE_DIR}/configs/deepseek-v3.yaml --world 512
+                    --hardware h800 --set parallel.pipeline_parallel=16)

@@ -9,7 +9,8 @@
 // weight and router bias each rank holds (its stage's, named as in the reference), must equal the
 // reference's (the tolerances are explained at kTol). Also checked: each stage holds only its
 // layers, both ends hold the tied embedding, and the metrics carry one measured bubble and peak
-// memory per stage beside the theoretical bubble (P - 1) / (m + P - 1).
+// memory per stage beside the theoretical bubble (P - 1) / (m + P - 1). And `daedalus plan`'s
+// predicted peak for each rank's stage against the peak it measured in step 1.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include "autograd/check.h"
 #include "parallel/communicator.h"
 #include "tests/mpi/mpi_testing.h"
+#include "train/plan.h"
 #include "train/trainer.h"
 
 namespace daedalus::train {
@@ -210,6 +212,52 @@ TEST(MpiPipeline, MatchesOneRank) {
     // DeepSeek-V3's composition: stages x experts x ZeRO-1 (the dense moments sharded over the
     // stage's two ranks, each expert slice's over its one replica).
     expect_pipeline_matches_one_rank(2, 2, {"parallel.zero_stage=1"});
+  }
+}
+
+// `daedalus plan` per stage (train/plan.h): each rank's step-1 peak (allocator high-water mark of
+// live tensors) within 10% of the plan's prediction for its stage — the bound, as for one
+// stage (tests/test_plan.cpp, test_mpi_zero.cpp). The shape above with hidden 32 and 4 micro-batches
+// of 4 x 32 tokens; np 2: PP 2, and PP 2 with fp8_block and selective recomputation; np 3: PP 3 with
+// full recomputation; np 4: PP 4, PP 2 x ZeRO-1 (the stage's dense moments over its two ranks) and
+// PP 2 x EP 2 x ZeRO-1. Stage s keeps min(P - s, 4) micro-batches in flight. What the plan leaves
+// out is as for one stage (small tensors, the exact moment of the peak in backward).
+// [measured: -1.0% to -4.9% on every rank]
+TEST(MpiPipelinePlan, PredictedPeakWithinTenPercentOnEveryStage) {
+  auto world = parallel::mpi_world();
+  const int n = world->size();
+  std::vector<std::vector<std::string>> layouts;
+  if (n == 2)
+    layouts = {{"parallel.pipeline_parallel=2"},
+               {"parallel.pipeline_parallel=2", "precision.recipe=fp8_block", "train.recompute=selective"}};
+  if (n == 3) layouts = {{"parallel.pipeline_parallel=3", "train.recompute=full"}};
+  if (n == 4)
+    layouts = {{"parallel.pipeline_parallel=2", "parallel.zero_stage=1"},
+               {"parallel.pipeline_parallel=4"},
+               {"parallel.pipeline_parallel=2", "parallel.expert_parallel=2", "parallel.zero_stage=1"}};
+  for (size_t i = 0; i < layouts.size(); ++i) {
+    std::vector<std::string> sets = layouts[i];
+    std::string layout;
+    for (const std::string& set : sets) {
+      if (!layout.empty()) layout += ' ';
+      layout.append(set, set.find('.') + 1);
+    }
+    const std::string name = fmt::format("plan-np{}-{}", n, i);
+    sets.insert(sets.end(), {"run.dir=" + run_dir(name), "train.seq_len=32", "train.micro_batch_size=4",
+                             "model.hidden_size=32", "model.vocab_size=64", "data.synthetic.vocab=64"});
+    const RunConfig c = parse_config(kYaml, sets, name);
+    Trainer trainer(c, make_run_groups(c, world));
+    const int64_t measured = trainer.train_step().mem_bytes;
+    const int stage = world->rank() / (n / int(c.parallel.pipeline_parallel));
+    const MemoryPlan plan = plan_memory(c, n, stage);
+    const double error = (double(plan.peak) - double(measured)) / double(measured);
+    std::printf(
+        "[ plan ] np%d %s rank %d stage %d: predicted %lld, measured %lld bytes (%+.1f%%); weights %lld "
+        "grads %lld moments %lld activations %lld transient %lld\n",
+        n, layout.c_str(), world->rank(), stage, (long long)plan.peak, (long long)measured, 100 * error,
+        (long long)plan.weights, (long long)plan.gradients, (long long)plan.moments, (long long)plan.activations,
+        (long long)plan.transient);
+    EXPECT_LE(std::abs(error), 0.10) << layout << " stage " << stage;
   }
 }
 
