@@ -39,6 +39,7 @@ std::string type_class_name(H5T_class_t c) {
 struct TokenDataset {
   Handle file, dataset;
   int64_t count = 0;
+  std::string where;  // "<path>: dataset '<name>'", for messages
 };
 
 TokenDataset open_dataset(const std::string& path, const std::string& name) {
@@ -47,6 +48,7 @@ TokenDataset open_dataset(const std::string& path, const std::string& name) {
   DAEDALUS_CHECK(S_ISREG(st.st_mode), "{}: not a regular file (a directory, pipe or device?)", path);
   DAEDALUS_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{}: not an HDF5 file", path);
   TokenDataset d;
+  d.where = fmt::format("{}: dataset '{}'", path, name);
   d.file = Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   DAEDALUS_CHECK(d.file.valid(), "{}: cannot open the HDF5 file", path);
   DAEDALUS_CHECK(H5Lexists(d.file.get(), name.c_str(), H5P_DEFAULT) > 0, "{}: no dataset '{}'", path, name);
@@ -148,7 +150,9 @@ class Hdf5Source final : public TokenSource {
         DAEDALUS_HDF5_CHECK(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, &offset, nullptr, &extent, nullptr));
         Handle mem_space(H5Screate_simple(1, &extent, nullptr), H5Sclose);
         DAEDALUS_HDF5_CHECK(mem_space.get());
-        DAEDALUS_HDF5_CHECK(H5Dread(dataset, H5T_NATIVE_INT32, mem_space.get(), file_space.get(), H5P_DEFAULT, out));
+        // What passed open_dataset's checks can still fail to read (a damaged chunk): bad input.
+        DAEDALUS_CHECK(H5Dread(dataset, H5T_NATIVE_INT32, mem_space.get(), file_space.get(), H5P_DEFAULT, out) >= 0,
+                       "{}: cannot read tokens {}..{} (a damaged file)", datasets_[r].where, begin, begin + n - 1);
       }
       out += n;
       start += n;
