@@ -228,6 +228,17 @@ class Walk {
   fp8::RecipeTable table_;
 };
 
+// The decoder layers `share` holds: its main-stack layers, and the MTP modules' with the head
+// (layer_parameters' indices).
+std::vector<int64_t> held_layers(const model::ModelConfig& m, const RankShare& share) {
+  std::vector<int64_t> layers;
+  const int64_t end = share.end_layer < 0 ? m.num_hidden_layers : share.end_layer;
+  for (int64_t l = share.first_layer; l < end; ++l) layers.push_back(l);
+  if (share.head)
+    for (int64_t k = 0; k < m.num_nextn_predict_layers; ++k) layers.push_back(m.num_hidden_layers + k);
+  return layers;
+}
+
 }  // namespace
 
 std::vector<RankShare> stage_shares(const RunConfig& config) {
@@ -272,15 +283,11 @@ MemoryPlan plan_memory(const RunConfig& config, int64_t world, const RankShare& 
                  world, pp, ep);
   const int64_t stage_ranks = world / pp, replicas = stage_ranks / ep;
   const bool zero = config.parallel.zero_stage == 1;
-  const int64_t end_layer = share.end_layer < 0 ? m.num_hidden_layers : share.end_layer;
   const int64_t d = m.hidden_size, v = m.vocab_size;
 
   // Parameters this rank holds, split into dense (every rank of the stage) and routed (1/EP).
   double dense = 0, routed = 0, buffers = 0;
-  std::vector<int64_t> layers;
-  for (int64_t l = share.first_layer; l < end_layer; ++l) layers.push_back(l);
-  if (share.head)
-    for (int64_t k = 0; k < m.num_nextn_predict_layers; ++k) layers.push_back(m.num_hidden_layers + k);
+  const std::vector<int64_t> layers = held_layers(m, share);
   for (int64_t l : layers) {
     const model::LayerParameters p = model::layer_parameters(m, l);
     dense += double(p.dense);
@@ -388,17 +395,14 @@ StepPlan plan_step(const RunConfig& config, int64_t world, const Hardware& hw) {
   double slowest_slot = -1, sync_s = 0;
   for (size_t stage = 0; stage < shares.size(); ++stage) {
     const RankShare& share = shares[stage];
-    const int64_t end_layer = share.end_layer < 0 ? m.num_hidden_layers : share.end_layer;
-    std::vector<int64_t> layers;
-    for (int64_t l = share.first_layer; l < end_layer; ++l) layers.push_back(l);
-    if (share.head)
-      for (int64_t k = 0; k < m.num_nextn_predict_layers; ++k) layers.push_back(m.num_hidden_layers + k);
+    const std::vector<int64_t> layers = held_layers(m, share);
     StepPlan s;
     s.slowest_stage = int64_t(stage);
     double flops = model_flops;
     if (pp > 1) {
       flops = share.head ? head_flops : 0;
-      for (int64_t l = share.first_layer; l < end_layer; ++l) flops += layer_flops[size_t(l)];
+      for (int64_t l : layers)
+        if (l < m.num_hidden_layers) flops += layer_flops[size_t(l)];
     }
     s.flops_per_rank = flops * tokens_rank;
     s.compute_s = s.flops_per_rank / peak;
