@@ -39,6 +39,7 @@ std::string type_class_name(H5T_class_t c) {
 struct TokenDataset {
   Handle file, dataset;
   int64_t count = 0;
+  std::string where;  // "<path>: dataset '<name>'", for messages
 };
 
 TokenDataset open_dataset(const std::string& path, const std::string& name) {
@@ -47,6 +48,7 @@ TokenDataset open_dataset(const std::string& path, const std::string& name) {
   DAEDALUS_CHECK(S_ISREG(st.st_mode), "{}: not a regular file (a directory, pipe or device?)", path);
   DAEDALUS_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{}: not an HDF5 file", path);
   TokenDataset d;
+  d.where = fmt::format("{}: dataset '{}'", path, name);
   d.file = Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   DAEDALUS_CHECK(d.file.valid(), "{}: cannot open the HDF5 file", path);
   DAEDALUS_CHECK(H5Lexists(d.file.get(), name.c_str(), H5P_DEFAULT) > 0, "{}: no dataset '{}'", path, name);
@@ -64,22 +66,53 @@ TokenDataset open_dataset(const std::string& path, const std::string& name) {
   hsize_t dim = 0;
   DAEDALUS_HDF5_CHECK(H5Sget_simple_extent_dims(space.get(), &dim, nullptr));
   d.count = int64_t(dim);
+  // Every token must be stored. HDF5 1.10 fills what is not from the fill-value message, and reads a
+  // damaged one past its buffer (found by scripts/fuzz: an unwritten chunk, AddressSanitizer
+  // heap-buffer-overflow in H5Dread); a compact or contiguous dataset smaller than its shape is the
+  // same. Token files are written whole, so anything missing is a damaged or unfinished file.
+  Handle dcpl(H5Dget_create_plist(d.dataset.get()), H5Pclose);
+  DAEDALUS_HDF5_CHECK(dcpl.get());
+  const H5D_layout_t layout = H5Pget_layout(dcpl.get());
+  if (layout == H5D_CHUNKED) {
+    hsize_t chunk = 0, stored = 0;
+    DAEDALUS_CHECK(H5Pget_chunk(dcpl.get(), 1, &chunk) == 1 && chunk > 0,
+                   "{}: dataset '{}': unreadable chunk shape (a damaged file)", path, name);
+    DAEDALUS_CHECK(H5Dget_num_chunks(d.dataset.get(), space.get(), &stored) >= 0,
+                   "{}: dataset '{}': its chunk index is unreadable (a damaged file)", path, name);
+    const hsize_t want = (dim + chunk - 1) / chunk, bytes = chunk * H5Tget_size(type.get());
+    DAEDALUS_CHECK(stored == want, "{}: dataset '{}': {} of its {} chunks are stored (a damaged or unfinished file)",
+                   path, name, stored, want);
+    // Unfiltered chunks are stored whole; a filtered one takes at least a byte. The first and the
+    // last chunk must be where the index says (each lookup is one B-tree descent, not a scan).
+    const hsize_t storage = H5Dget_storage_size(d.dataset.get());
+    DAEDALUS_CHECK(storage >= (H5Pget_nfilters(dcpl.get()) == 0 ? want * bytes : want),
+                   "{}: dataset '{}': {} bytes stored for {} chunks (a damaged file)", path, name, storage, want);
+    for (const hsize_t first : {hsize_t(0), (want - 1) * chunk}) {
+      if (want == 0) break;
+      haddr_t addr = HADDR_UNDEF;
+      hsize_t size = 0;
+      unsigned mask = 0;
+      DAEDALUS_CHECK(H5Dget_chunk_info_by_coord(d.dataset.get(), &first, &mask, &addr, &size) >= 0 &&
+                         addr != HADDR_UNDEF && size > 0,
+                     "{}: dataset '{}': the chunk at token {} is missing from its index (a damaged file)", path, name,
+                     first);
+    }
+  } else {
+    const hsize_t need = dim * H5Tget_size(type.get()), have = H5Dget_storage_size(d.dataset.get());
+    DAEDALUS_CHECK(have >= need,
+                   "{}: dataset '{}': {} bytes stored for {} tokens of {} bytes (a damaged or unfinished file)", path,
+                   name, have, dim, H5Tget_size(type.get()));
+  }
   return d;
 }
 
-// Opens `path` as open_dataset does and walks the dataset's chunk index, in a child process
+// Opens `path` as open_dataset does (which walks the dataset's chunk index), in a child process
 // (data/isolated.h): HDF5 can crash on a damaged file before any check of its own, and a token
 // file is input like any other. InputError naming the file for anything wrong with it.
 void probe(const std::string& path, const std::string& name) {
   const IsolatedOutcome r = run_isolated(
       [&] {
-        const TokenDataset d = open_dataset(path, name);
-        Handle space(H5Dget_space(d.dataset.get()), H5Sclose);
-        hsize_t chunks = 0;
-        Handle dcpl(H5Dget_create_plist(d.dataset.get()), H5Pclose);
-        if (dcpl.valid() && H5Pget_layout(dcpl.get()) == H5D_CHUNKED)
-          DAEDALUS_CHECK(H5Dget_num_chunks(d.dataset.get(), space.get(), &chunks) >= 0,
-                         "{}: dataset '{}': its chunk index is unreadable (a damaged file)", path, name);
+        open_dataset(path, name);  // with its checks of the layout and the chunk index
       },
       60);
   switch (r.kind) {
@@ -117,7 +150,9 @@ class Hdf5Source final : public TokenSource {
         DAEDALUS_HDF5_CHECK(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, &offset, nullptr, &extent, nullptr));
         Handle mem_space(H5Screate_simple(1, &extent, nullptr), H5Sclose);
         DAEDALUS_HDF5_CHECK(mem_space.get());
-        DAEDALUS_HDF5_CHECK(H5Dread(dataset, H5T_NATIVE_INT32, mem_space.get(), file_space.get(), H5P_DEFAULT, out));
+        // What passed open_dataset's checks can still fail to read (a damaged chunk): bad input.
+        DAEDALUS_CHECK(H5Dread(dataset, H5T_NATIVE_INT32, mem_space.get(), file_space.get(), H5P_DEFAULT, out) >= 0,
+                       "{}: cannot read tokens {}..{} (a damaged file)", datasets_[r].where, begin, begin + n - 1);
       }
       out += n;
       start += n;

@@ -87,6 +87,17 @@ TEST(InputMisuse, ASecondYamlDocumentIsAnError) {
   expect_error([] { parse_config(kSynthetic + "---\nrun: {name: other}\n", {}, "two.yaml"); },
                {"two.yaml: 2 YAML documents", "the second starts at line 3"});
   EXPECT_NO_THROW(parse_config("---\n" + kSynthetic, {}, "one.yaml"));  // a leading --- is one document
+  expect_error([] { parse_config(kSynthetic + "...\nrun: {name: other}\n", {}, "end.yaml"); },
+               {"end.yaml: 2 YAML documents"});
+}
+
+// yaml-cpp 0.7's LoadAll never returns on "," (scripts/fuzz found it): a config read must end.
+TEST(InputMisuse, MalformedYamlThatStallsTheParserIsAnErrorNotAHang) {
+  for (const char* text : {",", ",\n,\n", "[a, ,]: ,"}) {
+    SCOPED_TRACE(text);
+    const std::string m = testing::error_of([&] { parse_config(text, {}, "stall.yaml"); });
+    EXPECT_NE(m.find("stall.yaml"), std::string::npos) << m;
+  }
 }
 
 TEST(InputMisuse, PathListItemsMustBeStrings) {

@@ -131,8 +131,9 @@ TEST(Softmax, BackwardMatchesAnalyticGradientAndFiniteDifferences) {
       // 1. The formula itself: analytic gradient at the exact reference y against central
       //    differences of L = sum(w * f(x)). FD error: truncation h^2 f''' ~ 1e-12 plus
       //    cancellation 1e-16 * |L| / h ~ 1e-9 (|L| < 100): atol 1e-7.
+      // (cols = cols: clang 14 cannot capture a structured binding)
       const std::vector<double> fd = finite_differences(
-          [&](const std::vector<double>& xs) { return weighted_sum(wd, softmax_ref(xs, cols, log)); }, xd);
+          [&, cols = cols](const std::vector<double>& xs) { return weighted_sum(wd, softmax_ref(xs, cols, log)); }, xd);
       const std::vector<double> analytic = softmax_backward_ref(softmax_ref(xd, cols, log), wd, cols, log);
       EXPECT_TRUE(all_close(Tensor::from_values(analytic, {rows, cols}, DType::f32), fd, 1e-5, 1e-7)) << where;
 

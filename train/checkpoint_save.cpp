@@ -233,9 +233,11 @@ class Writer {
       d = h5::create_f32_dataset(group, name, r.shape, h5::chunk_shape(r.shape, /*one_row_per_chunk=*/experts));
     });
     const int64_t elems = h5::row_elems(r.shape);
-    for (auto [begin, end] : h5::row_pieces(rows, elems)) {
+    for (const auto& piece : h5::row_pieces(rows, elems)) {
+      // (not a structured binding: clang before 16 cannot capture one in a lambda)
+      const int64_t begin = piece.first, count = piece.second - piece.first;
       const float* data = mine ? host.data<float>() + begin * elems : nullptr;
-      steps_.run([&] { h5::write_rows(d.get(), xfer_, r.shape, row0 + begin, end - begin, data); });
+      steps_.run([&] { h5::write_rows(d.get(), xfer_, r.shape, row0 + begin, count, data); });
     }
   }
 
@@ -329,7 +331,7 @@ void write_trainer(hid_t file, const TrainerState& written, Steps& steps) {
                                                      {"world_size", written.world_size},
                                                      {"expert_parallel", written.expert_parallel},
                                                      {"pipeline_parallel", written.pipeline_parallel}};
-  for (const auto& [name, value] : numbers) steps.run([&] { h5::write_attr(g.get(), name, value); });
+  for (const auto& number : numbers) steps.run([&] { h5::write_attr(g.get(), number.first, number.second); });
   steps.run([&] { h5::write_attr(g.get(), "recipe", written.recipe); });
   steps.run([&] { h5::write_attr(g.get(), "config", written.config); });
   steps.run([&] { h5::write_attr(g.get(), "checksum", int64_t(h5::metadata_checksum(file, written))); });

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #if !DAEDALUS_MINIMAL  // the GPU-test build has no yaml-cpp: the structs and their checks only
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 #endif
 
@@ -483,14 +484,60 @@ std::string_view backend_name(Backend backend) {
 
 #if !DAEDALUS_MINIMAL
 
+namespace {
+
+// Where each document of a YAML stream starts: the mark of its root node (as YAML::Node::Mark()).
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> marks;
+  void OnDocumentStart(const YAML::Mark&) override { root_ = true; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string&) override { node(mark); }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    node(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    node(mark);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void node(const YAML::Mark& mark) {
+    if (root_) marks.push_back(mark);
+    root_ = false;
+  }
+  bool root_ = false;
+};
+
+// A config is one YAML document: refuses a second one, naming its line. Not YAML::LoadAll, which
+// yaml-cpp 0.7 (Debian 12) loops on forever for some malformed text, e.g. "," (jbeder/yaml-cpp#1040,
+// found by scripts/fuzz): the documents are counted with the parser, stopping at the second, and a
+// "document" that starts where the previous one did is the parser stuck on malformed input.
+void check_one_document(const std::string& yaml_text, const std::string& source) {
+  std::istringstream in(yaml_text);
+  YAML::Parser parser(in);
+  DocumentStarts starts;
+  for (int i = 0; i < 2 && parser.HandleNextDocument(starts); ++i) {
+  }
+  const std::vector<YAML::Mark>& m = starts.marks;
+  if (m.size() < 2) return;
+  if (m[1].pos == m[0].pos)
+    DAEDALUS_FAIL("{}:{}:{}: malformed YAML: the parser cannot read past this point", source, m[1].line + 1,
+                  m[1].column + 1);
+  DAEDALUS_FAIL("{}: 2 YAML documents (separated by --- or ...): a config is one document; the second starts at line {}",
+                source, m[1].line + 1);
+}
+
+}  // namespace
+
 RunConfig parse_config(const std::string& yaml_text, const std::vector<std::string>& sets, const std::string& source) {
   YAML::Node root;
   try {
-    const std::vector<YAML::Node> documents = YAML::LoadAll(yaml_text);
-    if (documents.size() > 1)
-      DAEDALUS_FAIL("{}: {} YAML documents (separated by ---): a config is one document; the second starts at line {}",
-                    source, documents.size(), documents[1].Mark().line + 1);
-    if (!documents.empty()) root = documents[0];
+    check_one_document(yaml_text, source);
+    root = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
     DAEDALUS_FAIL("{}:{}:{}: malformed YAML: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg);
   }
