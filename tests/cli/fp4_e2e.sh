@@ -6,20 +6,8 @@
 set -euo pipefail
 case_name=$1 bin=$2 repo=$3 work=$4
 rm -rf "$work" && mkdir -p "$work"
-small=(--set data.format=synthetic --set 'data.train=[]' --set 'data.val=[]' --set data.synthetic.tokens=8192
-       --set data.synthetic.vocab=64 --set model.vocab_size=64 --set model.num_hidden_layers=2
-       --set model.hidden_size=32 --set model.num_attention_heads=2 --set model.q_lora_rank=16
-       --set model.kv_lora_rank=16 --set model.qk_nope_head_dim=8 --set model.qk_rope_head_dim=8
-       --set model.v_head_dim=8 --set model.intermediate_size=48 --set model.moe_intermediate_size=32
-       --set model.n_routed_experts=4 --set model.max_position_embeddings=64 --set train.seq_len=16
-       --set train.micro_batch_size=2 --set train.grad_accum_steps=2 --set train.log_every=1
-       --set train.eval_every=0 --set schedule.warmup_steps=1 --set logging.progress=never
-       --set checkpoint.keep_last=0)
-run() {  # run DIR [extra args...]
-  local dir=$1
-  shift
-  "$bin" train --config "$repo/configs/tiny.yaml" "${small[@]}" --set run.dir="$dir" "$@"
-}
+source "$(dirname "$0")/small_run.sh"  # small=(...) and run DIR [args...]
+small+=(--set model.moe_intermediate_size=32 --set train.grad_accum_steps=2 --set train.eval_every=0)
 ckpt() { printf '%s/checkpoints/step_%08d.h5' "$1" "$2"; }
 expect() {  # expect FILE REGEX: the file has a line matching REGEX
   grep -E -q -- "$2" "$1" || { echo "expected /$2/ in $1:" >&2; cat "$1" >&2; exit 1; }

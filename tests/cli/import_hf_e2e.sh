@@ -6,16 +6,10 @@
 set -euo pipefail
 case_name=$1 bin=$2 repo=$3 work=$4
 rm -rf "$work" && mkdir -p "$work"
-small=(--set data.format=synthetic --set 'data.train=[]' --set 'data.val=[]' --set data.synthetic.tokens=8192
-       --set data.synthetic.vocab=64 --set model.vocab_size=64 --set model.num_hidden_layers=2
-       --set model.hidden_size=32 --set model.num_attention_heads=2 --set model.q_lora_rank=16
-       --set model.kv_lora_rank=16 --set model.qk_nope_head_dim=8 --set model.qk_rope_head_dim=8
-       --set model.v_head_dim=8 --set model.intermediate_size=48 --set model.moe_intermediate_size=16
-       --set model.n_routed_experts=4 --set model.n_group=2 --set model.topk_group=1
-       --set model.num_experts_per_tok=2 --set model.max_position_embeddings=64
-       --set 'model.rope_scaling={type: yarn, factor: 4, original_max_position_embeddings: 16, mscale: 1.0, mscale_all_dim: 1.0}'
-       --set train.seq_len=16 --set train.micro_batch_size=2 --set train.log_every=1 --set train.eval_every=0
-       --set schedule.warmup_steps=1 --set logging.progress=never)
+source "$(dirname "$0")/small_run.sh"  # small=(...)
+small+=(--set model.n_group=2 --set model.topk_group=1 --set model.num_experts_per_tok=2
+        --set 'model.rope_scaling={type: yarn, factor: 4, original_max_position_embeddings: 16, mscale: 1.0, mscale_all_dim: 1.0}'
+        --set train.eval_every=0)
 expect() {  # expect FILE REGEX: the file has a line matching REGEX
   grep -E -q -- "$2" "$1" || { echo "expected /$2/ in $1:" >&2; cat "$1" >&2; exit 1; }
 }

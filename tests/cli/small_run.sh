@@ -1,4 +1,5 @@
-# Sourced by checkpoint_e2e.sh and reliability_e2e.sh (after setting bin, repo, mpiexec): a
+# Sourced by the CLI scripts (checkpoint, reliability, fp4, import_hf; after setting bin, repo and,
+# for run2, mpiexec; they append their own --sets to small, later ones win): a
 # configs/tiny.yaml shrunk to a fraction of a second per step on synthetic data, and the helpers
 # that run it on one process or two ranks.
 small=(--set data.format=synthetic --set 'data.train=[]' --set 'data.val=[]' --set data.synthetic.tokens=8192
