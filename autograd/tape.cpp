@@ -199,8 +199,8 @@ void Tape::run_node(size_t i) {
   std::vector<bool> needs;
   for (const auto& in : node.inputs) needs.push_back(in->requires_grad);
   const std::vector<Tensor> input_grads = node.backward(BackwardContext(std::move(grads), needs));
-  DAEDALUS_CHECK(input_grads.size() == node.inputs.size(), "{} backward: returned {} gradients for {} inputs",
-                 node.op, input_grads.size(), node.inputs.size());
+  DAEDALUS_CHECK(input_grads.size() == node.inputs.size(), "{} backward: returned {} gradients for {} inputs", node.op,
+                 input_grads.size(), node.inputs.size());
   for (size_t k = 0; k < node.inputs.size(); ++k)
     if (needs[k] && input_grads[k].defined()) node.inputs[k]->accumulate(node.op, input_grads[k]);
   for (const auto& out : node.outputs)

@@ -16,25 +16,25 @@ constexpr size_t kHeld = std::numeric_limits<size_t>::max();  // a bucket that w
 struct OverlappedGradSync::State {
   std::vector<std::vector<size_t>> members;  // per bucket: the params with elements in it
   std::vector<size_t> final_at;              // per bucket: final once nodes [final_at, size) ran; kHeld
-  std::vector<std::unique_ptr<BucketReduceScatter>> started;  // per bucket, once started
-  std::vector<bool> complete;                                 // per bucket: test() said so
+  std::vector<std::unique_ptr<BucketReduceScatter>> started;  // per bucket, from its start to its finish
   size_t next = 0;  // buckets started so far (they start last first: bucket size - 1 - k is the k-th)
+  GradSyncStats stats;
 };
 
 OverlappedGradSync::OverlappedGradSync(std::vector<OverlapGroup> groups) : groups_(std::move(groups)) {
   for (const OverlapGroup& g : groups_) {
-    DAEDALUS_CHECK(g.comm != nullptr && g.layout != nullptr, "OverlappedGradSync: a group without communicator or layout");
+    DAEDALUS_CHECK(g.comm != nullptr && g.layout != nullptr,
+                   "OverlappedGradSync: a group without communicator or layout");
     DAEDALUS_CHECK(g.layout->numels.size() == g.params.size() && g.layout->ranks == g.comm->size(),
                    "OverlappedGradSync: a layout of {} tensors over {} ranks for {} params over {} ranks",
                    g.layout->numels.size(), g.layout->ranks, g.params.size(), g.comm->size());
-    DAEDALUS_CHECK(g.held.empty() || g.held.size() == g.params.size(), "OverlappedGradSync: {} held flags for {} params",
-                   g.held.size(), g.params.size());
+    DAEDALUS_CHECK(g.held.empty() || g.held.size() == g.params.size(),
+                   "OverlappedGradSync: {} held flags for {} params", g.held.size(), g.params.size());
     auto state = std::make_unique<State>();
     const size_t buckets = g.layout->buckets.size();
     state->members.resize(buckets);
     state->final_at.assign(buckets, 0);  // without begin(): final only after the whole backward
     state->started.resize(buckets);
-    state->complete.assign(buckets, false);
     int64_t start = 0;
     for (size_t i = 0; i < g.params.size(); ++i) {
       DAEDALUS_CHECK(g.params[i].value().numel() == g.layout->numels[i],
@@ -81,11 +81,23 @@ void OverlappedGradSync::begin(const Tape& tape) {
 void OverlappedGradSync::node_done(size_t index) {
   for (size_t g = 0; g < groups_.size(); ++g) {
     start_ready(g, index);
-    // Progress: MPI moves started collectives only inside MPI calls (Work::test).
+    // Progress (MPI moves started collectives only inside MPI calls: Work::test), and a bucket
+    // that is complete is finished at once, which releases its buffers: without that every
+    // bucket's copy of the gradients could be alive at the end of backward.
     State& s = *states_[g];
     for (size_t b = 0; b < s.started.size(); ++b)
-      if (s.started[b] && !s.complete[b]) s.complete[b] = s.started[b]->test();
+      if (s.started[b] && s.started[b]->test()) finish_bucket(g, b);
   }
+}
+
+void OverlappedGradSync::finish_bucket(size_t group, size_t bucket) {
+  State& s = *states_[group];
+  std::vector<Tensor> grads;  // the bucket's are defined since its start; it touches no other
+  for (const Var& p : groups_[group].params) grads.push_back(p.grad());
+  s.started[bucket]->finish(grads);
+  ++s.stats.calls;
+  s.stats.bytes += s.started[bucket]->bytes();
+  s.started[bucket].reset();
 }
 
 void OverlappedGradSync::end() { observing_ = false; }
@@ -123,15 +135,11 @@ std::vector<GradSyncStats> OverlappedGradSync::finish() {
   for (size_t g = 0; g < groups_.size(); ++g) {
     State& s = *states_[g];
     while (s.next < s.members.size()) start_bucket(g);
-    std::vector<Tensor> grads;
-    for (const Var& p : groups_[g].params) grads.push_back(p.grad());
     for (size_t k = 0; k < s.started.size(); ++k) {  // in start order: the first started is done first
       const size_t b = s.started.size() - 1 - k;
-      s.started[b]->finish(grads);
-      ++stats[g].calls;
-      stats[g].bytes += s.started[b]->bytes();
-      s.started[b].reset();
+      if (s.started[b]) finish_bucket(g, b);
     }
+    stats[g] = s.stats;
   }
   return stats;
 }

@@ -34,9 +34,9 @@ namespace daedalus::parallel {
 // One data-parallel group's parameters, as reduce_scatter_gradients would reduce their gradients.
 struct OverlapGroup {
   Communicator* comm = nullptr;
-  std::vector<Var> params;        // the layout's tensors, in its order: their gradients are reduced
+  std::vector<Var> params;              // the layout's tensors, in its order: their gradients are reduced
   const ShardLayout* layout = nullptr;  // layout->numels are the params' numels (kept alive by the caller)
-  std::vector<bool> held;         // empty, or per param: not final before finish()
+  std::vector<bool> held;               // empty, or per param: not final before finish()
 };
 
 class OverlappedGradSync final : public BackwardObserver {
@@ -47,14 +47,16 @@ class OverlappedGradSync final : public BackwardObserver {
   OverlappedGradSync& operator=(const OverlappedGradSync&) = delete;
 
   // BackwardObserver: begin() reads each parameter's first use from the tape; node_done() starts
-  // the buckets that became final and lets started ones progress (Work::test).
+  // the buckets that became final, lets started ones progress (Work::test) and finishes those
+  // that are complete (mean written back, buffers released).
   void begin(const Tape& tape) override;
   void node_done(size_t index) override;
   void end() override;
 
   // After backward: starts every bucket not started yet (in the same order), then waits for each
-  // and writes the mean into the owned elements (what reduce_scatter_gradients leaves). Per group,
-  // in the order given. Undefined gradients become zeros first, as in the blocking path.
+  // not finished yet and writes the mean into the owned elements (what reduce_scatter_gradients
+  // leaves). Stats per group, in the order given. Undefined gradients become zeros first, as in
+  // the blocking path.
   std::vector<GradSyncStats> finish();
 
   int64_t started_in_backward() const { return started_in_backward_; }  // buckets started before finish()
@@ -64,6 +66,7 @@ class OverlappedGradSync final : public BackwardObserver {
   struct State;
   void start_ready(size_t group, size_t position);  // start buckets of `group` final at node `position`
   void start_bucket(size_t group);                  // the group's next bucket in start order
+  void finish_bucket(size_t group, size_t bucket);  // wait, average, write back, release the buffers
 
   std::vector<OverlapGroup> groups_;
   std::vector<std::unique_ptr<State>> states_;

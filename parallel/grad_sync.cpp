@@ -114,8 +114,7 @@ std::vector<int64_t> numels_of(const std::vector<Tensor>& tensors) {
 BucketReduceScatter::BucketReduceScatter(Communicator& comm, const std::vector<Tensor>& grads,
                                          const ShardLayout& layout, size_t bucket)
     : comm_(comm), layout_(layout), bucket_(bucket) {
-  DAEDALUS_CHECK(bucket < layout.buckets.size(), "BucketReduceScatter: bucket {} of {}", bucket,
-                 layout.buckets.size());
+  DAEDALUS_CHECK(bucket < layout.buckets.size(), "BucketReduceScatter: bucket {} of {}", bucket, layout.buckets.size());
   const ShardLayout::Bucket& b = layout.buckets[bucket];
   const int n = comm.size();
   const std::vector<int64_t> starts = starts_of(layout.numels);

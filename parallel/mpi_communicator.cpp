@@ -173,8 +173,8 @@ class MpiCommunicator final : public Communicator {
     switch (in.dtype()) {
       case DType::f32: {
         auto work = std::make_unique<MpiWork>(std::vector<Tensor>{in, out});
-        DAEDALUS_MPI_CHECK(MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), count, MPI_FLOAT, mpi_op(op),
-                                                     comm_, work->request()));
+        DAEDALUS_MPI_CHECK(MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), count, MPI_FLOAT, mpi_op(op), comm_,
+                                                     work->request()));
         return work;
       }
       case DType::bf16: {

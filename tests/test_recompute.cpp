@@ -98,7 +98,8 @@ class FinalGradients final : public BackwardObserver {
     for (size_t i = 0; i < params_.size(); ++i)
       if (!at_[i] && index <= first_use_[i]) {
         at_[i] = index;
-        copies_.emplace_back(i, params_[i].grad().defined() ? params_[i].grad().to_vector<float>() : std::vector<float>{});
+        copies_.emplace_back(i,
+                             params_[i].grad().defined() ? params_[i].grad().to_vector<float>() : std::vector<float>{});
       }
   }
   void end() override {}

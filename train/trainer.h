@@ -157,7 +157,7 @@ class Trainer {
   std::unique_ptr<class ZeroShards> zero_;  // parallel.zero_stage 1: shard ownership and collectives
   std::vector<bool> expert_;                // per optimizer parameter: a routed-expert stack
   std::unique_ptr<parallel::ShardLayout> dense_layout_, expert_layout_;  // stage 0's overlapped buckets
-  double peak_flops_ = 0;                   // the device's peak for the recipe (hardware table), 0: unknown
+  double peak_flops_ = 0;  // the device's peak for the recipe (hardware table), 0: unknown
   // Synthetic data: train_view_ is the head of train_source_, val_source_ its held-out tail.
   std::unique_ptr<data::TokenSource> train_source_, train_view_, val_source_;
   // Chat data (data.format chat): conversations packed into windows.

@@ -106,9 +106,10 @@ void expect_bit_identical(const std::string& name, const std::vector<std::string
   EXPECT_GT(total[1], world->size()) << "expected several buckets per rank";
   EXPECT_GT(total[0], 0) << "no bucket started while backward ran";
   if (world->rank() == 0 && !::testing::Test::HasFailure())
-    std::printf("[ overlap ] %s np%d: bit-identical over %d steps; %lld of %lld buckets (all ranks) started during "
-                "backward\n",
-                name.c_str(), world->size(), kSteps, (long long)total[0], (long long)total[1]);
+    std::printf(
+        "[ overlap ] %s np%d: bit-identical over %d steps; %lld of %lld buckets (all ranks) started during "
+        "backward\n",
+        name.c_str(), world->size(), kSteps, (long long)total[0], (long long)total[1]);
 }
 
 TEST(MpiOverlap, DataParallelWithAccumulation) { expect_bit_identical("dp", {}); }
