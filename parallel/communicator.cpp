@@ -94,4 +94,10 @@ void check_reduce_scatter(std::string_view op, const Tensor& in, const Tensor& o
                  in.describe(), size, out.numel(), out.describe());
 }
 
+void check_all_gather(std::string_view op, const Tensor& in, const Tensor& out, int size) {
+  DAEDALUS_CHECK(in.dtype() == out.dtype(), "{}: in is {} but out is {}", op, in.describe(), out.describe());
+  DAEDALUS_CHECK(out.numel() == in.numel() * size, "{}: out {} must hold {} ranks x {} elements of in {}", op,
+                 out.describe(), size, in.numel(), in.describe());
+}
+
 }  // namespace daedalus::parallel

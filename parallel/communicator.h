@@ -103,6 +103,9 @@ int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vec
 // The argument checks of every backend's reduce_scatter (InputError prefixed with `op`): in and out
 // of one dtype, in holding `size` blocks of out.numel() elements.
 void check_reduce_scatter(std::string_view op, const Tensor& in, const Tensor& out, int size);
+// The argument checks of every backend's all_gather (InputError prefixed with `op`): in and out of
+// one dtype, out holding `size` blocks of in.numel() elements.
+void check_all_gather(std::string_view op, const Tensor& in, const Tensor& out, int size);
 
 // Collective over `comm`: the sum of every rank's `value`, added in double in rank order (the
 // values travel as their 8 bytes through all_gather), so every rank gets the same bits and no fp32

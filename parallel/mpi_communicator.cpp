@@ -151,7 +151,7 @@ class MpiCommunicator final : public Communicator {
 
   // out holds size() blocks of in.numel() elements, rank order; any shapes with those numels.
   void all_gather(const Tensor& in, const Tensor& out) override {
-    check_all_gather(in, out);
+    check_gather_args(in, out);
     const int bytes = static_cast<int>(in.nbytes());
     DAEDALUS_MPI_CHECK(MPI_Allgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, comm_));
   }
@@ -191,7 +191,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   std::unique_ptr<Work> start_all_gather(const Tensor& in, const Tensor& out) override {
-    check_all_gather(in, out);
+    check_gather_args(in, out);
     const int bytes = static_cast<int>(in.nbytes());
     auto work = std::make_unique<MpiWork>(std::vector<Tensor>{in, out});
     DAEDALUS_MPI_CHECK(
@@ -258,12 +258,10 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
-  void check_all_gather(const Tensor& in, const Tensor& out) const {
+  void check_gather_args(const Tensor& in, const Tensor& out) const {
     check_host_tensor("all_gather", "in", in);
     check_host_tensor("all_gather", "out", out);
-    DAEDALUS_CHECK(in.dtype() == out.dtype(), "all_gather: in is {} but out is {}", in.describe(), out.describe());
-    DAEDALUS_CHECK(out.numel() == in.numel() * size_, "all_gather: out {} must hold {} ranks x {} elements of in {}",
-                   out.describe(), size_, in.numel(), in.describe());
+    check_all_gather("all_gather", in, out, size_);
     checked_count("all_gather", "byte count", static_cast<int64_t>(in.nbytes()));
     checked_count("all_gather", "output byte count", static_cast<int64_t>(out.nbytes()));
   }

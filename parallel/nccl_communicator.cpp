@@ -150,10 +150,7 @@ class NcclCommunicator final : public Communicator {
   void all_gather(const Tensor& in, const Tensor& out) override {
     check_device_tensor("all_gather", "in", in, device_);
     check_device_tensor("all_gather", "out", out, device_);
-    DAEDALUS_CHECK(in.dtype() == out.dtype(), "nccl all_gather: in is {} but out is {}", in.describe(), out.describe());
-    DAEDALUS_CHECK(out.numel() == in.numel() * size_,
-                   "nccl all_gather: out {} must hold {} ranks x {} elements of in {}", out.describe(), size_,
-                   in.numel(), in.describe());
+    check_all_gather("nccl all_gather", in, out, size_);
     run("all_gather", [&] {
       DAEDALUS_NCCL_ENQUEUE(ncclAllGather(in.data_ptr(), out.data_ptr(), in.nbytes(), ncclUint8, comm_, stream_));
     });
@@ -195,10 +192,7 @@ class NcclCommunicator final : public Communicator {
   std::unique_ptr<Work> start_all_gather(const Tensor& in, const Tensor& out) override {
     check_device_tensor("all_gather", "in", in, device_);
     check_device_tensor("all_gather", "out", out, device_);
-    DAEDALUS_CHECK(in.dtype() == out.dtype(), "nccl all_gather: in is {} but out is {}", in.describe(), out.describe());
-    DAEDALUS_CHECK(out.numel() == in.numel() * size_,
-                   "nccl all_gather: out {} must hold {} ranks x {} elements of in {}", out.describe(), size_,
-                   in.numel(), in.describe());
+    check_all_gather("nccl all_gather", in, out, size_);
     return start("all_gather", {in, out}, [&](cudaStream_t s) {
       DAEDALUS_NCCL_ENQUEUE(ncclAllGather(in.data_ptr(), out.data_ptr(), in.nbytes(), ncclUint8, comm_, s));
     });

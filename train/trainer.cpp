@@ -459,7 +459,7 @@ StepMetrics Trainer::train_step() {
   }
   const auto sync_start = Clock::now();
   sync_gradients(grad_sync.get());
-  m.grad_sync_ms = 1e3 * seconds_since(sync_start);
+  if (groups_.world->size() > 1) m.grad_sync_ms = 1e3 * seconds_since(sync_start);
   overlapped_buckets_ =
       grad_sync ? std::pair(grad_sync->started_in_backward(), grad_sync->buckets()) : std::pair(0L, 0L);
   sum_router_loads();

@@ -14,7 +14,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -136,6 +139,47 @@ TEST(MpiOverlap, PipelineStages) {
     expect_bit_identical("pp2-ep2-zero1", {"parallel.pipeline_parallel=2", "parallel.expert_parallel=2",
                                            "parallel.zero_stage=1", "train.grad_accum_steps=4"});
   }
+}
+
+// By hand (the numbers in docs/multi-node.md): a config file's run with overlap off and on, as two
+// trainers in one job stepping in turn (off, on, off, on, ...), so that the load of a shared machine
+// drifts over both alike. Steps 2.. are averaged.
+//   DAEDALUS_OVERLAP_TIMING="configs/small.yaml --set train.steps=6 ..." mpirun -np 2
+//   build/tests/test_mpi_overlap --gtest_also_run_disabled_tests --gtest_filter='*Timing*'
+TEST(MpiOverlap, DISABLED_TimingOffAndOnInTurn) {
+  const char* spec = std::getenv("DAEDALUS_OVERLAP_TIMING");
+  if (spec == nullptr) GTEST_SKIP() << "set DAEDALUS_OVERLAP_TIMING to a config path and --set overrides";
+  std::istringstream words(spec);
+  std::string path, word;
+  words >> path;
+  std::vector<std::string> sets;
+  while (words >> word)
+    if (word != "--set") sets.push_back(word);
+  auto world = parallel::mpi_world();
+  std::vector<std::unique_ptr<Trainer>> trainers;
+  for (const bool overlap : {false, true}) {
+    std::vector<std::string> s = sets;
+    s.push_back(fmt::format("parallel.overlap_grad_reduce={}", overlap));
+    s.push_back("run.dir=" + (std::filesystem::path(::testing::TempDir()) / fmt::format("daedalus-timing-{}", overlap))
+                                 .string());
+    const RunConfig config = load_config(path, s);
+    trainers.push_back(std::make_unique<Trainer>(config, make_run_groups(config, world)));
+  }
+  const int64_t steps = trainers[0]->config().train.steps;
+  std::vector<double> step_ms(2), sync_ms(2), loss(2);
+  for (int64_t i = 0; i < steps; ++i)
+    for (size_t k = 0; k < 2; ++k) {
+      const StepMetrics m = trainers[k]->train_step();
+      loss[k] = m.loss;
+      if (i == 0) continue;  // the first step warms the caches
+      step_ms[k] += m.step_ms / double(steps - 1);
+      sync_ms[k] += m.grad_sync_ms.value_or(0) / double(steps - 1);
+    }
+  EXPECT_EQ(loss[0], loss[1]);
+  if (world->rank() == 0)
+    for (size_t k = 0; k < 2; ++k)
+      std::printf("[ timing ] overlap %-5s np%d steps 2-%lld: step_ms %.0f, grad_sync_ms %.0f (rank 0)\n",
+                  k == 1 ? "true" : "false", world->size(), (long long)steps, step_ms[k], sync_ms[k]);
 }
 
 }  // namespace
