@@ -51,6 +51,10 @@ TEST(AttentionBackendRules, CudnnTakesBf16WithoutDocumentMaskAndItsHeadDims) {
             "");
   // fp32 (the fp32 recipe), a document mask, head dims off cuDNN's surface: the kernel runs.
   EXPECT_NE(kernels::cudnn_attention_unsupported(q(DType::f32, 192), v128, Tensor()).find("fp32"), std::string::npos);
+  EXPECT_NE(kernels::cudnn_attention_unsupported(Tensor::empty({2, 3, 1, 192}, DType::bf16),
+                                                 Tensor::empty({2, 3, 1, 128}, DType::bf16), Tensor())
+                .find("T = 1"),
+            std::string::npos);
   const Tensor doc_start = Tensor::zeros({2, 5}, DType::i64);
   EXPECT_NE(kernels::cudnn_attention_unsupported(q(DType::bf16, 192), v128, doc_start).find("document mask"),
             std::string::npos);
@@ -97,6 +101,41 @@ TEST(AttentionBackendRules, TheCudnnBackendNeedsCudnnAndFallsBackOnlyWhereItCann
   EXPECT_FALSE(kernels::use_cudnn_attention(q, v, Tensor::zeros({1, 4}, DType::i64), AttentionBackend::cudnn));
 }
 
+// ---- the graphs, validated for Hopper without a device ---------------------------------------------
+
+class CudnnAttentionGraphs : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!kernels::cudnn_attention_built()) GTEST_SKIP() << "built without cuDNN (DAEDALUS_CUDNN)";
+    if (const std::string why = kernels::cudnn_load_error(); !why.empty()) GTEST_SKIP() << why;
+  }
+};
+
+TEST_F(CudnnAttentionGraphs, ValidateForHopperWithoutADevice) {
+  // The frontend's checks of the forward and backward graphs exactly as the GPU path builds them:
+  // DeepSeek-V3's 192/128 and 64/64, causal and full, T ragged, MLA's transposed [B, T, H, D]
+  // layout read in place and packed [B, H, T, D]; CPU tensors (only shapes and strides are read).
+  for (const bool causal : {true, false})
+    for (const int64_t T : {2, 63, 300})
+      for (auto [Dqk, Dv] : {std::pair<int64_t, int64_t>{192, 128}, {64, 64}}) {
+        const Tensor q = Tensor::empty({2, T, 3, Dqk}, DType::bf16).transpose(1, 2);
+        const Tensor k = Tensor::empty({2, T, 3, Dqk}, DType::bf16).transpose(1, 2);
+        const Tensor v = Tensor::empty({2, 3, T, Dv}, DType::bf16);
+        EXPECT_EQ(kernels::cudnn_attention_validate(q, k, v, 1.0 / std::sqrt(double(Dqk)), causal), "")
+            << "T=" << T << " Dqk=" << Dqk << " Dv=" << Dv << (causal ? " causal" : " full");
+      }
+}
+
+TEST_F(CudnnAttentionGraphs, TheValidationTurnsDownWhatCudnnCannotRun) {
+  // Flash attention needs Ampere or newer: the same graph for Volta (sm 70) must fail, so the check
+  // above does look at the support surface.
+  const Tensor q = Tensor::empty({1, 2, 64, 192}, DType::bf16), v = Tensor::empty({1, 2, 64, 128}, DType::bf16);
+  EXPECT_NE(kernels::cudnn_attention_validate(q, q, v, 0.1, true, 70), "");
+  // One-token sequences: the backward graph is turned down, hence cudnn_attention_unsupported's T = 1.
+  const Tensor q1 = Tensor::empty({1, 2, 1, 192}, DType::bf16), v1 = Tensor::empty({1, 2, 1, 128}, DType::bf16);
+  EXPECT_NE(kernels::cudnn_attention_validate(q1, q1, v1, 0.1, true).find("s_q = s_kv = 1"), std::string::npos);
+}
+
 // ---- on the GPU ------------------------------------------------------------------------------------
 
 class CudaCudnnAttention : public testing::CudaTest {
@@ -120,11 +159,12 @@ struct Case {
   }
 };
 
-// T: one row, one short of a 64-row tile, two tiles and a bit, several tiles with a ragged end.
+// T: the fewest rows cuDNN takes (T = 1 stays on the kernel), one short of a 64-row tile, two
+// tiles and a bit, several tiles with a ragged end.
 std::vector<Case> cases() {
   std::vector<Case> all;
   for (bool causal : {true, false})
-    for (int64_t T : {1, 63, 130, 300})
+    for (int64_t T : {2, 63, 130, 300})
       for (auto [Dqk, Dv] : {std::pair<int64_t, int64_t>{192, 128}, {64, 64}}) all.push_back(Case{2, 2, T, Dqk, Dv, causal});
   return all;
 }

@@ -104,33 +104,39 @@ Tensor cudnn_layout(const Tensor& t) {
   return packed;
 }
 
-std::vector<int64_t> dims_of(const Tensor& t) { return {t.size(0), t.size(1), t.size(2), t.size(3)}; }
-std::vector<int64_t> strides_of(const Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+// One attention problem as the graphs see it: q, k, v [B, H, T, D] with their strides (dim 3 unit).
+struct Problem {
+  std::array<int64_t, 5> dims;  // B, H, T, Dqk, Dv
+  std::array<int64_t, 4> q_strides, k_strides, v_strides;
+  double scale;
+  bool causal;
+  auto operator<=>(const Problem&) const = default;
+};
+
+std::array<int64_t, 4> strides_of(const Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+
+Problem problem_of(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal) {
+  return Problem{{q.size(0), q.size(1), q.size(2), q.size(3), v.size(3)},
+                 strides_of(q),
+                 strides_of(k),
+                 strides_of(v),
+                 double(float(scale)),  // what the graph bakes in
+                 causal};
+}
+
 std::vector<int64_t> packed_strides(int64_t H, int64_t T, int64_t D) { return {H * T * D, T * D, D, 1}; }
 
-// What a graph is built for: the pass, the device, q/k/v shapes and strides, scale and mask.
+// The cache key of a graph: the pass, the device and the problem.
 struct Key {
   bool backward;
   int device;
-  std::array<int64_t, 5> dims;      // B, H, T, Dqk, Dv
-  std::array<int64_t, 9> strides;   // q, k, v: strides of dims 0..2 (dim 3 is unit)
-  uint32_t scale_bits;
-  bool causal;
+  Problem problem;
   auto operator<=>(const Key&) const = default;
 };
 
-Key key_of(bool backward, const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal) {
-  Key key{backward, q.device().index, {q.size(0), q.size(1), q.size(2), q.size(3), v.size(3)}, {}, 0, causal};
-  const Tensor* ops[] = {&q, &k, &v};
-  for (int i = 0; i < 3; ++i)
-    for (int d = 0; d < 3; ++d) key.strides[size_t(i * 3 + d)] = ops[i]->stride(d);
-  key.scale_bits = std::bit_cast<uint32_t>(float(scale));
-  return key;
-}
-
-std::string describe(const Key& key) {
-  return fmt::format("{} B={} H={} T={} Dqk={} Dv={} {}", key.backward ? "backward" : "forward", key.dims[0],
-                     key.dims[1], key.dims[2], key.dims[3], key.dims[4], key.causal ? "causal" : "full");
+std::string describe(bool backward, const Problem& p) {
+  return fmt::format("{} B={} H={} T={} Dqk={} Dv={} {}", backward ? "backward" : "forward", p.dims[0], p.dims[1],
+                     p.dims[2], p.dims[3], p.dims[4], p.causal ? "causal" : "full");
 }
 
 struct Plan {
@@ -154,15 +160,22 @@ std::shared_ptr<fe::graph::Tensor_attributes> input(fe::graph::Graph& graph, con
       fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim(std::move(dims)).set_stride(std::move(strides)));
 }
 
+// Q, K, V of problem p as graph inputs.
+std::array<std::shared_ptr<fe::graph::Tensor_attributes>, 3> qkv(fe::graph::Graph& g, const Problem& p) {
+  const auto [B, H, T, Dqk, Dv] = p.dims;
+  const auto as_vector = [](const std::array<int64_t, 4>& a) { return std::vector<int64_t>(a.begin(), a.end()); };
+  return {input(g, "Q", kQ, {B, H, T, Dqk}, as_vector(p.q_strides)),
+          input(g, "K", kK, {B, H, T, Dqk}, as_vector(p.k_strides)),
+          input(g, "V", kV, {B, H, T, Dv}, as_vector(p.v_strides))};
+}
+
 // The forward graph: O [B, H, T, Dv] bf16 (packed) and Stats [B, H, T, 1] fp32 (= lse).
-void add_forward(fe::graph::Graph& g, const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal) {
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), Dv = v.size(3);
-  auto Q = input(g, "Q", kQ, dims_of(q), strides_of(q));
-  auto K = input(g, "K", kK, dims_of(k), strides_of(k));
-  auto V = input(g, "V", kV, dims_of(v), strides_of(v));
+void add_forward(fe::graph::Graph& g, const Problem& p) {
+  [[maybe_unused]] const auto [B, H, T, Dqk, Dv] = p.dims;
+  auto [Q, K, V] = qkv(g, p);
   auto options = fe::graph::SDPA_attributes().set_name("daedalus_attention").set_generate_stats(true).set_attn_scale(
-      float(scale));
-  if (causal) options.set_causal_mask(true);  // top-left diagonal: key j hidden from query i when j > i
+      float(p.scale));
+  if (p.causal) options.set_causal_mask(true);  // top-left diagonal: key j hidden from query i when j > i
   auto [O, stats] = g.sdpa(Q, K, V, options);
   O->set_output(true).set_uid(kO).set_dim({B, H, T, Dv}).set_stride(packed_strides(H, T, Dv));
   stats->set_output(true).set_uid(kStats).set_data_type(fe::DataType_t::FLOAT).set_dim({B, H, T, 1}).set_stride(
@@ -170,20 +183,18 @@ void add_forward(fe::graph::Graph& g, const Tensor& q, const Tensor& k, const Te
 }
 
 // The backward graph: dQ, dK, dV packed [B, H, T, D] bf16 from Q, K, V, O, dO (packed bf16) and Stats.
-void add_backward(fe::graph::Graph& g, const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal) {
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), Dqk = q.size(3), Dv = v.size(3);
-  auto Q = input(g, "Q", kQ, dims_of(q), strides_of(q));
-  auto K = input(g, "K", kK, dims_of(k), strides_of(k));
-  auto V = input(g, "V", kV, dims_of(v), strides_of(v));
+void add_backward(fe::graph::Graph& g, const Problem& p) {
+  const auto [B, H, T, Dqk, Dv] = p.dims;
+  auto [Q, K, V] = qkv(g, p);
   auto O = input(g, "O", kO, {B, H, T, Dv}, packed_strides(H, T, Dv));
   auto dO = input(g, "dO", kDO, {B, H, T, Dv}, packed_strides(H, T, Dv));
   auto stats = input(g, "Stats", kStats, {B, H, T, 1}, {H * T, T, 1, 1});
   stats->set_data_type(fe::DataType_t::FLOAT);
   auto options = fe::graph::SDPA_backward_attributes()
                      .set_name("daedalus_attention_backward")
-                     .set_attn_scale(float(scale))
+                     .set_attn_scale(float(p.scale))
                      .set_deterministic_algorithm(true);  // no atomics in dQ: bit-reproducible steps
-  if (causal) options.set_causal_mask(true);
+  if (p.causal) options.set_causal_mask(true);
   auto [dQ, dK, dV] = g.sdpa_backward(Q, K, V, O, dO, stats, options);
   dQ->set_output(true).set_uid(kDQ).set_dim({B, H, T, Dqk}).set_stride(packed_strides(H, T, Dqk));
   dK->set_output(true).set_uid(kDK).set_dim({B, H, T, Dqk}).set_stride(packed_strides(H, T, Dqk));
@@ -208,9 +219,8 @@ std::string build(fe::graph::Graph& g, cudnnHandle_t handle, int64_t& workspace)
   return "";
 }
 
-// The cached plan of `key`, built by `add` on first use.
-template <typename Add>
-const Plan& plan_for(const Key& key, cudnnHandle_t handle, Add&& add) {
+// The cached plan of `key`, built on first use.
+const Plan& plan_for(const Key& key, cudnnHandle_t handle) {
   static std::mutex mutex;
   static std::map<Key, Plan> plans;
   std::lock_guard<std::mutex> lock(mutex);
@@ -218,13 +228,17 @@ const Plan& plan_for(const Key& key, cudnnHandle_t handle, Add&& add) {
   if (it != plans.end()) return it->second;
   Plan plan;
   auto graph = new_graph();
-  add(*graph);
+  if (key.backward) {
+    add_backward(*graph, key.problem);
+  } else {
+    add_forward(*graph, key.problem);
+  }
   plan.error = build(*graph, handle, plan.workspace);
   if (plan.error.empty()) {
     plan.graph = std::move(graph);
   } else {
     std::fprintf(stderr, "daedalus: cuDNN attention cannot take %s (cuDNN %d): %s; the attention kernel runs instead\n",
-                 describe(key).c_str(), library().version, plan.error.c_str());
+                 describe(key.backward, key.problem).c_str(), library().version, plan.error.c_str());
   }
   return plans.emplace(key, std::move(plan)).first->second;
 }
@@ -239,13 +253,36 @@ void execute(const Plan& plan, cudnnHandle_t handle, int device, std::unordered_
   const Tensor workspace =
       plan.workspace > 0 ? Tensor::empty({plan.workspace}, DType::u8, Device::cuda(device)) : Tensor();
   auto e = plan.graph->execute(handle, pack, workspace.defined() ? workspace.data_ptr() : nullptr);
-  if (e.is_bad()) throw Error(fmt::format("cuDNN attention: {}: execute failed: {}", describe(key), e.get_message()));
+  if (e.is_bad())
+    throw Error(fmt::format("cuDNN attention: {}: execute failed: {}", describe(key.backward, key.problem),
+                            e.get_message()));
   DAEDALUS_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace
 
 std::string cudnn_load_error() { return library().error; }
+
+std::string cudnn_attention_validate(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal,
+                                     int sm_version) {
+  require_library();
+  const Problem p = problem_of(cudnn_layout(q), cudnn_layout(k), cudnn_layout(v), scale, causal);
+  for (const bool backward : {false, true}) {
+    auto graph = new_graph();
+    graph->set_sm_version(sm_version);  // the frontend's support checks read it instead of a device
+    if (backward) {
+      add_backward(*graph, p);
+    } else {
+      add_forward(*graph, p);
+    }
+    try {
+      if (auto e = graph->validate(); e.is_bad()) return describe(backward, p) + ": " + e.get_message();
+    } catch (const std::exception& e) {
+      return describe(backward, p) + ": exception: " + e.what();
+    }
+  }
+  return "";
+}
 
 int cudnn_version() { return library().error.empty() ? library().version : 0; }
 
@@ -257,8 +294,8 @@ bool cudnn_attention_forward(const Tensor& q_in, const Tensor& k_in, const Tenso
   if (q_in.numel() == 0 || v_in.numel() == 0) return true;  // nothing to write (T = 0 or B·H = 0)
   const Tensor q = cudnn_layout(q_in), k = cudnn_layout(k_in), v = cudnn_layout(v_in);
   const cudnnHandle_t handle = handle_for(device);
-  const Key key = key_of(false, q, k, v, scale, causal);
-  const Plan& plan = plan_for(key, handle, [&](fe::graph::Graph& g) { add_forward(g, q, k, v, scale, causal); });
+  const Key key{false, device, problem_of(q, k, v, scale, causal)};
+  const Plan& plan = plan_for(key, handle);
   if (!plan.graph) return false;
   DAEDALUS_CHECK(lse.is_contiguous() && out.is_contiguous(), "cuDNN attention: out and lse must be contiguous");
   const Tensor o = Tensor::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, DType::bf16, q.device());
@@ -279,8 +316,8 @@ bool cudnn_attention_backward(const Tensor& q_in, const Tensor& k_in, const Tens
   if (q_in.numel() == 0 || v_in.numel() == 0) return true;
   const Tensor q = cudnn_layout(q_in), k = cudnn_layout(k_in), v = cudnn_layout(v_in);
   const cudnnHandle_t handle = handle_for(device);
-  const Key key = key_of(true, q, k, v, scale, causal);
-  const Plan& plan = plan_for(key, handle, [&](fe::graph::Graph& g) { add_backward(g, q, k, v, scale, causal); });
+  const Key key{true, device, problem_of(q, k, v, scale, causal)};
+  const Plan& plan = plan_for(key, handle);
   if (!plan.graph) return false;
   DAEDALUS_CHECK(lse.is_contiguous() && dq.is_contiguous() && dk.is_contiguous() && dv.is_contiguous(),
                  "cuDNN attention backward: lse, dq, dk and dv must be contiguous");

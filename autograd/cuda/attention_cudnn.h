@@ -31,6 +31,11 @@ std::string cudnn_load_error();
 // The loaded cuDNN's version (major·10000 + minor·100 + patch); 0 when not loaded.
 int cudnn_version();
 
+// kernels/attention_backend.h's cudnn_attention_validate: the frontend's checks of both graphs
+// for a target architecture (sm_version 90: Hopper), no device needed.
+std::string cudnn_attention_validate(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal,
+                                     int sm_version);
+
 // kernels/attention_backend.h's cudnn_attention_forward / _backward, for CUDA bf16 operands whose
 // shapes attention_forward / attention_backward checked: false (nothing written) when cuDNN
 // cannot build the graph for this problem.

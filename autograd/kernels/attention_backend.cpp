@@ -42,6 +42,7 @@ std::string cudnn_attention_unsupported(const Tensor& q, const Tensor& v, const 
     return fmt::format("{} inputs (cuDNN's flash attention takes bf16; the fp32 recipe's attention stays fp32)",
                        dtype_name(q.dtype()));
   if (doc_start.defined()) return "a document mask (doc_start) is not a cuDNN mask";
+  if (q.size(2) == 1) return "T = 1 (cuDNN's SDPA backward does not take s_q = s_kv = 1)";
   for (const int64_t d : {q.size(3), v.size(3)})
     if (d % kCudnnHeadDimMultiple != 0 || d > kCudnnMaxHeadDim)
       return fmt::format("head dims {} (qk) and {} (v): cuDNN takes multiples of {} up to {}", q.size(3), v.size(3),
@@ -69,6 +70,11 @@ bool cudnn_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
   return cuda::cudnn_attention_backward(q, k, v, out, lse, dout, dq, dk, dv, scale, causal);
 }
 
+std::string cudnn_attention_validate(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal,
+                                     int sm_version) {
+  return cuda::cudnn_attention_validate(q, k, v, scale, causal, sm_version);
+}
+
 std::string cudnn_load_error() { return cuda::cudnn_load_error(); }
 
 int cudnn_runtime_version() { return cuda::cudnn_version(); }
@@ -81,6 +87,10 @@ bool cudnn_attention_forward(const Tensor&, const Tensor&, const Tensor&, const 
 
 bool cudnn_attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                               const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, bool) {
+  DAEDALUS_FAIL("cuDNN attention: {}", kBuiltWithout);
+}
+
+std::string cudnn_attention_validate(const Tensor&, const Tensor&, const Tensor&, double, bool, int) {
   DAEDALUS_FAIL("cuDNN attention: {}", kBuiltWithout);
 }
 

@@ -34,6 +34,9 @@ bool cudnn_attention_built();
 //   - a document mask (doc_start): a per-query first visible key is neither cuDNN's causal mask
 //     nor its padding mask (cuDNN's ragged offsets could take packed documents as separate
 //     sequences; not done: docs/gpu.md).
+//   - T = 1: the frontend's SDPA backward turns s_q = s_kv = 1 down (found by validating the
+//     graphs, CudnnAttentionGraphs.*), and a forward on cuDNN with its backward on the kernel
+//     would only mix implementations for no gain at a one-token sequence.
 //   - head dims not multiples of 8 or above 256 (the cuDNN SDPA support surface for bf16 on
 //     Hopper; 192/128, DeepSeek-V3's MLA, is inside it).
 // Anything else (shape and version limits of the installed cuDNN) is found when the graph is built:
@@ -56,6 +59,14 @@ bool cudnn_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, 
 bool cudnn_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                               const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
                               const Tensor& dv, double scale, bool causal);
+
+// Builds the forward and backward graphs of this problem (q, k, v of any device: only shapes and
+// strides are read) for the architecture sm_version (90: Hopper) and runs the cuDNN frontend's
+// validation on them — the graph's shapes, layouts and dtypes, and cuDNN's SDPA support surface
+// for that architecture and the loaded cuDNN version — without a device. "" when both pass, else
+// the frontend's reason. Lowering and planning (cuDNN's heuristics) need a device and are not run.
+std::string cudnn_attention_validate(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal,
+                                     int sm_version = 90);
 
 // "" when libcudnn.so.9 loaded (the first call tries), else why not; and the loaded cuDNN's
 // version (e.g. 92700 for 9.27.0; 0 when not loaded). Without cuDNN in the build: a reason, 0.
