@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "autograd/host_sync.h"
+
 #if DAEDALUS_WITH_CUDA
 #include <nvtx3/nvToolsExt.h>
 #endif
@@ -57,15 +59,15 @@ Var identity_marker(const Var& y, Action action) {
 
 }  // namespace
 
-Range::Range(const char* name) {
+Range::Range(const char* name) : labels_syncs_(host_sync_log_enabled()) {
+  if (labels_syncs_) push_host_sync_context(name);
 #if DAEDALUS_WITH_CUDA
   nvtxRangePushA(name);
-#else
-  (void)name;
 #endif
 }
 
 Range::~Range() {
+  if (labels_syncs_) pop_host_sync_context();
 #if DAEDALUS_WITH_CUDA
   nvtxRangePop();
 #endif

@@ -13,7 +13,8 @@
 
 namespace daedalus::nvtx {
 
-// Pushes `name` on this thread's range stack for the scope's lifetime.
+// Pushes `name` on this thread's range stack for the scope's lifetime (and, while
+// DAEDALUS_HOST_SYNC_LOG is on, on the stack that labels host syncs: autograd/host_sync.h).
 class Range {
  public:
   explicit Range(const char* name);
@@ -21,6 +22,9 @@ class Range {
   ~Range();
   Range(const Range&) = delete;
   Range& operator=(const Range&) = delete;
+
+ private:
+  bool labels_syncs_ = false;  // pushed on the host-sync context: pop it at the end
 };
 
 // A layer's forward range ("<name>", this scope) and its backward range ("<name> backward"): the

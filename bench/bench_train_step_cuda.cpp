@@ -4,16 +4,21 @@
 // the MFU numerator; H200 dense peaks: BF16 ~989, FP8 ~1979 TFLOP/s) and the step's peak bytes of
 // live tensors from the CUDA caching allocator (FP8 caches activations in FP8: compare across
 // recipes). A step's time is its GPU time, from CUDA events recorded on the compute stream before and
-// after it (DeviceTimer; manual time); rates are per that time. Without a CUDA device every benchmark
-// reports an error and the program exits 0.
+// after it (DeviceTimer; manual time); rates are per that time. `host_syncs` counts the times the
+// host waited for the device within one step (autograd/host_sync.h; the timing's own wait is not
+// counted); with DAEDALUS_HOST_SYNC_LOG=1 the syncs of the timed steps are also printed per site.
+// Without a CUDA device every benchmark reports an error and the program exits 0.
 //
 // The model is built in code (no YAML: the GPU bundle has no yaml-cpp): hidden 2048, 12 layers
 // (1 dense), MLA with q_lora 512 / kv_lora 256 / 16 heads of 64+32 (qk) and 64 (v), 16 routed
 // experts of 768 (top 2) + 1 shared, vocabulary 32768, one MTP module: about 1.1B parameters.
 #include <benchmark/benchmark.h>
 
+#include <cstdio>
+
 #include "autograd/allocator.h"
 #include "autograd/generator.h"
+#include "autograd/host_sync.h"
 #include "model/causal_lm.h"
 #include "model/param_count.h"
 #include "train/optimizer.h"
@@ -85,11 +90,15 @@ void BM_TrainStepCuda(benchmark::State& state, fp8::RecipeKind recipe) {
   step();  // warm-up: cuBLASLt heuristics, the allocator's cache
   synchronize(gpu);
   DeviceTimer timer(gpu);
-  int64_t peak = 0;
+  int64_t peak = 0, syncs = 0, steps = 0;
+  reset_host_syncs();  // the per-site breakdown covers the timed steps only
   for (auto _ : state) {
     alloc.reset_peak();
     timer.start();
+    const int64_t before = host_sync_count();
     step();
+    syncs += host_sync_count() - before;
+    ++steps;
     timer.stop();
     state.SetIterationTime(timer.elapsed_ms() / 1e3);  // waits for the step's last kernel
     peak = std::max(peak, alloc.stats().peak_bytes);
@@ -99,6 +108,12 @@ void BM_TrainStepCuda(benchmark::State& state, fp8::RecipeKind recipe) {
   state.counters["TFLOP/s"] = benchmark::Counter(model::training_flops_per_token(options.config, kSeq) * tokens / 1e12,
                                                  benchmark::Counter::kIsIterationInvariantRate);
   state.counters["peak_GB"] = double(peak) / 1e9;
+  state.counters["host_syncs"] = double(syncs) / double(std::max<int64_t>(steps, 1));  // per step
+  if (host_sync_log_enabled() && steps > 0) {
+    // The breakdown also holds the timing's own waits (DeviceTimer::elapsed_ms, once per step).
+    std::fprintf(stderr, "BM_TrainStepCuda/%s: %s", std::string(fp8::recipe_name(recipe)).c_str(),
+                 format_host_sync_sites(host_sync_sites(), steps).c_str());
+  }
   state.counters["params_B"] = double(model::count_parameters(options.config).total_with_mtp()) / 1e9;
 }
 

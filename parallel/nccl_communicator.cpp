@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "autograd/check.h"
+#include "autograd/host_sync.h"
 #include "parallel/communicator.h"
 
 #if DAEDALUS_WITH_CUDA
@@ -265,6 +266,11 @@ class NcclCommunicator final : public Communicator {
       throw;
     }
     wait_ready(op);  // the group or collective has been launched (non-blocking init/launch)
+    // The host polls the stream until the operation is done: a host sync.
+    if (host_sync_log_enabled())
+      count_host_sync(fmt::format("nccl {}", op));
+    else
+      count_host_sync("nccl");
     const auto deadline = deadline_from_now();
     for (;;) {
       const cudaError_t done = cudaStreamQuery(stream_);

@@ -17,13 +17,13 @@
 #include <thread>
 
 #include "autograd/allocator.h"
+#include "autograd/host_sync.h"
 #include "autograd/kernels/elementwise.h"
 #include "autograd/nvtx.h"
 #include "autograd/ops/arithmetic.h"
 #include "model/param_count.h"
 #include "parallel/communicator.h"
 #include "parallel/config_check.h"
-#include "parallel/grad_sync.h"
 #include "parallel/watchdog.h"
 #include "train/chat_training.h"
 #include "train/generate.h"
@@ -348,37 +348,6 @@ double Trainer::model_flops_per_token() const {
   return model::training_flops_per_token(config_.model, config_.train.seq_len);
 }
 
-void Trainer::sync_gradients() {
-  if (shares_embedding()) {
-    // Each rank's embedding gradient from its own samples: the first stage's lookups plus the last
-    // stage's head and MTP lookups of the same samples, summed before the stage's mean below, so
-    // both copies end with the whole gradient (and, updated alike, stay equal).
-    const model::Parameter& e = model_->parameters().get("model.embed_tokens.weight");
-    if (!e.var.grad().defined())
-      e.var.slot()->accumulate("grad sync", Tensor::zeros(e.var.shape(), DType::f32, device_));
-    groups_.embedding->all_reduce(e.var.grad());
-  }
-  if (zero_) return zero_->reduce_scatter_gradients(optimizer_->params(), device_);
-  if (groups_.world->size() == 1) return;
-  const nvtx::Range range("sync_gradients");
-  // Dense weights over the stage (the world without pipeline stages), routed experts over their
-  // replicas: the same two groups and buckets as ZeRO-1's, so both ZeRO stages add in the same order.
-  std::vector<Tensor> dense, experts;
-  for (size_t i = 0; i < optimizer_->params().size(); ++i) {
-    const Param& p = optimizer_->params()[i];
-    if (!p.var.grad().defined())
-      p.var.slot()->accumulate("grad sync", Tensor::zeros(p.var.shape(), DType::f32, device_));
-    (expert_[i] ? experts : dense).push_back(p.var.grad());
-  }
-  if (groups_.stage->size() > 1) parallel::all_reduce_gradients(*groups_.stage, dense);
-  if (experts.empty()) return;
-  parallel::all_reduce_gradients(*groups_.replicas, experts);
-  // An expert's gradient already sums its whole EP group's tokens; averaging over replicas leaves
-  // a factor ep_size against the world mean the dense weights get.
-  if (groups_.ep_size > 1)
-    for (Tensor g : experts) g.copy_(kernels::affine(g, 1.0 / double(groups_.ep_size)));
-}
-
 void Trainer::sum_router_loads() {
   if (groups_.stage->size() == 1) return;
   for (model::Moe* moe : model_->moe_layers()) {
@@ -440,6 +409,7 @@ StepMetrics Trainer::train_step() {
     gpu_timer.emplace(device_);
     gpu_timer->start();
   }
+  const int64_t syncs_before = host_sync_count();  // the step's own timing syncs stay out
   allocator_for(device_).reset_peak();
   const int64_t accum = config_.train.grad_accum_steps;
   StepMetrics m;
@@ -515,6 +485,7 @@ StepMetrics Trainer::train_step() {
   const int64_t tokens = config_.train.micro_batch_size * config_.train.seq_len * accum * groups_.stage->size();
   tokens_seen_ += tokens;
   m.tokens = tokens_seen_;
+  if (device_.is_cuda()) m.host_syncs = host_sync_count() - syncs_before;
   if (gpu_timer) gpu_timer->stop();
   synchronize(device_);  // every kernel of the step is done before the clock stops
   const double s = seconds_since(t0);
@@ -568,6 +539,7 @@ StopReason Trainer::run() {
   std::optional<parallel::Watchdog> own;
   if (watchdog_ == nullptr) own.emplace(groups_.world->size() > 1 ? config_.parallel.timeout_s : 0.0);
   parallel::Watchdog& watchdog = watchdog_ != nullptr ? *watchdog_ : *own;
+  if (host_sync_log_enabled()) reset_host_syncs();  // the breakdown printed at the end is this run's
   while (step_ < stop) {
     const auto step_start = Clock::now();
     watchdog.beat(fmt::format("step {}", step_ + 1));
@@ -609,6 +581,8 @@ StopReason Trainer::run() {
     progress_->finish();
     progress_->message(fmt::format("done: {} steps ({} skipped) in {}, {} tokens", step_ - first, skipped_total_,
                                    format_duration(seconds_since(t0)), format_count(double(tokens_seen_))));
+    if (host_sync_log_enabled() && device_.is_cuda() && step_ > first)  // DAEDALUS_HOST_SYNC_LOG=1
+      progress_->message(format_host_sync_sites(host_sync_sites(), step_ - first));
     if (reason != StopReason::finished)
       progress_->message(
           fmt::format("stopped at step {} of {} ({}); the next run with checkpoint.resume: auto "

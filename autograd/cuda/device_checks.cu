@@ -12,6 +12,7 @@
 #include "autograd/check.h"
 #include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
+#include "autograd/host_sync.h"
 
 namespace daedalus::cuda {
 
@@ -80,6 +81,7 @@ DeviceState& state_locked(int index) {
     auto fresh = std::make_unique<DeviceState>();
     DAEDALUS_CUDA_CHECK(cudaSetDevice(index));
     DAEDALUS_CUDA_CHECK(cudaMalloc(&fresh->record, sizeof(ErrorRecord)));
+    count_host_sync("device checks: initial record");  // a pageable cudaMemcpy waits
     DAEDALUS_CUDA_CHECK(cudaMemcpy(fresh->record, &kCleanRecord, sizeof(ErrorRecord), cudaMemcpyHostToDevice));
     s = std::move(fresh);
   }
@@ -138,6 +140,7 @@ void raise_device_check_errors(int index) {
   // On the compute stream, after every check queued there.
   const auto read = [&](ErrorRecord* host) {
     DAEDALUS_CUDA_CHECK(cudaMemcpyAsync(host, state.record, sizeof(*host), cudaMemcpyDeviceToHost, stream));
+    count_host_sync("device checks: read record");
     DAEDALUS_CUDA_CHECK(cudaStreamSynchronize(stream));
   };
   ErrorRecord host{};
@@ -156,6 +159,7 @@ void raise_device_check_errors(int index) {
           : std::string();
   DAEDALUS_CUDA_CHECK(
       cudaMemcpyAsync(state.record, &kCleanRecord, sizeof(ErrorRecord), cudaMemcpyHostToDevice, stream));
+  count_host_sync("device checks: clear record");
   DAEDALUS_CUDA_CHECK(cudaStreamSynchronize(stream));
   state.pending.clear();
   lock.unlock();

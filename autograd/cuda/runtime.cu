@@ -13,6 +13,7 @@
 #include "autograd/cuda/device_checks.h"
 #include "autograd/cuda/stream.h"
 #include "autograd/device.h"
+#include "autograd/host_sync.h"
 
 namespace daedalus {
 
@@ -64,6 +65,7 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
     }
     // Between two devices: after the source's queued work, and complete on return (the source
     // device's allocator may reuse `src` as soon as its owner releases it).
+    count_host_sync("copy_bytes device-to-device (two devices)");
     DAEDALUS_CUDA_CHECK(cudaStreamSynchronize(cuda::compute_stream(src_device.index)));
   }
   // With the host (or between devices, the source's work done): on the CUDA side's stream, then wait.
@@ -71,6 +73,7 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
   const cudaStream_t stream = cuda::compute_stream(index);
   DAEDALUS_CUDA_CHECK(cudaSetDevice(index));
   DAEDALUS_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, stream));
+  count_host_sync(dst_device.is_cpu() ? "copy_bytes device-to-host" : "copy_bytes host-to-device");
   DAEDALUS_CUDA_CHECK(cudaStreamSynchronize(stream));
   // The host waited for the compute stream anyway, and every deferred input check runs on it: raise
   // what they found.
@@ -82,6 +85,7 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 void synchronize(Device device) {
   if (device.is_cpu()) return;
   DAEDALUS_CUDA_CHECK(cudaSetDevice(device.index));
+  count_host_sync("synchronize");
   DAEDALUS_CUDA_CHECK(cudaDeviceSynchronize());
   cuda::raise_device_check_errors(device.index);
 }
@@ -112,6 +116,7 @@ void DeviceTimer::stop() {
 }
 
 double DeviceTimer::elapsed_ms() {
+  count_host_sync("DeviceTimer::elapsed_ms");
   DAEDALUS_CUDA_CHECK(cudaEventSynchronize(stop_));
   float ms = 0.0f;
   DAEDALUS_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
@@ -138,7 +143,10 @@ class CudaAllocator final : public Allocator {
     }
     return ptr;
   }
-  void raw_free(void* ptr) noexcept override { cudaFree(ptr); }
+  void raw_free(void* ptr) noexcept override {
+    count_host_sync("cudaFree");  // cudaFree synchronizes the device before it returns
+    cudaFree(ptr);
+  }
 
  private:
   int index_;
