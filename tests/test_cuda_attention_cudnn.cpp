@@ -46,9 +46,9 @@ TEST(AttentionBackendRules, CudnnTakesBf16WithoutDocumentMaskAndItsHeadDims) {
   const Tensor v128 = Tensor::empty({2, 3, 5, 128}, DType::bf16);
   // DeepSeek-V3's MLA (192/128) and the tiny configs' multiples of 8 are taken.
   EXPECT_EQ(kernels::cudnn_attention_unsupported(q(DType::bf16, 192), v128, Tensor()), "");
-  EXPECT_EQ(kernels::cudnn_attention_unsupported(q(DType::bf16, 256), Tensor::empty({1, 1, 1, 8}, DType::bf16),
-                                                 Tensor()),
-            "");
+  EXPECT_EQ(
+      kernels::cudnn_attention_unsupported(q(DType::bf16, 256), Tensor::empty({1, 1, 1, 8}, DType::bf16), Tensor()),
+      "");
   // fp32 (the fp32 recipe), a document mask, head dims off cuDNN's surface: the kernel runs.
   EXPECT_NE(kernels::cudnn_attention_unsupported(q(DType::f32, 192), v128, Tensor()).find("fp32"), std::string::npos);
   EXPECT_NE(kernels::cudnn_attention_unsupported(Tensor::empty({2, 3, 1, 192}, DType::bf16),
@@ -62,10 +62,10 @@ TEST(AttentionBackendRules, CudnnTakesBf16WithoutDocumentMaskAndItsHeadDims) {
     EXPECT_NE(kernels::cudnn_attention_unsupported(q(DType::bf16, d), v128, Tensor()).find("head dims"),
               std::string::npos)
         << d;
-  EXPECT_NE(kernels::cudnn_attention_unsupported(q(DType::bf16, 192), Tensor::empty({2, 3, 5, 20}, DType::bf16),
-                                                 Tensor())
-                .find("head dims 192 (qk) and 20 (v)"),
-            std::string::npos);
+  EXPECT_NE(
+      kernels::cudnn_attention_unsupported(q(DType::bf16, 192), Tensor::empty({2, 3, 5, 20}, DType::bf16), Tensor())
+          .find("head dims 192 (qk) and 20 (v)"),
+      std::string::npos);
 }
 
 TEST(AttentionBackendRules, TheKernelBackendNeverUsesCudnn) {
@@ -165,7 +165,8 @@ std::vector<Case> cases() {
   std::vector<Case> all;
   for (bool causal : {true, false})
     for (int64_t T : {2, 63, 130, 300})
-      for (auto [Dqk, Dv] : {std::pair<int64_t, int64_t>{192, 128}, {64, 64}}) all.push_back(Case{2, 2, T, Dqk, Dv, causal});
+      for (auto [Dqk, Dv] : {std::pair<int64_t, int64_t>{192, 128}, {64, 64}})
+        all.push_back(Case{2, 2, T, Dqk, Dv, causal});
   return all;
 }
 
@@ -239,8 +240,7 @@ TEST_F(CudaCudnnAttention, ForwardMatchesCpu) {
   for (const Case& c : cases()) {
     const bool transposed = n++ / 2 % 2 == 0;  // every head-dim pair both ways, alternating over T
     const Inputs in = inputs_for(c, transposed, uint64_t(n) * 10);
-    const kernels::AttentionOutput want =
-        kernels::attention_forward(in.q.cpu, in.k.cpu, in.v.cpu, c.scale(), c.causal);
+    const kernels::AttentionOutput want = kernels::attention_forward(in.q.cpu, in.k.cpu, in.v.cpu, c.scale(), c.causal);
     const kernels::AttentionOutput got = cudnn_forward(in, c);
     const std::string what = c.str() + (transposed ? " transposed" : "");
     EXPECT_TRUE(all_close(got.out.to(cpu), want.out, 0, kOutAtol * max_abs(in.v.cpu))) << "out " << what;
@@ -254,8 +254,7 @@ TEST_F(CudaCudnnAttention, BackwardMatchesCpu) {
     const bool transposed = n++ / 2 % 2 == 1;
     const Inputs in = inputs_for(c, transposed, 1000 + uint64_t(n) * 10);
     const Pair dout = heads(c, c.Dv, 2000 + uint64_t(n), transposed, 1.0, DType::f32);
-    const kernels::AttentionOutput fwd =
-        kernels::attention_forward(in.q.cpu, in.k.cpu, in.v.cpu, c.scale(), c.causal);
+    const kernels::AttentionOutput fwd = kernels::attention_forward(in.q.cpu, in.k.cpu, in.v.cpu, c.scale(), c.causal);
     const Tensor out = fwd.out.to(DType::bf16).to(DType::f32);  // what a bf16 O can be
     const kernels::AttentionGrads want =
         kernels::attention_backward(in.q.cpu, in.k.cpu, in.v.cpu, out, fwd.lse, dout.cpu, c.scale(), c.causal);
@@ -284,7 +283,8 @@ TEST_F(CudaCudnnAttention, ForwardThenBackwardMatchesCpuAndTakesTheKernelsLse) {
   ASSERT_EQ(kernels::attention_backend(), AttentionBackend::kernel);
   const kernels::AttentionOutput by_kernel =
       kernels::attention_forward(in.q.gpu, in.k.gpu, in.v.gpu, c.scale(), c.causal);
-  for (const auto& [fwd_gpu, which] : {std::pair{&by_cudnn, "cuDNN forward"}, std::pair{&by_kernel, "kernel forward"}}) {
+  for (const auto& [fwd_gpu, which] :
+       {std::pair{&by_cudnn, "cuDNN forward"}, std::pair{&by_kernel, "kernel forward"}}) {
     const kernels::AttentionGrads got = cudnn_backward(in, c, fwd_gpu->out, fwd_gpu->lse, dout.gpu);
     for (const auto& [g, w, name] : {std::tuple{&got.dq, &want.dq, "dq"}, std::tuple{&got.dk, &want.dk, "dk"},
                                      std::tuple{&got.dv, &want.dv, "dv"}})

@@ -52,8 +52,8 @@ void print_info() {
   if (daedalus::kernels::cudnn_attention_built()) {  // DAEDALUS_ATTENTION=cudnn's library (docs/gpu.md)
     const int v = daedalus::kernels::cudnn_runtime_version();
     fmt::print("  cuDNN        : {}\n", v > 0 ? fmt::format("{}.{}.{} (attention with DAEDALUS_ATTENTION=cudnn)",
-                                                          v / 10000, v / 100 % 100, v % 100)
-                                            : "built in, not loadable: " + daedalus::kernels::cudnn_load_error());
+                                                            v / 10000, v / 100 % 100, v % 100)
+                                              : "built in, not loadable: " + daedalus::kernels::cudnn_load_error());
   }
   fmt::print("  oneDNN       : {}.{}.{} (CPU runtime threads: {}, BF16 matmul: {})\n", dnnl->major, dnnl->minor,
              dnnl->patch, omp_get_max_threads(),

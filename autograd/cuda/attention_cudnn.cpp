@@ -100,7 +100,7 @@ Tensor cudnn_layout(const Tensor& t) {
                        t.stride(0) % 8 == 0 && t.stride(1) % 8 == 0 && t.stride(2) % 8 == 0;
   if (aligned) return t;
   Tensor packed = Tensor::empty(t.shape(), t.dtype(), t.device());  // fresh: allocator-aligned, even
-  packed.copy_(t);                                                   // when t is a contiguous offset view
+  packed.copy_(t);                                                  // when t is a contiguous offset view
   return packed;
 }
 
@@ -156,8 +156,11 @@ std::shared_ptr<fe::graph::Graph> new_graph() {
 
 std::shared_ptr<fe::graph::Tensor_attributes> input(fe::graph::Graph& graph, const char* name, Uid uid,
                                                     std::vector<int64_t> dims, std::vector<int64_t> strides) {
-  return graph.tensor(
-      fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim(std::move(dims)).set_stride(std::move(strides)));
+  return graph.tensor(fe::graph::Tensor_attributes()
+                          .set_name(name)
+                          .set_uid(uid)
+                          .set_dim(std::move(dims))
+                          .set_stride(std::move(strides)));
 }
 
 // Q, K, V of problem p as graph inputs.
@@ -173,13 +176,18 @@ std::array<std::shared_ptr<fe::graph::Tensor_attributes>, 3> qkv(fe::graph::Grap
 void add_forward(fe::graph::Graph& g, const Problem& p) {
   [[maybe_unused]] const auto [B, H, T, Dqk, Dv] = p.dims;
   auto [Q, K, V] = qkv(g, p);
-  auto options = fe::graph::SDPA_attributes().set_name("daedalus_attention").set_generate_stats(true).set_attn_scale(
-      float(p.scale));
+  auto options = fe::graph::SDPA_attributes()
+                     .set_name("daedalus_attention")
+                     .set_generate_stats(true)
+                     .set_attn_scale(float(p.scale));
   if (p.causal) options.set_causal_mask(true);  // top-left diagonal: key j hidden from query i when j > i
   auto [O, stats] = g.sdpa(Q, K, V, options);
   O->set_output(true).set_uid(kO).set_dim({B, H, T, Dv}).set_stride(packed_strides(H, T, Dv));
-  stats->set_output(true).set_uid(kStats).set_data_type(fe::DataType_t::FLOAT).set_dim({B, H, T, 1}).set_stride(
-      {H * T, T, 1, 1});
+  stats->set_output(true)
+      .set_uid(kStats)
+      .set_data_type(fe::DataType_t::FLOAT)
+      .set_dim({B, H, T, 1})
+      .set_stride({H * T, T, 1, 1});
 }
 
 // The backward graph: dQ, dK, dV packed [B, H, T, D] bf16 from Q, K, V, O, dO (packed bf16) and Stats.
@@ -254,8 +262,8 @@ void execute(const Plan& plan, cudnnHandle_t handle, int device, std::unordered_
       plan.workspace > 0 ? Tensor::empty({plan.workspace}, DType::u8, Device::cuda(device)) : Tensor();
   auto e = plan.graph->execute(handle, pack, workspace.defined() ? workspace.data_ptr() : nullptr);
   if (e.is_bad())
-    throw Error(fmt::format("cuDNN attention: {}: execute failed: {}", describe(key.backward, key.problem),
-                            e.get_message()));
+    throw Error(
+        fmt::format("cuDNN attention: {}: execute failed: {}", describe(key.backward, key.problem), e.get_message()));
   DAEDALUS_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -299,8 +307,8 @@ bool cudnn_attention_forward(const Tensor& q_in, const Tensor& k_in, const Tenso
   if (!plan.graph) return false;
   DAEDALUS_CHECK(lse.is_contiguous() && out.is_contiguous(), "cuDNN attention: out and lse must be contiguous");
   const Tensor o = Tensor::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, DType::bf16, q.device());
-  std::unordered_map<int64_t, void*> pack = {{kQ, q.data_ptr()},     {kK, k.data_ptr()}, {kV, v.data_ptr()},
-                                             {kO, o.data_ptr()},     {kStats, lse.data_ptr()}};
+  std::unordered_map<int64_t, void*> pack = {
+      {kQ, q.data_ptr()}, {kK, k.data_ptr()}, {kV, v.data_ptr()}, {kO, o.data_ptr()}, {kStats, lse.data_ptr()}};
   execute(plan, handle, device, pack, key);
   Tensor dst = out;  // a handle on out's storage
   dst.copy_(o);      // the contract's fp32 out: bf16 O widened exactly
@@ -326,9 +334,9 @@ bool cudnn_attention_backward(const Tensor& q_in, const Tensor& k_in, const Tens
   // O as the forward wrote it (out is its exact fp32 widening) and dO rounded to bf16, as the
   // kernel's bf16 backward rounds dO before its products.
   const Tensor o = out.to(DType::bf16).contiguous(), d_o = dout.to(DType::bf16).contiguous();
-  std::unordered_map<int64_t, void*> pack = {{kQ, q.data_ptr()},   {kK, k.data_ptr()},       {kV, v.data_ptr()},
-                                             {kO, o.data_ptr()},   {kDO, d_o.data_ptr()},    {kStats, lse.data_ptr()},
-                                             {kDQ, dq.data_ptr()}, {kDK, dk.data_ptr()},     {kDV, dv.data_ptr()}};
+  std::unordered_map<int64_t, void*> pack = {{kQ, q.data_ptr()},   {kK, k.data_ptr()},    {kV, v.data_ptr()},
+                                             {kO, o.data_ptr()},   {kDO, d_o.data_ptr()}, {kStats, lse.data_ptr()},
+                                             {kDQ, dq.data_ptr()}, {kDK, dk.data_ptr()},  {kDV, dv.data_ptr()}};
   execute(plan, handle, device, pack, key);
   return true;
 }

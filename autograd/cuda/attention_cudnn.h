@@ -41,8 +41,8 @@ std::string cudnn_attention_validate(const Tensor& q, const Tensor& k, const Ten
 // cannot build the graph for this problem.
 bool cudnn_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                              double scale, bool causal);
-bool cudnn_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                              const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
-                              const Tensor& dv, double scale, bool causal);
+bool cudnn_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                              const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv, double scale,
+                              bool causal);
 
 }  // namespace daedalus::cuda

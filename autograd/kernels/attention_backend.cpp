@@ -64,9 +64,9 @@ bool cudnn_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, 
   return cuda::cudnn_attention_forward(q, k, v, out, lse, scale, causal);
 }
 
-bool cudnn_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                              const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
-                              const Tensor& dv, double scale, bool causal) {
+bool cudnn_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                              const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv, double scale,
+                              bool causal) {
   return cuda::cudnn_attention_backward(q, k, v, out, lse, dout, dq, dk, dv, scale, causal);
 }
 
@@ -85,8 +85,8 @@ bool cudnn_attention_forward(const Tensor&, const Tensor&, const Tensor&, const 
   DAEDALUS_FAIL("cuDNN attention: {}", kBuiltWithout);
 }
 
-bool cudnn_attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                              const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, bool) {
+bool cudnn_attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                              const Tensor&, const Tensor&, const Tensor&, double, bool) {
   DAEDALUS_FAIL("cuDNN attention: {}", kBuiltWithout);
 }
 

@@ -56,9 +56,9 @@ bool use_cudnn_attention(const Tensor& q, const Tensor& v, const Tensor& doc_sta
 // not load or a failure while running throws. In a build without cuDNN they throw.
 bool cudnn_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                              double scale, bool causal);
-bool cudnn_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                              const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
-                              const Tensor& dv, double scale, bool causal);
+bool cudnn_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                              const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv, double scale,
+                              bool causal);
 
 // Builds the forward and backward graphs of this problem (q, k, v of any device: only shapes and
 // strides are read) for the architecture sm_version (90: Hopper) and runs the cuDNN frontend's
