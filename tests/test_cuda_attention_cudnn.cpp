@@ -13,6 +13,7 @@
 
 #include "autograd/kernels/attention.h"
 #include "autograd/kernels/attention_backend.h"
+#include "tests/attention_testing.h"
 #include "tests/testing.h"
 
 namespace daedalus {
@@ -21,7 +22,16 @@ namespace {
 using kernels::AttentionBackend;
 using testing::all_close;
 using testing::kU16;
-using testing::random_tensor;
+using testing::attn::Case;
+using testing::attn::heads;
+using testing::attn::Inputs;
+using testing::attn::max_abs;
+using testing::attn::Pair;
+
+// bf16 operands (cuDNN's), q and k of std 1.5 (attn::inputs_for).
+Inputs inputs_for(const Case& c, bool transposed, uint64_t seed) {
+  return testing::attn::inputs_for(c, DType::bf16, transposed, seed);
+}
 
 // ---- the backend choice (host only) ---------------------------------------------------------------
 
@@ -149,16 +159,6 @@ class CudaCudnnAttention : public testing::CudaTest {
   const Device cpu = Device::cpu();
 };
 
-struct Case {
-  int64_t B = 2, H = 2, T = 7, Dqk = 192, Dv = 128;
-  bool causal = true;
-  double scale() const { return 1.0 / std::sqrt(double(Dqk)); }
-  std::string str() const {
-    return "B=" + std::to_string(B) + " H=" + std::to_string(H) + " T=" + std::to_string(T) +
-           " Dqk=" + std::to_string(Dqk) + " Dv=" + std::to_string(Dv) + (causal ? " causal" : " full");
-  }
-};
-
 // T: the fewest rows cuDNN takes (T = 1 stays on the kernel), one short of a 64-row tile, two
 // tiles and a bit, several tiles with a ragged end.
 std::vector<Case> cases() {
@@ -168,37 +168,6 @@ std::vector<Case> cases() {
       for (auto [Dqk, Dv] : {std::pair<int64_t, int64_t>{192, 128}, {64, 64}})
         all.push_back(Case{2, 2, T, Dqk, Dv, causal});
   return all;
-}
-
-struct Pair {
-  Tensor cpu, gpu;
-};
-
-// One bf16 [B, H, T, D] operand on both devices; transposed: stored [B, T, H, D] (MLA's projection
-// layout) and viewed through a transpose, so cuDNN reads it with its strides in place.
-Pair heads(const Case& c, int64_t D, uint64_t seed, bool transposed, double std = 1.0, DType dtype = DType::bf16) {
-  if (transposed) {
-    const Tensor x = random_tensor({c.B, c.T, c.H, D}, seed, dtype, std);
-    return {x.transpose(1, 2), x.to(Device::cuda(0)).transpose(1, 2)};
-  }
-  const Tensor x = random_tensor({c.B, c.H, c.T, D}, seed, dtype, std);
-  return {x, x.to(Device::cuda(0))};
-}
-
-struct Inputs {
-  Pair q, k, v;
-};
-
-// std 1.5 for q and k: scores of std ~2, peaked rows whose running max moves between key tiles.
-Inputs inputs_for(const Case& c, bool transposed, uint64_t seed) {
-  return {heads(c, c.Dqk, seed, transposed, 1.5), heads(c, c.Dqk, seed + 1, transposed, 1.5),
-          heads(c, c.Dv, seed + 2, transposed)};
-}
-
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (double x : t.to_doubles()) m = std::max(m, std::fabs(x));
-  return m;
 }
 
 kernels::AttentionOutput cudnn_forward(const Inputs& in, const Case& c) {
@@ -253,7 +222,7 @@ TEST_F(CudaCudnnAttention, BackwardMatchesCpu) {
   for (const Case& c : cases()) {
     const bool transposed = n++ / 2 % 2 == 1;
     const Inputs in = inputs_for(c, transposed, 1000 + uint64_t(n) * 10);
-    const Pair dout = heads(c, c.Dv, 2000 + uint64_t(n), transposed, 1.0, DType::f32);
+    const Pair dout = heads(c, c.Dv, 2000 + uint64_t(n), DType::f32, transposed);
     const kernels::AttentionOutput fwd = kernels::attention_forward(in.q.cpu, in.k.cpu, in.v.cpu, c.scale(), c.causal);
     const Tensor out = fwd.out.to(DType::bf16).to(DType::f32);  // what a bf16 O can be
     const kernels::AttentionGrads want =
@@ -274,7 +243,7 @@ TEST_F(CudaCudnnAttention, BackwardMatchesCpu) {
 TEST_F(CudaCudnnAttention, ForwardThenBackwardMatchesCpuAndTakesTheKernelsLse) {
   const Case c{2, 3, 200, 192, 128, true};
   const Inputs in = inputs_for(c, /*transposed=*/true, 4000);
-  const Pair dout = heads(c, c.Dv, 4100, true, 1.0, DType::f32);
+  const Pair dout = heads(c, c.Dv, 4100, DType::f32, true);
   const kernels::AttentionOutput fwd = kernels::attention_forward(in.q.cpu, in.k.cpu, in.v.cpu, c.scale(), c.causal);
   const kernels::AttentionGrads want = kernels::attention_backward(
       in.q.cpu, in.k.cpu, in.v.cpu, fwd.out.to(DType::bf16).to(DType::f32), fwd.lse, dout.cpu, c.scale(), c.causal);
@@ -296,7 +265,7 @@ TEST_F(CudaCudnnAttention, BackwardIsDeterministic) {
   // set_deterministic_algorithm: dQ without atomics, so two runs give the same bits.
   const Case c{2, 4, 300, 192, 128, true};
   const Inputs in = inputs_for(c, /*transposed=*/false, 5000);
-  const Pair dout = heads(c, c.Dv, 5100, false, 1.0, DType::f32);
+  const Pair dout = heads(c, c.Dv, 5100, DType::f32, false);
   const kernels::AttentionOutput fwd = cudnn_forward(in, c);
   const kernels::AttentionGrads a = cudnn_backward(in, c, fwd.out, fwd.lse, dout.gpu);
   const kernels::AttentionGrads b = cudnn_backward(in, c, fwd.out, fwd.lse, dout.gpu);
@@ -313,7 +282,7 @@ TEST_F(CudaCudnnAttention, TheComparisonSeesAWrongMask) {
   const kernels::AttentionOutput full = kernels::attention_forward(in.q.cpu, in.k.cpu, in.v.cpu, c.scale(), false);
   const kernels::AttentionOutput got = cudnn_forward(in, c);
   EXPECT_FALSE(all_close(got.out.to(cpu), full.out, 0, kOutAtol * max_abs(in.v.cpu)));
-  const Pair dout = heads(c, c.Dv, 6100, true, 1.0, DType::f32);
+  const Pair dout = heads(c, c.Dv, 6100, DType::f32, true);
   const kernels::AttentionOutput causal = kernels::attention_forward(in.q.cpu, in.k.cpu, in.v.cpu, c.scale(), true);
   const Tensor out = causal.out.to(DType::bf16).to(DType::f32);
   const kernels::AttentionGrads want =
