@@ -2,7 +2,8 @@
 // device-to-device copy as the bandwidth ceiling, elementwise add, fp32->bf16/fp8 casts and
 // a transposed (strided) copy. Counters: GB/s = bytes read + written per second. The cuBLASLt
 // GEMM (kernels::gemm) in BF16 and FP32 (no TF32) at DeepSeek-V3 shapes, counter TFLOP/s = 2·M·N·K
-// per second. Attention at DeepSeek-V3's head dims, forward and forward + backward: TFLOP/s.
+// per second. Attention at DeepSeek-V3's head dims, forward and forward + backward: TFLOP/s, on
+// autograd/cuda/attention.cu and on cuDNN's fused flash attention (BM_CudaCudnnAttention*).
 // Without a CUDA device every benchmark reports an error and the program exits 0.
 #include <benchmark/benchmark.h>
 
@@ -11,6 +12,7 @@
 
 #include "autograd/generator.h"
 #include "autograd/kernels/attention.h"
+#include "autograd/kernels/attention_backend.h"
 #include "autograd/kernels/copy.h"
 #include "autograd/kernels/elementwise.h"
 #include "autograd/kernels/gemm.h"
@@ -147,6 +149,46 @@ void BM_CudaAttentionForwardBackward(benchmark::State& state) {
   state.SetLabel("bf16 causal B=" + std::to_string(state.range(0)));
 }
 
+// The same shapes through cuDNN's fused flash attention (kernels/attention_backend.h), called
+// directly whatever DAEDALUS_ATTENTION says; skipped in a build without cuDNN or where it does not load.
+bool have_cudnn(benchmark::State& state) {
+  if (!have_gpu(state)) return false;
+  const std::string why = kernels::cudnn_attention_built() ? kernels::cudnn_load_error() : "built without cuDNN";
+  if (!why.empty()) state.SkipWithError(why.c_str());
+  return why.empty();
+}
+
+void BM_CudaCudnnAttentionForward(benchmark::State& state) {
+  if (!have_cudnn(state)) return;
+  const int64_t B = state.range(0);
+  const AttentionInputs in = attention_inputs(B);
+  const Tensor out = Tensor::empty({B, kAttnHeads, kAttnT, kAttnDv}, DType::f32, Device::cuda(0));
+  const Tensor lse = Tensor::empty({B, kAttnHeads, kAttnT}, DType::f32, Device::cuda(0));
+  run_flops(state, in.forward_flops, [&] {
+    if (!kernels::cudnn_attention_forward(in.q, in.k, in.v, out, lse, in.scale, /*causal=*/true))
+      state.SkipWithError("cuDNN turned the graph down (see stderr)");
+  });
+  state.SetLabel("cuDNN " + std::to_string(kernels::cudnn_runtime_version()) + " bf16 causal B=" + std::to_string(B));
+}
+
+void BM_CudaCudnnAttentionForwardBackward(benchmark::State& state) {
+  if (!have_cudnn(state)) return;
+  const int64_t B = state.range(0);
+  const AttentionInputs in = attention_inputs(B);
+  const Device gpu = Device::cuda(0);
+  const Tensor dout = random_on_gpu({B, kAttnHeads, kAttnT, kAttnDv}, DType::f32, 14);
+  const Tensor out = Tensor::empty({B, kAttnHeads, kAttnT, kAttnDv}, DType::f32, gpu);
+  const Tensor lse = Tensor::empty({B, kAttnHeads, kAttnT}, DType::f32, gpu);
+  const Tensor dq = Tensor::empty(in.q.shape(), DType::bf16, gpu), dk = Tensor::empty(in.k.shape(), DType::bf16, gpu);
+  const Tensor dv = Tensor::empty(in.v.shape(), DType::bf16, gpu);
+  run_flops(state, 3.5 * in.forward_flops, [&] {
+    if (!kernels::cudnn_attention_forward(in.q, in.k, in.v, out, lse, in.scale, /*causal=*/true) ||
+        !kernels::cudnn_attention_backward(in.q, in.k, in.v, out, lse, dout, dq, dk, dv, in.scale, /*causal=*/true))
+      state.SkipWithError("cuDNN turned the graph down (see stderr)");
+  });
+  state.SetLabel("cuDNN " + std::to_string(kernels::cudnn_runtime_version()) + " bf16 causal B=" + std::to_string(B));
+}
+
 BENCHMARK(BM_CudaCopyBytes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaAddInPlace)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaAddAllocating)->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -162,6 +204,8 @@ BENCHMARK(BM_CudaGemm)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaAttentionForward)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaAttentionForwardBackward)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CudaCudnnAttentionForward)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CudaCudnnAttentionForwardBackward)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace daedalus

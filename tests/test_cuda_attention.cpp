@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "autograd/kernels/attention.h"
+#include "tests/attention_testing.h"
 #include "tests/testing.h"
 
 namespace daedalus {
@@ -19,21 +20,16 @@ namespace {
 
 using testing::all_close;
 using testing::kU16;
-using testing::random_tensor;
+using testing::attn::Case;
+using testing::attn::heads;
+using testing::attn::Inputs;
+using testing::attn::inputs_for;
+using testing::attn::max_abs;
+using testing::attn::Pair;
 
 class CudaAttention : public testing::CudaTest {
  protected:
   const Device cpu = Device::cpu();
-};
-
-struct Case {
-  int64_t B = 2, H = 3, T = 7, Dqk = 48, Dv = 32;
-  bool causal = true;
-  double scale() const { return 1.0 / std::sqrt(double(Dqk)); }
-  std::string str() const {
-    return "B=" + std::to_string(B) + " H=" + std::to_string(H) + " T=" + std::to_string(T) +
-           " Dqk=" + std::to_string(Dqk) + " Dv=" + std::to_string(Dv) + (causal ? " causal" : " full");
-  }
 };
 
 // T: inside one tile, a few rows, one row past two 64-row tiles, several tiles with a short last
@@ -45,37 +41,6 @@ std::vector<Case> cases() {
       for (auto [Dqk, Dv] : {std::pair<int64_t, int64_t>{48, 32}, {192, 128}})
         all.push_back(Case{2, 3, T, Dqk, Dv, causal});
   return all;
-}
-
-// One [B, H, T, D] operand on both devices: the same values, in the same layout. transposed:
-// stored as [B, T, H, D] (a projection's output) and viewed through a transpose, as MLA passes it.
-struct Pair {
-  Tensor cpu, gpu;
-};
-
-Pair heads(const Case& c, int64_t D, uint64_t seed, DType dtype, bool transposed, double std = 1.0) {
-  if (transposed) {
-    const Tensor x = random_tensor({c.B, c.T, c.H, D}, seed, dtype, std);
-    return {x.transpose(1, 2), x.to(Device::cuda(0)).transpose(1, 2)};
-  }
-  const Tensor x = random_tensor({c.B, c.H, c.T, D}, seed, dtype, std);
-  return {x, x.to(Device::cuda(0))};
-}
-
-struct Inputs {
-  Pair q, k, v;
-};
-
-Inputs inputs_for(const Case& c, DType dtype, bool transposed, uint64_t seed) {
-  // std 1.5 for q and k: scores of std ~2, peaked rows, so the running max moves between tiles.
-  return {heads(c, c.Dqk, seed, dtype, transposed, 1.5), heads(c, c.Dqk, seed + 1, dtype, transposed, 1.5),
-          heads(c, c.Dv, seed + 2, dtype, transposed)};
-}
-
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (double x : t.to_doubles()) m = std::max(m, std::fabs(x));
-  return m;
 }
 
 // Tolerances. Both twins compute the same formulas with fp32 accumulation; they differ in the

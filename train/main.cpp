@@ -16,6 +16,7 @@
 
 #include "autograd/check.h"
 #include "autograd/device.h"
+#include "autograd/kernels/attention_backend.h"
 #include "autograd/kernels/gemm.h"
 #include "parallel/communicator.h"
 #include "parallel/watchdog.h"
@@ -48,6 +49,12 @@ void print_info() {
   fmt::print("daedalus {}\n", DAEDALUS_VERSION);
   fmt::print("  CUDA backend : {}\n", cuda_built() ? fmt::format("built, {} device(s) visible", cuda_device_count())
                                                    : std::string("built without CUDA"));
+  if (daedalus::kernels::cudnn_attention_built()) {  // DAEDALUS_ATTENTION=cudnn's library (docs/gpu.md)
+    const int v = daedalus::kernels::cudnn_runtime_version();
+    fmt::print("  cuDNN        : {}\n", v > 0 ? fmt::format("{}.{}.{} (attention with DAEDALUS_ATTENTION=cudnn)",
+                                                            v / 10000, v / 100 % 100, v % 100)
+                                              : "built in, not loadable: " + daedalus::kernels::cudnn_load_error());
+  }
   fmt::print("  oneDNN       : {}.{}.{} (CPU runtime threads: {}, BF16 matmul: {})\n", dnnl->major, dnnl->minor,
              dnnl->patch, omp_get_max_threads(),
              daedalus::kernels::cpu_has_bf16_matmul() ? "native" : "none on this CPU, widened to FP32");

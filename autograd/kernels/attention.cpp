@@ -5,6 +5,7 @@
 // does not thread inside an active parallel region), so the order of every sum is fixed by the
 // block sizes alone: the results do not depend on the thread count or on scheduling.
 #include "autograd/kernels/attention.h"
+#include "autograd/kernels/attention_backend.h"
 
 #include <omp.h>
 
@@ -461,6 +462,9 @@ AttentionOutput attention_forward(const Tensor& q, const Tensor& k, const Tensor
       cpu::attention_forward(unit_last_stride(q), unit_last_stride(k), unit_last_stride(v), result.out, result.lse, d);
       break;
     case DeviceType::cuda:
+      // cuDNN when DAEDALUS_ATTENTION=cudnn and it takes this problem (kernels/attention_backend.h).
+      if (use_cudnn_attention(q, v, starts) && cudnn_attention_forward(q, k, v, result.out, result.lse, scale, causal))
+        break;
       DAEDALUS_CUDA_KERNEL("attention", attention_forward(q, k, v, result.out, result.lse, scale, causal, starts));
       break;
   }
@@ -493,6 +497,10 @@ AttentionGrads attention_backward(const Tensor& q, const Tensor& k, const Tensor
                               lse.contiguous(), unit_last_stride(dout), grads.dq, grads.dk, grads.dv, d);
       break;
     case DeviceType::cuda:
+      // The same rule as the forward's; either backward takes either forward's lse (both natural-log).
+      if (use_cudnn_attention(q, v, starts) &&
+          cudnn_attention_backward(q, k, v, out, lse.contiguous(), dout, grads.dq, grads.dk, grads.dv, scale, causal))
+        break;
       DAEDALUS_CUDA_KERNEL(op, attention_backward(q, k, v, out, lse.contiguous(), dout, grads.dq, grads.dk, grads.dv,
                                                   scale, causal, starts));
       break;
