@@ -57,6 +57,7 @@ void ModelConfig::validate() const {
                                    {"v_head_dim", v_head_dim, 1 << 14},
                                    {"n_routed_experts", n_routed_experts, 1 << 16},
                                    {"n_shared_experts", n_shared_experts, 1 << 10},
+                                   {"n_group", n_group, 64},  // routing::kMaxGroups (one bit per group)
                                    {"max_position_embeddings", max_position_embeddings, int64_t(1) << 24},
                                    {"num_nextn_predict_layers", num_nextn_predict_layers, 1 << 6}})
     at_most(key, value, limit);

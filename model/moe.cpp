@@ -48,30 +48,15 @@ Var Moe::run_experts(const Var& grouped_rows, const std::vector<int64_t>& offset
                    {gate, up})[0];
 }
 
-// All experts here: the kept (token, slot) pairs sorted by (expert, token, slot), gathered, run,
-// and scatter-added back with their gates.
+// All experts here: the kept (token, slot) pairs in the router's expert order (by expert, then
+// token, slot), gathered, run, and scatter-added back with their gates.
 Var Moe::routed_local(const Var& rows, const Routing& routing) {
-  const int64_t n = rows.value().size(0), k = config_.num_experts_per_tok, e = config_.n_routed_experts;
-  const std::vector<int64_t> ids = routing.expert_ids.to_vector<int64_t>();
-  std::vector<int64_t> offsets(size_t(e) + 1, 0);
-  for (size_t p = 0; p < ids.size(); ++p)
-    if (routing.kept[p]) ++offsets[size_t(ids[p]) + 1];
-  std::partial_sum(offsets.begin(), offsets.end(), offsets.begin());
-  std::vector<int64_t> fill(offsets.begin(), offsets.end() - 1);
-  std::vector<int64_t> row_token(size_t(offsets.back())), row_pair(size_t(offsets.back()));
-  for (size_t p = 0; p < ids.size(); ++p) {  // pairs in (token, slot) order: stable within an expert
-    if (!routing.kept[p]) continue;
-    const int64_t r = fill[size_t(ids[p])]++;
-    row_token[size_t(r)] = int64_t(p) / k;
-    row_pair[size_t(r)] = int64_t(p);
-  }
-  const Device dev = rows.value().device();
-  const Tensor token_index = Tensor::from_vector(row_token, {offsets.back()}).to(dev);
-  const Tensor pair_index = Tensor::from_vector(row_pair, {offsets.back()}).to(dev);
-  const Var out = run_experts(ops::gather_rows(rows, token_index), offsets);  // [R, D]
-  const Var weight = ops::reshape(ops::gather_rows(ops::reshape(routing.gates, {n * k, 1}), pair_index), {-1});
-  const Var zeros(Tensor::zeros({n, rows.value().size(1)}, DType::f32, dev));
-  return ops::scatter_add_rows(zeros, token_index, out, weight);
+  const int64_t n = rows.value().size(0), k = config_.num_experts_per_tok;
+  const kernels::ExpertOrder& order = routing.order;
+  const Var out = run_experts(ops::gather_rows(rows, order.token), order.offsets);  // [R, D]
+  const Var weight = ops::reshape(ops::gather_rows(ops::reshape(routing.gates, {n * k, 1}), order.pair), {-1});
+  const Var zeros(Tensor::zeros({n, rows.value().size(1)}, DType::f32, rows.value().device()));
+  return ops::scatter_add_rows(zeros, order.token, out, weight);
 }
 
 // Experts sharded over the EP group: dispatch, grouped experts on this rank's slice, combine.
@@ -90,8 +75,8 @@ Var Moe::forward(const Var& x, std::vector<Var>* aux_losses) {
   const Var rows = ops::reshape(x, {b * t, d});
   const Routing routing = router_.forward(rows);
   if (grad_enabled()) {  // training forwards only: evaluation must not steer the bias update
-    for (size_t i = 0; i < routing.load.size(); ++i) load_.tokens[i] += routing.load[i];
-    load_.dropped += routing.dropped;
+    for (size_t i = 0; i < routing.order.load.size(); ++i) load_.tokens[i] += routing.order.load[i];
+    load_.dropped += routing.order.dropped();
   }
   if (aux_losses != nullptr && router_.aux_loss_alpha() > 0) aux_losses->push_back(router_.seq_aux_loss(routing, b, t));
 

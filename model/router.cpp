@@ -73,36 +73,20 @@ Routing Router::forward(const Var& x) const {
   Routing r;
   const Var logits = ops::linear(ops::cast(x, DType::f32), weight_);  // [N, E] fp32
   r.scores = c.scoring_func == "softmax" ? ops::softmax(logits) : ops::sigmoid(logits);
-  // The selection is made on the host (one copy of the scores): the MoE permutation and the
-  // dispatch plan are built there from these ids anyway. Only the gate gather runs on the device.
-  r.expert_ids = fixed_ids_ ? fixed_ids_->to(Device::cpu()) : select_experts(r.scores.value(), bias_.value(), c);
+  const Device device = r.scores.value().device();
+  const routing::GroupLimit limit{.experts = e, .groups = c.n_group, .topk_group = c.topk_group, .k = k};
+  r.expert_ids = fixed_ids_ ? fixed_ids_->to(device) : kernels::group_limited_topk(r.scores.value(), bias_.value(), limit);
   last_ids_ = r.expert_ids;
 
-  Var gates = ops::take_along_last(r.scores, r.expert_ids.to(r.scores.value().device()));  // [N, k]
+  Var gates = ops::take_along_last(r.scores, r.expert_ids);  // [N, k]
   if (c.norm_topk_prob) gates = ops::div(gates, ops::affine(ops::sum(gates, 1, /*keepdim=*/true), 1.0, 1e-20));
   gates = ops::affine(gates, c.routed_scaling_factor);
 
-  const std::vector<int64_t> ids = r.expert_ids.to_vector<int64_t>();
-  r.load.assign(size_t(e), 0);
-  for (int64_t id : ids) ++r.load[size_t(id)];
-  r.kept.assign(ids.size(), 1);
-  if (moe_.capacity_factor) {
-    // Each expert keeps its `capacity` highest-gated pairs (ties: lower pair index).
-    const int64_t capacity = int64_t(std::ceil(*moe_.capacity_factor * double(n * k) / double(e)));
-    const std::vector<double> g = gates.value().to_doubles();
-    std::vector<std::vector<int64_t>> pairs(static_cast<size_t>(e));
-    for (size_t p = 0; p < ids.size(); ++p) pairs[size_t(ids[p])].push_back(int64_t(p));
-    for (std::vector<int64_t>& list : pairs) {
-      if (int64_t(list.size()) <= capacity) continue;
-      std::stable_sort(list.begin(), list.end(), [&](int64_t a, int64_t b) { return g[size_t(a)] > g[size_t(b)]; });
-      for (size_t j = size_t(capacity); j < list.size(); ++j) r.kept[size_t(list[j])] = 0;
-      r.dropped += int64_t(list.size()) - capacity;
-    }
-    if (r.dropped > 0) {
-      std::vector<float> mask(r.kept.begin(), r.kept.end());
-      gates = ops::mul(gates, Var(Tensor::from_vector(mask, {n, k}).to(gates.value().device())));
-    }
-  }
+  // Each expert keeps its `capacity` highest-gated pairs (ties: lower pair index).
+  const int64_t capacity =
+      moe_.capacity_factor ? int64_t(std::ceil(*moe_.capacity_factor * double(n * k) / double(e))) : int64_t(-1);
+  r.order = kernels::order_by_expert(r.expert_ids, e, gates.value(), capacity);
+  if (r.order.dropped() > 0) gates = ops::mul(gates, Var(r.order.kept));
   r.gates = gates;
   return r;
 }
@@ -112,16 +96,11 @@ Var Router::seq_aux_loss(const Routing& r, int64_t batch, int64_t seq) const {
   DAEDALUS_CHECK(batch * seq == r.scores.value().size(0), "router: aux loss over {} x {} tokens of a {} routing", batch,
                  seq, shape_str(r.scores.shape()));
   // f [B, E]: E / (k T) times the number of the sequence's tokens that selected each expert.
-  std::vector<float> f(size_t(batch * e), 0.0f);
-  const std::vector<int64_t> ids = r.expert_ids.to_vector<int64_t>();
-  for (int64_t t = 0; t < batch * seq; ++t)
-    for (int64_t j = 0; j < k; ++j) f[size_t((t / seq) * e + ids[size_t(t * k + j)])] += 1.0f;
-  const float norm = float(double(e) / double(k * seq));
-  for (float& v : f) v *= norm;
+  const Tensor f = kernels::expert_counts_per_sequence(r.expert_ids, seq, e, float(double(e) / double(k * seq)));
   // P [B, E]: the sequence's mean of the normalized affinities.
   const Var s_norm = ops::div(r.scores, ops::sum(r.scores, 1, /*keepdim=*/true));
   const Var p = ops::mean(ops::reshape(s_norm, {batch, seq, e}), 1);
-  const Var fp = ops::mul(p, Var(Tensor::from_vector(f, {batch, e}).to(p.value().device())));
+  const Var fp = ops::mul(p, Var(f));
   return ops::affine(ops::sum_all(fp), moe_.seq_aux_loss_alpha / double(batch));
 }
 

@@ -17,26 +17,31 @@
 //     L = α Σ_i f_i P_i,  f_i = E / (k T) · #{t : i ∈ ids_t},  P_i = 1/T Σ_t s_{i,t} / Σ_j s_{j,t}.
 // Capacity (moe.capacity_factor = c): each expert keeps its ceil(c · N · k / E) highest-gated
 // (token, slot) pairs of the micro-batch and the others are dropped (gate 0, not computed).
+//
+// Where it runs: on x's device. Selection, gates, the expert order and capacity drops are device
+// kernels (autograd/kernels/moe_routing.h); the host waits once per forward, for the 2·E expert
+// counts that the grouped expert GEMMs and the load statistics need.
 #pragma once
 
 #include <optional>
 #include <vector>
 
+#include "autograd/kernels/moe_routing.h"
 #include "model/config.h"
 #include "model/linear.h"
 
 namespace daedalus::model {
 
 struct Routing {
-  Tensor expert_ids;          // [N, k] int64 on the host, global expert ids, per token in descending choice order
-  Var gates;                  // [N, k] fp32 combine weights (0 for dropped pairs); differentiable
-  Var scores;                 // [N, E] fp32 unbiased affinities s; differentiable
-  std::vector<uint8_t> kept;  // [N·k]: 0 where capacity dropped the pair
-  std::vector<int64_t> load;  // [E]: pairs routed to each expert (before capacity)
-  int64_t dropped = 0;
+  Tensor expert_ids;         // [N, k] int64 on x's device, global expert ids, per token in descending choice order
+  Var gates;                 // [N, k] fp32 combine weights (0 for dropped pairs); differentiable
+  Var scores;                // [N, E] fp32 unbiased affinities s; differentiable
+  kernels::ExpertOrder order;  // the kept pairs grouped by expert, kept mask [N, k], load [E] (host), offsets
 };
 
-// The selection alone, on plain tensors: scores [N, E] fp32, bias [E] fp32 -> ids [N, k] int64.
+// The router's reference selection, on the host: scores [N, E] fp32, bias [E] fp32 -> ids [N, k]
+// int64 by partial sorts in double. Training routes with kernels::group_limited_topk (the same rule,
+// on the scores' device); tests hold the two equal bit for bit.
 Tensor select_experts(const Tensor& scores, const Tensor& bias, const ModelConfig& config);
 
 class Router {

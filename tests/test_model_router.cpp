@@ -152,9 +152,11 @@ TEST(ModelRouter, CapacityDropsTheLowestGatedPairsOfAnOverloadedExpert) {
   // Every token prefers expert 0, with scores 0.6, 0.9, 0.7, 0.8: only token 1 keeps it.
   RouterFixture f(c, moe, {{0.6, 0.1, 0.1, 0.1}, {0.9, 0.1, 0.1, 0.1}, {0.7, 0.1, 0.1, 0.1}, {0.8, 0.1, 0.1, 0.1}});
   const Routing r = f.router.forward(f.inputs(4, c.hidden_size));
-  EXPECT_EQ(r.kept, (std::vector<uint8_t>{0, 1, 0, 0}));
-  EXPECT_EQ(r.dropped, 3);
-  EXPECT_EQ(r.load, (std::vector<int64_t>{4, 0, 0, 0}));
+  EXPECT_EQ(r.order.kept.to_doubles(), (std::vector<double>{0, 1, 0, 0}));
+  EXPECT_EQ(r.order.dropped(), 3);
+  EXPECT_EQ(r.order.load, (std::vector<int64_t>{4, 0, 0, 0}));
+  EXPECT_EQ(r.order.offsets, (std::vector<int64_t>{0, 1, 1, 1, 1}));
+  EXPECT_EQ(r.order.pair.to_vector<int64_t>(), (std::vector<int64_t>{1}));
   const std::vector<double> g = r.gates.value().to_doubles();
   EXPECT_EQ(g[0], 0.0);
   EXPECT_NEAR(g[1], 0.9, 1e-6);
@@ -179,6 +181,12 @@ TEST(ModelRouter, BadDimensionsAreRejectedNamingTheKey) {
         c.topk_group = 4;
       },
       {"model.n_group", "top-2"});
+  rejects(  // the routing kernels keep one bit per group
+      [](ModelConfig& c) {
+        c.n_routed_experts = 256;
+        c.n_group = 128;
+      },
+      {"model.n_group", "128", "64"});
 }
 
 }  // namespace

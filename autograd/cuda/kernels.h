@@ -7,6 +7,7 @@
 
 #include "autograd/kernels/elementwise.h"
 #include "autograd/kernels/grouped_gemm.h"
+#include "autograd/kernels/moe_routing_core.h"
 #include "autograd/kernels/reduce.h"
 #include "autograd/kernels/rope.h"
 #include "autograd/tensor.h"
@@ -70,7 +71,7 @@ void check_index_range(std::string_view op, const Tensor& index, std::string_vie
 // index is outside [0, N) (already reported by the deferred check) are zeros.
 void gather_rows(const Tensor& out, const Tensor& x, const Tensor& index);
 // dst [N, D] += weight * src [M, D] by index [M] contiguous; weight contiguous fp32 [M] or
-// undefined (all ones). Range-checks the index (the CPU check, on the host copy its plan needs).
+// undefined (all ones). The range check is deferred and the plan is built on the device (index.cu).
 void scatter_add_rows(const Tensor& dst, const Tensor& index, const Tensor& src, const Tensor& weight);
 // x contiguous [rows, n] -> values [rows, k] (x's dtype), indices [rows, k] int64, contiguous.
 void topk(const Tensor& values, const Tensor& indices, const Tensor& x, int64_t k);
@@ -81,6 +82,18 @@ void gemm(const Tensor& a, const Tensor& b, const Tensor& c, float alpha, float 
 // the dispatcher (R >= 1, inner dims >= 1); c contiguous, allocated (and zeroed where needed) by it.
 void grouped_matmul(kernels::GroupedProduct product, const Tensor& c, const Tensor& a, const Tensor& b,
                     const std::vector<int64_t>& offsets);
+
+// ---- moe_routing.cu (kernels/moe_routing.h; the dispatcher checks shapes, ranges and dtypes) -----
+// scores [N, E], bias [E] fp32 contiguous -> ids [N, k] int64 contiguous.
+void group_limited_topk(const Tensor& ids, const Tensor& scores, const Tensor& bias, const routing::GroupLimit& limit);
+// ids [N, k] int64 contiguous, gates [N, k] fp32 contiguous (capacity >= 0 only) -> pair, token
+// [N·k] int64 (the kept pairs in expert order first), kept [N, k] fp32, counts [2E] int64 on the
+// device (load per expert, then kept per expert). Queued only: the host waits when it copies counts.
+void order_by_expert(const Tensor& ids, int64_t num_experts, const Tensor& gates, int64_t capacity, const Tensor& pair,
+                     const Tensor& token, const Tensor& kept, const Tensor& counts);
+// ids [B·T, k] int64 contiguous -> out [B, E] fp32 contiguous.
+void expert_counts_per_sequence(const Tensor& out, const Tensor& ids, int64_t seq_len, int64_t num_experts,
+                                float scale);
 
 // ---- attention.cu ------------------------------------------------------------------------------
 // (kernels/attention.h; head dims up to 256) q, k [B, H, T, Dqk], v [B, H, T, Dv] of

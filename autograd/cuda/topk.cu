@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "autograd/cuda/kernels.h"
+#include "autograd/kernels/order_key.h"
 #include "autograd/cuda/stream.h"
 #include "autograd/cuda/strided.cuh"
 
@@ -34,21 +35,6 @@ constexpr int kBitonicMax = 2048;
 constexpr int kBitonicThreads = 256;
 constexpr int64_t kMaxSortItems = int64_t(1) << 27;
 
-// The CPU's key (autograd/kernels/topk.cpp): monotone float -> uint32 in the high half, the
-// complemented index in the low half.
-__device__ __forceinline__ uint64_t topk_key(float v, int64_t j) {
-  uint32_t u;
-  if (isnan(v)) {
-    u = 0xFFFFFFFFu;
-  } else {
-    const uint32_t b = __float_as_uint(v == 0.0f ? 0.0f : v);
-    u = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-  }
-  return uint64_t(u) << 32 | (0xFFFFFFFFull - uint64_t(j));
-}
-
-__device__ __forceinline__ int64_t key_index(uint64_t key) { return int64_t(0xFFFFFFFFull - (key & 0xFFFFFFFFull)); }
-
 // One block per row: keys of x[row] padded with 0 (below every real key) to npad (a power of two),
 // bitonic sort descending in shared memory, then the first k decoded.
 template <typename T>
@@ -56,7 +42,7 @@ __global__ void topk_bitonic_kernel(const T* x, int64_t n, int64_t k, int npad, 
   extern __shared__ uint64_t keys[];
   const int64_t r = blockIdx.x;
   const T* row = x + r * n;
-  for (int j = threadIdx.x; j < npad; j += blockDim.x) keys[j] = j < n ? topk_key(to_float(row[j]), j) : 0;
+  for (int j = threadIdx.x; j < npad; j += blockDim.x) keys[j] = j < n ? codec::index_order_key(to_float(row[j]), j) : 0;
   __syncthreads();
   for (int size = 2; size <= npad; size <<= 1) {
     for (int stride = size / 2; stride > 0; stride >>= 1) {
@@ -73,7 +59,7 @@ __global__ void topk_bitonic_kernel(const T* x, int64_t n, int64_t k, int npad, 
     }
   }
   for (int64_t c = threadIdx.x; c < k; c += blockDim.x) {
-    const int64_t j = key_index(keys[c]);
+    const int64_t j = codec::index_of_order_key(keys[c]);
     indices[r * k + c] = j;
     values[r * k + c] = row[j];  // the original bits
   }
@@ -82,7 +68,7 @@ __global__ void topk_bitonic_kernel(const T* x, int64_t n, int64_t k, int npad, 
 template <typename T>
 __global__ void topk_keys_kernel(const T* x, int64_t n, int64_t total, uint64_t* keys) {
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x)
-    keys[t] = topk_key(to_float(x[t]), t % n);
+    keys[t] = codec::index_order_key(to_float(x[t]), t % n);
 }
 
 // sorted [rows, n] (descending keys of x [rows, n]) -> values, indices [rows, k].
@@ -92,7 +78,7 @@ __global__ void topk_decode_kernel(const uint64_t* sorted, const T* x, int64_t r
   const int64_t total = rows * k;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = t / k, c = t % k;
-    const int64_t j = key_index(sorted[r * n + c]);
+    const int64_t j = codec::index_of_order_key(sorted[r * n + c]);
     indices[t] = j;
     values[t] = x[r * n + j];
   }

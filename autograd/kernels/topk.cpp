@@ -12,23 +12,12 @@
 #include <vector>
 
 #include "autograd/kernels/dispatch.h"
+#include "autograd/kernels/order_key.h"
 #include "autograd/kernels/strided.h"
 
 namespace daedalus {
 
 namespace cpu {
-
-namespace {
-
-// Monotone map float -> uint32 (a < b implies key(a) < key(b)); -0.0 maps like +0.0, every NaN to the top.
-uint32_t order_key(float v) {
-  if (std::isnan(v)) return 0xFFFFFFFFu;
-  if (v == 0.0f) v = 0.0f;
-  const uint32_t u = codec::float_bits(v);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-}  // namespace
 
 // x contiguous [rows, n] -> values [rows, k] (x's dtype), indices [rows, k] int64, both contiguous.
 void topk(const Tensor& values, const Tensor& indices, const Tensor& x, int64_t k) {
@@ -44,11 +33,11 @@ void topk(const Tensor& values, const Tensor& indices, const Tensor& x, int64_t 
       for (int64_t r = 0; r < rows; ++r) {
         const T* row = in + r * n;
         for (int64_t j = 0; j < n; ++j)
-          keys[size_t(j)] = uint64_t(order_key(to_float(row[j]))) << 32 | (0xFFFFFFFFull - uint64_t(j));
+          keys[size_t(j)] = codec::index_order_key(to_float(row[j]), j);
         if (k < n) std::nth_element(keys.begin(), keys.begin() + k, keys.end(), std::greater<>());
         std::sort(keys.begin(), keys.begin() + k, std::greater<>());
         for (int64_t c = 0; c < k; ++c) {
-          const int64_t j = int64_t(0xFFFFFFFFull - (keys[size_t(c)] & 0xFFFFFFFFull));
+          const int64_t j = codec::index_of_order_key(keys[size_t(c)]);
           out_idx[r * k + c] = j;
           out_val[r * k + c] = row[j];  // the original bits (-0.0 stays -0.0)
         }
