@@ -16,9 +16,9 @@
 
 namespace daedalus::fp8 {
 
-uint64_t rounding_seed(uint64_t run_seed, uint64_t step, uint64_t micro_batch, uint64_t module) {
+uint64_t rounding_seed(uint64_t run_seed, uint64_t step, uint64_t sample, uint64_t module) {
   uint64_t h = 0x9E3779B97F4A7C15ull;
-  for (uint64_t part : {run_seed, step, micro_batch, module}) {
+  for (uint64_t part : {run_seed, step, sample, module}) {
     uint64_t z = h ^ (part + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2));
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;

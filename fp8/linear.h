@@ -28,7 +28,8 @@ namespace daedalus::fp8 {
 // What a module's FP8 Linear keeps between steps: delayed-scaling amax histories (checkpointed
 // with the model) and, when asked, the statistics of its last quantizations. `rounding_seed` keys
 // the FP4 recipes' stochastic rounding and random Hadamard signs for the next forward/backward;
-// the trainer sets it before every micro-batch from (run.seed, step, micro-batch, module): see
+// the trainer sets it before every micro-batch from (run.seed, step, the micro-batch's first
+// global sample, module): see
 // rounding_seed() — so a resumed run draws the same random words as an uninterrupted one.
 struct LinearState {
   AmaxHistory x{16}, w{16}, dy{16};
@@ -39,7 +40,7 @@ struct LinearState {
 
 // A 64-bit key from its parts (SplitMix64's finalizer chained over them): distinct parts give
 // unrelated keys, the same parts the same key on every machine.
-uint64_t rounding_seed(uint64_t run_seed, uint64_t step, uint64_t micro_batch, uint64_t module);
+uint64_t rounding_seed(uint64_t run_seed, uint64_t step, uint64_t sample, uint64_t module);
 
 // What one Linear call draws random words for, each from its own key random_use_seed(state seed,
 // use): Dgrad's q(dY), Wgrad's q(dYᵀ) (stochastic rounding), the Hadamard signs of Wgrad.

@@ -367,12 +367,12 @@ void Trainer::set_fp8_stats(bool collect) {
     for (fp8::LinearState& s : g->states()) set(s);
 }
 
-void Trainer::set_rounding_seeds(int64_t step, int64_t micro) {
+void Trainer::set_rounding_seeds(int64_t step, int64_t first_sample) {
   // A module is named by its parameter name (and an expert by its global index), not by its place
   // in this rank's module list: the same Linear draws the same words at any PP or EP layout.
   const auto set = [&](fp8::LinearState& s, const std::string& module) {
     s.rounding_seed =
-        fp8::rounding_seed(uint64_t(config_.run.seed), uint64_t(step), uint64_t(micro), parallel::fnv1a_64(module));
+        fp8::rounding_seed(uint64_t(config_.run.seed), uint64_t(step), uint64_t(first_sample), parallel::fnv1a_64(module));
   };
   for (model::Linear* l : model_->linears()) set(l->state(), l->name());
   for (model::GroupedLinear* g : model_->grouped_linears()) {
@@ -426,7 +426,11 @@ StepMetrics Trainer::train_step() {
   const bool stats = config_.precision.stats_every > 0 && m.step % config_.precision.stats_every == 0;
   if (stats) set_fp8_stats(/*collect=*/true);
   std::vector<data::Batch> batches;
-  for (int64_t a = 0; a < accum; ++a) batches.push_back(train_loader_->next());
+  std::vector<int64_t> first_samples;  // each micro-batch's first global sample: its rounding seeds
+  for (int64_t a = 0; a < accum; ++a) {
+    batches.push_back(train_loader_->next());
+    first_samples.push_back(batches.back().first_sample);
+  }
   // Masked (chat) targets: the LM loss is the mean over the step's loss tokens (chat_training.h).
   const std::vector<double> lm_weight = config_.data.format == DataFormat::chat
                                             ? loss_token_weights(batches, *groups_.world)
@@ -450,7 +454,7 @@ StepMetrics Trainer::train_step() {
     return scale;
   };
   const StageResult stage =
-      schedule_->train(next_batch, accum, seed_scale, lm_weight, [&](int64_t a) { set_rounding_seeds(m.step, a); });
+      schedule_->train(next_batch, accum, seed_scale, lm_weight, [&](int64_t a) { set_rounding_seeds(m.step, first_samples[size_t(a)]); });
   if (stats) {
     if (groups_.world->rank() == 0) write_fp8_stats(m.step);
     set_fp8_stats(/*collect=*/false);

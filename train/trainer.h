@@ -130,10 +130,12 @@ class Trainer {
   bool shares_embedding() const;  // the first and last stage both hold model.embed_tokens
   double model_flops_per_token() const;
   void set_fp8_stats(bool collect);  // LinearState::collect_stats of every module (stale stats cleared)
-  // LinearState::rounding_seed of every module for micro-batch `micro` of step `step` (the FP4
-  // recipes' stochastic rounding and Hadamard signs; a function of run.seed, step, micro and the
-  // module's name, so independent of the layout).
-  void set_rounding_seeds(int64_t step, int64_t micro);
+  // LinearState::rounding_seed of every module for the micro-batch of step `step` whose first
+  // sample has global index `first_sample` (the FP4 recipes' stochastic rounding and Hadamard
+  // signs; a function of run.seed, step, the sample index and the module's name: data-parallel
+  // ranks draw different words, and a micro-batch draws the same ones at any PP, EP or
+  // data-parallel layout with the same micro_batch_size).
+  void set_rounding_seeds(int64_t step, int64_t first_sample);
   void write_fp8_stats(int64_t step);
 
   RunConfig config_;
