@@ -123,11 +123,11 @@ class CudnnAttentionGraphs : public ::testing::Test {
 
 TEST_F(CudnnAttentionGraphs, ValidateForHopperWithoutADevice) {
   // The frontend's checks of the forward and backward graphs exactly as the GPU path builds them:
-  // DeepSeek-V3's 192/128 and 64/64, causal and full, T ragged, MLA's transposed [B, T, H, D]
+  // DeepSeek-V3's 192/128, 64/64, configs/small.yaml's 96/64 and configs/tiny.yaml's 48/32, causal and full, T ragged, MLA's transposed [B, T, H, D]
   // layout read in place and packed [B, H, T, D]; CPU tensors (only shapes and strides are read).
   for (const bool causal : {true, false})
     for (const int64_t T : {2, 63, 300})
-      for (auto [Dqk, Dv] : {std::pair<int64_t, int64_t>{192, 128}, {64, 64}}) {
+      for (auto [Dqk, Dv] : {std::pair<int64_t, int64_t>{192, 128}, {64, 64}, {96, 64}, {48, 32}}) {
         const Tensor q = Tensor::empty({2, T, 3, Dqk}, DType::bf16).transpose(1, 2);
         const Tensor k = Tensor::empty({2, T, 3, Dqk}, DType::bf16).transpose(1, 2);
         const Tensor v = Tensor::empty({2, 3, T, Dv}, DType::bf16);

@@ -25,19 +25,6 @@ struct HfWeights::Location {
   const SafetensorsEntry* scale = nullptr;
 };
 
-namespace {
-
-constexpr std::string_view kScaleSuffix = "_scale_inv";
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-bool is_power_of_two(float x) {
-  int e = 0;
-  return x > 0 && std::isfinite(x) && std::frexp(x, &e) == 0.5f;
-}
-
-}  // namespace
-
 #if DAEDALUS_MINIMAL
 
 HfWeights::HfWeights(const std::string& dir, const HfFp8Format&) {
@@ -54,6 +41,19 @@ Tensor HfWeights::read_f32(const std::string& name, int64_t, int64_t, int64_t) c
 int64_t HfWeights::files() const { return 0; }
 
 #else
+
+namespace {
+
+constexpr std::string_view kScaleSuffix = "_scale_inv";
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+bool is_power_of_two(float x) {
+  int e = 0;
+  return x > 0 && std::isfinite(x) && std::frexp(x, &e) == 0.5f;
+}
+
+}  // namespace
 
 HfWeights::HfWeights(const std::string& dir, const HfFp8Format& fp8) : dir_(dir), fp8_(fp8) {
   namespace fs = std::filesystem;

@@ -230,10 +230,11 @@ StageResult PipelineSchedule::train(const std::function<data::Batch()>& next_bat
   return result;
 }
 
-double PipelineSchedule::evaluate(const std::function<data::Batch()>& next_batch, int64_t batches) {
+PipelineSchedule::EvalSum PipelineSchedule::evaluate(const std::function<data::Batch()>& next_batch,
+                                                     int64_t batches) {
   NoGradGuard no_grad;
   const bool first = stage_ == 0, last = stage_ == stages_ - 1;
-  double sum = 0;
+  EvalSum sum;
   for (int64_t i = 0; i < batches; ++i) {
     const data::Batch b = next_batch();
     const Tensor inputs = b.inputs.to(device_);
@@ -241,12 +242,16 @@ double PipelineSchedule::evaluate(const std::function<data::Batch()>& next_batch
     Var h = first ? model_.embed(inputs) : Var(recv_forward(b));
     h = model_.run_layers(h, positions, nullptr);
     if (last) {
-      sum += model_.finish(h, inputs, b.targets.to(device_), positions, {}).lm_loss.value().item();
+      const int64_t tokens = b.loss_tokens();
+      if (tokens == 0) continue;  // an all-masked window: no loss to weigh (its mean is 0 / 0)
+      const double mean = model_.finish(h, inputs, b.targets.to(device_), positions, {}).lm_loss.value().item();
+      sum.loss_sum += mean * double(tokens);
+      sum.tokens += tokens;
     } else {
       send_forward(h.value());
     }
   }
-  return last ? sum / double(batches) : 0.0;
+  return sum;
 }
 
 }  // namespace daedalus::train

@@ -68,9 +68,15 @@ class PipelineSchedule {
                     const std::function<double(int64_t)>& seed_scale, const std::vector<double>& lm_weight = {},
                     const std::function<void(int64_t)>& enter = {}, BackwardObserver* last_backward = nullptr);
 
-  // Forward only (evaluation, no tape): the mean next-token loss over `batches` batches; on the
-  // last stage (0 on the others).
-  double evaluate(const std::function<data::Batch()>& next_batch, int64_t batches);
+  // Forward only (evaluation, no tape) over `batches` batches, on the last stage ({0, 0} on the
+  // others): the sum over batches of each batch's mean next-token loss times its loss tokens, and
+  // the loss tokens. Their ratio is the mean over loss tokens whatever the batching (chat windows
+  // carry different numbers of loss tokens).
+  struct EvalSum {
+    double loss_sum = 0;
+    int64_t tokens = 0;
+  };
+  EvalSum evaluate(const std::function<data::Batch()>& next_batch, int64_t batches);
 
  private:
   struct InFlight;

@@ -524,15 +524,20 @@ EvalMetrics Trainer::evaluate() {
   NoGradGuard no_grad;
   const Fp8Histories kept(*model_);  // evaluation must not move the delayed scales
   val_loader_->set_consumed_samples(0);
-  // The last stage's mean loss (0 on the others), averaged over the data-parallel ranks.
-  double mean = schedule_->evaluate([&] { return val_loader_->next(); }, eval_batch_count());
+  // The mean over every loss token of the last stage's batches (nothing on the other stages),
+  // over the data-parallel ranks: Σ (batch mean × its loss tokens) / Σ loss tokens. The all-reduce
+  // is fp32: one rounding of each rank's sum (6e-8 relative), token counts exact below 2^24.
+  const PipelineSchedule::EvalSum local = schedule_->evaluate([&] { return val_loader_->next(); }, eval_batch_count());
+  double sums[2] = {local.loss_sum, double(local.tokens)};
   if (groups_.world->size() > 1) {
-    Tensor t = Tensor::from_values({mean}, {1});
+    Tensor t = Tensor::from_values({sums[0], sums[1]}, {2});
     groups_.world->all_reduce(t);
-    mean = t.item() / groups_.stage->size();
+    const std::vector<double> v = t.to_doubles();
+    sums[0] = v[0];
+    sums[1] = v[1];
   }
   kept.restore(*model_);
-  e.val_loss = mean;
+  e.val_loss = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
   return e;
 }
 

@@ -11,6 +11,7 @@
 #include <bit>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -56,6 +57,11 @@ const Library& library() {
       l.error = "cannot load cuDNN: " + tried;
       return l;
     }
+    // The frontend dlopens the CUDA runtime for its own calls and, left alone, takes
+    // libcudart.so.12 first where both majors are installed: name the one this program links
+    // (a user's own CUDNN_FRONTEND_CUDART_LIB_NAME wins).
+    const std::string cudart = fmt::format("libcudart.so.{}", CUDART_VERSION / 1000);
+    setenv("CUDNN_FRONTEND_CUDART_LIB_NAME", cudart.c_str(), /*overwrite=*/0);
     try {
       l.version = int(fe::detail::get_backend_version());
     } catch (const std::exception& e) {

@@ -67,6 +67,19 @@ case $case in
     out=$("$daedalus" generate --checkpoint "$ckpt" --prompt "Tell me something about life." --chat \
           --max-new-tokens 4 2>&1) || fail "generate --chat: $out"
     [[ $out == *"Tell me something about life."* && $out == *"prompt + "*" new tokens"* ]] || fail "generate: $out"
+    # val_loss is the mean over the validation set's loss tokens whatever the batching: its 9 windows
+    # (323 loss tokens, unevenly spread) as 9 batches of 1, 3 of 3 and 1 of 9 give one value to
+    # rounding (the per-batch means this replaced gave 8.674050 and 8.670545 for 1 and 3).
+    losses=()
+    for mb in 1 3 9; do
+      out=$("$daedalus" eval --checkpoint "$ckpt" --set train.micro_batch_size=$mb --set train.eval_batches=100 2>&1) ||
+        fail "eval mb $mb: $out"
+      [[ $out =~ val_loss\ ([0-9.]+) ]] || fail "eval mb $mb: $out"
+      losses+=("${BASH_REMATCH[1]}")
+    done
+    awk -v a="${losses[0]}" -v b="${losses[1]}" -v c="${losses[2]}" \
+      'BEGIN { d1 = a - b; d2 = a - c; exit !((d1 < 0 ? -d1 : d1) <= 2e-6 && (d2 < 0 ? -d2 : d2) <= 2e-6) }' ||
+      fail "val_loss depends on the batching: ${losses[*]}"
     # export-hf puts the run's tokenizer beside the weights (byte for byte).
     out=$("$daedalus" export-hf --checkpoint "$ckpt" --out "$work/hf" 2>&1) || fail "export-hf: $out"
     [[ $out == *"$work/hf/tokenizer.json, $work/hf/tokenizer_config.json"* ]] || fail "export-hf: $out"
