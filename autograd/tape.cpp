@@ -12,6 +12,7 @@ namespace {
 thread_local bool t_grad_enabled = true;
 thread_local Tape* t_current_tape = nullptr;
 thread_local SavedTensorHook::Pack t_pack;
+thread_local bool t_recompute_forward = false;  // inside recompute()'s first, unrecorded run of fn
 
 // Epochs are unique across all tapes, so a Var can tell whether the tape it is on still holds its
 // history (a private recomputation tape never shares an epoch with the thread's tape).
@@ -98,6 +99,9 @@ std::vector<Var> record(std::string_view op, const std::vector<Var>& inputs, std
   if (t_grad_enabled)
     for (const Var& in : inputs) any = any || in.requires_grad();
   Tape& tape = current_tape();
+  if (any || t_recompute_forward)
+    for (const Var& in : inputs)
+      if (in.requires_grad() && in.slot()->is_leaf) tape.note_use(in.slot().get());
   std::vector<std::shared_ptr<GradSlot>> slots;
   for (const Tensor& out : outputs) {
     auto slot = std::make_shared<GradSlot>();
@@ -130,7 +134,17 @@ void Tape::push(Node node) { nodes_.push_back(std::move(node)); }
 
 void Tape::clear() {
   nodes_.clear();
+  first_use_.clear();
+  observer_ = nullptr;
   epoch_ = next_epoch();
+}
+
+// The node that records this op (or the recompute() node around it) is pushed at index size().
+void Tape::note_use(const GradSlot* leaf) { first_use_.try_emplace(leaf, nodes_.size()); }
+
+size_t Tape::first_use(const GradSlot* leaf) const {
+  const auto it = first_use_.find(leaf);
+  return it == first_use_.end() ? nodes_.size() : it->second;
 }
 
 void Tape::backward(const std::vector<Var>& roots, const std::vector<Tensor>& seeds) {
@@ -157,32 +171,40 @@ void Tape::backward(const std::vector<Var>& roots, const std::vector<Tensor>& se
       root.slot()->accumulate("backward seed", Tensor::ones(root.shape(), root.dtype(), root.value().device()));
     }
   }
+  BackwardObserver* const observer = observer_;
   try {
+    if (observer != nullptr) observer->begin(*this);
     for (size_t i = nodes_.size(); i-- > 0;) {
-      Node node = std::move(nodes_[i]);
-      nodes_.pop_back();  // the node (and what its closure saved) is freed when this iteration ends
-      const Tensor* any = nullptr;
-      for (const auto& out : node.outputs)
-        if (out->grad.defined()) any = &out->grad;
-      if (any == nullptr) continue;  // nothing flowed into this node's outputs
-      std::vector<Tensor> grads;
-      for (const auto& out : node.outputs)
-        grads.push_back(out->grad.defined() ? out->grad : Tensor::zeros(out->shape, out->dtype, any->device()));
-      std::vector<bool> needs;
-      for (const auto& in : node.inputs) needs.push_back(in->requires_grad);
-      const std::vector<Tensor> input_grads = node.backward(BackwardContext(std::move(grads), needs));
-      DAEDALUS_CHECK(input_grads.size() == node.inputs.size(), "{} backward: returned {} gradients for {} inputs",
-                     node.op, input_grads.size(), node.inputs.size());
-      for (size_t k = 0; k < node.inputs.size(); ++k)
-        if (needs[k] && input_grads[k].defined()) node.inputs[k]->accumulate(node.op, input_grads[k]);
-      for (const auto& out : node.outputs)
-        if (!out->is_leaf) out->grad = Tensor();  // consumed: intermediate gradients are not kept
+      run_node(i);
+      if (observer != nullptr) observer->node_done(i);
     }
+    if (observer != nullptr) observer->end();
   } catch (...) {
     clear();
     throw;
   }
   clear();
+}
+
+void Tape::run_node(size_t i) {
+  Node node = std::move(nodes_[i]);
+  nodes_.pop_back();  // the node (and what its closure saved) is freed when this call ends
+  const Tensor* any = nullptr;
+  for (const auto& out : node.outputs)
+    if (out->grad.defined()) any = &out->grad;
+  if (any == nullptr) return;  // nothing flowed into this node's outputs
+  std::vector<Tensor> grads;
+  for (const auto& out : node.outputs)
+    grads.push_back(out->grad.defined() ? out->grad : Tensor::zeros(out->shape, out->dtype, any->device()));
+  std::vector<bool> needs;
+  for (const auto& in : node.inputs) needs.push_back(in->requires_grad);
+  const std::vector<Tensor> input_grads = node.backward(BackwardContext(std::move(grads), needs));
+  DAEDALUS_CHECK(input_grads.size() == node.inputs.size(), "{} backward: returned {} gradients for {} inputs", node.op,
+                 input_grads.size(), node.inputs.size());
+  for (size_t k = 0; k < node.inputs.size(); ++k)
+    if (needs[k] && input_grads[k].defined()) node.inputs[k]->accumulate(node.op, input_grads[k]);
+  for (const auto& out : node.outputs)
+    if (!out->is_leaf) out->grad = Tensor();  // consumed: intermediate gradients are not kept
 }
 
 Tape& current_tape() {
@@ -206,6 +228,11 @@ std::vector<Var> recompute(std::string_view name, const std::function<std::vecto
   std::vector<Tensor> outputs;
   {
     NoGradGuard no_grad;
+    struct Forward {  // parameters fn reads are noted as used by the node recorded below
+      bool previous = t_recompute_forward;
+      Forward() { t_recompute_forward = true; }
+      ~Forward() { t_recompute_forward = previous; }
+    } forward;
     std::vector<Var> detached;
     for (const Var& in : inputs) detached.push_back(in.detach());
     for (const Var& out : fn(detached)) outputs.push_back(out.value());

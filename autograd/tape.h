@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "autograd/tensor.h"
@@ -126,6 +127,18 @@ Var record1(std::string_view op, const std::vector<Var>& inputs, Tensor output, 
 
 // ---- the tape -----------------------------------------------------------------------------------
 
+class Tape;
+
+// Watches one backward pass as it runs (Tape::set_observer), e.g. to start reducing gradients
+// that are already final while earlier layers still differentiate (parallel/grad_overlap.h).
+class BackwardObserver {
+ public:
+  virtual ~BackwardObserver() = default;
+  virtual void begin(const Tape& tape) = 0;  // the roots are seeded; no node has run
+  virtual void node_done(size_t index) = 0;  // nodes [index, size) have run (or had nothing to do)
+  virtual void end() = 0;                    // every node has run
+};
+
 class Tape {
  public:
   struct Node {
@@ -143,6 +156,16 @@ class Tape {
   size_t size() const { return nodes_.size(); }
   uint64_t epoch() const { return epoch_; }
 
+  // A leaf's first use on this tape: the index of the first node that may add to its gradient
+  // (the first node taking it as an input, or the recompute() node whose function read it), or
+  // size() when none does. In backward, once the nodes from that index on have run, the leaf's
+  // gradient is final. Uses are noted while recording (grad mode on, or inside recompute()'s
+  // forward) for leaves that require a gradient.
+  size_t first_use(const GradSlot* leaf) const;
+  void note_use(const GradSlot* leaf);
+  // `observer` (null: none) watches the next backward() only; it must outlive that call.
+  void set_observer(BackwardObserver* observer) { observer_ = observer; }
+
   // Runs every node in reverse, seeding each root with its seed (a root with one element may pass
   // an undefined seed: 1). Releases the tape: nodes, saved tensors and non-leaf gradients are freed.
   void backward(const std::vector<Var>& roots, const std::vector<Tensor>& seeds = {});
@@ -151,8 +174,12 @@ class Tape {
   void clear();
 
  private:
+  void run_node(size_t i);  // runs node i (the last one) and pops it
+
   std::vector<Node> nodes_;
   uint64_t epoch_;  // renewed when the tape is released; Vars from older epochs have no history
+  std::unordered_map<const GradSlot*, size_t> first_use_;  // leaves -> first node index (see first_use)
+  BackwardObserver* observer_ = nullptr;
 };
 
 // The tape ops record onto on this thread (a thread-local default unless a TapeScope is active).

@@ -1,5 +1,5 @@
 // What the backends share: the argument checks of all_to_all_v, exchange and reduce_scatter,
-// and the rank-order double sum.
+// the rank-order double sum, and the blocking fallback of the started collectives.
 #include "parallel/communicator.h"
 
 #include <cstring>
@@ -22,7 +22,24 @@ void check_counts(std::string_view op, std::string_view name, const std::vector<
   DAEDALUS_CHECK(total == t.size(0), "{}: {} sum to {} rows but the tensor is {}", op, name, total, t.describe());
 }
 
+// What a backend without a nonblocking form returns: the blocking call, already done.
+class CompletedWork final : public Work {
+ public:
+  void wait() override {}
+  bool test() override { return true; }
+};
+
 }  // namespace
+
+std::unique_ptr<Work> Communicator::start_reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) {
+  reduce_scatter(in, out, op);
+  return std::make_unique<CompletedWork>();
+}
+
+std::unique_ptr<Work> Communicator::start_all_gather(const Tensor& in, const Tensor& out) {
+  all_gather(in, out);
+  return std::make_unique<CompletedWork>();
+}
 
 int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vector<int64_t>& send_counts,
                            const Tensor& out, const std::vector<int64_t>& recv_counts, int rank, int size) {
@@ -75,6 +92,12 @@ void check_reduce_scatter(std::string_view op, const Tensor& in, const Tensor& o
   DAEDALUS_CHECK(in.dtype() == out.dtype(), "{}: in is {} but out is {}", op, in.describe(), out.describe());
   DAEDALUS_CHECK(in.numel() == out.numel() * size, "{}: in {} must hold {} ranks x {} elements of out {}", op,
                  in.describe(), size, out.numel(), out.describe());
+}
+
+void check_all_gather(std::string_view op, const Tensor& in, const Tensor& out, int size) {
+  DAEDALUS_CHECK(in.dtype() == out.dtype(), "{}: in is {} but out is {}", op, in.describe(), out.describe());
+  DAEDALUS_CHECK(out.numel() == in.numel() * size, "{}: out {} must hold {} ranks x {} elements of in {}", op,
+                 out.describe(), size, in.numel(), in.describe());
 }
 
 }  // namespace daedalus::parallel

@@ -38,6 +38,22 @@ struct PeerTransfer {
   int peer;
 };
 
+// A collective started by Communicator::start_reduce_scatter / start_all_gather, running while the
+// caller does other work. It holds the tensors it reads and writes until wait() has returned, so
+// their memory cannot be handed to other work while the collective may still touch it.
+//   MPI: a nonblocking collective on host buffers; wait() blocks until it is complete (MPI_Wait),
+//        test() lets MPI progress it (MPI_Test: Open MPI moves nonblocking collectives forward only
+//        inside MPI calls, so a caller that wants overlap calls test() now and then).
+//   NCCL: the collective runs on the device's communication stream; wait() makes the compute
+//        stream wait for it (an event), without blocking the host.
+// A Work that is destroyed without wait() waits in its destructor (errors are then not reported).
+class Work {
+ public:
+  virtual ~Work() = default;
+  virtual void wait() = 0;
+  virtual bool test() = 0;  // true once complete (wait() then returns at once); never blocks
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -53,6 +69,12 @@ class Communicator {
   // in [size * n] on every rank; out [n] on rank r = block r of the element-wise reduction of every
   // rank's in (ZeRO-1's gradient reduce-scatter); fp32 or bf16 (widened, reduced in fp32, rounded once).
   virtual void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op = ReduceOp::sum) = 0;
+  // The same two collectives, started and returned as a Work (same arguments and checks, which run
+  // before anything starts). The result is the same bits as the blocking call's: MPI's blocking
+  // reduce_scatter is start + wait itself, so that a reduction overlapped or not adds in the same
+  // order. A backend without a nonblocking form runs the blocking call and returns it completed.
+  virtual std::unique_ptr<Work> start_reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op = ReduceOp::sum);
+  virtual std::unique_ptr<Work> start_all_gather(const Tensor& in, const Tensor& out);
   // Rows of `in` [sum(send_counts), D] go to ranks in order (send_counts[r] rows to rank r); `out`
   // [sum(recv_counts), D] receives recv_counts[r] rows from rank r, in rank order.
   virtual void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
@@ -81,6 +103,9 @@ int64_t check_all_to_all_v(std::string_view op, const Tensor& in, const std::vec
 // The argument checks of every backend's reduce_scatter (InputError prefixed with `op`): in and out
 // of one dtype, in holding `size` blocks of out.numel() elements.
 void check_reduce_scatter(std::string_view op, const Tensor& in, const Tensor& out, int size);
+// The argument checks of every backend's all_gather (InputError prefixed with `op`): in and out of
+// one dtype, out holding `size` blocks of in.numel() elements.
+void check_all_gather(std::string_view op, const Tensor& in, const Tensor& out, int size);
 
 // Collective over `comm`: the sum of every rank's `value`, added in double in rank order (the
 // values travel as their 8 bytes through all_gather), so every rank gets the same bits and no fp32

@@ -111,33 +111,55 @@ std::vector<int64_t> numels_of(const std::vector<Tensor>& tensors) {
   return n;
 }
 
+BucketReduceScatter::BucketReduceScatter(Communicator& comm, const std::vector<Tensor>& grads,
+                                         const ShardLayout& layout, size_t bucket)
+    : comm_(comm), layout_(layout), bucket_(bucket) {
+  DAEDALUS_CHECK(bucket < layout.buckets.size(), "BucketReduceScatter: bucket {} of {}", bucket, layout.buckets.size());
+  const ShardLayout::Bucket& b = layout.buckets[bucket];
+  const int n = comm.size();
+  const std::vector<int64_t> starts = starts_of(layout.numels);
+  Device device = Device::cpu();
+  for_each_piece(starts, layout.numels, b.begin, b.begin + b.size,
+                 [&](size_t i, int64_t, int64_t, int64_t) { device = grads[i].device(); });
+  in_ = Tensor::empty({b.shard * n}, DType::f32, device);
+  out_ = Tensor::empty({b.shard}, DType::f32, device);
+  for_each_piece(starts, layout.numels, b.begin, b.begin + b.size, [&](size_t i, int64_t s, int64_t e, int64_t at) {
+    in_.slice(0, at, at + (e - s)).copy_(flat(grads[i]).slice(0, s, e));
+  });
+  if (b.shard * n > b.size) in_.slice(0, b.size, b.shard * n).zero_();
+  bytes_ = in_.numel() * int64_t(sizeof(float));
+  work_ = comm.start_reduce_scatter(in_, out_, ReduceOp::sum);
+}
+
+BucketReduceScatter::~BucketReduceScatter() = default;
+
+bool BucketReduceScatter::test() { return work_->test(); }
+
+void BucketReduceScatter::finish(const std::vector<Tensor>& grads) {
+  work_->wait();
+  const ShardLayout::Bucket& b = layout_.buckets[bucket_];
+  const int r = comm_.rank(), n = comm_.size();
+  const Tensor mean = average(out_, n);
+  const int64_t lo = b.begin + r * b.shard;
+  for_each_piece(starts_of(layout_.numels), layout_.numels, lo, std::min(b.begin + b.size, lo + b.shard),
+                 [&](size_t i, int64_t s, int64_t e, int64_t at) {
+                   flat(grads[i]).slice(0, s, e).copy_(mean.slice(0, at, at + (e - s)));
+                 });
+  in_ = Tensor();
+  out_ = Tensor();
+}
+
 GradSyncStats reduce_scatter_gradients(Communicator& comm, const std::vector<Tensor>& grads,
                                        const ShardLayout& layout) {
   check_sharded("reduce_scatter_gradients", comm, grads, layout, DType::f32);
   GradSyncStats stats;
   if (layout.buckets.empty()) return stats;
   const nvtx::Range range("grad_sync.reduce_scatter");
-  const Device device = grads[0].device();
-  const std::vector<int64_t> starts = starts_of(layout.numels);
-  const int r = comm.rank(), n = comm.size();
-  const ShardLayout::Bucket& first = layout.buckets[0];  // the largest
-  const Tensor buffer = Tensor::empty({first.shard * n}, DType::f32, device);
-  const Tensor shard = Tensor::empty({first.shard}, DType::f32, device);
-  for (const ShardLayout::Bucket& b : layout.buckets) {
-    const Tensor in = buffer.slice(0, 0, b.shard * n), out = shard.slice(0, 0, b.shard);
-    for_each_piece(starts, layout.numels, b.begin, b.begin + b.size, [&](size_t i, int64_t s, int64_t e, int64_t at) {
-      in.slice(0, at, at + (e - s)).copy_(flat(grads[i]).slice(0, s, e));
-    });
-    if (b.shard * n > b.size) in.slice(0, b.size, b.shard * n).zero_();
-    comm.reduce_scatter(in, out, ReduceOp::sum);
+  for (size_t b = 0; b < layout.buckets.size(); ++b) {
+    BucketReduceScatter bucket(comm, grads, layout, b);  // one bucket's buffers at a time
+    bucket.finish(grads);
     ++stats.calls;
-    stats.bytes += in.numel() * int64_t(sizeof(float));
-    const Tensor mean = average(out, n);
-    const int64_t lo = b.begin + r * b.shard;
-    for_each_piece(starts, layout.numels, lo, std::min(b.begin + b.size, lo + b.shard),
-                   [&](size_t i, int64_t s, int64_t e, int64_t at) {
-                     flat(grads[i]).slice(0, s, e).copy_(mean.slice(0, at, at + (e - s)));
-                   });
+    stats.bytes += bucket.bytes();
   }
   return stats;
 }

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -65,6 +66,33 @@ std::vector<int64_t> numels_of(const std::vector<Tensor>& tensors);
 // comm.size()). After the call every element `comm.rank()` owns holds sum over ranks / comm.size();
 // the other elements are left as they were (this rank's own partial sums).
 GradSyncStats reduce_scatter_gradients(Communicator& comm, const std::vector<Tensor>& grads, const ShardLayout& layout);
+
+// One bucket of reduce_scatter_gradients on its own: the constructor copies the bucket's elements
+// of `grads` into a buffer of its own (zero-padded to shard x ranks) and starts its reduce-scatter
+// (Communicator::start_reduce_scatter); finish() waits for it and writes the mean into the
+// elements this rank owns. Only the gradients the bucket touches are read or written, so the
+// others may still be undefined (or still accumulating) when a bucket starts: what the overlapped
+// reduction (parallel/grad_overlap.h) relies on. Each bucket adds in the order the blocking
+// reduce_scatter_gradients does (it is made of these), whatever order buckets start in.
+class BucketReduceScatter {
+ public:
+  BucketReduceScatter(Communicator& comm, const std::vector<Tensor>& grads, const ShardLayout& layout, size_t bucket);
+  ~BucketReduceScatter();
+  BucketReduceScatter(const BucketReduceScatter&) = delete;
+  BucketReduceScatter& operator=(const BucketReduceScatter&) = delete;
+
+  bool test();  // Work::test: lets the collective progress; true once complete
+  void finish(const std::vector<Tensor>& grads);
+  int64_t bytes() const { return bytes_; }  // this rank's input to the collective (padding included)
+
+ private:
+  Communicator& comm_;
+  const ShardLayout& layout_;
+  size_t bucket_;
+  Tensor in_, out_;
+  int64_t bytes_ = 0;
+  std::unique_ptr<Work> work_;
+};
 
 // tensors: contiguous, of one dtype, on one device, laid out by `layout`. Every element takes the
 // value it has on the rank that owns it.

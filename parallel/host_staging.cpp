@@ -48,6 +48,18 @@ class HostStagingCommunicator final : public Communicator {
     unstage(out, staged_out);
   }
 
+  // Device tensors start on the inner communicator (NCCL: on its communication stream); host
+  // tensors take the staged blocking path and come back completed.
+  std::unique_ptr<Work> start_reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) override {
+    if (!on_host(in) && !on_host(out)) return inner_->start_reduce_scatter(in, out, op);
+    return Communicator::start_reduce_scatter(in, out, op);
+  }
+
+  std::unique_ptr<Work> start_all_gather(const Tensor& in, const Tensor& out) override {
+    if (!on_host(in) && !on_host(out)) return inner_->start_all_gather(in, out);
+    return Communicator::start_all_gather(in, out);
+  }
+
   void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
                     const std::vector<int64_t>& recv_counts) override {
     if (!on_host(in) && !on_host(out)) return inner_->all_to_all_v(in, send_counts, out, recv_counts);

@@ -7,6 +7,7 @@
 // fit, and a count that does not is an InputError naming it.
 #include <climits>
 #include <cstdlib>
+#include <functional>
 #include <mutex>
 #include <numeric>
 
@@ -49,6 +50,48 @@ void check_host_tensor(std::string_view op, std::string_view name, const Tensor&
 }
 
 MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::sum ? MPI_SUM : MPI_MAX; }
+
+// A started nonblocking collective: its request, the tensors MPI reads and writes (held until it
+// completes), and what to do once it has (the bf16 reduce-scatter's rounding back).
+class MpiWork final : public Work {
+ public:
+  explicit MpiWork(std::vector<Tensor> buffers, std::function<void()> then = {})
+      : buffers_(std::move(buffers)), then_(std::move(then)) {}
+  ~MpiWork() override {
+    if (request_ != MPI_REQUEST_NULL) MPI_Wait(&request_, MPI_STATUS_IGNORE);  // best effort (see Work)
+  }
+  MpiWork(const MpiWork&) = delete;
+  MpiWork& operator=(const MpiWork&) = delete;
+
+  MPI_Request* request() { return &request_; }
+
+  void wait() override {
+    if (!done_) {
+      DAEDALUS_MPI_CHECK(MPI_Wait(&request_, MPI_STATUS_IGNORE));
+      complete();
+    }
+  }
+
+  bool test() override {
+    if (done_) return true;
+    int flag = 0;
+    DAEDALUS_MPI_CHECK(MPI_Test(&request_, &flag, MPI_STATUS_IGNORE));
+    if (flag != 0) complete();
+    return done_;
+  }
+
+ private:
+  void complete() {
+    done_ = true;
+    if (then_) then_();
+    buffers_.clear();
+  }
+
+  std::vector<Tensor> buffers_;
+  std::function<void()> then_;
+  MPI_Request request_ = MPI_REQUEST_NULL;
+  bool done_ = false;
+};
 
 class MpiCommunicator final : public Communicator {
  public:
@@ -108,39 +151,52 @@ class MpiCommunicator final : public Communicator {
 
   // out holds size() blocks of in.numel() elements, rank order; any shapes with those numels.
   void all_gather(const Tensor& in, const Tensor& out) override {
-    check_host_tensor("all_gather", "in", in);
-    check_host_tensor("all_gather", "out", out);
-    DAEDALUS_CHECK(in.dtype() == out.dtype(), "all_gather: in is {} but out is {}", in.describe(), out.describe());
-    DAEDALUS_CHECK(out.numel() == in.numel() * size_, "all_gather: out {} must hold {} ranks x {} elements of in {}",
-                   out.describe(), size_, in.numel(), in.describe());
-    const int bytes = checked_count("all_gather", "byte count", static_cast<int64_t>(in.nbytes()));
-    checked_count("all_gather", "output byte count", static_cast<int64_t>(out.nbytes()));
+    check_gather_args(in, out);
+    const int bytes = static_cast<int>(in.nbytes());
     DAEDALUS_MPI_CHECK(MPI_Allgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, comm_));
   }
 
-  // in [size * n], out [n]: MPI_Reduce_scatter_block in fp32; bf16 as all_reduce does it (widened,
-  // reduced in fp32, rounded to bf16 once).
+  // in [size * n], out [n]: MPI_Ireduce_scatter_block in fp32, then MPI_Wait — the blocking call is
+  // the started one waited for, so overlapped and blocking reductions add in the same order (Open
+  // MPI's blocking and nonblocking collectives are different algorithms). bf16 as all_reduce does
+  // it (widened, reduced in fp32, rounded to bf16 once).
   void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) override {
+    start_reduce_scatter(in, out, op)->wait();
+  }
+
+  std::unique_ptr<Work> start_reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) override {
     check_host_tensor("reduce_scatter", "in", in);
     check_host_tensor("reduce_scatter", "out", out);
     check_reduce_scatter("reduce_scatter", in, out, size_);
     const int count = checked_count("reduce_scatter", "block element count", out.numel());
     checked_count("reduce_scatter", "input element count", in.numel());
     switch (in.dtype()) {
-      case DType::f32:
-        DAEDALUS_MPI_CHECK(
-            MPI_Reduce_scatter_block(in.data_ptr(), out.data_ptr(), count, MPI_FLOAT, mpi_op(op), comm_));
-        return;
+      case DType::f32: {
+        auto work = std::make_unique<MpiWork>(std::vector<Tensor>{in, out});
+        DAEDALUS_MPI_CHECK(MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), count, MPI_FLOAT, mpi_op(op), comm_,
+                                                     work->request()));
+        return work;
+      }
       case DType::bf16: {
         const Tensor wide_in = in.to(DType::f32);
-        Tensor wide_out = Tensor::empty(out.shape(), DType::f32);
-        DAEDALUS_MPI_CHECK(
-            MPI_Reduce_scatter_block(wide_in.data_ptr(), wide_out.data_ptr(), count, MPI_FLOAT, mpi_op(op), comm_));
-        Tensor(out).copy_(wide_out);
-        return;
+        const Tensor wide_out = Tensor::empty(out.shape(), DType::f32);
+        auto work = std::make_unique<MpiWork>(std::vector<Tensor>{wide_in, wide_out, out},
+                                              [wide_out, out] { Tensor(out).copy_(wide_out); });
+        DAEDALUS_MPI_CHECK(MPI_Ireduce_scatter_block(wide_in.data_ptr(), wide_out.data_ptr(), count, MPI_FLOAT,
+                                                     mpi_op(op), comm_, work->request()));
+        return work;
       }
       default: throw_unsupported_dtype("reduce_scatter", in.dtype(), "fp32, bf16");
     }
+  }
+
+  std::unique_ptr<Work> start_all_gather(const Tensor& in, const Tensor& out) override {
+    check_gather_args(in, out);
+    const int bytes = static_cast<int>(in.nbytes());
+    auto work = std::make_unique<MpiWork>(std::vector<Tensor>{in, out});
+    DAEDALUS_MPI_CHECK(
+        MPI_Iallgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, comm_, work->request()));
+    return work;
   }
 
   // in [sum(send_counts), ...] and out [sum(recv_counts), ...] with the same row shape and dtype.
@@ -202,6 +258,14 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  void check_gather_args(const Tensor& in, const Tensor& out) const {
+    check_host_tensor("all_gather", "in", in);
+    check_host_tensor("all_gather", "out", out);
+    check_all_gather("all_gather", in, out, size_);
+    checked_count("all_gather", "byte count", static_cast<int64_t>(in.nbytes()));
+    checked_count("all_gather", "output byte count", static_cast<int64_t>(out.nbytes()));
+  }
+
   // Row counts (checked by check_all_to_all_v) -> byte counts that fit MPI's int.
   static std::vector<int> byte_counts(std::string_view name, const std::vector<int64_t>& rows, int64_t row_bytes) {
     std::vector<int> bytes(rows.size());

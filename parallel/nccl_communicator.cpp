@@ -17,6 +17,10 @@
 // buffer freed during a collective for later work on the same stream. Waiting for the stream also
 // waits for the kernels queued before the collective, so timeout_s covers them too (as it did when
 // NCCL had a stream of its own that waited for the legacy default stream).
+//
+// The started collectives (start_reduce_scatter, start_all_gather: gradient buckets reduced while
+// backward runs) are the exception: they run on the device's communication stream, ordered with
+// the compute stream by two events, and are not waited for on the host (NcclWork below).
 #include <algorithm>
 #include <chrono>
 #include <thread>
@@ -146,10 +150,7 @@ class NcclCommunicator final : public Communicator {
   void all_gather(const Tensor& in, const Tensor& out) override {
     check_device_tensor("all_gather", "in", in, device_);
     check_device_tensor("all_gather", "out", out, device_);
-    DAEDALUS_CHECK(in.dtype() == out.dtype(), "nccl all_gather: in is {} but out is {}", in.describe(), out.describe());
-    DAEDALUS_CHECK(out.numel() == in.numel() * size_,
-                   "nccl all_gather: out {} must hold {} ranks x {} elements of in {}", out.describe(), size_,
-                   in.numel(), in.describe());
+    check_all_gather("nccl all_gather", in, out, size_);
     run("all_gather", [&] {
       DAEDALUS_NCCL_ENQUEUE(ncclAllGather(in.data_ptr(), out.data_ptr(), in.nbytes(), ncclUint8, comm_, stream_));
     });
@@ -172,6 +173,28 @@ class NcclCommunicator final : public Communicator {
     run("reduce_scatter", [&] {
       DAEDALUS_NCCL_ENQUEUE(ncclReduceScatter(in.data_ptr(), out.data_ptr(), size_t(out.numel()), ncclFloat32,
                                               nccl_op(op), comm_, stream_));
+    });
+  }
+
+  // Started on the device's communication stream (autograd/cuda/stream.h): see start(). fp32 only;
+  // bf16 takes the blocking path (widened, reduced, rounded back) and comes back completed.
+  std::unique_ptr<Work> start_reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) override {
+    check_device_tensor("reduce_scatter", "in", in, device_);
+    check_device_tensor("reduce_scatter", "out", out, device_);
+    check_reduce_scatter("nccl reduce_scatter", in, out, size_);
+    if (in.dtype() != DType::f32) return Communicator::start_reduce_scatter(in, out, op);
+    return start("reduce_scatter", {in, out}, [&](cudaStream_t s) {
+      DAEDALUS_NCCL_ENQUEUE(
+          ncclReduceScatter(in.data_ptr(), out.data_ptr(), size_t(out.numel()), ncclFloat32, nccl_op(op), comm_, s));
+    });
+  }
+
+  std::unique_ptr<Work> start_all_gather(const Tensor& in, const Tensor& out) override {
+    check_device_tensor("all_gather", "in", in, device_);
+    check_device_tensor("all_gather", "out", out, device_);
+    check_all_gather("nccl all_gather", in, out, size_);
+    return start("all_gather", {in, out}, [&](cudaStream_t s) {
+      DAEDALUS_NCCL_ENQUEUE(ncclAllGather(in.data_ptr(), out.data_ptr(), in.nbytes(), ncclUint8, comm_, s));
     });
   }
 
@@ -252,6 +275,81 @@ class NcclCommunicator final : public Communicator {
       offset += size_t(rows[r]) * row_bytes;
     }
     return out;
+  }
+
+  // A collective on the communication stream: `ready` (recorded on the compute stream after the
+  // work that wrote the input) is waited for first; `done` is recorded after it, and wait() makes
+  // the compute stream wait for `done` before the tensors are released. Neither side blocks the
+  // host; a failure or hang of the collective surfaces at the next operation the host waits for
+  // (run() below: NCCL's error state and parallel.timeout_s) or the trainer's watchdog.
+  class NcclWork final : public Work {
+   public:
+    NcclWork(NcclCommunicator& owner, std::string_view op, std::vector<Tensor> buffers)
+        : owner_(owner), op_(op), buffers_(std::move(buffers)) {
+      DAEDALUS_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+      const cudaError_t created = cudaEventCreateWithFlags(&done_, cudaEventDisableTiming);
+      if (created != cudaSuccess) cudaEventDestroy(ready_);
+      DAEDALUS_CUDA_CHECK(created);
+    }
+    ~NcclWork() override {
+      // Not waited for (an exception unwound past it): the compute stream still waits, so the
+      // blocks released below are reused only after the collective. Destroying a pending event is
+      // allowed (its resources go once it completes).
+      if (!waited_ && recorded_) {
+        cudaSetDevice(owner_.device_);
+        cudaStreamWaitEvent(owner_.stream_, done_, 0);
+      }
+      cudaEventDestroy(ready_);
+      cudaEventDestroy(done_);
+    }
+    NcclWork(const NcclWork&) = delete;
+    NcclWork& operator=(const NcclWork&) = delete;
+
+    void wait() override {
+      if (waited_) return;
+      DAEDALUS_CUDA_CHECK(cudaSetDevice(owner_.device_));
+      DAEDALUS_CUDA_CHECK(cudaStreamWaitEvent(owner_.stream_, done_, 0));
+      waited_ = true;
+      buffers_.clear();  // later compute work on these blocks is ordered after `done`
+      owner_.check_async(op_);
+    }
+    bool test() override {
+      if (waited_) return true;
+      const cudaError_t state = cudaEventQuery(done_);
+      if (state == cudaErrorNotReady) return false;
+      DAEDALUS_CUDA_CHECK(state);
+      return true;
+    }
+
+   private:
+    friend class NcclCommunicator;
+    NcclCommunicator& owner_;
+    std::string op_;
+    std::vector<Tensor> buffers_;
+    cudaEvent_t ready_ = nullptr;
+    cudaEvent_t done_ = nullptr;
+    bool recorded_ = false;
+    bool waited_ = false;
+  };
+
+  template <typename Enqueue>
+  std::unique_ptr<Work> start(std::string_view op, std::vector<Tensor> buffers, Enqueue&& enqueue) {
+    DAEDALUS_CHECK(!aborted_, "nccl {}: the communicator was aborted after an earlier failure", op);
+    DAEDALUS_CUDA_CHECK(cudaSetDevice(device_));
+    const cudaStream_t comm = cuda::comm_stream(device_);
+    auto work = std::make_unique<NcclWork>(*this, op, std::move(buffers));
+    DAEDALUS_CUDA_CHECK(cudaEventRecord(work->ready_, stream_));
+    DAEDALUS_CUDA_CHECK(cudaStreamWaitEvent(comm, work->ready_, 0));
+    try {
+      enqueue(comm);
+    } catch (...) {
+      abort();
+      throw;
+    }
+    wait_ready(op);  // launched (non-blocking communicators may still be connecting peers)
+    DAEDALUS_CUDA_CHECK(cudaEventRecord(work->done_, comm));
+    work->recorded_ = true;
+    return work;
   }
 
   // Enqueue with `enqueue`, then wait for the stream, watching NCCL's error state and the deadline.

@@ -70,6 +70,25 @@ void check_collectives(parallel::Communicator& comm, Device device) {
     EXPECT_EQ(back(block), max_block) << who << " reduce_scatter max " << dtype_name(dtype);
   }
 
+  // The started forms, both in flight at once, waited for in the other order; their inputs are
+  // temporaries, so the Work must hold them. Same values as the blocking calls above (fp32 sum).
+  {
+    std::vector<double> contribution, sum_block;
+    for (int s = 0; s < n; ++s)
+      for (int i = 0; i < 3; ++i) contribution.push_back(r + s + 0.5 * i);
+    for (int i = 0; i < 3; ++i) sum_block.push_back(n * (n - 1) / 2.0 + n * (r + 0.5 * i));
+    Tensor block = Tensor::full({3}, -7.0, DType::f32, device);
+    Tensor all = Tensor::empty({int64_t(n) * 3}, DType::f32, device);
+    const std::unique_ptr<parallel::Work> reduced =
+        comm.start_reduce_scatter(on(contribution, DType::f32, device), block);
+    const std::unique_ptr<parallel::Work> gathered_work = comm.start_all_gather(on(part, DType::f32, device), all);
+    gathered_work->wait();
+    reduced->wait();
+    EXPECT_TRUE(reduced->test()) << who << " a waited Work is complete";
+    EXPECT_EQ(back(block), sum_block) << who << " start_reduce_scatter";
+    EXPECT_EQ(back(all), gathered) << who << " start_all_gather";
+  }
+
   // all_to_all_v: rows of 3 floats (source, destination, index within the pair).
   std::vector<int64_t> send(static_cast<size_t>(n)), recv(static_cast<size_t>(n));
   std::vector<double> rows, expected;

@@ -14,7 +14,7 @@
 namespace daedalus::testing {
 
 // Runs all_reduce (sum, max; fp32, bf16, int64), broadcast, all_gather, reduce_scatter (sum, max;
-// fp32, bf16), a ragged all_to_all_v
+// fp32, bf16), start_reduce_scatter and start_all_gather in flight together, a ragged all_to_all_v
 // (rank r sends (r + s) % 3 rows to rank s, zero included, each row naming source, destination and
 // index), a ring of point-to-point exchanges, barrier and split on `comm`, with tensors on `device`. Reports through
 // EXPECT_*.

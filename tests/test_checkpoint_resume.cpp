@@ -73,7 +73,7 @@ std::vector<nlohmann::json> metrics(const std::string& dir) {
   std::ifstream in(dir + "/metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
     nlohmann::json j = nlohmann::json::parse(line);
-    for (const char* key : {"tokens_per_s", "step_ms", "gpu_ms", "mem_bytes", "model_flops_per_s", "mfu"}) j.erase(key);
+    for (const char* key : {"tokens_per_s", "step_ms", "gpu_ms", "grad_sync_ms", "mem_bytes", "model_flops_per_s", "mfu"}) j.erase(key);
     out.push_back(j);
   }
   return out;

@@ -180,6 +180,8 @@ const std::vector<std::string> kEverythingChanged = {
     "parallel.backend=nccl",
     "parallel.dispatch_dtype=fp8",
     "parallel.timeout_s=12.5",
+    "parallel.overlap_grad_reduce=false",
+    "parallel.grad_bucket_mb=0.5",
     "checkpoint.every=0",
     "checkpoint.keep_last=0",
     "checkpoint.resume=none",
@@ -232,8 +234,8 @@ void leaf_paths(const YAML::Node& map, const std::string& prefix, std::vector<st
 TEST(Config, ToYamlWritesEveryKeyAndTheDocsListThem) {
   std::vector<std::string> paths;
   leaf_paths(YAML::Load(to_yaml(parse(kMinimal))), "", paths);
-  EXPECT_EQ(paths.size(), 94u);  // run 3, model 27, moe 3, mtp 1, precision 13, optimizer 6, schedule 4,
-                                 // train 13, data 10, parallel 7, checkpoint 5, logging 2
+  EXPECT_EQ(paths.size(), 96u);  // run 3, model 27, moe 3, mtp 1, precision 13, optimizer 6, schedule 4,
+                                 // train 13, data 10, parallel 9, checkpoint 5, logging 2
   std::ifstream docs(kRoot / "docs" / "config.md");
   ASSERT_TRUE(docs) << "docs/config.md";
   std::stringstream text;

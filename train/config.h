@@ -14,6 +14,7 @@
 // no key is an error.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -102,6 +103,13 @@ struct ParallelConfig {
   // 0: every rank holds the whole optimizer state; 1: ZeRO-1, AdamW's moments and the update sharded
   // over each parameter's data-parallel group (train/zero.h)
   int64_t zero_stage = 0;
+  // Start each gradient bucket's reduce-scatter as soon as backward has finished its gradients
+  // (parallel/grad_overlap.h); false: reduce them all after backward. Bit-identical either way.
+  bool overlap_grad_reduce = true;
+  // Gradient buckets (parallel::ShardLayout): each group's gradients are reduced in pieces of this
+  // many MiB (ZeRO-1's shards are cut from the same buckets).
+  double grad_bucket_mb = 32;
+  int64_t grad_bucket_bytes() const { return std::max<int64_t>(4, int64_t(grad_bucket_mb * 1048576.0)); }
   void validate() const;
 };
 

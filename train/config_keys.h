@@ -192,6 +192,8 @@ void visit_all(V& v, C& c) {
     s.choice("dispatch_dtype", c.parallel.dispatch_dtype, kDispatch);
     s("timeout_s", c.parallel.timeout_s);
     s("zero_stage", c.parallel.zero_stage);
+    s("overlap_grad_reduce", c.parallel.overlap_grad_reduce);
+    s("grad_bucket_mb", c.parallel.grad_bucket_mb);
   });
   v.map("checkpoint", [&](V& s) {
     s("every", c.checkpoint.every);

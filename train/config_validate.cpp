@@ -89,6 +89,8 @@ void ParallelConfig::validate() const {
   DAEDALUS_CHECK(std::isfinite(timeout_s) && timeout_s > 0, "parallel.timeout_s: must be a positive number, got {}",
                  timeout_s);
   DAEDALUS_CHECK(zero_stage == 0 || zero_stage == 1, "parallel.zero_stage: expected 0 or 1, got {}", zero_stage);
+  DAEDALUS_CHECK(std::isfinite(grad_bucket_mb) && grad_bucket_mb > 0 && grad_bucket_mb <= 4096,
+                 "parallel.grad_bucket_mb: must be a number of MiB in (0, 4096], got {}", grad_bucket_mb);
 }
 
 void CheckpointConfig::validate() const {

@@ -41,6 +41,7 @@ std::string StepMetrics::to_json() const {
   j["step_ms"] = step_ms;
   if (gpu_ms) j["gpu_ms"] = *gpu_ms;
   if (host_syncs) j["host_syncs"] = *host_syncs;
+  if (grad_sync_ms) j["grad_sync_ms"] = *grad_sync_ms;
   j["mem_bytes"] = mem_bytes;
   j["skipped"] = skipped;
   if (!expert_load_max_over_mean.empty()) {

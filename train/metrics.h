@@ -31,6 +31,7 @@ struct StepMetrics {
   double step_ms = 0;                             // wall clock, between two device synchronizations
   std::optional<double> gpu_ms;                   // CUDA runs: GPU time of the step (CUDA events)
   std::optional<int64_t> host_syncs;              // CUDA runs: times the host waited for the device
+  std::optional<double> grad_sync_ms;             // several ranks: gradient sync after backward
   int64_t mem_bytes = 0;                          // peak bytes of live tensors during the step (this rank's device)
   bool skipped = false;                           // non-finite gradients: no update
   std::vector<double> expert_load_max_over_mean;  // per MoE layer: max load / mean load (1 = balanced)

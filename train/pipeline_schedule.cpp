@@ -102,13 +102,14 @@ void PipelineSchedule::send_backward(const Tensor& grad_in) {
 
 Tensor PipelineSchedule::positions_of(const data::Batch& b) const {
   // On the host for any device: RoPE builds its cos/sin table from them there.
-  return document_positions_ ? b.positions.to(Device::cpu()) : Tensor::arange(b.inputs.size(1), DType::i64, Device::cpu());
+  return document_positions_ ? b.positions.to(Device::cpu())
+                             : Tensor::arange(b.inputs.size(1), DType::i64, Device::cpu());
 }
 
 StageResult PipelineSchedule::train(const std::function<data::Batch()>& next_batch, int64_t m,
                                     const std::function<double(int64_t)>& seed_scale,
-                                    const std::vector<double>& lm_weight,
-                                    const std::function<void(int64_t)>& enter) {
+                                    const std::vector<double>& lm_weight, const std::function<void(int64_t)>& enter,
+                                    BackwardObserver* last_backward) {
   DAEDALUS_CHECK(m >= 1, "pipeline: {} micro-batches", m);
   DAEDALUS_CHECK(lm_weight.empty() || int64_t(lm_weight.size()) == m, "pipeline: {} loss weights for {} micro-batches",
                  lm_weight.size(), m);
@@ -183,9 +184,11 @@ StageResult PipelineSchedule::train(const std::function<data::Batch()>& next_bat
     InFlight f = std::move(in_flight.front());
     in_flight.pop_front();
     if (enter) enter(backwards);
+    const bool completes_step = backwards == m - 1;  // 1F1B runs the backwards in micro-batch order
     const double scale = seed_scale(backwards++);
     {
       const TapeScope scope(*f.tape);
+      if (completes_step) f.tape->set_observer(last_backward);
       if (last) {
         f.tape->backward(ops::affine(f.loss, scale));
       } else {

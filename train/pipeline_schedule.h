@@ -62,10 +62,11 @@ class PipelineSchedule {
   // reported sums (chat data: train/chat_training.h). `enter(i)`, when given, runs before
   // micro-batch i's forward and again before its backward (1F1B interleaves micro-batches, so
   // per-micro-batch state such as FP4 stochastic-rounding seeds is set at each entry). Gradients
-  // accumulate into the stage's parameters.
+  // accumulate into the stage's parameters. `last_backward`, when given, watches the backward that
+  // completes the step's accumulation (the last micro-batch's: parallel/grad_overlap.h).
   StageResult train(const std::function<data::Batch()>& next_batch, int64_t micro_batches,
                     const std::function<double(int64_t)>& seed_scale, const std::vector<double>& lm_weight = {},
-                    const std::function<void(int64_t)>& enter = {});
+                    const std::function<void(int64_t)>& enter = {}, BackwardObserver* last_backward = nullptr);
 
   // Forward only (evaluation, no tape) over `batches` batches, on the last stage ({0, 0} on the
   // others): the sum over batches of each batch's mean next-token loss times its loss tokens, and

@@ -336,7 +336,8 @@ void Trainer::build_model() {
     params.push_back(Param{p.name, p.var, p.weight_decay, p.expert && groups_.ep_size > 1, /*counted=*/!copy});
     expert.push_back(p.expert);
   }
-  if (config_.parallel.zero_stage == 1) zero_ = std::make_unique<ZeroShards>(params, expert, groups_);
+  if (config_.parallel.zero_stage == 1)
+    zero_ = std::make_unique<ZeroShards>(params, expert, groups_, config_.parallel.grad_bucket_bytes());
   expert_ = std::move(expert);
   optimizer_ = std::make_unique<AdamW>(std::move(params), config_.optimizer);
   schedule_ = std::make_unique<PipelineSchedule>(*model_, groups_.pipeline.get(), device_, config_.data.document_mask);
@@ -453,13 +454,19 @@ StepMetrics Trainer::train_step() {
       for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // test hook: the last rank hangs
     return scale;
   };
-  const StageResult stage =
-      schedule_->train(next_batch, accum, seed_scale, lm_weight, [&](int64_t a) { set_rounding_seeds(m.step, first_samples[size_t(a)]); });
+  const std::unique_ptr<parallel::OverlappedGradSync> grad_sync = start_grad_sync();  // null: after backward
+  const StageResult stage = schedule_->train(
+      next_batch, accum, seed_scale, lm_weight,
+      [&](int64_t a) { set_rounding_seeds(m.step, first_samples[size_t(a)]); }, grad_sync.get());
   if (stats) {
     if (groups_.world->rank() == 0) write_fp8_stats(m.step);
     set_fp8_stats(/*collect=*/false);
   }
-  sync_gradients();
+  const auto sync_start = Clock::now();
+  sync_gradients(grad_sync.get());
+  if (groups_.world->size() > 1) m.grad_sync_ms = 1e3 * seconds_since(sync_start);
+  overlapped_buckets_ =
+      grad_sync ? std::pair(grad_sync->started_in_backward(), grad_sync->buckets()) : std::pair(0L, 0L);
   sum_router_loads();
   reduce_stage_metrics(stage, m);
   m.grad_norm = global_grad_norm();

@@ -37,6 +37,7 @@
 #include "data/source.h"
 #include "model/causal_lm.h"
 #include "parallel/communicator.h"
+#include "parallel/grad_overlap.h"
 #include "parallel/watchdog.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -111,6 +112,9 @@ class Trainer {
   int64_t tokens_seen() const { return tokens_seen_; }
   const data::Loader& train_loader() const { return *train_loader_; }
   const RunConfig& config() const { return config_; }
+  // The last step's gradient buckets started during backward, and all its overlapped buckets
+  // (0, 0 when parallel.overlap_grad_reduce is off or there is one rank).
+  std::pair<int64_t, int64_t> overlapped_buckets() const { return overlapped_buckets_; }
   std::string banner() const;
 
  private:
@@ -122,7 +126,12 @@ class Trainer {
   void open_metrics(bool resumed);
   StopReason poll_stop(double step_s);
   void print_sample();
-  void sync_gradients();
+  // trainer_grad_sync.cpp. start_grad_sync: the observer of the step's last backward that starts
+  // the gradient buckets' reduce-scatters as they become final (null: parallel.overlap_grad_reduce
+  // off, or one rank); sync_gradients finishes what it started (or, given null, does it all).
+  std::unique_ptr<parallel::OverlappedGradSync> start_grad_sync();
+  std::vector<bool> held_gradients() const;  // per optimizer param: not final during backward
+  void sync_gradients(parallel::OverlappedGradSync* started);
   void sum_router_loads();
   // trainer_pipeline.cpp: what a step reduces across pipeline stages (no-ops with one stage).
   double global_grad_norm();
@@ -149,7 +158,8 @@ class Trainer {
   std::unique_ptr<PipelineSchedule> schedule_;
   std::unique_ptr<class ZeroShards> zero_;  // parallel.zero_stage 1: shard ownership and collectives
   std::vector<bool> expert_;                // per optimizer parameter: a routed-expert stack
-  double peak_flops_ = 0;                   // the device's peak for the recipe (hardware table), 0: unknown
+  std::unique_ptr<parallel::ShardLayout> dense_layout_, expert_layout_;  // stage 0's overlapped buckets
+  double peak_flops_ = 0;  // the device's peak for the recipe (hardware table), 0: unknown
   // Synthetic data: train_view_ is the head of train_source_, val_source_ its held-out tail.
   std::unique_ptr<data::TokenSource> train_source_, train_view_, val_source_;
   // Chat data (data.format chat): conversations packed into windows.
@@ -160,6 +170,7 @@ class Trainer {
   std::unique_ptr<ProgressLine> progress_;
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
+  std::pair<int64_t, int64_t> overlapped_buckets_{0, 0};
   int64_t consecutive_skips_ = 0;
   int64_t skipped_total_ = 0;
   std::string resumed_from_;

@@ -32,16 +32,39 @@ std::vector<Tensor> ZeroShards::grads_of(const Group& g, const std::vector<Param
   return grads;
 }
 
-void ZeroShards::reduce_scatter_gradients(const std::vector<Param>& params, Device device) {
+std::vector<parallel::OverlapGroup> ZeroShards::overlap_groups(const std::vector<Param>& params,
+                                                               const std::vector<bool>& held) const {
+  std::vector<parallel::OverlapGroup> out;
+  for (const Group* g : {&dense_, &experts_}) {
+    if (g == &experts_ && g->members.empty()) continue;  // as reduce_scatter_gradients
+    parallel::OverlapGroup o;
+    o.comm = g->comm;
+    o.layout = g->layout.get();
+    for (size_t i : g->members) {
+      o.params.push_back(params[i].var);
+      o.held.push_back(held[i]);
+    }
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+void ZeroShards::reduce_scatter_gradients(const std::vector<Param>& params, Device device,
+                                          parallel::OverlappedGradSync* started) {
   for (const Param& p : params)
     if (!p.var.grad().defined())
       p.var.slot()->accumulate("grad sync", Tensor::zeros(p.var.shape(), DType::f32, device));
   stats_ = ZeroStats{};
-  stats_.reduce_scatter_bytes +=
-      parallel::reduce_scatter_gradients(*dense_.comm, grads_of(dense_, params), *dense_.layout).bytes;
+  if (started != nullptr) {
+    for (const parallel::GradSyncStats& s : started->finish()) stats_.reduce_scatter_bytes += s.bytes;
+  } else {
+    stats_.reduce_scatter_bytes +=
+        parallel::reduce_scatter_gradients(*dense_.comm, grads_of(dense_, params), *dense_.layout).bytes;
+    if (!experts_.members.empty())
+      stats_.reduce_scatter_bytes +=
+          parallel::reduce_scatter_gradients(*experts_.comm, grads_of(experts_, params), *experts_.layout).bytes;
+  }
   if (experts_.members.empty()) return;
-  stats_.reduce_scatter_bytes +=
-      parallel::reduce_scatter_gradients(*experts_.comm, grads_of(experts_, params), *experts_.layout).bytes;
   // An expert's gradient already sums its whole EP group's tokens; the mean over replicas leaves a
   // factor ep_size against the world mean the dense weights get (as stage 0's sync_gradients).
   if (groups_.ep_size == 1) return;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/grad_overlap.h"
 #include "parallel/grad_sync.h"
 #include "train/optimizer.h"
 
@@ -42,7 +43,14 @@ class ZeroShards {
 
   // After backward: each param's owned gradient elements become the group mean (experts also
   // divided by ep_size, as stage 0's sync does). Undefined gradients are zeros first.
-  void reduce_scatter_gradients(const std::vector<Param>& params, Device device);
+  // `started` (parallel.overlap_grad_reduce): the reduce-scatters begun during backward over
+  // overlap_groups(); they are finished instead of run here, with the same result.
+  void reduce_scatter_gradients(const std::vector<Param>& params, Device device,
+                                parallel::OverlappedGradSync* started = nullptr);
+  // The two groups (dense, then experts when there are any) with this object's layouts, for
+  // parallel::OverlappedGradSync; `held` per param as OverlapGroup::held.
+  std::vector<parallel::OverlapGroup> overlap_groups(const std::vector<Param>& params,
+                                                     const std::vector<bool>& held) const;
   // After the step: every weight element takes its owner's value.
   void all_gather_weights(const std::vector<Param>& params);
   // The squared-norm reduction for AdamW::grad_norm: a sum over the world (every stage's owned

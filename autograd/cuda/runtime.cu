@@ -31,10 +31,10 @@ int cuda_device_count() {
 
 namespace cuda {
 
-cudaStream_t compute_stream(int index) {
-  static std::mutex mutex;
-  static std::vector<cudaStream_t> streams;
-  std::lock_guard lock(mutex);
+namespace {
+
+// Device `index`'s entry of `streams`, created with `flags` on first use (the caller holds `mutex`).
+cudaStream_t stream_of(std::vector<cudaStream_t>& streams, int index, unsigned flags) {
   if (streams.size() <= size_t(index)) streams.resize(size_t(index) + 1, nullptr);
   cudaStream_t& s = streams[size_t(index)];
   if (s == nullptr) {
@@ -42,10 +42,26 @@ cudaStream_t compute_stream(int index) {
     int current = 0;
     DAEDALUS_CUDA_CHECK(cudaGetDevice(&current));
     DAEDALUS_CUDA_CHECK(cudaSetDevice(index));
-    DAEDALUS_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamDefault));  // blocking: orders with stream 0
+    DAEDALUS_CUDA_CHECK(cudaStreamCreateWithFlags(&s, flags));
     DAEDALUS_CUDA_CHECK(cudaSetDevice(current));
   }
   return s;
+}
+
+}  // namespace
+
+cudaStream_t compute_stream(int index) {
+  static std::mutex mutex;
+  static std::vector<cudaStream_t> streams;
+  std::lock_guard lock(mutex);
+  return stream_of(streams, index, cudaStreamDefault);  // blocking: orders with stream 0
+}
+
+cudaStream_t comm_stream(int index) {
+  static std::mutex mutex;
+  static std::vector<cudaStream_t> streams;
+  std::lock_guard lock(mutex);
+  return stream_of(streams, index, cudaStreamNonBlocking);  // orders only by events
 }
 
 }  // namespace cuda

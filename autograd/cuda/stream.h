@@ -5,7 +5,8 @@
 //
 // The stream is created blocking (cudaStreamDefault, not cudaStreamNonBlocking): it still orders
 // with the legacy default stream, so anything a library or a test queues there without a stream
-// cannot race with Daedalus's work. Nothing overlaps yet: one stream runs one thing at a time.
+// cannot race with Daedalus's work. Only the started collectives of gradient reduction run
+// elsewhere: on the device's communication stream, below.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -16,5 +17,16 @@ namespace daedalus::cuda {
 // process (never destroyed: the CUDA context may be gone during static destruction). Launchers
 // call it after cudaSetDevice(index): a kernel may only be launched on a stream of the current device.
 cudaStream_t compute_stream(int index);
+
+// The communication stream of CUDA device `index` (created on first use, kept for the process):
+// the started collectives (Communicator::start_reduce_scatter / start_all_gather over NCCL) run
+// here, so they overlap the kernels of the compute stream. Created non-blocking
+// (cudaStreamNonBlocking): it orders with nothing but the events it is told to wait for. The rule
+// between the two streams (parallel/nccl_communicator.cpp): a collective first waits for an event
+// recorded on the compute stream after the work that wrote its input, and the compute stream
+// waits for an event recorded after the collective before anything reads its output; the
+// collective's tensors are held until that second wait has been queued, so the caching allocator
+// (which knows no streams) can only hand their blocks to compute work ordered after the collective.
+cudaStream_t comm_stream(int index);
 
 }  // namespace daedalus::cuda

@@ -11,7 +11,7 @@ Exit 0 when the check holds, 1 otherwise (with the reason).
 import json
 import sys
 
-TIMING = {"tokens_per_s", "step_ms", "gpu_ms", "model_flops_per_s", "mfu", "mem_bytes"}
+TIMING = {"tokens_per_s", "step_ms", "gpu_ms", "grad_sync_ms", "model_flops_per_s", "mfu", "mem_bytes"}
 
 
 def lines(path, kind):
