@@ -17,6 +17,7 @@ struct OverlappedGradSync::State {
   std::vector<std::vector<size_t>> members;  // per bucket: the params with elements in it
   std::vector<size_t> final_at;              // per bucket: final once nodes [final_at, size) ran; kHeld
   std::vector<std::unique_ptr<BucketReduceScatter>> started;  // per bucket, from its start to its finish
+  std::vector<size_t> in_flight;  // started, not finished, in start order (what node_done tests)
   size_t next = 0;  // buckets started so far (they start last first: bucket size - 1 - k is the k-th)
   GradSyncStats stats;
 };
@@ -85,8 +86,11 @@ void OverlappedGradSync::node_done(size_t index) {
     // that is complete is finished at once, which releases its buffers: without that every
     // bucket's copy of the gradients could be alive at the end of backward.
     State& s = *states_[g];
-    for (size_t b = 0; b < s.started.size(); ++b)
-      if (s.started[b] && s.started[b]->test()) finish_bucket(g, b);
+    std::erase_if(s.in_flight, [&](size_t b) {
+      if (!s.started[b]->test()) return false;
+      finish_bucket(g, b);
+      return true;
+    });
   }
 }
 
@@ -126,6 +130,7 @@ void OverlappedGradSync::start_bucket(size_t group) {
     grads[i] = p.grad();
   }
   s.started[b] = std::make_unique<BucketReduceScatter>(*g.comm, grads, *g.layout, b);
+  s.in_flight.push_back(b);
   ++s.next;
 }
 
@@ -135,10 +140,8 @@ std::vector<GradSyncStats> OverlappedGradSync::finish() {
   for (size_t g = 0; g < groups_.size(); ++g) {
     State& s = *states_[g];
     while (s.next < s.members.size()) start_bucket(g);
-    for (size_t k = 0; k < s.started.size(); ++k) {  // in start order: the first started is done first
-      const size_t b = s.started.size() - 1 - k;
-      if (s.started[b]) finish_bucket(g, b);
-    }
+    for (size_t b : s.in_flight) finish_bucket(g, b);  // in start order: the first started is done first
+    s.in_flight.clear();
     stats[g] = s.stats;
   }
   return stats;
